@@ -1,0 +1,61 @@
+# The postern package.
+#
+# RocksDB is built from the source vendored in `librocksdb-sys` (see
+# nix/README.md, "RocksDB: vendored"): the crate's bindings are generated
+# at build time (`bindgen-runtime`) against exactly the RocksDB release the
+# crate was released with, so nothing here depends on which RocksDB a given
+# nixpkgs happens to ship.
+{
+  lib,
+  rustPlatform,
+}:
+
+let
+  cargoToml = lib.importTOML ../Cargo.toml;
+  fs = lib.fileset;
+in
+rustPlatform.buildRustPackage {
+  pname = "postern";
+  inherit (cargoToml.package) version;
+
+  # Only what cargo needs: editing nix/ or the docs does not rebuild.
+  src = fs.toSource {
+    root = ../.;
+    fileset = fs.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../src
+      (fs.maybeMissing ../build.rs)
+      (fs.maybeMissing ../tests)
+      (fs.maybeMissing ../benches)
+      (fs.maybeMissing ../bench)
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # bindgenHook puts libclang where clang-sys looks for it at run time
+  # (`bindgen-runtime` loads it with dlopen: LIBCLANG_PATH) and passes the
+  # C/C++ include paths of the Nix toolchain (BINDGEN_EXTRA_CLANG_ARGS).
+  # The C++ compiler for RocksDB and the C compiler for lz4 come with stdenv.
+  nativeBuildInputs = [ rustPlatform.bindgenHook ];
+
+  # Unit tests run in the build. The end-to-end suite (tests/world/) needs
+  # root, Knot, Unbound, Postfix and nginx; it skips itself without root,
+  # which the build sandbox never is — the VM tests in nix/tests/ cover it.
+  cargoTestFlags = [ "--bins" ] ++ lib.optional (builtins.pathExists ../src/lib.rs) "--lib";
+
+  meta = {
+    description = "Mail transfer agent for NixOS whose reason to exist is transport security";
+    longDescription = ''
+      postern accepts mail over SMTP, keeps it in a durable queue and
+      delivers it under an explicit per-destination TLS policy: DANE
+      (RFC 7672), MTA-STS (RFC 8461), STARTTLS with fallbacks and TLS
+      reporting (RFC 8460). It keeps the operator's own TLSA records in step
+      with rotating certificates.
+    '';
+    license = lib.licenses.asl20;
+    mainProgram = "postern";
+    platforms = lib.platforms.linux;
+  };
+}

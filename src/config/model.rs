@@ -1,0 +1,839 @@
+//! The configuration document of SPEC §2 as Rust types.
+//!
+//! Every struct rejects unknown keys; every field has the default the SPEC
+//! gives, so `{}` is a complete configuration (the embedded default).
+//! Behaviour behind some keys arrives with later capabilities; the keys are
+//! all here so that a configuration written today stays valid.
+
+use super::duration::Duration;
+use super::expr::Expression;
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    pub server: Server,
+    pub certificates: BTreeMap<String, Certificate>,
+    pub session: Session,
+    pub outbound: Outbound,
+    pub resolver: Resolver,
+    pub mta_sts: MtaSts,
+    pub reports: Reports,
+    pub dkim: BTreeMap<String, DkimKey>,
+    pub tlsa: Tlsa,
+    pub storage: Storage,
+    pub control: Control,
+}
+
+/// Top-level keys, in document order, for per-section parsing.
+pub const SECTIONS: [&str; 11] = [
+    "server",
+    "certificates",
+    "session",
+    "outbound",
+    "resolver",
+    "mtaSts",
+    "reports",
+    "dkim",
+    "tlsa",
+    "storage",
+    "control",
+];
+
+// ------------------------------------------------------------------ server
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Server {
+    /// The name postern greets with and uses in EHLO; the system host name
+    /// when unset.
+    pub hostname: Option<String>,
+    pub max_connections: u32,
+    pub tls: TlsSettings,
+    pub socket: SocketSettings,
+    pub listeners: BTreeMap<String, Listener>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        let mut listeners = BTreeMap::new();
+        listeners.insert(
+            "smtp".to_string(),
+            Listener {
+                bind: Binds(vec!["127.0.0.1:2525".parse().expect("constant address")]),
+                protocol: Protocol::Smtp,
+                tls: TlsSettings::default(),
+                socket: SocketSettings::default(),
+                max_connections: None,
+            },
+        );
+        Server {
+            hostname: None,
+            max_connections: 8192,
+            tls: TlsSettings::default(),
+            socket: SocketSettings::default(),
+            listeners,
+        }
+    }
+}
+
+/// TLS settings of the server, overridable key by key per listener; an
+/// unset key falls back to the server's, then to the built-in default.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TlsSettings {
+    pub enable: Option<bool>,
+    pub implicit: Option<bool>,
+    pub timeout: Option<Duration>,
+    pub certificate: Option<String>,
+    pub sni: Option<Vec<Sni>>,
+    pub protocols: Option<Vec<TlsVersion>>,
+    pub ciphers: Option<Vec<Cipher>>,
+    pub ignore_client_order: Option<bool>,
+}
+
+impl TlsSettings {
+    /// `self` with every unset key taken from `base`.
+    pub fn over(&self, base: &TlsSettings) -> TlsSettings {
+        TlsSettings {
+            enable: self.enable.or(base.enable),
+            implicit: self.implicit.or(base.implicit),
+            timeout: self.timeout.or(base.timeout),
+            certificate: self.certificate.clone().or_else(|| base.certificate.clone()),
+            sni: self.sni.clone().or_else(|| base.sni.clone()),
+            protocols: self.protocols.clone().or_else(|| base.protocols.clone()),
+            ciphers: self.ciphers.clone().or_else(|| base.ciphers.clone()),
+            ignore_client_order: self.ignore_client_order.or(base.ignore_client_order),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sni {
+    pub subject: String,
+    pub certificate: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "TLSv1.2" => Ok(TlsVersion::Tls12),
+            "TLSv1.3" => Ok(TlsVersion::Tls13),
+            "TLSv1" | "TLSv1.0" | "TLSv1.1" | "SSLv3" | "SSLv2" => Err(de::Error::custom(format!(
+                "{s} is not supported: postern speaks TLSv1.2 and TLSv1.3 only"
+            ))),
+            _ => Err(de::Error::custom(format!(
+                "unknown TLS version '{s}' (use \"TLSv1.2\" or \"TLSv1.3\")"
+            ))),
+        }
+    }
+}
+
+/// Cipher suites and key-exchange groups, by the names rustls uses.
+pub const CIPHERS: [&str; 12] = [
+    "TLS13_AES_256_GCM_SHA384",
+    "TLS13_AES_128_GCM_SHA256",
+    "TLS13_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "X25519",
+    "SECP256R1",
+    "SECP384R1",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Cipher(pub String);
+
+impl<'de> Deserialize<'de> for Cipher {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if CIPHERS.contains(&s.as_str()) {
+            return Ok(Cipher(s));
+        }
+        let hint = super::did_you_mean(&s, CIPHERS.iter().copied())
+            .map(|m| format!(" (did you mean '{m}'?)"))
+            .unwrap_or_default();
+        Err(de::Error::custom(format!(
+            "unknown cipher suite or key exchange group '{s}'{hint}"
+        )))
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SocketSettings {
+    pub reuse_addr: Option<bool>,
+    pub reuse_port: Option<bool>,
+    pub backlog: Option<u32>,
+    pub nodelay: Option<bool>,
+    pub ttl: Option<u32>,
+    pub tos: Option<u32>,
+    pub linger: Option<Duration>,
+    pub send_buffer_size: Option<usize>,
+    pub recv_buffer_size: Option<usize>,
+}
+
+impl SocketSettings {
+    pub fn over(&self, base: &SocketSettings) -> SocketSettings {
+        SocketSettings {
+            reuse_addr: self.reuse_addr.or(base.reuse_addr),
+            reuse_port: self.reuse_port.or(base.reuse_port),
+            backlog: self.backlog.or(base.backlog),
+            nodelay: self.nodelay.or(base.nodelay),
+            ttl: self.ttl.or(base.ttl),
+            tos: self.tos.or(base.tos),
+            linger: self.linger.or(base.linger),
+            send_buffer_size: self.send_buffer_size.or(base.send_buffer_size),
+            recv_buffer_size: self.recv_buffer_size.or(base.recv_buffer_size),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    pub bind: Binds,
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub tls: TlsSettings,
+    #[serde(default)]
+    pub socket: SocketSettings,
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+/// `bind`: one address or a list of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binds(pub Vec<SocketAddr>);
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("invalid address '{s}': expected IP:PORT, e.g. \"127.0.0.1:25\" or \"[::]:25\"")
+    })
+}
+
+impl<'de> Deserialize<'de> for Binds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            de::Error::custom("expected an address string or a list of address strings")
+        })? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        if list.is_empty() {
+            return Err(de::Error::custom("a listener needs at least one address"));
+        }
+        list.iter()
+            .map(|s| parse_socket_addr(s).map_err(de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Binds)
+    }
+}
+
+impl Serialize for Binds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<String> = self.0.iter().map(|a| a.to_string()).collect();
+        v.serialize(s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Smtp,
+    Http,
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "smtp" => Ok(Protocol::Smtp),
+            "http" => Ok(Protocol::Http),
+            "imap" | "imaps" | "jmap" | "pop3" | "pop3s" | "managesieve" | "lmtp" | "https" => {
+                Err(de::Error::custom(format!(
+                    "postern does not serve {s}: listeners speak smtp or http; hand local mail to Dovecot, Stalwart or another LMTP/SMTP next hop (outbound.relays)"
+                )))
+            }
+            _ => Err(de::Error::custom(format!(
+                "unknown protocol '{s}' (use \"smtp\" or \"http\")"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Certificate {
+    /// PEM, possibly the full chain, or a `%{file:…}%` reference.
+    pub cert: String,
+    pub private_key: String,
+}
+
+// ------------------------------------------------------------------ session
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Session {
+    pub local_domains: Vec<String>,
+    pub relay_networks: Vec<IpNet>,
+    pub auth: Auth,
+    pub max_message_size: u64,
+    pub max_recipients: u32,
+    pub timeout: Duration,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            local_domains: vec![],
+            relay_networks: vec![
+                "127.0.0.0/8".parse().expect("constant network"),
+                "::1/128".parse().expect("constant network"),
+            ],
+            auth: Auth::default(),
+            max_message_size: 52_428_800,
+            max_recipients: 100,
+            timeout: Duration::secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Auth {
+    pub mechanisms: Vec<AuthMechanism>,
+    pub require_tls: bool,
+    pub users: BTreeMap<String, User>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            mechanisms: vec![AuthMechanism::Plain, AuthMechanism::Login],
+            require_tls: true,
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMechanism {
+    Plain,
+    Login,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct User {
+    pub secret: String,
+}
+
+// ------------------------------------------------------------------ outbound
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Outbound {
+    pub route: Expression,
+    pub relays: BTreeMap<String, Relay>,
+    pub tls: Expression,
+    pub tls_strategies: BTreeMap<String, TlsStrategy>,
+    pub retry: Vec<Duration>,
+    pub notify: Vec<Duration>,
+    pub expire: Duration,
+    pub concurrency: u32,
+    pub per_domain_concurrency: u32,
+    pub mx_port: u16,
+    pub ca_file: Option<PathBuf>,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            route: Expression::string("mx"),
+            relays: BTreeMap::new(),
+            // Conservative: no automatic relaxation unless the operator asks.
+            tls: Expression::string("default"),
+            tls_strategies: BTreeMap::new(),
+            retry: ["2m", "5m", "10m", "15m", "30m", "1h", "2h"]
+                .iter()
+                .map(|s| super::duration::parse(s).expect("constant duration"))
+                .collect(),
+            notify: vec![Duration::secs(86_400), Duration::secs(3 * 86_400)],
+            expire: Duration::secs(5 * 86_400),
+            concurrency: 256,
+            per_domain_concurrency: 8,
+            mx_port: 25,
+            ca_file: None,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl Outbound {
+    /// The strategies in force: the configured ones plus the built-in
+    /// `default` and `invalid-tls` unless the configuration overrides them.
+    pub fn strategies(&self) -> BTreeMap<String, TlsStrategy> {
+        let mut all = BTreeMap::new();
+        all.insert("default".to_string(), TlsStrategy::default());
+        all.insert(
+            "invalid-tls".to_string(),
+            TlsStrategy {
+                allow_invalid_certs: Some(true),
+                start_tls: Some(Requirement::Optional),
+                ..TlsStrategy::default()
+            },
+        );
+        for (name, s) in &self.tls_strategies {
+            all.insert(name.clone(), s.clone());
+        }
+        all
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Relay {
+    pub host: String,
+    #[serde(default = "default_relay_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: RelayProtocol,
+    #[serde(default)]
+    pub tls: RelayTls,
+    #[serde(default)]
+    pub allow_invalid_certs: bool,
+    #[serde(default)]
+    pub auth: Option<RelayAuth>,
+}
+
+fn default_relay_port() -> u16 {
+    25
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayProtocol {
+    #[default]
+    Smtp,
+    Lmtp,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    None,
+    #[default]
+    Starttls,
+    Implicit,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RelayAuth {
+    pub username: String,
+    pub secret: String,
+}
+
+/// One TLS strategy; unset fields take the built-in defaults (those of the
+/// SPEC's `default` strategy), not the values of another strategy.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TlsStrategy {
+    pub dane: Option<Requirement>,
+    pub mta_sts: Option<Requirement>,
+    pub start_tls: Option<Requirement>,
+    pub allow_invalid_certs: Option<bool>,
+    pub tls_timeout: Option<Duration>,
+    pub mta_sts_timeout: Option<Duration>,
+}
+
+/// A strategy with every field decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    pub dane: Requirement,
+    pub mta_sts: Requirement,
+    pub start_tls: Requirement,
+    pub allow_invalid_certs: bool,
+    pub tls_timeout: Duration,
+    pub mta_sts_timeout: Duration,
+}
+
+impl TlsStrategy {
+    pub fn effective(&self) -> Strategy {
+        Strategy {
+            dane: self.dane.unwrap_or(Requirement::Optional),
+            mta_sts: self.mta_sts.unwrap_or(Requirement::Optional),
+            start_tls: self.start_tls.unwrap_or(Requirement::Optional),
+            allow_invalid_certs: self.allow_invalid_certs.unwrap_or(false),
+            tls_timeout: self.tls_timeout.unwrap_or(Duration::secs(180)),
+            mta_sts_timeout: self.mta_sts_timeout.unwrap_or(Duration::secs(300)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    Optional,
+    Require,
+    Disable,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub greeting: Duration,
+    pub ehlo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    pub data: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::secs(30),
+            greeting: Duration::secs(300),
+            ehlo: Duration::secs(300),
+            mail: Duration::secs(300),
+            rcpt: Duration::secs(300),
+            data: Duration::secs(600),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ resolver
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Resolver {
+    /// `None`: the nameservers of /etc/resolv.conf.
+    pub nameservers: Option<Vec<Nameserver>>,
+    pub dnssec: DnssecMode,
+    /// A file of DS or DNSKEY records replacing the IANA root anchors.
+    pub trust_anchors: Option<PathBuf>,
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            nameservers: None,
+            dnssec: DnssecMode::Validate,
+            trust_anchors: None,
+            timeout: Duration::secs(5),
+            attempts: 2,
+        }
+    }
+}
+
+/// A nameserver address; the port defaults to 53.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nameserver(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Nameserver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Ok(Nameserver(SocketAddr::new(ip, 53)));
+        }
+        parse_socket_addr(&s)
+            .map(Nameserver)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Nameserver {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum DnssecMode {
+    #[serde(rename = "validate")]
+    Validate,
+    #[serde(rename = "trust-ad")]
+    TrustAd,
+}
+
+// ------------------------------------------------------------------ mtaSts
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MtaSts {
+    /// Extra roots for policy fetches; `outbound.caFile` when unset.
+    pub ca_file: Option<PathBuf>,
+    pub refresh: bool,
+}
+
+impl Default for MtaSts {
+    fn default() -> Self {
+        MtaSts {
+            ca_file: None,
+            refresh: true,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ reports
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Reports {
+    /// `reports.submitter`; the server host name when unset.
+    pub submitter: Option<String>,
+    pub tls: TlsReport,
+}
+
+/// Stalwart's `TlsReportSettings`: each field an expression. Unset fields
+/// are filled in from the host name by [`super::Config::fill_defaults`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TlsReport {
+    pub from_name: Option<Expression>,
+    pub from_address: Option<Expression>,
+    pub subject: Option<Expression>,
+    pub org_name: Option<Expression>,
+    pub contact_info: Option<Expression>,
+    pub send_frequency: Option<Expression>,
+    pub max_report_size: Option<Expression>,
+    pub dkim_sign_domain: Option<Expression>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DkimKey {
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
+    pub private_key: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum DkimAlgorithm {
+    #[serde(rename = "ed25519-sha256")]
+    Ed25519Sha256,
+    #[serde(rename = "rsa-sha256")]
+    RsaSha256,
+}
+
+// ------------------------------------------------------------------ tlsa
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Tlsa {
+    pub records: BTreeMap<String, TlsaRecord>,
+    pub providers: BTreeMap<String, Provider>,
+    pub rollover: Rollover,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsaRecord {
+    pub host: String,
+    #[serde(default = "default_relay_port")]
+    pub port: u16,
+    #[serde(default = "default_certificate")]
+    pub certificate: String,
+    #[serde(default = "default_usages")]
+    pub usages: Vec<TlsaUsage>,
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    pub provider: String,
+}
+
+fn default_certificate() -> String {
+    "default".into()
+}
+fn default_usages() -> Vec<TlsaUsage> {
+    vec![TlsaUsage {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+    }]
+}
+fn default_ttl() -> u32 {
+    3600
+}
+
+/// `"U S M"`: which TLSA record form to publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsaUsage {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+}
+
+impl<'de> Deserialize<'de> for TlsaUsage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let nums: Vec<u8> = s
+            .split_whitespace()
+            .map(|p| p.parse::<u8>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| de::Error::custom(format!("'{s}' is not \"usage selector matching\", e.g. \"3 1 1\"")))?;
+        let [usage, selector, matching] = nums[..] else {
+            return Err(de::Error::custom(format!(
+                "'{s}' is not \"usage selector matching\", e.g. \"3 1 1\""
+            )));
+        };
+        if !(usage == 2 || usage == 3) {
+            return Err(de::Error::custom(format!(
+                "usage {usage} in '{s}' is not one SMTP clients use (RFC 7672): publish 3 (DANE-EE) or 2 (DANE-TA)"
+            )));
+        }
+        if selector > 1 || !(1..=2).contains(&matching) {
+            return Err(de::Error::custom(format!(
+                "'{s}': selector must be 0 or 1 and matching type 1 (SHA-256) or 2 (SHA-512)"
+            )));
+        }
+        Ok(TlsaUsage {
+            usage,
+            selector,
+            matching,
+        })
+    }
+}
+
+impl Serialize for TlsaUsage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{} {} {}", self.usage, self.selector, self.matching))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Provider {
+    Rfc2136(Rfc2136),
+    Cloudflare(Cloudflare),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rfc2136 {
+    pub server: Nameserver,
+    pub zone: String,
+    pub key: TsigKey,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TsigKey {
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cloudflare {
+    pub zone: String,
+    pub api_token: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Rollover {
+    pub mode: RolloverMode,
+    pub hold_ttls: u32,
+    pub export: Option<Export>,
+}
+
+impl Default for Rollover {
+    fn default() -> Self {
+        Rollover {
+            mode: RolloverMode::Gate,
+            hold_ttls: 2,
+            export: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloverMode {
+    Gate,
+    Off,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Export {
+    pub cert: PathBuf,
+    pub private_key: PathBuf,
+    #[serde(default)]
+    pub reload: Vec<String>,
+}
+
+// ------------------------------------------------------------------ storage
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Storage {
+    pub path: PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            path: PathBuf::from("./postern-data"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Control {
+    pub socket: Option<PathBuf>,
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Requirement::Optional => "optional",
+            Requirement::Require => "require",
+            Requirement::Disable => "disable",
+        })
+    }
+}

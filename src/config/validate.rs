@@ -1,0 +1,436 @@
+//! Checks beyond types: names that must refer to something, expressions that
+//! must yield known names, combinations that would be unsafe.
+
+use super::expr::{Expression, Type, Value, Var};
+use super::model::*;
+use super::{Options, Problem};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub fn check(c: &Config, opts: Options, out: &mut Vec<Problem>) {
+    listeners(c, out);
+    certificates(c, opts, out);
+    session(&c.session, out);
+    outbound(&c.outbound, opts, out);
+    resolver(&c.resolver, opts, out);
+    if let Some(ca) = &c.mta_sts.ca_file {
+        ca_file("mtaSts.caFile", ca, opts, out);
+    }
+    reports(c, out);
+    tlsa(c, out);
+    if c.storage.path.as_os_str().is_empty() {
+        out.push(Problem::error("storage.path", "must not be empty"));
+    }
+}
+
+// ------------------------------------------------------------------ server
+
+fn listeners(c: &Config, out: &mut Vec<Problem>) {
+    let s = &c.server;
+    if s.max_connections == 0 {
+        out.push(Problem::error("server.maxConnections", "must be at least 1"));
+    }
+    tls_names("server.tls", &s.tls, c, out);
+    let mut seen: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    for (id, l) in &s.listeners {
+        let path = format!("server.listeners.{id}");
+        if id.is_empty()
+            || id.len() > 255
+            || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        {
+            out.push(Problem::error(
+                &path,
+                "a listener id may hold only letters, digits, '_', '-' and '.' (it is the systemd FileDescriptorName)",
+            ));
+        }
+        for addr in &l.bind.0 {
+            if let Some(other) = seen.insert(*addr, id) {
+                out.push(Problem::error(
+                    format!("{path}.bind"),
+                    format!("{addr} is already bound by listener '{other}'"),
+                ));
+            }
+        }
+        if l.max_connections == Some(0) {
+            out.push(Problem::error(format!("{path}.maxConnections"), "must be at least 1"));
+        }
+        tls_names(&format!("{path}.tls"), &l.tls, c, out);
+        let eff = l.tls.over(&s.tls);
+        if l.protocol == Protocol::Smtp
+            && eff.enable.unwrap_or(true)
+            && eff.implicit.unwrap_or(false)
+        {
+            let cert = eff.certificate.as_deref().unwrap_or("default");
+            if !c.certificates.contains_key(cert) {
+                out.push(Problem::error(
+                    format!("{path}.tls.implicit"),
+                    format!("implicit TLS needs a certificate, and certificates.{cert} does not exist"),
+                ));
+            }
+        }
+    }
+}
+
+/// Certificate names a `tls` block refers to must exist.
+fn tls_names(path: &str, t: &TlsSettings, c: &Config, out: &mut Vec<Problem>) {
+    if let Some(name) = &t.certificate {
+        if !c.certificates.contains_key(name) {
+            out.push(dangling(format!("{path}.certificate"), name, c));
+        }
+    }
+    for (i, sni) in t.sni.iter().flatten().enumerate() {
+        if !c.certificates.contains_key(&sni.certificate) {
+            out.push(dangling(format!("{path}.sni[{i}].certificate"), &sni.certificate, c));
+        }
+        if sni.subject.is_empty() {
+            out.push(Problem::error(format!("{path}.sni[{i}].subject"), "must not be empty"));
+        }
+    }
+    if t.protocols.as_ref().is_some_and(|p| p.is_empty()) {
+        out.push(Problem::error(format!("{path}.protocols"), "must list at least one TLS version"));
+    }
+    if let Some(ciphers) = &t.ciphers {
+        let has_suite = ciphers.iter().any(|c| c.0.starts_with("TLS"));
+        if !ciphers.is_empty() && !has_suite {
+            out.push(Problem::error(
+                format!("{path}.ciphers"),
+                "lists key exchange groups but no cipher suite",
+            ));
+        }
+    }
+}
+
+fn dangling(path: String, name: &str, c: &Config) -> Problem {
+    let hint = super::did_you_mean(name, c.certificates.keys().map(String::as_str))
+        .map(|m| format!(" (did you mean '{m}'?)"))
+        .unwrap_or_default();
+    Problem::error(path, format!("no certificate named '{name}' in certificates{hint}"))
+}
+
+fn certificates(c: &Config, opts: Options, out: &mut Vec<Problem>) {
+    if opts.offline {
+        return;
+    }
+    for (name, cert) in &c.certificates {
+        if let Err(e) = crate::tls::certified_key(&cert.cert, &cert.private_key) {
+            out.push(Problem::error(format!("certificates.{name}"), e));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ session
+
+fn session(s: &Session, out: &mut Vec<Problem>) {
+    for (i, d) in s.local_domains.iter().enumerate() {
+        if let Err(e) = check_domain(d) {
+            out.push(Problem::error(format!("session.localDomains[{i}]"), e));
+        }
+    }
+    if s.max_message_size < 1024 {
+        out.push(Problem::error("session.maxMessageSize", "must be at least 1024 bytes"));
+    }
+    if s.max_recipients == 0 {
+        out.push(Problem::error("session.maxRecipients", "must be at least 1"));
+    }
+    for (name, u) in &s.auth.users {
+        if u.secret.is_empty() {
+            out.push(Problem::error(format!("session.auth.users.{name}.secret"), "must not be empty"));
+        }
+    }
+    if !s.auth.users.is_empty() && s.auth.mechanisms.is_empty() {
+        out.push(Problem::error("session.auth.mechanisms", "users are configured but no mechanism is enabled"));
+    }
+}
+
+pub fn check_domain(d: &str) -> Result<(), String> {
+    let d = d.strip_suffix('.').unwrap_or(d);
+    if d.is_empty() || d.len() > 253 {
+        return Err(format!("'{d}' is not a domain name"));
+    }
+    for label in d.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(format!("'{d}' is not a domain name"));
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ outbound
+
+fn outbound(o: &Outbound, opts: Options, out: &mut Vec<Problem>) {
+    let strategies = o.strategies();
+    let relay_names: Vec<&str> = o.relays.keys().map(String::as_str).collect();
+    expression("outbound.route", &o.route, &Var::ALL, Type::Str, out, |v| {
+        let name = v.as_str().unwrap_or_default();
+        (name == "mx" || relay_names.contains(&name)).then_some(()).ok_or_else(|| {
+            format!(
+                "route '{name}' is neither 'mx' nor a relay in outbound.relays{}",
+                hint(name, relay_names.iter().copied())
+            )
+        })
+    });
+    expression("outbound.tls", &o.tls, &Var::ALL, Type::Str, out, |v| {
+        let name = v.as_str().unwrap_or_default();
+        strategies.contains_key(name).then_some(()).ok_or_else(|| {
+            format!(
+                "no TLS strategy named '{name}' in outbound.tlsStrategies{}",
+                hint(name, strategies.keys().map(String::as_str))
+            )
+        })
+    });
+    if o.retry.is_empty() {
+        out.push(Problem::error("outbound.retry", "needs at least one delay"));
+    }
+    for (i, d) in o.retry.iter().enumerate() {
+        if d.as_std().is_zero() {
+            out.push(Problem::error(format!("outbound.retry[{i}]"), "a retry delay must be positive"));
+        }
+    }
+    for (i, d) in o.notify.iter().enumerate() {
+        if *d >= o.expire {
+            out.push(Problem::warning(
+                format!("outbound.notify[{i}]"),
+                format!("{d} is not before outbound.expire ({}): this delay notice is never sent", o.expire),
+            ));
+        }
+    }
+    if o.expire.as_std().is_zero() {
+        out.push(Problem::error("outbound.expire", "must be positive"));
+    }
+    if o.concurrency == 0 {
+        out.push(Problem::error("outbound.concurrency", "must be at least 1"));
+    }
+    if o.per_domain_concurrency == 0 {
+        out.push(Problem::error("outbound.perDomainConcurrency", "must be at least 1"));
+    }
+    if o.mx_port == 0 {
+        out.push(Problem::error("outbound.mxPort", "must be a port number"));
+    }
+    if let Some(ca) = &o.ca_file {
+        ca_file("outbound.caFile", ca, opts, out);
+    }
+    for (name, r) in &o.relays {
+        relay(&format!("outbound.relays.{name}"), r, out);
+    }
+}
+
+fn relay(path: &str, r: &Relay, out: &mut Vec<Problem>) {
+    if r.host.is_empty() {
+        out.push(Problem::error(format!("{path}.host"), "must not be empty"));
+    }
+    if r.port == 0 {
+        out.push(Problem::error(format!("{path}.port"), "must be a port number"));
+    }
+    let loopback = r
+        .host
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(r.host == "localhost");
+    if r.auth.is_some() && r.tls == RelayTls::None && !loopback {
+        out.push(Problem::error(
+            format!("{path}.auth"),
+            "credentials would be sent in plaintext: use tls \"starttls\" or \"implicit\" (or a loopback host)",
+        ));
+    }
+}
+
+fn hint<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    super::did_you_mean(name, known)
+        .map(|m| format!(" (did you mean '{m}'?)"))
+        .unwrap_or_default()
+}
+
+/// Type-checks an expression, checks each constant result with `result_ok`,
+/// and warns about branches that can never be chosen.
+fn expression(
+    path: &str,
+    e: &Expression,
+    vars: &[Var],
+    want: Type,
+    out: &mut Vec<Problem>,
+    result_ok: impl Fn(&Value) -> Result<(), String>,
+) {
+    let type_errors = e.type_errors(vars, want);
+    let typed_ok = type_errors.is_empty();
+    for (sub, msg) in type_errors {
+        out.push(Problem::error(format!("{path}{sub}"), msg));
+    }
+    if !typed_ok {
+        return;
+    }
+    for (sub, v) in e.results() {
+        if let Some(v) = v {
+            if let Err(msg) = result_ok(v) {
+                out.push(Problem::error(format!("{path}{sub}"), msg));
+            }
+        }
+    }
+    for (sub, msg) in e.unreachable() {
+        out.push(Problem::warning(format!("{path}{sub}"), msg));
+    }
+}
+
+fn ca_file(path: &str, file: &Path, opts: Options, out: &mut Vec<Problem>) {
+    if opts.offline {
+        return;
+    }
+    if let Err(e) = crate::tls::read_ca_file(file) {
+        out.push(Problem::error(path, e));
+    }
+}
+
+// ------------------------------------------------------------------ resolver
+
+fn resolver(r: &Resolver, opts: Options, out: &mut Vec<Problem>) {
+    if r.dnssec == DnssecMode::TrustAd {
+        let all_loopback = r
+            .nameservers
+            .as_ref()
+            .is_some_and(|ns| !ns.is_empty() && ns.iter().all(|n| n.0.ip().is_loopback()));
+        if !all_loopback {
+            out.push(Problem::error(
+                "resolver.dnssec",
+                "\"trust-ad\" trusts the AD bit, which is only safe from a resolver on this host: set resolver.nameservers to loopback addresses, or use \"validate\"",
+            ));
+        }
+    }
+    if r.nameservers.as_ref().is_some_and(|n| n.is_empty()) {
+        out.push(Problem::error("resolver.nameservers", "must list at least one nameserver (or be left out to use /etc/resolv.conf)"));
+    }
+    if r.attempts == 0 {
+        out.push(Problem::error("resolver.attempts", "must be at least 1"));
+    }
+    if r.timeout.as_std().is_zero() {
+        out.push(Problem::error("resolver.timeout", "must be positive"));
+    }
+    if let (Some(f), false) = (&r.trust_anchors, opts.offline) {
+        if let Err(e) = std::fs::metadata(f) {
+            out.push(Problem::error(
+                "resolver.trustAnchors",
+                format!("cannot read {}: {e}", f.display()),
+            ));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ reports
+
+fn reports(c: &Config, out: &mut Vec<Problem>) {
+    let t = &c.reports.tls;
+    let vars = [Var::RcptDomain];
+    let strings = [
+        ("fromName", &t.from_name),
+        ("fromAddress", &t.from_address),
+        ("subject", &t.subject),
+        ("orgName", &t.org_name),
+        ("contactInfo", &t.contact_info),
+        ("dkimSignDomain", &t.dkim_sign_domain),
+    ];
+    for (key, e) in strings {
+        if let Some(e) = e {
+            expression(&format!("reports.tls.{key}"), e, &vars, Type::Str, out, |_| Ok(()));
+        }
+    }
+    if let Some(e) = &t.send_frequency {
+        expression("reports.tls.sendFrequency", e, &vars, Type::Str, out, |v| {
+            let f = v.as_str().unwrap_or_default();
+            ["hourly", "daily", "weekly", "never"]
+                .contains(&f)
+                .then_some(())
+                .ok_or_else(|| format!("'{f}' is not a frequency (hourly, daily, weekly or never)"))
+        });
+    }
+    if let Some(e) = &t.max_report_size {
+        expression("reports.tls.maxReportSize", e, &vars, Type::Int, out, |v| {
+            (v.as_int().unwrap_or(0) >= 1024)
+                .then_some(())
+                .ok_or_else(|| "a report size limit must be at least 1024 bytes".to_string())
+        });
+    }
+    for (domain, k) in &c.dkim {
+        if k.selector.is_empty() {
+            out.push(Problem::error(format!("dkim.{domain}.selector"), "must not be empty"));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ tlsa
+
+fn tlsa(c: &Config, out: &mut Vec<Problem>) {
+    let t = &c.tlsa;
+    for (name, r) in &t.records {
+        let path = format!("tlsa.records.{name}");
+        if let Err(e) = check_domain(&r.host) {
+            out.push(Problem::error(format!("{path}.host"), e));
+        }
+        if !c.certificates.contains_key(&r.certificate) {
+            out.push(dangling(format!("{path}.certificate"), &r.certificate, c));
+        }
+        if r.usages.is_empty() {
+            out.push(Problem::error(format!("{path}.usages"), "must list at least one record form"));
+        }
+        if r.ttl == 0 {
+            out.push(Problem::error(format!("{path}.ttl"), "must be positive"));
+        }
+        match t.providers.get(&r.provider) {
+            None => out.push(Problem::error(
+                format!("{path}.provider"),
+                format!(
+                    "no provider named '{}' in tlsa.providers{}",
+                    r.provider,
+                    hint(&r.provider, t.providers.keys().map(String::as_str))
+                ),
+            )),
+            Some(p) => {
+                let zone = match p {
+                    Provider::Rfc2136(p) => &p.zone,
+                    Provider::Cloudflare(p) => &p.zone,
+                };
+                if !in_zone(&r.host, zone) {
+                    out.push(Problem::error(
+                        format!("{path}.host"),
+                        format!("{} is not inside zone {zone} of provider '{}'", r.host, r.provider),
+                    ));
+                }
+            }
+        }
+    }
+    for (name, p) in &t.providers {
+        let path = format!("tlsa.providers.{name}");
+        let zone = match p {
+            Provider::Rfc2136(p) => {
+                if p.key.secret.is_empty() {
+                    out.push(Problem::error(format!("{path}.key.secret"), "must not be empty"));
+                }
+                &p.zone
+            }
+            Provider::Cloudflare(p) => {
+                if p.api_token.is_empty() {
+                    out.push(Problem::error(format!("{path}.apiToken"), "must not be empty"));
+                }
+                &p.zone
+            }
+        };
+        if let Err(e) = check_domain(zone) {
+            out.push(Problem::error(format!("{path}.zone"), e));
+        }
+    }
+    if t.rollover.hold_ttls == 0 {
+        out.push(Problem::warning(
+            "tlsa.rollover.holdTtls",
+            "0 switches certificates as soon as the new record is published; caches may still hold the old set",
+        ));
+    }
+}
+
+fn in_zone(host: &str, zone: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    let z = zone.trim_end_matches('.').to_ascii_lowercase();
+    h == z || h.ends_with(&format!(".{z}"))
+}

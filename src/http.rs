@@ -1,0 +1,55 @@
+//! The `http` listener protocol: `/healthz` and Prometheus `/metrics`.
+//! Deliberately tiny: one request per connection, GET only.
+
+use crate::server::Shared;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, over_limit: bool) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut request_line = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut request_line)).await;
+    if over_limit {
+        let _ = write.write_all(response(503, "text/plain", "too many connections\n").as_bytes()).await;
+        return;
+    }
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let reply = match (method, target) {
+        ("GET", "/healthz") => response(200, "text/plain", "ok\n"),
+        ("GET", "/metrics") => response(200, "text/plain; version=0.0.4", &metrics(&shared)),
+        ("GET", _) => response(404, "text/plain", "not found\n"),
+        _ => response(405, "text/plain", "method not allowed\n"),
+    };
+    let _ = write.write_all(reply.as_bytes()).await;
+    let _ = write.shutdown().await;
+}
+
+fn metrics(shared: &Shared) -> String {
+    let queued = shared.store.count("queue").unwrap_or(0);
+    let conns = shared.connections.load(Ordering::SeqCst);
+    format!(
+        "# HELP postern_connections Open inbound connections.\n# TYPE postern_connections gauge\npostern_connections {conns}\n\
+         # HELP postern_queue_messages Messages in the queue.\n# TYPE postern_queue_messages gauge\npostern_queue_messages {queued}\n"
+    )
+}
+
+fn response(code: u16, ctype: &str, body: &str) -> String {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}

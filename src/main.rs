@@ -1,0 +1,228 @@
+//! postern: a mail transfer agent whose reason to exist is transport
+//! security. `main` parses the command line and hands over; each command
+//! lives in the module named after what it does.
+
+mod config;
+mod http;
+mod listener;
+mod logging;
+mod server;
+mod smtp;
+mod store;
+mod systemd;
+mod tls;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes of SPEC §1.
+const EXIT_CHECK_FAILED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "postern", version, about = "A mail transfer agent for NixOS whose reason to exist is transport security")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the embedded default when no --config is given).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration; each problem is one line on stderr.
+    CheckConfig {
+        file: PathBuf,
+        /// Read no secret file, environment variable or network.
+        #[arg(long)]
+        offline: bool,
+        /// Print the effective configuration, defaults filled in, secrets redacted.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Dry run of a delivery to DOMAIN; sends no mail.
+    Probe {
+        domain: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Inspect and steer the queue of a running daemon.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// TLSA records: compute, verify, and keep the published ones right.
+    #[command(subcommand)]
+    Tlsa(TlsaCommand),
+    /// TLS-RPT aggregate reports.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+}
+
+#[derive(Args)]
+struct Common {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List queued messages.
+    List(Common),
+    /// Show one message with its recipients and attempts.
+    Show { id: String, #[command(flatten)] common: Common },
+    /// Retry one message now, or all with --all.
+    Retry {
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete a message from the queue.
+    Delete { id: String, #[command(flatten)] common: Common },
+}
+
+#[derive(Subcommand)]
+enum TlsaCommand {
+    /// Print TLSA records for a certificate (chain) in zone-file form.
+    Records {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 25)]
+        port: u16,
+        #[arg(long, default_value_t = 3)]
+        usage: u8,
+        #[arg(long, default_value_t = 1)]
+        selector: u8,
+        #[arg(long, default_value_t = 1)]
+        matching: u8,
+    },
+    /// Check a PEM chain against TLSA records with RFC 7672 semantics.
+    Verify {
+        #[arg(long)]
+        chain: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "record", required = true)]
+        records: Vec<String>,
+    },
+    /// Compare the configured TLSA records with what DNS serves.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Do one step towards the configured TLSA records.
+    Sync {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportsCommand {
+    List(Common),
+    Show { id: String, #[command(flatten)] common: Common },
+    SendNow(Common),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { file, offline, print } => check_config(&file, offline, print),
+        Command::Probe { .. } => not_yet("probe", "outbound delivery"),
+        Command::Queue(_) => not_yet("queue", "the queue and delivery engine"),
+        Command::Tlsa(TlsaCommand::Records { .. } | TlsaCommand::Verify { .. }) => {
+            not_yet("tlsa records/verify", "DANE")
+        }
+        Command::Tlsa(_) => not_yet("tlsa status/sync", "TLSA auto-update"),
+        Command::Reports(_) => not_yet("reports", "TLS reporting"),
+    }
+}
+
+/// A command whose capability has not landed in this build says so plainly
+/// instead of printing something that looks like an answer.
+fn not_yet(command: &str, capability: &str) -> ExitCode {
+    eprintln!("postern {command}: not available in this build yet (it arrives with {capability})");
+    ExitCode::from(EXIT_ERROR)
+}
+
+fn check_config(file: &std::path::Path, offline: bool, print: bool) -> ExitCode {
+    tls::install_provider();
+    match config::load_file(file, config::Options { offline }) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            if print {
+                match serde_json::to_string_pretty(&loaded.printable()) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: cannot print the configuration: {e}");
+                        return ExitCode::from(EXIT_ERROR);
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(EXIT_CHECK_FAILED)
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    // Sockets from systemd must be taken before any thread exists.
+    // SAFETY: nothing has spawned a thread yet.
+    let passed = match unsafe { systemd::take_passed_sockets() } {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: sockets passed by systemd: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    logging::init();
+    tls::install_provider();
+    let loaded = match &config_path {
+        None => {
+            tracing::info!("no --config given: running on the embedded default (SMTP on 127.0.0.1:2525, data in ./postern-data)");
+            config::embedded_default()
+        }
+        Some(p) => match config::load_file(p, config::Options::default()) {
+            Ok(l) => l,
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(server::run(config_path, loaded, passed)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

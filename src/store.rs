@@ -1,0 +1,180 @@
+//! The RocksDB store under `storage.path`.
+//!
+//! One database, one column family per kind of record, so that each kind can
+//! be scanned on its own and tuned on its own:
+//!
+//! | family     | key                     | value                              |
+//! |------------|-------------------------|------------------------------------|
+//! | `messages` | queue id                | the message bytes                  |
+//! | `queue`    | queue id                | envelope and per-recipient state   |
+//! | `schedule` | due time ‖ queue id     | empty (an index of what is due)    |
+//! | `mta-sts`  | domain                  | cached policy, fetched-at, expiry  |
+//! | `reports`  | domain ‖ period ‖ …     | TLS-RPT aggregates                 |
+//! | `tlsa`     | record name             | rollover state                     |
+//!
+//! RocksDB holds an exclusive lock (`LOCK`) on the directory, so a second
+//! instance on the same path fails at open with a message naming the lock.
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const FAMILIES: [&str; 6] = ["messages", "queue", "schedule", "mta-sts", "reports", "tlsa"];
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create storage.path {path}: {reason}")]
+    Create { path: String, reason: String },
+    #[error("storage.path {path} is in use by another postern instance: the lock {lock} is held")]
+    Locked { path: String, lock: String },
+    #[error("cannot open the store at {path}: {reason}")]
+    Other { path: String, reason: String },
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, OpenError> {
+        let shown = path.display().to_string();
+        std::fs::create_dir_all(path).map_err(|e| OpenError::Create {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Every accepted message is synced before "250"; keep the WAL the
+        // only copy that matters until a flush, and keep it small.
+        opts.set_max_total_wal_size(64 << 20);
+        opts.set_keep_log_file_num(4);
+        let families = FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| {
+            let reason = e.into_string();
+            if reason.contains("LOCK") && (reason.contains("lock") || reason.contains("Resource temporarily unavailable")) {
+                OpenError::Locked {
+                    path: shown.clone(),
+                    lock: path.join("LOCK").display().to_string(),
+                }
+            } else {
+                OpenError::Other {
+                    path: shown.clone(),
+                    reason,
+                }
+            }
+        })?;
+        Ok(Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, family: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(family)
+            .unwrap_or_else(|| panic!("column family {family} is created at open"))
+    }
+
+    pub fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.db.get_cf(self.cf(family), key)
+    }
+
+    /// Writes all `puts` and `deletes` atomically; with `sync`, returns only
+    /// once they are on stable storage (fsync of the WAL).
+    pub fn write(&self, batch: Batch<'_>, sync: bool) -> Result<(), rocksdb::Error> {
+        let mut wb = WriteBatch::default();
+        for (family, key, value) in batch.puts {
+            wb.put_cf(self.cf(family), key, value);
+        }
+        for (family, key) in batch.deletes {
+            wb.delete_cf(self.cf(family), key);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo)
+    }
+
+    /// Every key and value of a family, in key order.
+    pub fn scan(&self, family: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+        self.db
+            .iterator_cf(self.cf(family), rocksdb::IteratorMode::Start)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect()
+    }
+
+    /// How many keys a family holds (exact; scans the family).
+    pub fn count(&self, family: &str) -> Result<usize, rocksdb::Error> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(family), rocksdb::IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// An atomic group of changes for [`Store::write`].
+#[derive(Default)]
+pub struct Batch<'a> {
+    puts: Vec<(&'static str, &'a [u8], &'a [u8])>,
+    deletes: Vec<(&'static str, &'a [u8])>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn put(mut self, family: &'static str, key: &'a [u8], value: &'a [u8]) -> Self {
+        self.puts.push((family, key, value));
+        self
+    }
+    pub fn delete(mut self, family: &'static str, key: &'a [u8]) -> Self {
+        self.deletes.push((family, key));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_names_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let second = Store::open(dir.path()).err().expect("the second open must fail");
+        let msg = second.to_string();
+        assert!(matches!(second, OpenError::Locked { .. }), "{msg}");
+        assert!(msg.contains("LOCK"), "{msg}");
+        drop(first);
+        Store::open(dir.path()).expect("open again once the first is closed");
+    }
+
+    #[test]
+    fn writes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write(Batch::default().put("queue", b"k", b"v").put("messages", b"k", b"body"), true)
+                .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get("queue", b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(s.count("messages").unwrap(), 1);
+    }
+
+    #[test]
+    fn an_unusable_path_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = Store::open(&file.join("sub")).err().unwrap().to_string();
+        assert!(e.starts_with("cannot create storage.path"), "{e}");
+    }
+}
