@@ -3,6 +3,7 @@
 //! lives in the module named after what it does.
 
 mod config;
+mod dane;
 mod http;
 mod listener;
 mod logging;
@@ -141,11 +142,56 @@ fn main() -> ExitCode {
         Command::CheckConfig { file, offline, print } => check_config(&file, offline, print),
         Command::Probe { .. } => not_yet("probe", "outbound delivery"),
         Command::Queue(_) => not_yet("queue", "the queue and delivery engine"),
-        Command::Tlsa(TlsaCommand::Records { .. } | TlsaCommand::Verify { .. }) => {
-            not_yet("tlsa records/verify", "DANE")
+        Command::Tlsa(TlsaCommand::Records { cert, name, port, usage, selector, matching }) => {
+            tlsa_records(&cert, &name, port, usage, selector, matching)
         }
+        Command::Tlsa(TlsaCommand::Verify { chain, name, records }) => tlsa_verify(&chain, &name, &records),
         Command::Tlsa(_) => not_yet("tlsa status/sync", "TLSA auto-update"),
         Command::Reports(_) => not_yet("reports", "TLS reporting"),
+    }
+}
+
+fn read_pem(path: &std::path::Path) -> Result<String, ExitCode> {
+    std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+fn tlsa_records(cert: &std::path::Path, name: &str, port: u16, usage: u8, selector: u8, matching: u8) -> ExitCode {
+    let pem = match read_pem(cert) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match dane::records_text(&pem, name, port, usage, selector, matching) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Exit 0 when the chain is DANE-authenticated, 1 when it is not, 2 when
+/// the input cannot be read.
+fn tlsa_verify(chain: &std::path::Path, name: &str, records: &[String]) -> ExitCode {
+    tls::install_provider();
+    let pem = match read_pem(chain) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match dane::verify_report(&pem, name, records) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(text) => {
+            print!("{text}");
+            ExitCode::from(EXIT_CHECK_FAILED)
+        }
     }
 }
 

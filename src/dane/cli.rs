@@ -1,6 +1,8 @@
 //! The pure halves of `postern tlsa records` and `postern tlsa verify`:
 //! text in, text out, no I/O, so the clap wiring stays trivial.
 
+use std::fmt::Write as _;
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
@@ -28,9 +30,9 @@ pub fn records_text(
             Some(issuers) if !issuers.is_empty() => issuers,
             _ => {
                 return Err(format!(
-                    "usage {usage} ({}) needs the issuer certificate(s) after the leaf in the chain",
-                    usage_name(usage)
-                ))
+                "usage {usage} ({}) needs the issuer certificate(s) after the leaf in the chain",
+                usage_name(usage)
+            ))
             }
         },
         other => return Err(format!("unknown certificate usage {other} (use 0-3)")),
@@ -39,7 +41,7 @@ pub fn records_text(
     for (index, cert) in certs.iter().enumerate() {
         let record = record_for(cert, usage, selector, matching)
             .map_err(|e| format!("certificate #{}: {e}", index + 1))?;
-        text.push_str(&format!("{owner} IN TLSA {record}\n"));
+        let _ = writeln!(text, "{owner} IN TLSA {record}");
     }
     Ok(text)
 }
@@ -67,11 +69,13 @@ pub fn verify_report_at(
     let mut text = String::new();
     for record in &records {
         if let Err(why) = record.usability() {
-            text.push_str(&format!("ignored unusable record \"{record}\": {why}\n"));
+            let _ = writeln!(text, "ignored unusable record \"{record}\": {why}");
         }
     }
-    text.push_str(&outcome.to_string());
-    text.push('\n');
+    let _ = writeln!(text, "{outcome}");
+    if let Some(result_type) = outcome.tlsrpt_result_type() {
+        let _ = writeln!(text, "TLS-RPT result type: {result_type}");
+    }
     match outcome {
         Outcome::Authenticated { .. } => Ok(text),
         _ => Err(text),

@@ -64,7 +64,11 @@ pub enum Unusable {
     UnknownMatching(u8),
     /// A digest whose length does not fit its matching type: it can never
     /// match, so it is malformed rather than merely wrong.
-    DigestLength { matching: u8, expected: usize, found: usize },
+    DigestLength {
+        matching: u8,
+        expected: usize,
+        found: usize,
+    },
     /// No association data at all.
     EmptyData,
 }
@@ -80,7 +84,11 @@ impl fmt::Display for Unusable {
             Unusable::UnknownUsage(u) => write!(f, "unknown certificate usage {u}"),
             Unusable::UnknownSelector(s) => write!(f, "unknown selector {s}"),
             Unusable::UnknownMatching(m) => write!(f, "unknown matching type {m}"),
-            Unusable::DigestLength { matching, expected, found } => write!(
+            Unusable::DigestLength {
+                matching,
+                expected,
+                found,
+            } => write!(
                 f,
                 "matching type {matching} needs {expected} bytes of digest, found {found}"
             ),
@@ -103,7 +111,12 @@ pub fn usage_name(usage: u8) -> &'static str {
 impl Tlsa {
     /// Builds a record from its fields.
     pub fn new(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> Self {
-        Tlsa { usage, selector, matching, data }
+        Tlsa {
+            usage,
+            selector,
+            matching,
+            data,
+        }
     }
 
     /// Whether an SMTP client may use this record (RFC 7672): usage 2 or
@@ -211,10 +224,12 @@ impl FromStr for Tlsa {
         let matching = number("matching type")?;
         let hex_text: String = fields.collect();
         if hex_text.is_empty() {
-            return Err(TlsaError::Syntax("missing certificate association data".into()));
+            return Err(TlsaError::Syntax(
+                "missing certificate association data".into(),
+            ));
         }
         let data = hex::decode(&hex_text).map_err(|e| TlsaError::Hex(e.to_string()))?;
-        Ok(Tlsa { usage, selector, matching, data })
+        Ok(Tlsa::new(usage, selector, matching, data))
     }
 }
 
@@ -242,8 +257,8 @@ pub fn selected_bytes(cert_der: &[u8], selector: u8) -> Result<&[u8], TlsaError>
 /// The raw DER SubjectPublicKeyInfo of a certificate, borrowed from the
 /// input (x509-parser keeps the encoded bytes it parsed).
 pub fn spki_der(cert_der: &[u8]) -> Result<&[u8], TlsaError> {
-    let (_, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| TlsaError::Certificate(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(cert_der).map_err(|e| TlsaError::Certificate(e.to_string()))?;
     Ok(cert.tbs_certificate.subject_pki.raw)
 }
 
@@ -251,7 +266,12 @@ pub fn spki_der(cert_der: &[u8]) -> Result<&[u8], TlsaError> {
 /// the DER certificate `cert_der`. The usage is only copied into the
 /// record (0–3 accepted); which certificate of a chain it belongs to is
 /// the caller's choice: the leaf for 1 and 3, an issuer for 0 and 2.
-pub fn record_for(cert_der: &[u8], usage: u8, selector: u8, matching: u8) -> Result<Tlsa, TlsaError> {
+pub fn record_for(
+    cert_der: &[u8],
+    usage: u8,
+    selector: u8,
+    matching: u8,
+) -> Result<Tlsa, TlsaError> {
     if usage > USAGE_DANE_EE {
         return Err(TlsaError::Parameters(Unusable::UnknownUsage(usage)));
     }
@@ -263,13 +283,17 @@ pub fn record_for(cert_der: &[u8], usage: u8, selector: u8, matching: u8) -> Res
     }
     // Parsed even for Cert(0), so that garbage is refused, not published.
     let spki = spki_der(cert_der)?;
-    let selected = if selector == SELECTOR_SPKI { spki } else { cert_der };
+    let selected = if selector == SELECTOR_SPKI {
+        spki
+    } else {
+        cert_der
+    };
     let data = match matching {
         MATCHING_FULL => selected.to_vec(),
         MATCHING_SHA256 => digest::digest(&digest::SHA256, selected).as_ref().to_vec(),
         _ => digest::digest(&digest::SHA512, selected).as_ref().to_vec(),
     };
-    Ok(Tlsa { usage, selector, matching, data })
+    Ok(Tlsa::new(usage, selector, matching, data))
 }
 
 #[cfg(test)]
@@ -288,7 +312,17 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        for bad in ["", "3", "3 1", "3 1 1", "3 1 x ab", "256 1 1 ab", "3 1 1 abc", "3 1 1 zz", "-1 1 1 ab"] {
+        for bad in [
+            "",
+            "3",
+            "3 1",
+            "3 1 1",
+            "3 1 x ab",
+            "256 1 1 ab",
+            "3 1 1 abc",
+            "3 1 1 zz",
+            "-1 1 1 ab",
+        ] {
             assert!(bad.parse::<Tlsa>().is_err(), "{bad:?} parsed");
         }
     }
@@ -300,20 +334,46 @@ mod tests {
         assert!(Tlsa::new(3, 1, 1, sha256.clone()).is_usable());
         assert!(Tlsa::new(2, 0, 2, sha512.clone()).is_usable());
         assert!(Tlsa::new(2, 1, 0, vec![1, 2, 3]).is_usable());
-        assert_eq!(Tlsa::new(0, 0, 1, sha256.clone()).usability(), Err(Unusable::PkixUsage(0)));
-        assert_eq!(Tlsa::new(1, 1, 1, sha256.clone()).usability(), Err(Unusable::PkixUsage(1)));
-        assert_eq!(Tlsa::new(4, 1, 1, sha256.clone()).usability(), Err(Unusable::UnknownUsage(4)));
-        assert_eq!(Tlsa::new(3, 2, 1, sha256.clone()).usability(), Err(Unusable::UnknownSelector(2)));
-        assert_eq!(Tlsa::new(3, 1, 3, sha256.clone()).usability(), Err(Unusable::UnknownMatching(3)));
+        assert_eq!(
+            Tlsa::new(0, 0, 1, sha256.clone()).usability(),
+            Err(Unusable::PkixUsage(0))
+        );
+        assert_eq!(
+            Tlsa::new(1, 1, 1, sha256.clone()).usability(),
+            Err(Unusable::PkixUsage(1))
+        );
+        assert_eq!(
+            Tlsa::new(4, 1, 1, sha256.clone()).usability(),
+            Err(Unusable::UnknownUsage(4))
+        );
+        assert_eq!(
+            Tlsa::new(3, 2, 1, sha256.clone()).usability(),
+            Err(Unusable::UnknownSelector(2))
+        );
+        assert_eq!(
+            Tlsa::new(3, 1, 3, sha256.clone()).usability(),
+            Err(Unusable::UnknownMatching(3))
+        );
         assert_eq!(
             Tlsa::new(3, 1, 1, sha512).usability(),
-            Err(Unusable::DigestLength { matching: 1, expected: 32, found: 64 })
+            Err(Unusable::DigestLength {
+                matching: 1,
+                expected: 32,
+                found: 64
+            })
         );
         assert_eq!(
             Tlsa::new(3, 1, 2, sha256).usability(),
-            Err(Unusable::DigestLength { matching: 2, expected: 64, found: 32 })
+            Err(Unusable::DigestLength {
+                matching: 2,
+                expected: 64,
+                found: 32
+            })
         );
-        assert_eq!(Tlsa::new(3, 1, 0, vec![]).usability(), Err(Unusable::EmptyData));
+        assert_eq!(
+            Tlsa::new(3, 1, 0, vec![]).usability(),
+            Err(Unusable::EmptyData)
+        );
     }
 
     #[test]

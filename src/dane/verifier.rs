@@ -11,7 +11,9 @@ use super::record::Tlsa;
 use super::verify::{verify_chain_with, ChainError, Outcome};
 
 /// Where a [`DaneVerifier`] leaves the outcome of its last chain check,
-/// for the caller to log and to feed TLS-RPT. It is written before
+/// for the caller to log and to feed TLS-RPT (read it with
+/// [`DaneVerifier::outcome`] through the `Arc` kept beside the
+/// `ClientConfig`). It is written before
 /// rustls checks the handshake signature, so `Authenticated` here means
 /// "the chain matched"; the connection is DANE-authenticated only if the
 /// handshake also completed.
@@ -70,18 +72,15 @@ impl DaneVerifier {
     }
 
     /// Accept any certificate when the RRset has no usable record, as RFC
-    /// 7672 §2.2 prescribes (TLS mandatory, no authentication); the
-    /// handshake signature is still checked and the outcome still says
+    /// 7672 §2.2 and RFC 7671 §4.1 prescribe (TLS mandatory, no
+    /// authentication); the handshake signature is still checked and the
+    /// outcome still says
     /// `NoUsableRecords`. Off by default, so that a verifier built with
     /// the wrong records fails closed.
+    #[allow(dead_code)] // for the policy layer (issue 6), not wired yet
     pub fn accept_when_no_usable_records(mut self) -> Self {
         self.accept_unusable = true;
         self
-    }
-
-    /// The slot the outcome of each chain check is written to.
-    pub fn outcome_slot(&self) -> OutcomeSlot {
-        Arc::clone(&self.outcome)
     }
 
     /// The outcome of the last chain check, if any.
@@ -125,7 +124,9 @@ impl ServerCertVerifier for DaneVerifier {
         match outcome {
             Outcome::Authenticated { .. } => Ok(ServerCertVerified::assertion()),
             Outcome::NoUsableRecords if self.accept_unusable => Ok(ServerCertVerified::assertion()),
-            failure => Err(rustls::Error::InvalidCertificate(certificate_error(failure))),
+            failure => Err(rustls::Error::InvalidCertificate(certificate_error(
+                failure,
+            ))),
         }
     }
 
@@ -135,7 +136,12 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -144,7 +150,12 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -159,10 +170,14 @@ impl ServerCertVerifier for DaneVerifier {
 fn certificate_error(outcome: Outcome) -> CertificateError {
     match &outcome {
         Outcome::NameMismatch { .. } => CertificateError::NotValidForName,
-        Outcome::ChainInvalid { reason: ChainError::Expired, .. } => CertificateError::Expired,
-        Outcome::ChainInvalid { reason: ChainError::NotValidYet, .. } => {
-            CertificateError::NotValidYet
-        }
+        Outcome::ChainInvalid {
+            reason: ChainError::Expired,
+            ..
+        } => CertificateError::Expired,
+        Outcome::ChainInvalid {
+            reason: ChainError::NotValidYet,
+            ..
+        } => CertificateError::NotValidYet,
         _ => CertificateError::Other(OtherError(Arc::new(DaneFailure(outcome)))),
     }
 }

@@ -37,7 +37,11 @@ pub enum Outcome {
     /// A DANE-TA record matched but the leaf does not chain to it.
     /// `depth` is the anchor's position in the presented chain, `None`
     /// when the anchor was carried in the record.
-    ChainInvalid { record: Tlsa, depth: Option<usize>, reason: ChainError },
+    ChainInvalid {
+        record: Tlsa,
+        depth: Option<usize>,
+        reason: ChainError,
+    },
     /// The peer presented no certificate.
     EmptyChain,
 }
@@ -102,7 +106,11 @@ impl fmt::Display for Outcome {
                 "record \"{record}\" matched a trust anchor at depth {depth}, \
                  but the certificate is not valid for the reference name(s)"
             ),
-            Outcome::ChainInvalid { record, depth, reason } => {
+            Outcome::ChainInvalid {
+                record,
+                depth,
+                reason,
+            } => {
                 write!(f, "record \"{record}\" matched a trust anchor")?;
                 match depth {
                     Some(depth) => write!(f, " at depth {depth}")?,
@@ -151,6 +159,9 @@ impl ChainError {
 }
 
 impl From<webpki::Error> for ChainError {
+    // The deprecated unit variants are still matched: older code paths in
+    // webpki may return them, and they mean the same thing.
+    #[allow(deprecated)]
     fn from(error: webpki::Error) -> Self {
         use webpki::Error as E;
         match error {
@@ -239,9 +250,17 @@ pub fn verify_chain_with(
         .iter()
         .find(|r| r.usage == USAGE_DANE_EE && r.matches_cert(leaf))
     {
-        return Outcome::Authenticated { record: (*record).clone(), depth: 0 };
+        return Outcome::Authenticated {
+            record: (*record).clone(),
+            depth: 0,
+        };
     }
-    let check = TaCheck { chain, reference_names, now, algorithms };
+    let check = TaCheck {
+        chain,
+        reference_names,
+        now,
+        algorithms,
+    };
     let mut best = Outcome::NoMatch;
     for record in usable.iter().filter(|r| r.usage == USAGE_DANE_TA) {
         let outcome = check.record(record);
@@ -272,31 +291,44 @@ struct Anchor<'a> {
 
 impl TaCheck<'_, '_> {
     /// Checks one DANE-TA record: first against the presented issuers
-    /// (depth ≥ 1), then as an anchor carried in the record itself.
+    /// (depth ≥ 1), then, if none matched, as an anchor carried in the
+    /// record itself.
     fn record(&self, record: &Tlsa) -> Outcome {
+        let presented = self.best_of(record, self.presented_anchors(record), false);
+        if presented.rank() > Outcome::NoMatch.rank() {
+            return presented;
+        }
+        let carried = self.record_anchors(record).into_iter().map(Ok).collect();
+        self.best_of(record, carried, true)
+    }
+
+    /// Validates each candidate anchor; returns the first success or the
+    /// failure closest to success. For anchors carried in DNS, "no path"
+    /// and "bad signature" mean the anchor is unrelated to this chain, so
+    /// they count as no match rather than as a chain failure.
+    fn best_of(
+        &self,
+        record: &Tlsa,
+        candidates: Vec<Result<Anchor<'_>, Outcome>>,
+        carried: bool,
+    ) -> Outcome {
         let mut best = Outcome::NoMatch;
-        for anchor in self.presented_anchors(record, &mut best) {
-            let outcome = self.validate(record, &anchor);
+        for candidate in candidates {
+            let outcome = match candidate {
+                Ok(anchor) => self.validate(record, &anchor),
+                Err(failure) => failure,
+            };
             if outcome.is_authenticated() {
                 return outcome;
             }
-            best = best.or_closer(outcome);
-        }
-        if best.rank() > Outcome::NoMatch.rank() {
-            return best;
-        }
-        for anchor in self.record_anchors(record) {
-            let outcome = self.validate(record, &anchor);
-            // An anchor from DNS that no presented certificate chains to
-            // simply does not match; anything else is a real failure.
             let unrelated = matches!(
                 &outcome,
-                Outcome::ChainInvalid { reason: ChainError::UnknownIssuer | ChainError::BadSignature, .. }
+                Outcome::ChainInvalid {
+                    reason: ChainError::UnknownIssuer | ChainError::BadSignature,
+                    ..
+                }
             );
-            if outcome.is_authenticated() {
-                return outcome;
-            }
-            if !unrelated {
+            if !(carried && unrelated) {
                 best = best.or_closer(outcome);
             }
         }
@@ -304,31 +336,28 @@ impl TaCheck<'_, '_> {
     }
 
     /// Anchors from presented certificates at depth ≥ 1 that the record
-    /// matches. A matching certificate webpki cannot use as an anchor is
-    /// reported through `failure`.
-    fn presented_anchors<'s>(&'s self, record: &Tlsa, failure: &mut Outcome) -> Vec<Anchor<'s>> {
-        let mut anchors = Vec::new();
-        for (depth, cert) in self.chain.iter().enumerate().skip(1) {
-            if !record.matches_cert(cert) {
-                continue;
-            }
-            match webpki::anchor_from_trusted_cert(cert) {
-                Ok(anchor) => anchors.push(Anchor {
-                    anchor,
-                    presented_at: Some(depth),
-                    bare_key: false,
-                }),
-                Err(error) => {
-                    let outcome = Outcome::ChainInvalid {
+    /// matches; a matching certificate webpki cannot use as an anchor is
+    /// an `Err` carrying the failure.
+    fn presented_anchors(&self, record: &Tlsa) -> Vec<Result<Anchor<'_>, Outcome>> {
+        self.chain
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, cert)| record.matches_cert(cert))
+            .map(|(depth, cert)| {
+                webpki::anchor_from_trusted_cert(cert)
+                    .map(|anchor| Anchor {
+                        anchor,
+                        presented_at: Some(depth),
+                        bare_key: false,
+                    })
+                    .map_err(|error| Outcome::ChainInvalid {
                         record: record.clone(),
                         depth: Some(depth),
                         reason: error.into(),
-                    };
-                    *failure = std::mem::replace(failure, Outcome::NoMatch).or_closer(outcome);
-                }
-            }
-        }
-        anchors
+                    })
+            })
+            .collect()
     }
 
     /// Anchors carried in a Full(0) record: a whole certificate (`2 0 0`)
@@ -427,9 +456,15 @@ impl TaCheck<'_, '_> {
             Err(error) => return invalid(error.into()),
         };
         if names::leaf_matches_any(leaf, self.reference_names) {
-            Outcome::Authenticated { record: record.clone(), depth }
+            Outcome::Authenticated {
+                record: record.clone(),
+                depth,
+            }
         } else {
-            Outcome::NameMismatch { record: record.clone(), depth }
+            Outcome::NameMismatch {
+                record: record.clone(),
+                depth,
+            }
         }
     }
 }
@@ -471,8 +506,14 @@ mod tests {
 
     #[test]
     fn der_sequence_header() {
-        assert_eq!(der_sequence_contents(&[0x30, 0x02, 1, 2]), Some(&[1u8, 2][..]));
-        assert_eq!(der_sequence_contents(&[0x30, 0x81, 0x02, 1, 2]), Some(&[1u8, 2][..]));
+        assert_eq!(
+            der_sequence_contents(&[0x30, 0x02, 1, 2]),
+            Some(&[1u8, 2][..])
+        );
+        assert_eq!(
+            der_sequence_contents(&[0x30, 0x81, 0x02, 1, 2]),
+            Some(&[1u8, 2][..])
+        );
         assert_eq!(der_sequence_contents(&[0x30, 0x03, 1, 2]), None);
         assert_eq!(der_sequence_contents(&[0x31, 0x02, 1, 2]), None);
         assert_eq!(der_sequence_contents(&[0x30, 0x80]), None);

@@ -1,0 +1,980 @@
+#!/usr/bin/env bash
+# postern test world: a small DNSSEC-signed internet on loopback.
+#
+#   world.sh up STATEDIR          start everything (runs `down` first if STATEDIR holds a world)
+#   world.sh down STATEDIR        stop every process `up` started, by PID
+#   world.sh selftest STATEDIR    check the running world (no postern involved)
+#   world.sh status STATEDIR      which of the world's processes are alive
+#   world.sh stop-nginx|start-nginx STATEDIR      MTA-STS web server (prove policy caching)
+#   world.sh stop-tlsrpt|start-tlsrpt STATEDIR    HTTPS TLS-RPT report sink
+#   world.sh stop-mx|start-mx STATEDIR ID         one receiving Postfix (ID as in WORLD_MX_IDS)
+#   world.sh flush-dns STATEDIR                   empty Unbound's caches
+#
+# Needs root. Only 127.0.1.0/24 .. 127.0.3.0/24 are used; nothing leaves loopback.
+# See tests/world/README.md for addresses, zones and the intended outcome of each domain.
+set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+umask 022
+
+WORLD_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# ---------------------------------------------------------------- addresses
+KNOT_IP=127.0.1.1          # ns1.test: authoritative for test. and every child zone
+RESOLVER_IP=127.0.1.2      # Unbound, validating, trust anchor = test.
+LAME_NS_IP=127.0.1.3       # ns-lame.test: a second knotd with no zones, REFUSED to everything
+NGINX_IP=127.0.3.1         # mta-sts.<domain> for every MTA-STS domain (SNI)
+TLSRPT_IP=127.0.3.2        # tlsrpt.test: HTTPS sink for TLS-RPT POSTs
+POSTERN_IP=127.0.0.1       # postern's own listener (mx.postern.test)
+POSTERN_PORT=2525
+TSIG_NAME=world-key.
+TSIG_ALG=hmac-sha256
+TLSRPT_MAILTO="mailto:tlsrpt@reports.test"
+TLSRPT_HTTPS="https://tlsrpt.test/v1/report"
+STS_ID="world1"
+
+# Receiving MTAs: id | ip | host name | certificate | behaviour
+#   certificate: ca (test CA, name = host), wrongname (test CA, other name),
+#                self (self-signed, right name), multi:<n1>,<n2> (test CA, several names), none
+#   behaviour:   tls (STARTTLS offered), plain (no STARTTLS), badtls (TLS 1.0/1.1 only),
+#                reject (only ok@ accepted, others 550 5.1.1), tempfail (only ok@ accepted, others 450)
+MX_TABLE="
+dane-ok|127.0.2.1|mx.dane-ok.test|ca|tls
+dane-bad|127.0.2.2|mx.dane-bad.test|ca|tls
+insecure|127.0.2.3|mx.insecure.test|ca|tls
+bogus|127.0.2.4|mx.bogus.test|ca|tls
+sts-enforce|127.0.2.5|mx.sts-enforce.test|ca|tls
+sts-testing|127.0.2.6|mx.sts-testing.test|ca|tls
+sts-mxmismatch|127.0.2.7|mx.sts-mxmismatch.test|ca|tls
+nostarttls|127.0.2.8|mx.nostarttls.test|none|plain
+wrongname|127.0.2.9|mx.wrongname.test|wrongname|tls
+dane-cname|127.0.2.10|mx.dane-cname.test|ca|tls
+implicit-mx|127.0.2.11|implicit-mx.test|ca|tls
+dane-pkix|127.0.2.12|mx.dane-pkix.test|ca|tls
+tlsa-servfail|127.0.2.13|mx.tlsa-servfail.test|ca|tls
+rcpt-reject|127.0.2.14|mx.rcpt-reject.test|ca|reject
+rcpt-tempfail|127.0.2.15|mx.rcpt-tempfail.test|ca|tempfail
+badtls|127.0.2.16|mx.badtls.test|ca|badtls
+invalidcert|127.0.2.17|mx.invalidcert.test|self|tls
+reports|127.0.2.18|mx.reports.test|ca|tls
+dane-ta|127.0.2.19|mx.dane-ta.test|ca|tls
+sts-fetch|127.0.2.20|mx.sts-redirect.test|multi:mx.sts-redirect.test,mx.sts-404.test,mx.sts-ctype.test,mx.sts-big.test,mx.sts-badcert.test|tls
+"
+
+# Zones served by Knot. signed = child has DS in test.; insecure = no DS (provably insecure);
+# bogus = signed, but the DS in test. matches no key of the child.
+SIGNED_ZONES="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail
+ nostarttls wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
+INSECURE_ZONES="insecure sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-redirect
+ sts-404 sts-ctype sts-big sts-badcert"
+BOGUS_ZONES="bogus"
+# MTA-STS domains (each gets _mta-sts TXT and mta-sts.<d> -> nginx)
+STS_DOMAINS="sts-enforce sts-testing sts-mxmismatch sts-invalidcert dane-sts sts-redirect
+ sts-404 sts-ctype sts-big sts-badcert"
+
+log() { printf 'world: %s\n' "$*" >&2; }
+T0=$(date +%s%N)
+phase() { [ -n "${WORLD_VERBOSE:-}" ] && log "$(( ($(date +%s%N) - T0) / 1000000 )) ms: $*"; return 0; }
+die() { printf 'world: error: %s\n' "$*" >&2; exit 2; }
+
+mx_rows() { printf '%s\n' "$MX_TABLE" | sed '/^$/d'; }
+mx_field() { # id fieldno
+  mx_rows | awk -F'|' -v id="$1" -v f="$2" '$1 == id { print $f }'
+}
+envname() { printf '%s' "$1" | tr 'a-z.-' 'A-Z__'; }
+
+# ---------------------------------------------------------------- packages
+ensure_packages() {
+  local missing=() pair bin pkg
+  for pair in knotd:knot knotc:knot keymgr:knot kdig:knot-dnsutils knsupdate:knot-dnsutils \
+              unbound:unbound unbound-control:unbound postfix:postfix smtp-sink:postfix \
+              nginx:nginx swaks:swaks dig:bind9-dnsutils nsupdate:bind9-dnsutils \
+              openssl:openssl curl:curl python3:python3 ss:iproute2 gzip:gzip; do
+    bin=${pair%%:*}; pkg=${pair#*:}
+    command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}) and not root to install them"
+  command -v apt-get >/dev/null || die "missing packages (${missing[*]}) and no apt-get"
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Never let the packages start their system-wide daemons (postfix on *:25 would
+  # collide with the world's MTAs): the standard policy-rc.d switch, removed afterwards.
+  local made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made_policy=1
+  fi
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+  local rc=0
+  { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >&2 || rc=$?
+  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ $rc = 0 ] || die "apt-get install ${missing[*]} failed"
+}
+
+# ---------------------------------------------------------------- processes
+# A pid file under STATEDIR/pids holds "PID STARTTIME"; STARTTIME (from /proc/PID/stat)
+# guards against killing a recycled PID.
+proc_start() { # pid -> starttime or empty
+  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  s=${s##*) }; set -- $s; printf '%s' "${20}"
+}
+proc_ppid() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0; s=${s##*) }; set -- $s; printf '%s' "$2"; }
+record_pid() { # name pid
+  local st; st=$(proc_start "$2"); [ -n "$st" ] || die "$1 (pid $2) is not running"
+  echo "$2 $st" > "$S/pids/$1.pid"
+}
+# one snapshot of the process table: "pid ppid starttime" per line
+proc_table() {
+  awk 'FNR == 1 { line = $0; sub(/^.*\) /, "", line); split(line, f, " ");
+                  pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid);
+                  print pid, f[2], f[20] }' /proc/[0-9]*/stat 2>/dev/null || true
+}
+# stop_pidfiles FILE...: SIGTERM each recorded process (if it is still the same process),
+# wait up to 5 s for it and all its descendants to go, SIGKILL whatever is left, remove the files.
+stop_pidfiles() {
+  local table f pid st p s
+  table=$(proc_table)
+  local -A kids=() start=() victims=()
+  while read -r p pp s; do kids[$pp]="${kids[$pp]:-} $p"; start[$p]=$s; done <<< "$table"
+  local -a roots=() queue=()
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    read -r pid st < "$f" || true
+    rm -f "$f"
+    [ -n "${pid:-}" ] && [ "${start[$pid]:-}" = "${st:-x}" ] || continue
+    roots+=("$pid"); queue=("$pid")
+    while [ ${#queue[@]} -gt 0 ]; do
+      p=${queue[0]}; queue=("${queue[@]:1}")
+      victims[$p]=${start[$p]}
+      for s in ${kids[$p]:-}; do queue+=("$s"); done
+    done
+  done
+  [ ${#roots[@]} -gt 0 ] || return 0
+  kill -TERM "${roots[@]}" 2>/dev/null || true
+  local i alive
+  for i in $(seq 1 50); do
+    alive=0
+    for p in "${!victims[@]}"; do [ "$(proc_start "$p")" = "${victims[$p]}" ] && { alive=1; break; }; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  for p in "${!victims[@]}"; do
+    if [ "$(proc_start "$p")" = "${victims[$p]}" ]; then
+      log "killing leftover pid $p ($(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-60))"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+}
+stop_pidfile() { stop_pidfiles "$1"; }
+pidfile_alive() { # pidfile
+  local pid st; [ -f "$1" ] || return 1; read -r pid st < "$1" || return 1
+  [ -n "$pid" ] && [ "$(proc_start "$pid")" = "$st" ]
+}
+wait_tcp() { # ip port what
+  local i
+  for i in $(seq 1 100); do
+    ss -Hltn "src $1 and sport = :$2" 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  die "$3 did not start listening on $1:$2"
+}
+
+# ---------------------------------------------------------------- conflicts
+check_conflicts() {
+  local port proto lines
+  for port in 25 53 443; do
+    for proto in t u; do
+      [ $proto = u ] && [ $port != 53 ] && continue
+      lines=$(ss -Hln$proto -p "sport = :$port" 2>/dev/null || true)
+      [ -n "$lines" ] || continue
+      # wildcard listeners collide with every specific address on Linux
+      if printf '%s\n' "$lines" | awk '{print $4}' | grep -qE '^(0\.0\.0\.0|\*|\[::\]):'; then
+        if [ $port = 25 ] && command -v systemctl >/dev/null && systemctl is-active --quiet postfix 2>/dev/null; then
+          log "the system postfix listens on *:25 and would collide with the world's MTAs: stopping it (systemctl stop postfix)"
+          systemctl stop postfix || true
+          sleep 0.5
+          lines=$(ss -Hln$proto -p "sport = :$port" 2>/dev/null || true)
+        fi
+        if printf '%s\n' "$lines" | awk '{print $4}' | grep -qE '^(0\.0\.0\.0|\*|\[::\]):'; then
+          die "something listens on the wildcard address, port $port, which collides with the world's loopback servers; stop it first:
+$lines"
+        fi
+      fi
+      if printf '%s\n' "$lines" | awk '{print $4}' | grep -qE '^127\.0\.[123]\.'; then
+        die "port $port on 127.0.1-3.x is already in use (another world still up? run world.sh down on its state dir):
+$lines"
+      fi
+    done
+  done
+}
+
+# ---------------------------------------------------------------- PKI
+PKI_DAYS=825
+gen_ca() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$S/pki/ca.key" -out "$S/pki/ca.pem" -days 3650 -subj "/O=postern test world/CN=postern test world CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" 2>/dev/null
+}
+# gen_leaf FILEBASE KIND NAME[,NAME...]   KIND: ca | self
+gen_leaf() {
+  local base=$1 kind=$2 names=$3 san="" n cn
+  for n in ${names//,/ }; do san="${san:+$san,}DNS:$n"; done
+  cn=${names%%,*}
+  local -a signer=()
+  [ "$kind" = ca ] && signer=(-CA "$S/pki/ca.pem" -CAkey "$S/pki/ca.key")
+  openssl req -x509 "${signer[@]}" -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$S/pki/$base.key" -out "$S/pki/$base.pem" -days $PKI_DAYS -subj "/CN=$cn" \
+    -set_serial "0x$(openssl rand -hex 12)" \
+    -addext "subjectAltName=$san" -addext "basicConstraints=critical,CA:FALSE" \
+    -addext "keyUsage=critical,digitalSignature" -addext "extendedKeyUsage=serverAuth,clientAuth" 2>/dev/null
+  chmod 600 "$S/pki/$base.key"
+  if [ "$kind" = ca ]; then cat "$S/pki/$base.pem" "$S/pki/ca.pem" > "$S/pki/$base.chain.pem"
+  else cp "$S/pki/$base.pem" "$S/pki/$base.chain.pem"; fi
+}
+spki_sha256() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1; }
+cert_sha256() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
+
+make_pki() {
+  mkdir -p "$S/pki"
+  gen_ca
+  local id ip host cert beh
+  while IFS='|' read -r id ip host cert beh; do
+    case $cert in
+      ca) gen_leaf "$host" ca "$host" ;;
+      self) gen_leaf "$host" self "$host" ;;
+      wrongname) gen_leaf "$host" ca "mx.somewhere-else.test" ;;
+      multi:*) gen_leaf "$host" ca "${cert#multi:}" ;;
+      none) ;;
+    esac
+  done < <(mx_rows)
+  local d
+  for d in $STS_DOMAINS; do
+    if [ "$d" = sts-badcert ]; then gen_leaf "mta-sts.$d.test" self "mta-sts.$d.test"
+    else gen_leaf "mta-sts.$d.test" ca "mta-sts.$d.test"; fi
+  done
+  gen_leaf nginx-default.test ca nginx-default.test
+  gen_leaf tlsrpt.test ca tlsrpt.test
+  gen_leaf mx.postern.test ca mx.postern.test
+}
+
+# ---------------------------------------------------------------- DNS
+SOA_TAIL="1 3600 600 86400 5"
+zone_head() { # zone
+  printf '$ORIGIN %s.\n$TTL 60\n@ SOA ns1.test. hostmaster.%s. %s\n@ NS ns1.test.\n' "$1" "$1" "$SOA_TAIL"
+}
+tlsrpt_txt() { # rua...
+  local r="" x; for x in "$@"; do r="${r:+$r,}$x"; done
+  printf '_smtp._tls TXT "v=TLSRPTv1; rua=%s"\n' "$r"
+}
+mx_ip() { mx_field "$1" 2; }
+sts_txt() { printf '_mta-sts TXT "v=STSv1; id=%s;"\nmta-sts A %s\n' "$STS_ID" "$NGINX_IP"; }
+std_mx() { # zone id -> MX + A for mx.<zone>
+  printf '@ MX 10 mx.%s.\nmx A %s\n' "$1" "$(mx_ip "$2")"
+}
+tlsa_of() { echo "3 1 1 $(spki_sha256 "$S/pki/$1.pem")"; }
+NOMATCH_HASH=$(printf 'postern test world: this TLSA record matches nothing' | sha256sum | cut -d' ' -f1)
+
+write_child_zone() { # zone-label
+  local z=$1 f="$S/knot/zones/$1.test.zone"
+  {
+    zone_head "$z.test"
+    case $z in
+      dane-ok)
+        std_mx dane-ok.test dane-ok
+        echo "_25._tcp.mx TLSA $(tlsa_of mx.dane-ok.test)"
+        tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      dane-bad)
+        std_mx dane-bad.test dane-bad
+        echo "_25._tcp.mx TLSA 3 1 1 $NOMATCH_HASH"
+        tlsrpt_txt "$TLSRPT_MAILTO" "$TLSRPT_HTTPS" ;;
+      dane-cname)   # RFC 7672 2.2.2: the TLSA owner name is an alias
+        std_mx dane-cname.test dane-cname
+        echo "_25._tcp.mx CNAME tlsa-target.dane-cname.test."
+        echo "tlsa-target TLSA $(tlsa_of mx.dane-cname.test)" ;;
+      dane-pkix)    # only PKIX-TA / PKIX-EE records: unusable for SMTP (RFC 7672 3.1.3)
+        std_mx dane-pkix.test dane-pkix
+        echo "_25._tcp.mx TLSA 1 1 1 $(spki_sha256 "$S/pki/mx.dane-pkix.test.pem")"
+        echo "_25._tcp.mx TLSA 0 0 1 $(cert_sha256 "$S/pki/ca.pem")" ;;
+      dane-ta)      # DANE-TA: the test CA's key; the MX serves leaf + CA
+        std_mx dane-ta.test dane-ta
+        echo "_25._tcp.mx TLSA 2 1 1 $(spki_sha256 "$S/pki/ca.pem")" ;;
+      dane-sts)     # DANE and an MTA-STS enforce policy: DANE wins; MX is mx.dane-ok.test
+        echo "@ MX 10 mx.dane-ok.test."
+        sts_txt ;;
+      implicit-mx)  # no MX: the domain itself is the MX host (RFC 5321 5.1)
+        echo "@ A $(mx_ip implicit-mx)"
+        echo "_25._tcp TLSA $(tlsa_of implicit-mx.test)" ;;
+      tlsa-servfail) # _tcp.mx is delegated (insecurely) to a lame server: TLSA lookups SERVFAIL fast
+        std_mx tlsa-servfail.test tlsa-servfail
+        echo "_tcp.mx NS ns-lame.test."
+        tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      nostarttls)
+        std_mx nostarttls.test nostarttls
+        tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      wrongname)
+        std_mx wrongname.test wrongname
+        tlsrpt_txt "$TLSRPT_HTTPS" ;;
+      badtls)
+        std_mx badtls.test badtls
+        tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      invalidcert)
+        std_mx invalidcert.test invalidcert
+        tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      null-mx)      # RFC 7505
+        echo "@ MX 0 ." ;;
+      rcpt-reject) std_mx rcpt-reject.test rcpt-reject ;;
+      rcpt-tempfail) std_mx rcpt-tempfail.test rcpt-tempfail ;;
+      reports) std_mx reports.test reports ;;
+      postern)      # postern's own domain; TLSA for mx.postern.test is published by the tests
+        printf '@ MX 10 mx.postern.test.\nmx A %s\n' "$POSTERN_IP" ;;
+      insecure)     # unsigned: this TLSA must be ignored (it matches nothing)
+        std_mx insecure.test insecure
+        echo "_25._tcp.mx TLSA 3 1 1 $NOMATCH_HASH" ;;
+      bogus)
+        std_mx bogus.test bogus
+        echo "_25._tcp.mx TLSA $(tlsa_of mx.bogus.test)" ;;
+      sts-enforce)
+        std_mx sts-enforce.test sts-enforce; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
+      sts-testing)
+        std_mx sts-testing.test sts-testing; sts_txt; tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      sts-mxmismatch)
+        std_mx sts-mxmismatch.test sts-mxmismatch; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
+      sts-invalidcert)
+        echo "@ MX 10 mx.invalidcert.test."; sts_txt; tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      sts-redirect|sts-404|sts-ctype|sts-big|sts-badcert)
+        printf '@ MX 10 mx.%s.test.\nmx A %s\n' "$z" "$(mx_ip sts-fetch)"
+        sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
+      *) die "no zone content for $z" ;;
+    esac
+  } > "$f"
+}
+
+write_knot_conf() {
+  local z
+  {
+    cat <<EOF
+# generated by tests/world/world.sh
+server:
+    listen: $KNOT_IP@53
+    rundir: $S/knot
+    pidfile: $S/knot/knot.pid
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: $S/knot/knot.log
+    any: info
+database:
+    storage: $S/knot/db
+key:
+  - id: $TSIG_NAME
+    algorithm: $TSIG_ALG
+    secret: $(cat "$S/dns/tsig.secret")
+acl:
+  - id: tsig-update
+    key: $TSIG_NAME
+    action: update
+policy:
+  - id: world
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    manual: on
+    nsec3: off
+template:
+  - id: default
+    storage: $S/knot/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: changes
+    semantic-checks: off
+  - id: signed
+    storage: $S/knot/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: changes
+    dnssec-signing: on
+    dnssec-policy: world
+    acl: tsig-update
+  - id: parent
+    storage: $S/knot/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: changes
+    dnssec-signing: on
+    dnssec-policy: world
+  - id: unsigned
+    storage: $S/knot/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: changes
+    acl: tsig-update
+zone:
+  - domain: test.
+    template: parent
+EOF
+    for z in $SIGNED_ZONES $BOGUS_ZONES; do printf '  - domain: %s.test.\n    template: signed\n' "$z"; done
+    for z in $INSECURE_ZONES; do printf '  - domain: %s.test.\n    template: unsigned\n' "$z"; done
+  } > "$S/knot/knot.conf"
+}
+
+make_dns() {
+  mkdir -p "$S/dns" "$S/knot/zones" "$S/knot/db"
+  openssl rand -base64 32 > "$S/dns/tsig.secret"
+  chmod 600 "$S/dns/tsig.secret"
+  printf 'key "%s" {\n\talgorithm %s;\n\tsecret "%s";\n};\n' "${TSIG_NAME%.}" "$TSIG_ALG" "$(cat "$S/dns/tsig.secret")" > "$S/dns/tsig.key"
+  chmod 600 "$S/dns/tsig.key"
+  write_knot_conf
+  local K="keymgr -c $S/knot/knot.conf" z
+  # One CSK per signed zone, generated before Knot starts, so the DS set in test. and the
+  # trust anchor are known up front and start-up needs no second phase.
+  $K test. generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
+  for z in $SIGNED_ZONES $BOGUS_ZONES; do
+    $K "$z.test." generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
+  done
+  # trust anchors for test.: DNSKEY form (postern.json) and DS form (Unbound)
+  $K test. dnskey | sed 's/ DNSKEY / 3600 IN DNSKEY /' > "$S/dns/trust-anchors.dnskey"
+  $K test. ds | awk '$5 == 2' | sed 's/ DS / 3600 IN DS /' > "$S/dns/trust-anchors.ds"
+  [ -s "$S/dns/trust-anchors.dnskey" ] && [ -s "$S/dns/trust-anchors.ds" ] || die "keymgr produced no anchor for test."
+  for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES; do write_child_zone "$z"; done
+  # the parent zone, with the delegations
+  {
+    zone_head test
+    echo "ns1 A $KNOT_IP"
+    echo "ns-lame A $LAME_NS_IP"
+    echo "resolver A $RESOLVER_IP"
+    echo "tlsrpt A $TLSRPT_IP"
+    echo "nginx-default A $NGINX_IP"
+    for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES; do echo "$z NS ns1.test."; done
+    for z in $SIGNED_ZONES; do $K "$z.test." ds | awk '$5 == 2' | sed 's/\.test\. DS / DS /'; done
+    # bogus.test.: a well-formed DS for its key tag and algorithm whose digest matches no key
+    local tag; tag=$($K bogus.test. ds | awk '$5 == 2 { print $3; exit }')
+    echo "bogus DS $tag 13 2 $(printf 'postern test world: bogus' | sha256sum | cut -d' ' -f1)"
+  } > "$S/knot/zones/test.zone"
+}
+
+start_knot() {
+  knotc -c "$S/knot/knot.conf" conf-check >/dev/null 2>"$S/knot/conf-check.err" \
+    || die "knot.conf invalid: $(cat "$S/knot/conf-check.err")"
+  knotd -c "$S/knot/knot.conf" -d </dev/null >>"$S/knot/knot.log" 2>&1 || die "knotd failed to start (see $S/knot/knot.log)"
+  local i
+  for i in $(seq 1 100); do [ -s "$S/knot/knot.pid" ] && break; sleep 0.05; done
+  record_pid knot "$(cat "$S/knot/knot.pid")"
+  wait_tcp "$KNOT_IP" 53 knotd
+  # every zone must be loaded (and the signed ones signed) before the resolver asks for them
+  local z q=(test. SOA) want got
+  for z in $SIGNED_ZONES $BOGUS_ZONES; do q+=("$z.test." SOA); done
+  want=$(( ${#q[@]} / 2 ))
+  for i in $(seq 1 200); do
+    got=$(kdig @"$KNOT_IP" +norec +dnssec +noall +answer "${q[@]}" 2>/dev/null | awk '$4 == "RRSIG" && $5 == "SOA"' | wc -l)
+    [ "$got" -ge "$want" ] && return 0
+    sleep 0.05
+  done
+  die "knotd did not load and sign all zones in 10 s (see $S/knot/knot.log)"
+}
+
+# A lame server: serves no zone, so it answers REFUSED at once (a dead address would make
+# the resolver wait for timeouts). _tcp.mx.tlsa-servfail.test is delegated to it.
+start_lame() {
+  mkdir -p "$S/lame"
+  cat > "$S/lame/knot.conf" <<EOC
+server:
+    listen: $LAME_NS_IP@53
+    rundir: $S/lame
+    pidfile: $S/lame/knot.pid
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: $S/lame/knot.log
+    any: warning
+database:
+    storage: $S/lame
+EOC
+  knotd -c "$S/lame/knot.conf" -d </dev/null >>"$S/lame/knot.log" 2>&1 || die "lame knotd failed to start"
+  local i
+  for i in $(seq 1 100); do [ -s "$S/lame/knot.pid" ] && break; sleep 0.05; done
+  record_pid lame "$(cat "$S/lame/knot.pid")"
+  wait_tcp "$LAME_NS_IP" 53 "lame knotd"
+}
+
+# ---------------------------------------------------------------- Unbound
+start_unbound() {
+  mkdir -p "$S/unbound"
+  # a root that answers nothing: the resolver must never talk to the real root servers
+  printf '. 3600000 IN NS no-root.test.\nno-root.test. 3600000 IN A %s\n' "$LAME_NS_IP" > "$S/unbound/root.hints"
+  cat > "$S/unbound/unbound.conf" <<EOC
+# generated by tests/world/world.sh
+server:
+    interface: $RESOLVER_IP
+    port: 53
+    interface-automatic: no
+    outgoing-interface: $RESOLVER_IP
+    do-ip4: yes
+    do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    access-control: 127.0.0.0/8 allow
+    num-threads: 1
+    so-reuseport: no
+    username: ""
+    chroot: ""
+    directory: "$S/unbound"
+    pidfile: "$S/unbound/unbound.pid"
+    logfile: "$S/unbound/unbound.log"
+    use-syslog: no
+    verbosity: 1
+    val-log-level: 2
+    log-servfail: yes
+    module-config: "validator iterator"
+    root-hints: "$S/unbound/root.hints"
+    trust-anchor-file: "$S/dns/trust-anchors.ds"
+    do-not-query-localhost: no
+    # nothing outside test. exists in this world
+    local-zone: "." static
+    local-zone: "test." transparent
+    # short caches, so tests see DNS changes (TSIG updates) within a second or two
+    cache-max-ttl: 2
+    cache-max-negative-ttl: 1
+    val-bogus-ttl: 1
+    infra-host-ttl: 5
+    prefetch: no
+    qname-minimisation: no
+    minimal-responses: no
+    edns-buffer-size: 1232
+remote-control:
+    control-enable: yes
+    control-interface: "$S/unbound/control.sock"
+    control-use-cert: no
+stub-zone:
+    name: "test."
+    stub-addr: $KNOT_IP
+    stub-prime: no
+EOC
+  local bin; bin=$(command -v unbound)
+  # Debian ships an AppArmor profile attached to /usr/sbin/unbound that forbids files outside
+  # /etc/unbound; when AppArmor is active run an unattached copy of the binary instead.
+  if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null || true)" = Y ]; then
+    mkdir -p "$S/bin"; cp "$bin" "$S/bin/unbound"; bin="$S/bin/unbound"
+  fi
+  "$bin" -c "$S/unbound/unbound.conf" </dev/null >>"$S/unbound/unbound.log" 2>&1 || die "unbound failed to start (see $S/unbound/unbound.log)"
+  local i
+  for i in $(seq 1 100); do [ -s "$S/unbound/unbound.pid" ] && break; sleep 0.05; done
+  record_pid unbound "$(cat "$S/unbound/unbound.pid")"
+  wait_tcp "$RESOLVER_IP" 53 unbound
+}
+
+# ---------------------------------------------------------------- Postfix
+pf_write() { # id ip host cert behaviour
+  local id=$1 ip=$2 host=$3 beh=$5 d="$S/postfix/$1"
+  mkdir -p "$d/conf" "$d/queue" "$d/data" "$S/mail/$id"
+  chown postfix "$d/data"
+  chown 65534:65534 "$S/mail/$id"
+  local maps="static:Maildir/"
+  [ "$beh" = reject ] && maps="inline:{ok@${host#mx.}=Maildir/}"
+  cat > "$d/conf/main.cf" <<EOC
+# generated by tests/world/world.sh -- receiving MTA $host ($ip)
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+maillog_file = $d/maillog
+maillog_file_prefixes = $S
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = $host
+mydomain = ${host#mx.}
+myorigin = \$myhostname
+mydestination =
+local_recipient_maps =
+local_transport = error:local delivery disabled
+relay_domains =
+alias_maps =
+alias_database =
+# the smtpd listener binds $ip:25 explicitly in master.cf
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+default_transport = error:this test MTA never sends mail
+relay_transport = error:this test MTA never sends mail
+virtual_mailbox_domains = static:all
+virtual_mailbox_base = $S/mail/$id
+virtual_mailbox_maps = $maps
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+virtual_minimum_uid = 100
+message_size_limit = 104857600
+virtual_mailbox_limit = 0
+smtpd_client_connection_count_limit = 0
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_banner = \$myhostname ESMTP postern-test-world
+biff = no
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
+EOC
+  case $beh in
+    plain) echo "smtpd_tls_security_level = none" >> "$d/conf/main.cf" ;;
+    *) printf 'smtpd_tls_security_level = may\nsmtpd_tls_chain_files = %s, %s\n' \
+         "$S/pki/$host.key" "$S/pki/$host.chain.pem" >> "$d/conf/main.cf" ;;
+  esac
+  case $beh in
+    badtls) cat >> "$d/conf/main.cf" <<'EOC'
+# STARTTLS is offered, but only TLS 1.0/1.1 at OpenSSL security level 0: every modern
+# (TLS 1.2+) client handshake fails
+smtpd_tls_protocols = >=TLSv1 <=TLSv1.1
+smtpd_tls_mandatory_protocols = >=TLSv1 <=TLSv1.1
+smtpd_tls_ciphers = medium
+smtpd_tls_mandatory_ciphers = medium
+tls_medium_cipherlist = DEFAULT:@SECLEVEL=0
+EOC
+    ;;
+    tempfail) echo "smtpd_recipient_restrictions = check_recipient_access inline:{ok@${host#mx.}=OK}, defer" >> "$d/conf/main.cf" ;;
+  esac
+  cat > "$d/conf/master.cf" <<EOC
+# generated by tests/world/world.sh (no chroot anywhere)
+$ip:25    inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOC
+}
+pf_start() { # id
+  local d="$S/postfix/$1" out
+  rm -f "$d/queue/pid/master.pid"
+  if ! postfix -c "$d/conf" start </dev/null >"$d/start.log" 2>&1; then
+    die "postfix $1 failed to start: $(cat "$d/start.log") $(tail -5 "$d/maillog" 2>/dev/null)"
+  fi
+}
+pf_record() { # id ip
+  local d="$S/postfix/$1" i
+  for i in $(seq 1 100); do [ -s "$d/queue/pid/master.pid" ] && break; sleep 0.05; done
+  [ -s "$d/queue/pid/master.pid" ] || die "postfix $1: no master.pid (see $d/maillog)"
+  record_pid "mx-$1" "$(tr -d ' \n' < "$d/queue/pid/master.pid")"
+  wait_tcp "$2" 25 "postfix $1"
+}
+start_postfixes() {
+  local id ip host cert beh pids=() rc=0 p
+  while IFS='|' read -r id ip host cert beh; do pf_write "$id" "$ip" "$host" "$cert" "$beh"; done < <(mx_rows)
+  # `postfix start` costs ~0.4 s each, mostly waiting: start them all at once
+  while IFS='|' read -r id ip host cert beh; do pf_start "$id" & pids+=($!); done < <(mx_rows)
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  while IFS='|' read -r id ip host cert beh; do
+    [ -s "$S/postfix/$id/queue/pid/master.pid" ] && pf_record "$id" "$ip"
+  done < <(mx_rows)
+  [ $rc = 0 ] || die "some postfix instances failed to start"
+}
+
+# ---------------------------------------------------------------- nginx (MTA-STS)
+sts_policy() { # mode mx...
+  local mode=$1 m; shift
+  printf 'version: STSv1\r\nmode: %s\r\n' "$mode"
+  for m in "$@"; do printf 'mx: %s\r\n' "$m"; done
+  printf 'max_age: 86400\r\n'
+}
+write_nginx() {
+  local n="$S/nginx" www="$S/www" d
+  mkdir -p "$n/tmp" "$www"
+  # Policies. Where a fetch must fail (redirect, 404, content type, size, certificate) the body
+  # that *is* served names an MX that does not exist: wrongly accepting it defers the mail.
+  for d in $STS_DOMAINS; do mkdir -p "$www/$d/.well-known"; done
+  sts_policy enforce mx.sts-enforce.test > "$www/sts-enforce/.well-known/mta-sts.txt"
+  sts_policy testing mx.elsewhere.sts-testing.test > "$www/sts-testing/.well-known/mta-sts.txt"
+  sts_policy enforce mx.elsewhere.sts-mxmismatch.test '*.other.sts-mxmismatch.test' > "$www/sts-mxmismatch/.well-known/mta-sts.txt"
+  sts_policy enforce mx.invalidcert.test > "$www/sts-invalidcert/.well-known/mta-sts.txt"
+  sts_policy enforce mx.dane-ok.test > "$www/dane-sts/.well-known/mta-sts.txt"
+  sts_policy enforce mx.nowhere.invalid > "$www/sts-redirect/redirected.txt"
+  sts_policy enforce mx.nowhere.invalid > "$www/sts-ctype/.well-known/mta-sts.txt"
+  sts_policy enforce mx.nowhere.invalid > "$www/sts-badcert/.well-known/mta-sts.txt"
+  { sts_policy enforce mx.nowhere.invalid
+    local i; for i in $(seq 1 700); do printf 'x-padding-%04d: %s\r\n' "$i" "$(printf '%080d' 0)"; done
+  } > "$www/sts-big/.well-known/mta-sts.txt"
+  chmod -R a+rX "$www"
+  {
+    cat <<EOC
+# generated by tests/world/world.sh
+user root;
+worker_processes 1;
+daemon on;
+pid $n/nginx.pid;
+error_log $n/error.log info;
+events { worker_connections 256; }
+http {
+    access_log $n/access.log;
+    client_body_temp_path $n/tmp/body;
+    proxy_temp_path $n/tmp/proxy;
+    fastcgi_temp_path $n/tmp/fastcgi;
+    uwsgi_temp_path $n/tmp/uwsgi;
+    scgi_temp_path $n/tmp/scgi;
+    server_tokens off;
+    types { text/plain txt; }
+    default_type application/octet-stream;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    server {
+        listen $NGINX_IP:443 ssl default_server;
+        server_name _;
+        ssl_certificate $S/pki/nginx-default.test.chain.pem;
+        ssl_certificate_key $S/pki/nginx-default.test.key;
+        return 404;
+    }
+EOC
+    for d in $STS_DOMAINS; do
+      printf '    server {\n        listen %s:443 ssl;\n        server_name mta-sts.%s.test;\n' "$NGINX_IP" "$d"
+      printf '        ssl_certificate %s;\n        ssl_certificate_key %s;\n        root %s;\n' \
+        "$S/pki/mta-sts.$d.test.chain.pem" "$S/pki/mta-sts.$d.test.key" "$www/$d"
+      case $d in
+        sts-redirect) printf '        location = /.well-known/mta-sts.txt { return 301 https://mta-sts.sts-redirect.test/redirected.txt; }\n' ;;
+        sts-404) printf '        location = /.well-known/mta-sts.txt { return 404; }\n' ;;
+        sts-ctype) printf '        location = /.well-known/mta-sts.txt { types { } default_type text/html; }\n' ;;
+      esac
+      printf '    }\n'
+    done
+    echo "}"
+  } > "$n/nginx.conf"
+}
+start_nginx() {
+  local n="$S/nginx"
+  pidfile_alive "$S/pids/nginx.pid" && return 0
+  rm -f "$n/nginx.pid"
+  nginx -q -e "$n/error.log" -p "$n" -c "$n/nginx.conf" </dev/null >>"$n/error.log" 2>&1 || die "nginx failed to start (see $n/error.log)"
+  local i
+  for i in $(seq 1 100); do [ -s "$n/nginx.pid" ] && break; sleep 0.05; done
+  record_pid nginx "$(cat "$n/nginx.pid")"
+  wait_tcp "$NGINX_IP" 443 nginx
+}
+
+# ---------------------------------------------------------------- TLS-RPT sink
+start_tlsrpt() {
+  pidfile_alive "$S/pids/tlsrpt.pid" && return 0
+  mkdir -p "$S/tlsrpt"
+  local py; py=$(command -v python3)
+  [ -x /usr/bin/python3 ] && py=/usr/bin/python3
+  "$py" "$WORLD_DIR/tlsrpt_sink.py" --addr "$TLSRPT_IP" --port 443 --dir "$S/tlsrpt" \
+    --cert "$S/pki/tlsrpt.test.chain.pem" --key "$S/pki/tlsrpt.test.key" \
+    </dev/null >>"$S/tlsrpt.log" 2>&1 &
+  local pid=$!
+  record_pid tlsrpt "$pid"
+  wait_tcp "$TLSRPT_IP" 443 "TLS-RPT sink"
+}
+
+# ---------------------------------------------------------------- outputs
+write_env() {
+  local f="$S/world.env" id ip host cert beh E ids=""
+  while IFS='|' read -r id ip host cert beh; do ids="${ids:+$ids,}$id"; done < <(mx_rows)
+  {
+    cat <<EOC
+# postern test world -- generated by tests/world/world.sh up; shell KEY=VALUE, no quoting needed
+WORLD_STATEDIR=$S
+WORLD_RESOLVER=$RESOLVER_IP:53
+WORLD_RESOLVER_IP=$RESOLVER_IP
+WORLD_KNOT=$KNOT_IP:53
+WORLD_KNOT_IP=$KNOT_IP
+WORLD_LAME_NS_IP=$LAME_NS_IP
+WORLD_TRUST_ANCHORS=$S/dns/trust-anchors.dnskey
+WORLD_TRUST_ANCHORS_DS=$S/dns/trust-anchors.ds
+WORLD_CA=$S/pki/ca.pem
+WORLD_CA_KEY=$S/pki/ca.key
+WORLD_PKI_DIR=$S/pki
+WORLD_TSIG_NAME=$TSIG_NAME
+WORLD_TSIG_ALGORITHM=$TSIG_ALG
+WORLD_TSIG_SECRET_FILE=$S/dns/tsig.secret
+WORLD_TSIG_KEYFILE=$S/dns/tsig.key
+WORLD_UPDATE_ZONES=$(printf '%s.test,' $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES | sed 's/,$//')
+WORLD_NGINX_IP=$NGINX_IP
+WORLD_TLSRPT_IP=$TLSRPT_IP
+WORLD_TLSRPT_URL=$TLSRPT_HTTPS
+WORLD_TLSRPT_MAILTO=$TLSRPT_MAILTO
+WORLD_TLSRPT_DIR=$S/tlsrpt
+WORLD_STS_ID=$STS_ID
+WORLD_POSTERN_CONFIG=$S/postern.json
+WORLD_POSTERN_SMTP=$POSTERN_IP:$POSTERN_PORT
+WORLD_POSTERN_IP=$POSTERN_IP
+WORLD_POSTERN_PORT=$POSTERN_PORT
+WORLD_POSTERN_HOST=mx.postern.test
+WORLD_POSTERN_CERT=$S/pki/mx.postern.test.chain.pem
+WORLD_POSTERN_KEY=$S/pki/mx.postern.test.key
+WORLD_POSTERN_DATA=$S/postern-data
+WORLD_MX_IDS=$ids
+EOC
+    while IFS='|' read -r id ip host cert beh; do
+      E=$(envname "$id")
+      echo "MX_${E}_IP=$ip"
+      echo "MX_${E}_HOST=$host"
+      echo "MX_${E}_SPOOL=$S/mail/$id/Maildir/new"
+      echo "MX_${E}_LOG=$S/postfix/$id/maillog"
+      [ "$cert" != none ] && echo "MX_${E}_CERT=$S/pki/$host.pem"
+    done < <(mx_rows)
+  } > "$f"
+}
+
+write_postern_json() {
+  local ca="$S/pki/ca.pem"
+  cat > "$S/postern.json" <<EOC
+{
+  "server": {
+    "hostname": "mx.postern.test",
+    "listeners": {
+      "smtp": { "bind": "$POSTERN_IP:$POSTERN_PORT", "protocol": "smtp" }
+    }
+  },
+  "certificates": {
+    "default": {
+      "cert": "%{file:$S/pki/mx.postern.test.chain.pem}%",
+      "privateKey": "%{file:$S/pki/mx.postern.test.key}%"
+    }
+  },
+  "session": {
+    "relayNetworks": [ "127.0.0.0/8" ]
+  },
+  "outbound": {
+    "tls": { "match": [ { "if": "retry_num > 1 && last_error == 'tls'", "then": "'disable-tls'" },
+                        { "if": "retry_num > 0 && last_error == 'tls'", "then": "'invalid-tls'" } ],
+             "else": "'default'" },
+    "retry": [ "2s", "2s", "3s" ],
+    "mxPort": 25,
+    "caFile": "$ca"
+  },
+  "resolver": {
+    "nameservers": [ "$RESOLVER_IP:53" ],
+    "dnssec": "validate",
+    "trustAnchors": "$S/dns/trust-anchors.dnskey",
+    "timeout": "2s",
+    "attempts": 2
+  },
+  "mtaSts": { "caFile": "$ca", "refresh": true },
+  "tlsa": {
+    "providers": {
+      "world": { "type": "rfc2136", "server": "$KNOT_IP:53", "zone": "postern.test",
+                 "key": { "name": "${TSIG_NAME%.}", "algorithm": "$TSIG_ALG",
+                          "secret": "%{file:$S/dns/tsig.secret}%" } }
+    }
+  },
+  "storage": { "path": "$S/postern-data" }
+}
+EOC
+}
+
+# ---------------------------------------------------------------- commands
+state_dir_arg() {
+  [ $# -ge 1 ] && [ -n "$1" ] || die "usage: world.sh ${CMD:-COMMAND} STATEDIR"
+  case $1 in *[[:space:]]*) die "STATEDIR must not contain white space: '$1'";; esac
+  S=$(realpath -m -- "$1")
+  [ "$S" != / ] || die "refusing STATEDIR=/"
+}
+need_root() { [ "$(id -u)" = 0 ] || die "the test world needs root (ports 25/53/443, postfix, knot)"; }
+
+cmd_down() {
+  [ -d "$S/pids" ] || return 0
+  # all at once: daemons need 1-2 s each to wind down after SIGTERM
+  stop_pidfiles "$S"/pids/*.pid
+  return 0
+}
+
+cmd_up() {
+  need_root
+  ensure_packages
+  if [ -e "$S" ]; then
+    if [ -f "$S/.postern-world" ]; then
+      cmd_down
+      find "$S" -mindepth 1 -delete
+    elif [ -n "$(ls -A "$S")" ]; then
+      die "$S exists, is not empty and is not a world state dir; refusing to wipe it"
+    fi
+  fi
+  mkdir -p "$S"
+  touch "$S/.postern-world"
+  # daemons that drop privileges (postfix, virtual delivery as nobody) must traverse STATEDIR
+  chmod 755 "$S"
+  local p="$S" perm
+  while [ "$p" != / ]; do
+    p=$(dirname "$p"); perm=$(stat -c %a "$p")
+    [ $(( 8#$perm & 1 )) = 1 ] || die "$p is not world-traversable (mode $perm); pick a STATEDIR under /tmp"
+  done
+  mkdir -p "$S/pids" "$S/postern-data"
+  check_conflicts
+  trap 'rc=$?; if [ $rc != 0 ]; then log "up failed; tearing down"; cmd_down; fi' EXIT
+  local t0=$SECONDS
+  make_pki; phase make_pki
+  make_dns; phase make_dns
+  start_knot; phase start_knot
+  start_lame; phase start_lame
+  start_unbound; phase start_unbound
+  start_postfixes; phase start_postfixes
+  write_nginx
+  start_nginx; phase start_nginx
+  start_tlsrpt; phase start_tlsrpt
+  write_env
+  write_postern_json
+  # the world is up when the resolver validates the anchor zone
+  local i ok=0
+  for i in $(seq 1 50); do
+    if dig @"$RESOLVER_IP" +dnssec +time=1 +tries=1 dane-ok.test. MX 2>/dev/null | grep -q 'flags:.* ad'; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ $ok = 1 ] || die "Unbound does not validate dane-ok.test (see $S/unbound/unbound.log)"
+  trap - EXIT
+  log "up in $((SECONDS - t0)) s; environment in $S/world.env"
+}
+
+cmd_status() {
+  local f rc=0
+  for f in "$S"/pids/*.pid; do
+    [ -f "$f" ] || continue
+    if pidfile_alive "$f"; then echo "up   $(basename "$f" .pid) ($(cut -d' ' -f1 "$f"))"
+    else echo "DOWN $(basename "$f" .pid)"; rc=1; fi
+  done
+  return $rc
+}
+
+main() {
+  CMD=${1:-}; [ $# -gt 0 ] && shift
+  case $CMD in
+    up) state_dir_arg "$@"; cmd_up ;;
+    down) state_dir_arg "$@"; cmd_down ;;
+    selftest) state_dir_arg "$@"; [ -f "$S/world.env" ] || die "no world in $S (run up first)"
+      exec bash "$WORLD_DIR/selftest.sh" "$S" ;;
+    status) state_dir_arg "$@"; cmd_status ;;
+    stop-nginx) state_dir_arg "$@"; [ -f "$S/pids/nginx.pid" ] && stop_pidfile "$S/pids/nginx.pid"; true ;;
+    start-nginx) state_dir_arg "$@"; start_nginx ;;
+    stop-tlsrpt) state_dir_arg "$@"; [ -f "$S/pids/tlsrpt.pid" ] && stop_pidfile "$S/pids/tlsrpt.pid"; true ;;
+    start-tlsrpt) state_dir_arg "$@"; start_tlsrpt ;;
+    stop-mx|start-mx)
+      state_dir_arg "$@"; local id=${2:-}
+      [ -n "$id" ] && [ -n "$(mx_field "$id" 1)" ] || die "usage: world.sh $CMD STATEDIR ID (one of: $(mx_rows | cut -d'|' -f1 | tr '\n' ' '))"
+      if [ "$CMD" = stop-mx ]; then
+        [ -f "$S/pids/mx-$id.pid" ] && stop_pidfile "$S/pids/mx-$id.pid"; true
+      else
+        pidfile_alive "$S/pids/mx-$id.pid" || { pf_start "$id"; pf_record "$id" "$(mx_field "$id" 2)"; }
+      fi ;;
+    flush-dns) state_dir_arg "$@"
+      unbound-control -c "$S/unbound/unbound.conf" flush_zone test. >/dev/null
+      unbound-control -c "$S/unbound/unbound.conf" flush_bogus >/dev/null
+      unbound-control -c "$S/unbound/unbound.conf" flush_negative >/dev/null
+      unbound-control -c "$S/unbound/unbound.conf" flush_infra all >/dev/null ;;
+    *) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [ -z "$CMD" ] || [ "$CMD" = help ] || exit 2 ;;
+  esac
+}
+main "$@"
