@@ -3,10 +3,12 @@
 //! lives in the module named after what it does.
 
 mod config;
+mod control;
 mod dane;
 mod http;
 mod listener;
 mod logging;
+mod queue;
 mod server;
 mod smtp;
 mod store;
@@ -141,7 +143,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file, offline, print } => check_config(&file, offline, print),
         Command::Probe { .. } => not_yet("probe", "outbound delivery"),
-        Command::Queue(_) => not_yet("queue", "the queue and delivery engine"),
+        Command::Queue(q) => queue_command(q),
         Command::Tlsa(TlsaCommand::Records { cert, name, port, usage, selector, matching }) => {
             tlsa_records(&cert, &name, port, usage, selector, matching)
         }
@@ -193,6 +195,81 @@ fn tlsa_verify(chain: &std::path::Path, name: &str, records: &[String]) -> ExitC
             ExitCode::from(EXIT_CHECK_FAILED)
         }
     }
+}
+
+fn client_config(path: Option<&std::path::Path>) -> Result<config::Config, ExitCode> {
+    let loaded = match path {
+        // The client needs only paths; it reads no secret.
+        Some(p) => config::load_file(p, config::Options { offline: true }),
+        None => Ok(config::embedded_default()),
+    };
+    loaded.map(|l| l.config).map_err(|problems| {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+fn queue_command(q: QueueCommand) -> ExitCode {
+    let (common, request) = match q {
+        QueueCommand::List(c) => (c, control::Request::List),
+        QueueCommand::Show { id, common } => (common, control::Request::Show { id }),
+        QueueCommand::Delete { id, common } => (common, control::Request::Delete { id }),
+        QueueCommand::Retry { id: Some(id), all: false, common } => (common, control::Request::Retry { id }),
+        QueueCommand::Retry { id: None, all: true, common } => (common, control::Request::RetryAll),
+        QueueCommand::Retry { .. } => {
+            eprintln!("error: give either a queue id or --all");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let cfg = match client_config(common.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let is_list = matches!(request, control::Request::List);
+    match control::call(&cfg, &request) {
+        Ok(v) if common.json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) if is_list => {
+            print_queue_table(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn print_queue_table(v: &serde_json::Value) {
+    let items = v.as_array().cloned().unwrap_or_default();
+    println!("{:<16}  {:>9}  {:<10}  SENDER -> RECIPIENTS", "ID", "SIZE", "STATUS");
+    for m in &items {
+        let rcpts: Vec<String> = m["recipients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{} ({})", r["address"].as_str().unwrap_or(""), r["status"].as_str().unwrap_or("")))
+            .collect();
+        let sender = m["sender"].as_str().filter(|s| !s.is_empty()).unwrap_or("<>");
+        let status = if m["attempts"].as_u64().unwrap_or(0) == 0 { "new" } else { "retrying" };
+        println!(
+            "{:<16}  {:>9}  {:<10}  {} -> {}",
+            m["id"].as_str().unwrap_or(""),
+            m["size"].as_u64().unwrap_or(0),
+            status,
+            sender,
+            rcpts.join(", ")
+        );
+    }
+    println!("{} message(s)", items.len());
 }
 
 /// A command whose capability has not landed in this build says so plainly

@@ -5,6 +5,8 @@ use crate::config::{self, Loaded, Protocol};
 use crate::listener;
 use crate::store::Store;
 use crate::systemd::{self, PassedSocket};
+use crate::tls::ListenerTls;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,6 +21,9 @@ const GRACE: Duration = Duration::from_secs(30);
 /// What every task of the daemon shares.
 pub struct Shared {
     config: RwLock<Arc<Loaded>>,
+    /// Per listener; rebuilt on reload so new certificates apply to new
+    /// handshakes while running sessions keep theirs.
+    tls: RwLock<HashMap<String, Option<ListenerTls>>>,
     pub store: Store,
     pub connections: AtomicUsize,
     /// Turns true when the daemon starts stopping.
@@ -29,8 +34,12 @@ impl Shared {
     pub fn config(&self) -> Arc<Loaded> {
         self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    fn set_config(&self, new: Loaded) {
+    fn set_config(&self, new: Loaded, tls: HashMap<String, Option<ListenerTls>>) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    }
+    pub fn listener_tls(&self, id: &str) -> Option<ListenerTls> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().flatten()
     }
 }
 
@@ -65,10 +74,13 @@ pub async fn run(
             .map_err(|e| e.to_string())?
     };
     let queued = store.count("queue").unwrap_or(0);
+    let tls = crate::tls::listener_configs(cfg)?;
     let opened = listener::open_all(cfg, passed)?;
+    let control_path = crate::control::daemon_path(cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(loaded)),
+        tls: RwLock::new(tls),
         store,
         connections: AtomicUsize::new(0),
         stopping: stop_rx,
@@ -86,6 +98,7 @@ pub async fn run(
             tokio_listener,
         )));
     }
+    let control = crate::control::listen(shared.clone(), control_path.clone()).await?;
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -117,6 +130,8 @@ pub async fn run(
     if let Some(w) = watchdog {
         w.abort();
     }
+    control.abort();
+    let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
         tracing::warn!(sessions = left, "grace period over; closing remaining sessions");
@@ -137,7 +152,9 @@ async fn reload(shared: &Arc<Shared>, path: Option<&std::path::Path>) {
     match path {
         None => tracing::info!("reload: running on the embedded default; nothing to read"),
         Some(p) => match config::load_file(p, config::Options::default()) {
-            Ok(new) => {
+            Ok(new) => match crate::tls::listener_configs(&new.config) {
+                Err(e) => tracing::error!("reload failed: {e}; the previous configuration stays in force"),
+                Ok(tls) => {
                 for w in &new.warnings {
                     tracing::warn!("{w}");
                 }
@@ -156,9 +173,10 @@ async fn reload(shared: &Arc<Shared>, path: Option<&std::path::Path>) {
                 if old.config.storage.path != new.config.storage.path {
                     tracing::warn!("reload: storage.path changed; it takes effect on restart");
                 }
-                shared.set_config(new);
-                tracing::info!(config = %p.display(), "configuration reloaded");
+                shared.set_config(new, tls);
+                tracing::info!(config = %p.display(), "configuration and certificates reloaded");
             }
+            },
             Err(problems) => {
                 for p in &problems {
                     tracing::error!("{p}");

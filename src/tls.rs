@@ -69,3 +69,140 @@ fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
         other => format!("{other:?}"),
     }
 }
+
+// ------------------------------------------------------------------ server side
+
+use crate::config::{Config, TlsSettings, TlsVersion};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::ServerConfig;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The TLS a listener offers: STARTTLS or implicit, with its handshake timeout.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub config: Arc<ServerConfig>,
+    pub implicit: bool,
+    pub timeout: Duration,
+}
+
+/// Picks the certificate by SNI subject, else the listener's default.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_sni = hello
+            .server_name()
+            .and_then(|n| self.by_name.get(&n.trim_end_matches('.').to_ascii_lowercase()));
+        Some(by_sni.unwrap_or(&self.default).clone())
+    }
+}
+
+/// Builds the TLS configuration of every listener from the (already
+/// secret-resolved) configuration; `None` for listeners without TLS.
+pub fn listener_configs(cfg: &Config) -> Result<HashMap<String, Option<ListenerTls>>, String> {
+    let mut keys: HashMap<&str, Arc<CertifiedKey>> = HashMap::new();
+    for (name, c) in &cfg.certificates {
+        let ck = certified_key(&c.cert, &c.private_key).map_err(|e| format!("certificates.{name}: {e}"))?;
+        keys.insert(name, ck);
+    }
+    let mut out = HashMap::new();
+    for (id, l) in &cfg.server.listeners {
+        let t = l.tls.over(&cfg.server.tls);
+        out.insert(id.clone(), listener_tls(id, &t, &keys)?);
+    }
+    Ok(out)
+}
+
+fn listener_tls(id: &str, t: &TlsSettings, keys: &HashMap<&str, Arc<CertifiedKey>>) -> Result<Option<ListenerTls>, String> {
+    if t.enable == Some(false) {
+        return Ok(None);
+    }
+    let name = t.certificate.as_deref().unwrap_or("default");
+    let Some(default) = keys.get(name).cloned() else {
+        if t.certificate.is_some() || t.enable == Some(true) || t.implicit == Some(true) {
+            return Err(format!("server.listeners.{id}: TLS needs certificates.{name}, which does not exist"));
+        }
+        tracing::info!(listener = id, "no certificate configured: STARTTLS is not offered");
+        return Ok(None);
+    };
+    let mut by_name = HashMap::new();
+    for sni in t.sni.iter().flatten() {
+        let ck = keys
+            .get(sni.certificate.as_str())
+            .cloned()
+            .ok_or_else(|| format!("server.listeners.{id}: no certificate named '{}'", sni.certificate))?;
+        by_name.insert(sni.subject.trim_end_matches('.').to_ascii_lowercase(), ck);
+    }
+    let provider = filtered_provider(t.ciphers.as_deref().map(|c| c.iter().map(|c| c.0.as_str()).collect::<Vec<_>>()))
+        .map_err(|e| format!("server.listeners.{id}.tls.ciphers: {e}"))?;
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match &t.protocols {
+        None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+        Some(p) => p
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls12 => &rustls::version::TLS12,
+                TlsVersion::Tls13 => &rustls::version::TLS13,
+            })
+            .collect(),
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("server.listeners.{id}.tls: {e} (do the ciphers fit the protocols?)"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
+    config.ignore_client_order = t.ignore_client_order.unwrap_or(false);
+    Ok(Some(ListenerTls {
+        config: Arc::new(config),
+        implicit: t.implicit.unwrap_or(false),
+        timeout: t.timeout.map(|d| d.as_std()).unwrap_or(Duration::from_secs(60)),
+    }))
+}
+
+/// The ring provider restricted to the named suites and groups, in the
+/// order given (the order matters with `ignoreClientOrder`).
+fn filtered_provider(names: Option<Vec<&str>>) -> Result<CryptoProvider, String> {
+    let mut p = rustls::crypto::ring::default_provider();
+    let Some(names) = names.filter(|n| !n.is_empty()) else {
+        return Ok(p);
+    };
+    let suites: Vec<_> = names
+        .iter()
+        .filter_map(|n| p.cipher_suites.iter().find(|s| format!("{:?}", s.suite()) == *n).copied())
+        .collect();
+    let groups: Vec<_> = names
+        .iter()
+        .filter_map(|n| {
+            p.kx_groups
+                .iter()
+                .find(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(n))
+                .copied()
+        })
+        .collect();
+    if suites.is_empty() {
+        return Err("none of the listed cipher suites is available".into());
+    }
+    p.cipher_suites = suites;
+    if !groups.is_empty() {
+        p.kx_groups = groups;
+    }
+    Ok(p)
+}
+
+/// "TLSv1.3 TLS13_AES_256_GCM_SHA384" for logs and Received headers.
+pub fn describe(conn: &rustls::ServerConnection) -> String {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    format!("{version} {suite}")
+}

@@ -1,0 +1,189 @@
+//! The control socket: how `postern queue …` talks to the running daemon.
+//!
+//! One JSON request per line, one JSON answer per line:
+//! `{"command": "list"}` → `{"ok": true, "result": [...]}`, or
+//! `{"ok": false, "error": "…"}`. The socket is mode 0600: only the daemon's
+//! user (and root) may steer the queue.
+
+use crate::config::Config;
+use crate::queue::{self, Envelope};
+use crate::store::Batch;
+use crate::server::Shared;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    List,
+    Show { id: String },
+    Retry { id: String },
+    RetryAll,
+    Delete { id: String },
+}
+
+/// Where the daemon puts its socket (SPEC §2.8).
+pub fn daemon_path(cfg: &Config) -> PathBuf {
+    if let Some(p) = &cfg.control.socket {
+        return p.clone();
+    }
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        if !first.is_empty() {
+            return Path::new(&first).join("control.sock");
+        }
+    }
+    cfg.storage.path.join("control.sock")
+}
+
+/// Where a command-line client looks: the configured path, else the places
+/// the daemon may have chosen (under systemd the client does not see the
+/// daemon's `RUNTIME_DIRECTORY`).
+fn client_candidates(cfg: &Config) -> Vec<PathBuf> {
+    if let Some(p) = &cfg.control.socket {
+        return vec![p.clone()];
+    }
+    let mut v = vec![daemon_path(cfg), PathBuf::from("/run/postern/control.sock")];
+    v.push(cfg.storage.path.join("control.sock"));
+    v.dedup();
+    v
+}
+
+pub async fn listen(shared: Arc<Shared>, path: PathBuf) -> Result<tokio::task::JoinHandle<()>, String> {
+    if path.exists() {
+        // A stale socket from a previous run; the store lock guarantees no
+        // other daemon owns it.
+        let _ = std::fs::remove_file(&path);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    tracing::info!(socket = %path.display(), "control socket ready");
+    Ok(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(shared.clone(), stream));
+        }
+    }))
+}
+
+async fn handle(shared: Arc<Shared>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || execute(&shared, req))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            Err(e) => Err(format!("bad request: {e}")),
+        };
+        let value = match answer {
+            Ok(result) => json!({"ok": true, "result": result}),
+            Err(error) => json!({"ok": false, "error": error}),
+        };
+        let mut text = value.to_string();
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
+    let store = &shared.store;
+    match req {
+        Request::List => Ok(serde_json::to_value(queue::list(store)?).map_err(|e| e.to_string())?),
+        Request::Show { id } => {
+            let (env, body) = queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            let mut v = serde_json::to_value(&env).map_err(|e| e.to_string())?;
+            v["message"] = Value::String(String::from_utf8_lossy(&body).into_owned());
+            Ok(v)
+        }
+        Request::Delete { id } => {
+            let (env, _) = queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            let skey = schedule_key(&env);
+            store
+                .write(
+                    Batch::default()
+                        .delete("queue", id.as_bytes())
+                        .delete("messages", id.as_bytes())
+                        .delete("schedule", &skey),
+                    true,
+                )
+                .map_err(|e| e.to_string())?;
+            tracing::info!(id = %id, "deleted from the queue by the operator");
+            Ok(json!({"deleted": id}))
+        }
+        Request::Retry { id } => {
+            let (env, _) = queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            reschedule_now(shared, env)?;
+            Ok(json!({"retry": [id]}))
+        }
+        Request::RetryAll => {
+            let mut ids = Vec::new();
+            for env in queue::list(store)? {
+                ids.push(env.id.clone());
+                reschedule_now(shared, env)?;
+            }
+            Ok(json!({"retry": ids}))
+        }
+    }
+}
+
+fn schedule_key(env: &Envelope) -> Vec<u8> {
+    let mut k = env.next_attempt.to_be_bytes().to_vec();
+    k.extend_from_slice(env.id.as_bytes());
+    k
+}
+
+fn reschedule_now(shared: &Shared, mut env: Envelope) -> Result<(), String> {
+    let old = schedule_key(&env);
+    env.next_attempt = queue::now_secs();
+    let new = schedule_key(&env);
+    let value = serde_json::to_vec(&env).map_err(|e| e.to_string())?;
+    shared
+        .store
+        .write(
+            Batch::default()
+                .delete("schedule", &old)
+                .put("schedule", &new, b"")
+                .put("queue", env.id.as_bytes(), &value),
+            true,
+        )
+        .map_err(|e| e.to_string())
+}
+
+// ------------------------------------------------------------------ client
+
+/// Sends one request to the daemon and returns its result.
+pub fn call(cfg: &Config, req: &Request) -> Result<Value, String> {
+    use std::io::{BufRead, Write};
+    let candidates = client_candidates(cfg);
+    let path = candidates.iter().find(|p| p.exists()).ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        format!("no control socket found (tried {}); is postern running?", tried.join(", "))
+    })?;
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("cannot connect to {}: {e}; is postern running?", path.display()))?;
+    let mut text = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    text.push('\n');
+    stream.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::BufReader::new(&stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer from the daemon: {e}"))?;
+    if v["ok"] == Value::Bool(true) {
+        Ok(v["result"].clone())
+    } else {
+        Err(v["error"].as_str().unwrap_or("unknown error").to_string())
+    }
+}
