@@ -28,6 +28,8 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Turns true when the daemon starts stopping.
     pub stopping: watch::Receiver<bool>,
+    /// Wakes the delivery scheduler (a message was queued).
+    pub wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ pub async fn run(
         store,
         connections: AtomicUsize::new(0),
         stopping: stop_rx,
+        wake: tokio::sync::Notify::new(),
     });
     let mut accept_tasks = Vec::new();
     for o in opened {

@@ -111,6 +111,19 @@ impl Store {
             .collect()
     }
 
+    /// Keys (and values) of a family below `upper` (exclusive), at most `max`.
+    pub fn scan_until(&self, family: &str, upper: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(family), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            if k.as_ref() >= upper || out.len() >= max {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// How many keys a family holds (exact; scans the family).
     pub fn count(&self, family: &str) -> Result<usize, rocksdb::Error> {
         let mut n = 0;

@@ -206,3 +206,115 @@ pub fn describe(conn: &rustls::ServerConnection) -> String {
         .unwrap_or_default();
     format!("{version} {suite}")
 }
+
+// ------------------------------------------------------------------ client side
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{ServerName, UnixTime};
+
+/// Trust roots and the client configurations built from them, made once
+/// (and again on reload), shared by every delivery.
+#[derive(Clone)]
+pub struct ClientTls {
+    pkix: Arc<ClientConfig>,
+    insecure: Arc<ClientConfig>,
+    pub roots: Arc<RootCertStore>,
+}
+
+impl ClientTls {
+    /// The system store (`SSL_CERT_FILE`, else the Debian/NixOS bundle)
+    /// plus `extra` (`outbound.caFile`).
+    pub fn load(extra: Option<&Path>) -> Result<ClientTls, String> {
+        let mut roots = RootCertStore::empty();
+        let system = std::env::var_os("SSL_CERT_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+        match std::fs::read(&system) {
+            Ok(pem) => {
+                for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                    let _ = roots.add(cert);
+                }
+            }
+            Err(e) => tracing::warn!(file = %system.display(), error = %e, "no system trust store; only outbound.caFile is trusted"),
+        }
+        if let Some(extra) = extra {
+            for cert in read_ca_file(extra)? {
+                roots.add(cert).map_err(|e| format!("{}: {e}", extra.display()))?;
+            }
+        }
+        let roots = Arc::new(roots);
+        let pkix = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let insecure = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider: provider() }))
+            .with_no_client_auth();
+        Ok(ClientTls { pkix: Arc::new(pkix), insecure: Arc::new(insecure), roots })
+    }
+
+    /// PKIX: a chain to a trusted root, valid now, for the host name.
+    pub fn pkix(&self) -> Arc<ClientConfig> {
+        self.pkix.clone()
+    }
+
+    /// `allowInvalidCerts`: any certificate, but the handshake signature is
+    /// still checked, so the connection is at least encrypted to whoever
+    /// holds the presented key.
+    pub fn insecure(&self) -> Arc<ClientConfig> {
+        self.insecure.clone()
+    }
+
+    /// A PKIX verifier on its own (MTA-STS and probe use it).
+    pub fn webpki_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, String> {
+        WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug)]
+struct AnyCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -26,6 +26,13 @@ pub struct Envelope {
     pub attempts: u32,
     /// Unix seconds of the next attempt.
     pub next_attempt: u64,
+    /// How many delay notices (`outbound.notify`) were sent.
+    #[serde(default)]
+    pub notified: u32,
+    /// A report or a DSN postern made itself: never reported on, and never
+    /// answered with another DSN.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -33,8 +40,12 @@ pub struct Envelope {
 pub struct Recipient {
     pub address: String,
     pub status: Status,
+    /// The last failure, as an operator reads it (the remote reply or why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The `last_error` expression variable of SPEC §2: `dns`, `tls`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -84,7 +95,7 @@ pub fn new_id() -> String {
     }
 }
 
-fn schedule_key(due: u64, id: &str) -> Vec<u8> {
+pub fn schedule_key(due: u64, id: &str) -> Vec<u8> {
     let mut k = due.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());
     k
@@ -149,13 +160,15 @@ mod tests {
         let env = Envelope {
             id: new_id(),
             sender: "a@example.org".into(),
-            recipients: vec![Recipient { address: "b@example.net".into(), status: Status::Pending, last_error: None }],
+            recipients: vec![Recipient { address: "b@example.net".into(), status: Status::Pending, last_error: None, error_kind: None }],
             size: 5,
             received_at: now_secs(),
             smtputf8: false,
             source: Source::default(),
             attempts: 0,
             next_attempt: now_secs(),
+            notified: 0,
+            internal: false,
         };
         enqueue(&store, &env, b"hello").unwrap();
         let (got, body) = get(&store, &env.id).unwrap().unwrap();

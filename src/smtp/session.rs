@@ -362,7 +362,7 @@ impl Session {
             recipients: tx
                 .recipients
                 .iter()
-                .map(|a| Recipient { address: a.clone(), status: Status::Pending, last_error: None })
+                .map(|a| Recipient { address: a.clone(), status: Status::Pending, last_error: None, error_kind: None })
                 .collect(),
             size: message.len() as u64,
             received_at: now,
@@ -376,6 +376,8 @@ impl Session {
             },
             attempts: 0,
             next_attempt: now,
+            notified: 0,
+            internal: false,
         };
         let store = self.shared.store.clone();
         let env2 = env.clone();
@@ -385,6 +387,7 @@ impl Session {
                 tracing::info!(id = %id, from = %env.sender, rcpts = env.recipients.len(), size = env.size,
                     peer = %self.peer, tls = self.conn.tls.as_deref().unwrap_or("none"), "accepted");
                 self.conn.reply(&format!("250 2.0.0 {id} Message accepted"));
+                self.shared.wake.notify_one();
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot store an accepted message");

@@ -73,7 +73,11 @@ STS_DOMAINS="sts-enforce sts-testing sts-mxmismatch sts-invalidcert dane-sts sts
 
 log() { printf 'world: %s\n' "$*" >&2; }
 T0=$(date +%s%N)
-phase() { [ -n "${WORLD_VERBOSE:-}" ] && log "$(( ($(date +%s%N) - T0) / 1000000 )) ms: $*"; return 0; }
+phase() { # after each start-up step: timing with WORLD_VERBOSE=1; WORLD_FAIL_AFTER=<step> fails there (tests the teardown)
+  [ -n "${WORLD_VERBOSE:-}" ] && log "$(( ($(date +%s%N) - T0) / 1000000 )) ms: $*"
+  [ "${WORLD_FAIL_AFTER:-}" != "$1" ] || die "failing after $1 (WORLD_FAIL_AFTER)"
+  return 0
+}
 die() { printf 'world: error: %s\n' "$*" >&2; exit 2; }
 
 mx_rows() { printf '%s\n' "$MX_TABLE" | sed '/^$/d'; }
@@ -571,9 +575,10 @@ EOC
 # ---------------------------------------------------------------- Postfix
 pf_write() { # id ip host cert behaviour
   local id=$1 ip=$2 host=$3 beh=$5 d="$S/postfix/$1"
-  mkdir -p "$d/conf" "$d/queue" "$d/data" "$S/mail/$id"
+  mkdir -p "$d/conf" "$d/queue" "$d/data" "$S/mail/$id/Maildir/new" "$S/mail/$id/Maildir/cur" "$S/mail/$id/Maildir/tmp"
   chown postfix "$d/data"
-  chown 65534:65534 "$S/mail/$id"
+  # virtual(8) delivers as nobody; the Maildir exists from the start so MX_*_SPOOL is always a directory
+  chown -R 65534:65534 "$S/mail/$id"
   local maps="static:Maildir/"
   [ "$beh" = reject ] && maps="inline:{ok@${host#mx.}=Maildir/}"
   cat > "$d/conf/main.cf" <<EOC
@@ -853,6 +858,7 @@ write_postern_json() {
     "tls": { "match": [ { "if": "retry_num > 1 && last_error == 'tls'", "then": "'disable-tls'" },
                         { "if": "retry_num > 0 && last_error == 'tls'", "then": "'invalid-tls'" } ],
              "else": "'default'" },
+    "tlsStrategies": { "disable-tls": { "startTls": "disable" } },
     "retry": [ "2s", "2s", "3s" ],
     "mxPort": 25,
     "caFile": "$ca"
@@ -904,6 +910,7 @@ cmd_up() {
       die "$S exists, is not empty and is not a world state dir; refusing to wipe it"
     fi
   fi
+  check_conflicts
   mkdir -p "$S"
   touch "$S/.postern-world"
   # daemons that drop privileges (postfix, virtual delivery as nobody) must traverse STATEDIR
@@ -914,7 +921,6 @@ cmd_up() {
     [ $(( 8#$perm & 1 )) = 1 ] || die "$p is not world-traversable (mode $perm); pick a STATEDIR under /tmp"
   done
   mkdir -p "$S/pids" "$S/postern-data"
-  check_conflicts
   trap 'rc=$?; if [ $rc != 0 ]; then log "up failed; tearing down"; cmd_down; fi' EXIT
   local t0=$SECONDS
   make_pki; phase make_pki

@@ -1,0 +1,350 @@
+//! One delivery attempt for the recipients of one message at one domain:
+//! route, MX, hosts in preference order, the TLS strategy per host, the
+//! SMTP transaction. Returns what became of each recipient.
+
+use super::client::{Client, ClientError, Reply, Timeouts};
+use crate::config::expr::{Value, Vars};
+use crate::config::{Config, Relay, RelayProtocol, RelayTls, Requirement, Strategy};
+use crate::dns::{LookupError, Resolver, Security};
+use crate::tls::ClientTls;
+use std::net::{IpAddr, SocketAddr};
+
+/// What became of one recipient.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Delivered(String),
+    /// Temporary: (reason, `last_error` kind).
+    Deferred(String, &'static str),
+    /// Permanent: (reason, `last_error` kind).
+    Failed(String, &'static str),
+}
+
+/// Everything an attempt needs besides the message.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub resolver: &'a Resolver,
+    pub tls: &'a ClientTls,
+    pub message_id: &'a str,
+    pub sender: &'a str,
+    pub message: &'a [u8],
+    pub smtputf8: bool,
+    pub retry_num: u32,
+    pub last_error: &'a str,
+}
+
+/// One line of log per attempt on a host, and the remote MTA for DSNs.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    pub mx: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub tls: Option<String>,
+    pub strategy: Option<String>,
+}
+
+pub async fn deliver(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
+    let route = ctx
+        .config
+        .outbound
+        .route
+        .eval(&vars(ctx, domain, ""))
+        .as_str()
+        .unwrap_or("mx")
+        .to_string();
+    if route != "mx" {
+        return match ctx.config.outbound.relays.get(&route) {
+            Some(relay) => to_relay(ctx, &route, relay, rcpts).await,
+            None => (defer_all(rcpts, &format!("route '{route}' names no relay"), "connection"), Trace::default()),
+        };
+    }
+    to_mx(ctx, domain, rcpts).await
+}
+
+fn vars(ctx: &Context<'_>, domain: &str, mx: &str) -> Vars {
+    Vars {
+        retry_num: ctx.retry_num as i64,
+        last_error: ctx.last_error.to_string(),
+        mx: mx.to_string(),
+        rcpt_domain: domain.to_string(),
+        sender: ctx.sender.to_string(),
+        sender_domain: ctx.sender.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+    }
+}
+
+/// The strategy the `tls` expression picks for this host (or the domain).
+fn strategy(ctx: &Context<'_>, domain: &str, mx: &str) -> (String, Strategy) {
+    let name = match ctx.config.outbound.tls.eval(&vars(ctx, domain, mx)) {
+        Value::Str(s) => s,
+        other => other.to_string(),
+    };
+    let strategies = ctx.config.outbound.strategies();
+    // check-config guarantees constant results exist; a computed name that
+    // does not falls back to the strictest reading of `default`.
+    let s = strategies.get(&name).or_else(|| strategies.get("default")).cloned().unwrap_or_default();
+    (name, s.effective())
+}
+
+fn defer_all(rcpts: &[String], why: &str, kind: &'static str) -> Vec<Outcome> {
+    rcpts.iter().map(|_| Outcome::Deferred(why.to_string(), kind)).collect()
+}
+
+fn fail_all(rcpts: &[String], why: &str, kind: &'static str) -> Vec<Outcome> {
+    rcpts.iter().map(|_| Outcome::Failed(why.to_string(), kind)).collect()
+}
+
+fn timeouts(cfg: &Config, tls: std::time::Duration) -> Timeouts {
+    let t = &cfg.outbound.timeouts;
+    Timeouts {
+        connect: t.connect.as_std(),
+        greeting: t.greeting.as_std(),
+        ehlo: t.ehlo.as_std(),
+        mail: t.mail.as_std(),
+        rcpt: t.rcpt.as_std(),
+        data: t.data.as_std(),
+        tls,
+    }
+}
+
+/// The MX hosts of `domain`, in order, or the outcome for everyone.
+async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matters: bool) -> Result<Vec<String>, Vec<Outcome>> {
+    match ctx.resolver.mx(domain).await {
+        Ok(answer) => {
+            if let Security::Bogus(why) = &answer.security {
+                if dnssec_matters {
+                    return Err(defer_all(rcpts, &format!("MX of {domain}: DNSSEC bogus ({why})"), "dns"));
+                }
+            }
+            if answer.records.len() == 1 && answer.records[0].exchange.is_empty() {
+                return Err(fail_all(rcpts, &format!("556 5.1.10 {domain} does not accept mail (null MX, RFC 7505)"), "dns"));
+            }
+            let mut hosts: Vec<(u16, String)> = answer
+                .records
+                .iter()
+                .filter(|m| !m.exchange.is_empty())
+                .map(|m| (m.preference, m.exchange.clone()))
+                .collect();
+            hosts.sort_by_key(|(p, _)| *p);
+            if hosts.is_empty() {
+                return Err(defer_all(rcpts, &format!("{domain} has no usable MX host"), "dns"));
+            }
+            Ok(hosts.into_iter().map(|(_, h)| h).collect())
+        }
+        // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
+        Err(LookupError::NoData { .. }) => Ok(vec![domain.to_string()]),
+        Err(LookupError::NxDomain { .. }) => Err(fail_all(rcpts, &format!("550 5.1.2 domain {domain} does not exist"), "dns")),
+        Err(e) => Err(defer_all(rcpts, &format!("MX lookup for {domain} failed: {e}"), "dns")),
+    }
+}
+
+async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
+    let (_, domain_strategy) = strategy(ctx, domain, "");
+    let hosts = match mx_hosts(ctx, domain, rcpts, domain_strategy.dane != Requirement::Disable).await {
+        Ok(h) => h,
+        Err(outcomes) => return (outcomes, Trace::default()),
+    };
+    let mut last: (String, &'static str) = (format!("no MX host of {domain} could be reached"), "connection");
+    let mut trace = Trace::default();
+    for host in &hosts {
+        let (name, strat) = strategy(ctx, domain, host);
+        trace.mx = Some(host.clone());
+        trace.strategy = Some(name.clone());
+        let ips = match ctx.resolver.ips(host).await {
+            Ok(a) if !a.records.is_empty() => a.records,
+            Ok(_) => {
+                last = (format!("{host} has no address"), "dns");
+                continue;
+            }
+            Err(e) => {
+                last = (format!("address of {host}: {e}"), "dns");
+                continue;
+            }
+        };
+        for ip in ips {
+            trace.ip = Some(ip);
+            let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
+            let plan = Plan::from_strategy(&strat, host);
+            match transaction(ctx, peer, &plan, rcpts, &mut trace).await {
+                Ok(outcomes) => {
+                    log_attempt(ctx, domain, &trace, &outcomes, None);
+                    return (outcomes, trace);
+                }
+                Err(e) => {
+                    log_attempt(ctx, domain, &trace, &[], Some(&e));
+                    last = (format!("{host} [{ip}]: {e}"), e.kind());
+                }
+            }
+        }
+    }
+    (defer_all(rcpts, &last.0, last.1), trace)
+}
+
+async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
+    let mut trace = Trace { mx: Some(relay.host.clone()), strategy: Some(format!("relay:{name}")), ..Trace::default() };
+    let ips: Vec<IpAddr> = match relay.host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match ctx.resolver.ips(&relay.host).await {
+            Ok(a) => a.records,
+            Err(e) => return (defer_all(rcpts, &format!("relay {name} ({}): {e}", relay.host), "dns"), trace),
+        },
+    };
+    let plan = Plan {
+        starttls: match relay.tls {
+            RelayTls::Starttls => Requirement::Require,
+            _ => Requirement::Disable,
+        },
+        implicit: relay.tls == RelayTls::Implicit,
+        allow_invalid: relay.allow_invalid_certs,
+        tls_name: relay.host.clone(),
+        tls_timeout: std::time::Duration::from_secs(180),
+        lmtp: relay.protocol == RelayProtocol::Lmtp,
+        auth: relay.auth.as_ref().map(|a| (a.username.clone(), a.secret.clone())),
+    };
+    let mut last = (format!("relay {name} unreachable"), "connection");
+    for ip in ips {
+        trace.ip = Some(ip);
+        match transaction(ctx, SocketAddr::new(ip, relay.port), &plan, rcpts, &mut trace).await {
+            Ok(outcomes) => {
+                log_attempt(ctx, name, &trace, &outcomes, None);
+                return (outcomes, trace);
+            }
+            Err(e) => {
+                log_attempt(ctx, name, &trace, &[], Some(&e));
+                last = (format!("relay {name} [{ip}]: {e}"), e.kind());
+            }
+        }
+    }
+    (defer_all(rcpts, &last.0, last.1), trace)
+}
+
+/// How to talk to one host.
+struct Plan {
+    starttls: Requirement,
+    implicit: bool,
+    allow_invalid: bool,
+    tls_name: String,
+    tls_timeout: std::time::Duration,
+    lmtp: bool,
+    auth: Option<(String, String)>,
+}
+
+impl Plan {
+    fn from_strategy(s: &Strategy, host: &str) -> Plan {
+        Plan {
+            starttls: s.start_tls,
+            implicit: false,
+            allow_invalid: s.allow_invalid_certs,
+            tls_name: host.to_string(),
+            tls_timeout: s.tls_timeout.as_std(),
+            lmtp: false,
+            auth: None,
+        }
+    }
+}
+
+/// Connects and runs one transaction. `Err` means this host failed as a
+/// whole (try the next); `Ok` carries a result per recipient.
+async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[String], trace: &mut Trace) -> Result<Vec<Outcome>, ClientError> {
+    let hostname = ctx.config.hostname();
+    let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
+    let tls_config = if plan.allow_invalid { ctx.tls.insecure() } else { ctx.tls.pkix() };
+    if plan.implicit {
+        c.implicit_tls(tls_config.clone(), &plan.tls_name).await?;
+    }
+    c.greeting().await?;
+    c.hello(hostname).await?;
+    if !plan.implicit {
+        match plan.starttls {
+            Requirement::Disable => {}
+            Requirement::Optional if !c.offers("STARTTLS") => {}
+            Requirement::Require if !c.offers("STARTTLS") => {
+                return Err(ClientError::Tls("STARTTLS is required but the server does not offer it".into()));
+            }
+            _ => c.starttls(tls_config, &plan.tls_name, hostname).await?,
+        }
+    }
+    trace.tls = c.tls.clone();
+    if let Some((user, secret)) = &plan.auth {
+        c.auth_plain(user, secret).await?;
+    }
+    let outcomes = send(&mut c, ctx, rcpts).await?;
+    c.quit().await;
+    Ok(outcomes)
+}
+
+async fn send(c: &mut Client, ctx: &Context<'_>, rcpts: &[String]) -> Result<Vec<Outcome>, ClientError> {
+    if ctx.smtputf8 && !c.offers("SMTPUTF8") {
+        return Ok(fail_all(rcpts, "553 5.6.7 the message needs SMTPUTF8, which the receiving server does not offer", "unexpected-reply"));
+    }
+    let r = c.mail_from(ctx.sender, ctx.message.len(), ctx.smtputf8).await?;
+    if !r.is_positive() {
+        if r.is_permanent() {
+            return Ok(fail_all(rcpts, &r.text(), "unexpected-reply"));
+        }
+        return Err(ClientError::Reply { stage: "MAIL", reply: r });
+    }
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+    let mut accepted = Vec::new();
+    for (i, rcpt) in rcpts.iter().enumerate() {
+        let r = c.rcpt_to(rcpt).await?;
+        if r.is_positive() {
+            accepted.push(i);
+        } else {
+            outcomes[i] = Some(reply_outcome(&r));
+        }
+    }
+    if accepted.is_empty() {
+        let _ = c.rset().await;
+        return Ok(outcomes.into_iter().map(|o| o.expect("every recipient answered")).collect());
+    }
+    let replies = match c.data(ctx.message, accepted.len()).await {
+        Ok(r) => r,
+        Err(ClientError::Reply { reply, .. }) => vec![reply],
+        Err(e) => {
+            // Lost after the data went out: the message may have arrived.
+            // Deferring risks a duplicate; failing would risk a loss.
+            for i in &accepted {
+                outcomes[*i] = Some(Outcome::Deferred(e.to_string(), e.kind()));
+            }
+            return Ok(outcomes.into_iter().map(|o| o.expect("set")).collect());
+        }
+    };
+    for (n, i) in accepted.iter().enumerate() {
+        let r = replies.get(n).or(replies.first()).expect("at least one reply");
+        outcomes[*i] = Some(if r.is_positive() { Outcome::Delivered(r.text()) } else { reply_outcome(r) });
+    }
+    Ok(outcomes.into_iter().map(|o| o.expect("every recipient answered")).collect())
+}
+
+fn reply_outcome(r: &Reply) -> Outcome {
+    if r.is_permanent() {
+        Outcome::Failed(r.text(), "unexpected-reply")
+    } else {
+        Outcome::Deferred(r.text(), "unexpected-reply")
+    }
+}
+
+/// The one structured log line of an attempt on a host.
+fn log_attempt(ctx: &Context<'_>, domain: &str, t: &Trace, outcomes: &[Outcome], error: Option<&ClientError>) {
+    let result = match (error, outcomes.first()) {
+        (Some(_), _) => "host-failed",
+        (None, Some(Outcome::Delivered(_))) if outcomes.iter().all(|o| matches!(o, Outcome::Delivered(_))) => "delivered",
+        (None, _) if outcomes.iter().any(|o| matches!(o, Outcome::Failed(..))) => "some-failed",
+        _ => "deferred",
+    };
+    let detail = match (error, outcomes.first()) {
+        (Some(e), _) => e.to_string(),
+        (None, Some(Outcome::Delivered(r) | Outcome::Deferred(r, _) | Outcome::Failed(r, _))) => r.clone(),
+        _ => String::new(),
+    };
+    tracing::info!(
+        id = ctx.message_id,
+        domain,
+        mx = t.mx.as_deref().unwrap_or(""),
+        ip = %t.ip.map(|i| i.to_string()).unwrap_or_default(),
+        tls = t.tls.as_deref().unwrap_or("plaintext"),
+        strategy = t.strategy.as_deref().unwrap_or(""),
+        retry_num = ctx.retry_num,
+        result,
+        detail = %detail,
+        "delivery attempt"
+    );
+}

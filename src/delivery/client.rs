@@ -1,0 +1,410 @@
+//! The SMTP/LMTP client: one connection to one next hop, driven command by
+//! command with a timeout on each step (RFC 5321 §4.5.3.2). It knows nothing
+//! about policy: the caller says whether to use STARTTLS and with which
+//! rustls configuration, and reads back what happened.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A server reply: code, enhanced status (if any) and text lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+    /// The reply as one line, for logs and DSNs.
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" / "))
+    }
+    /// `x.y.z` from the first line when the server uses enhanced codes.
+    pub fn enhanced(&self) -> Option<String> {
+        let first = self.lines.first()?.split_whitespace().next()?;
+        let parts: Vec<&str> = first.split('.').collect();
+        (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+            .then(|| first.to_string())
+    }
+    pub fn has_extension(&self, name: &str) -> bool {
+        self.lines.iter().skip(1).any(|l| {
+            let kw = l.split_whitespace().next().unwrap_or("");
+            kw.eq_ignore_ascii_case(name)
+        })
+    }
+    pub fn extension_args(&self, name: &str) -> Option<Vec<String>> {
+        self.lines.iter().skip(1).find_map(|l| {
+            let mut words = l.split_whitespace();
+            let kw = words.next()?;
+            kw.eq_ignore_ascii_case(name).then(|| words.map(|w| w.to_ascii_uppercase()).collect())
+        })
+    }
+}
+
+/// Why a step failed, classified the way `last_error` names it.
+#[derive(Debug)]
+pub enum ClientError {
+    Connect(String),
+    Timeout(&'static str),
+    Io(String),
+    Tls(String),
+    /// The server answered something other than the expected class.
+    Reply { stage: &'static str, reply: Reply },
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The `last_error` value of SPEC §2 for this failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Connect(_) => "connection",
+            ClientError::Timeout(_) | ClientError::Io(_) => "io",
+            ClientError::Tls(_) => "tls",
+            ClientError::Reply { .. } | ClientError::Protocol(_) => "unexpected-reply",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connect: {e}"),
+            ClientError::Timeout(stage) => write!(f, "timeout waiting for the {stage} reply"),
+            ClientError::Io(e) => write!(f, "connection lost: {e}"),
+            ClientError::Tls(e) => write!(f, "TLS: {e}"),
+            ClientError::Reply { stage, reply } => write!(f, "{stage}: {}", reply.text()),
+            ClientError::Protocol(e) => write!(f, "protocol: {e}"),
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Swapping,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Swapping => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Swapping => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Per-step timeouts (`outbound.timeouts`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub greeting: Duration,
+    pub ehlo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    pub data: Duration,
+    pub tls: Duration,
+}
+
+pub struct Client {
+    stream: Stream,
+    buf: Vec<u8>,
+    pub peer: SocketAddr,
+    pub timeouts: Timeouts,
+    /// The last EHLO/LHLO reply (its extensions).
+    pub capabilities: Option<Reply>,
+    /// "TLSv1.3 TLS13_…" once TLS is up.
+    pub tls: Option<String>,
+    pub lmtp: bool,
+    /// The name the server gave in its greeting (for TLS-RPT's receiving-mx-helo).
+    pub greeting_name: String,
+}
+
+impl Client {
+    pub async fn connect(peer: SocketAddr, timeouts: Timeouts, lmtp: bool) -> Result<Client, ClientError> {
+        let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(peer))
+            .await
+            .map_err(|_| ClientError::Connect(format!("{peer}: timed out")))?
+            .map_err(|e| ClientError::Connect(format!("{peer}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(Client {
+            stream: Stream::Plain(tcp),
+            buf: Vec::new(),
+            peer,
+            timeouts,
+            capabilities: None,
+            tls: None,
+            lmtp,
+            greeting_name: String::new(),
+        })
+    }
+
+    /// Implicit TLS right after connecting (relays with `tls: implicit`).
+    pub async fn implicit_tls(&mut self, config: Arc<rustls::ClientConfig>, name: &str) -> Result<(), ClientError> {
+        self.handshake(config, name).await
+    }
+
+    pub async fn greeting(&mut self) -> Result<Reply, ClientError> {
+        let r = self.read_reply(self.timeouts.greeting, "greeting").await?;
+        if r.code != 220 {
+            return Err(ClientError::Reply { stage: "greeting", reply: r });
+        }
+        self.greeting_name = r.lines.first().and_then(|l| l.split_whitespace().next()).unwrap_or("").to_string();
+        Ok(r)
+    }
+
+    /// EHLO (or LHLO), falling back to HELO when EHLO is refused.
+    pub async fn hello(&mut self, name: &str) -> Result<(), ClientError> {
+        let verb = if self.lmtp { "LHLO" } else { "EHLO" };
+        let r = self.command(&format!("{verb} {name}"), self.timeouts.ehlo, "EHLO").await?;
+        if r.code == 250 {
+            self.capabilities = Some(r);
+            return Ok(());
+        }
+        if self.lmtp || !r.is_permanent() {
+            return Err(ClientError::Reply { stage: "EHLO", reply: r });
+        }
+        let r = self.command(&format!("HELO {name}"), self.timeouts.ehlo, "HELO").await?;
+        if r.code != 250 {
+            return Err(ClientError::Reply { stage: "HELO", reply: r });
+        }
+        self.capabilities = Some(Reply { code: 250, lines: vec![] });
+        Ok(())
+    }
+
+    pub fn offers(&self, extension: &str) -> bool {
+        self.capabilities.as_ref().is_some_and(|c| c.has_extension(extension))
+    }
+
+    /// STARTTLS, the handshake, and EHLO again (RFC 3207 §4.2).
+    pub async fn starttls(&mut self, config: Arc<rustls::ClientConfig>, server_name: &str, ehlo_name: &str) -> Result<(), ClientError> {
+        let r = self.command("STARTTLS", self.timeouts.ehlo, "STARTTLS").await?;
+        if r.code != 220 {
+            return Err(ClientError::Tls(format!("STARTTLS refused: {}", r.text())));
+        }
+        self.handshake(config, server_name).await?;
+        self.capabilities = None;
+        self.hello(ehlo_name).await
+    }
+
+    async fn handshake(&mut self, config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<(), ClientError> {
+        // Anything the server sent before the handshake is not trusted.
+        self.buf.clear();
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
+            return Err(ClientError::Tls("TLS is already active".into()));
+        };
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Tls(format!("bad server name {server_name}: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = tokio::time::timeout(self.timeouts.tls, connector.connect(name, tcp))
+            .await
+            .map_err(|_| ClientError::Tls("handshake timed out".into()))?
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let conn = tls.get_ref().1;
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+        self.tls = Some(format!("{version} {suite}"));
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// AUTH PLAIN with an initial response.
+    pub async fn auth_plain(&mut self, user: &str, secret: &str) -> Result<(), ClientError> {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{secret}"));
+        let r = self.command(&format!("AUTH PLAIN {token}"), self.timeouts.mail, "AUTH").await?;
+        if r.code != 235 {
+            return Err(ClientError::Reply { stage: "AUTH", reply: r });
+        }
+        Ok(())
+    }
+
+    pub async fn mail_from(&mut self, sender: &str, size: usize, smtputf8: bool) -> Result<Reply, ClientError> {
+        let mut cmd = format!("MAIL FROM:<{sender}>");
+        if self.offers("SIZE") {
+            cmd.push_str(&format!(" SIZE={size}"));
+        }
+        if smtputf8 && self.offers("SMTPUTF8") {
+            cmd.push_str(" SMTPUTF8");
+        }
+        self.command(&cmd, self.timeouts.mail, "MAIL").await
+    }
+
+    pub async fn rcpt_to(&mut self, rcpt: &str) -> Result<Reply, ClientError> {
+        self.command(&format!("RCPT TO:<{rcpt}>"), self.timeouts.rcpt, "RCPT").await
+    }
+
+    /// DATA with the message dot-stuffed; returns one reply, or (LMTP) one
+    /// per accepted recipient, in order.
+    pub async fn data(&mut self, message: &[u8], accepted: usize) -> Result<Vec<Reply>, ClientError> {
+        let r = self.command("DATA", self.timeouts.data, "DATA").await?;
+        if r.code != 354 {
+            return Err(ClientError::Reply { stage: "DATA", reply: r });
+        }
+        let body = dot_stuff(message);
+        self.write(&body).await?;
+        let n = if self.lmtp { accepted.max(1) } else { 1 };
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(self.read_reply(self.timeouts.data, "end of data").await?);
+        }
+        Ok(replies)
+    }
+
+    pub async fn rset(&mut self) -> Result<Reply, ClientError> {
+        self.command("RSET", self.timeouts.mail, "RSET").await
+    }
+
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.write(b"QUIT\r\n").await;
+            let _ = self.read_reply(Duration::from_secs(5), "QUIT").await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+
+    pub async fn command(&mut self, line: &str, timeout: Duration, stage: &'static str) -> Result<Reply, ClientError> {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.write(&bytes).await?;
+        self.read_reply(timeout, stage).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await.map_err(|e| ClientError::Io(e.to_string()))?;
+        self.stream.flush().await.map_err(|e| ClientError::Io(e.to_string()))
+    }
+
+    async fn read_reply(&mut self, timeout: Duration, stage: &'static str) -> Result<Reply, ClientError> {
+        tokio::time::timeout(timeout, self.read_reply_inner())
+            .await
+            .map_err(|_| ClientError::Timeout(stage))?
+    }
+
+    async fn read_reply_inner(&mut self) -> Result<Reply, ClientError> {
+        let mut lines = Vec::new();
+        let mut code = 0u16;
+        loop {
+            let line = self.read_line().await?;
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.len() < 3 || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+                return Err(ClientError::Protocol(format!("malformed reply line: {text:.100}")));
+            }
+            let this_code: u16 = text[..3].parse().unwrap_or(0);
+            if code != 0 && this_code != code {
+                return Err(ClientError::Protocol("reply codes differ within a multiline reply".into()));
+            }
+            code = this_code;
+            lines.push(text.get(4..).unwrap_or("").to_string());
+            if text.as_bytes().get(3) != Some(&b'-') {
+                return Ok(Reply { code, lines });
+            }
+            if lines.len() > 1000 {
+                return Err(ClientError::Protocol("reply too long".into()));
+            }
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<Vec<u8>, ClientError> {
+        loop {
+            if let Some(lf) = self.buf.iter().position(|b| *b == b'\n') {
+                return Ok(self.buf.drain(..=lf).collect());
+            }
+            if self.buf.len() > 65536 {
+                return Err(ClientError::Protocol("reply line too long".into()));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await.map_err(|e| ClientError::Io(e.to_string()))?;
+            if n == 0 {
+                return Err(ClientError::Io("connection closed by the server".into()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The message as DATA sends it: CRLF line endings, a leading dot doubled,
+/// a final CRLF, then `.CRLF`.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut at_line_start = true;
+    for (i, &b) in message.iter().enumerate() {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        if b == b'\n' && (i == 0 || message[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_line_endings() {
+        assert_eq!(dot_stuff(b".a\r\nb\n.c"), b"..a\r\nb\r\n..c\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x\r\n"), b"x\r\n.\r\n");
+    }
+
+    #[test]
+    fn reply_helpers() {
+        let r = Reply { code: 250, lines: vec!["mx.example".into(), "PIPELINING".into(), "SIZE 1000".into(), "STARTTLS".into()] };
+        assert!(r.has_extension("starttls"));
+        assert_eq!(r.extension_args("SIZE"), Some(vec!["1000".to_string()]));
+        let r = Reply { code: 550, lines: vec!["5.1.1 No such user".into()] };
+        assert_eq!(r.enhanced().as_deref(), Some("5.1.1"));
+        assert!(r.is_permanent());
+    }
+}

@@ -1,0 +1,294 @@
+//! The delivery engine: picks due messages from the schedule, delivers each
+//! recipient domain (`attempt`), and records the outcome — delivered,
+//! retried on the `outbound.retry` schedule, or bounced with a DSN.
+//!
+//! Crash safety: a message's records change only after an attempt, in one
+//! synced batch (together with any DSN it causes). A message being
+//! delivered when postern dies is still scheduled and is tried again after
+//! the restart — at worst a duplicate for that one in-flight attempt.
+
+pub mod attempt;
+pub mod client;
+pub mod dsn;
+
+use crate::config::Loaded;
+use crate::dns::Resolver;
+use crate::queue::{self, Envelope, Status};
+use crate::server::Shared;
+use crate::store::Batch;
+use crate::tls::ClientTls;
+use attempt::Outcome;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// What deliveries share; swapped as a whole on reload.
+pub struct Tools {
+    pub resolver: Resolver,
+    pub tls: ClientTls,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    tools: RwLock<Arc<Tools>>,
+    in_flight: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+    per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Engine {
+    pub fn new(shared: Arc<Shared>, tools: Tools) -> Arc<Engine> {
+        let cfg = shared.config();
+        Arc::new(Engine {
+            slots: Arc::new(Semaphore::new(cfg.config.outbound.concurrency as usize)),
+            shared,
+            tools: RwLock::new(Arc::new(tools)),
+            in_flight: Mutex::new(HashSet::new()),
+            per_domain: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn replace_tools(&self, tools: Tools) {
+        *self.tools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tools);
+    }
+
+    fn tools(&self) -> Arc<Tools> {
+        self.tools.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The scheduler loop; returns when the daemon stops.
+    pub async fn run(self: Arc<Self>) {
+        let mut stopping = self.shared.stopping.clone();
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let store = self.shared.store.clone();
+            let due = tokio::task::spawn_blocking(move || due_entries(&store, queue::now_secs(), 1000))
+                .await
+                .unwrap_or_default();
+            for (skey, id) in due {
+                if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                    continue;
+                }
+                let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.deliver(&id, skey).await;
+                    me.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    drop(permit);
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.shared.wake.notified() => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+
+    fn domain_slot(&self, domain: &str, limit: u32) -> Arc<Semaphore> {
+        self.per_domain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
+            .clone()
+    }
+
+    async fn deliver(&self, id: &str, skey: Vec<u8>) {
+        let store = self.shared.store.clone();
+        let id2 = id.to_string();
+        let loaded = tokio::task::spawn_blocking(move || queue::get(&store, &id2)).await;
+        let (mut env, body) = match loaded {
+            Ok(Ok(Some(x))) => x,
+            Ok(Ok(None)) => {
+                // A schedule entry whose message is gone: drop the entry.
+                let _ = self.shared.store.write(Batch::default().delete("schedule", &skey), true);
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(id, error = %e, "cannot read queued message");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(id, error = %e, "cannot read queued message");
+                return;
+            }
+        };
+        let cfg = self.shared.config();
+        let tools = self.tools();
+        let by_domain = pending_by_domain(&env);
+        let mut newly_failed: Vec<usize> = Vec::new();
+        let mut remote: BTreeMap<usize, String> = BTreeMap::new();
+        for (domain, idx) in by_domain {
+            let rcpts: Vec<String> = idx.iter().map(|i| env.recipients[*i].address.clone()).collect();
+            let last_error = idx
+                .iter()
+                .find_map(|i| env.recipients[*i].error_kind.clone())
+                .unwrap_or_else(|| "none".to_string());
+            let slot = self.domain_slot(&domain, cfg.config.outbound.per_domain_concurrency);
+            let Ok(_permit) = slot.acquire_owned().await else { return };
+            let ctx = attempt::Context {
+                config: &cfg.config,
+                resolver: &tools.resolver,
+                tls: &tools.tls,
+                message_id: &env.id,
+                sender: &env.sender,
+                message: &body,
+                smtputf8: env.smtputf8,
+                retry_num: env.attempts,
+                last_error: &last_error,
+            };
+            let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
+            for (i, o) in idx.iter().zip(outcomes) {
+                let r = &mut env.recipients[*i];
+                match o {
+                    Outcome::Delivered(reply) => {
+                        r.status = Status::Delivered;
+                        r.last_error = Some(reply);
+                        r.error_kind = None;
+                    }
+                    Outcome::Deferred(why, kind) => {
+                        r.status = Status::Deferred;
+                        r.last_error = Some(why);
+                        r.error_kind = Some(kind.to_string());
+                    }
+                    Outcome::Failed(why, kind) => {
+                        r.status = Status::Failed;
+                        r.last_error = Some(why);
+                        r.error_kind = Some(kind.to_string());
+                        newly_failed.push(*i);
+                    }
+                }
+                if let Some(mx) = &trace.mx {
+                    remote.insert(*i, mx.clone());
+                }
+            }
+        }
+        env.attempts += 1;
+        self.record(&cfg, env, &body, skey, newly_failed, remote).await;
+    }
+
+    /// Writes the result of an attempt: done, or rescheduled; with the DSNs
+    /// it causes, all in one synced batch.
+    async fn record(&self, cfg: &Loaded, mut env: Envelope, body: &[u8], old_skey: Vec<u8>, mut newly_failed: Vec<usize>, remote: BTreeMap<usize, String>) {
+        let now = queue::now_secs();
+        let ob = &cfg.config.outbound;
+        let open: Vec<usize> = (0..env.recipients.len())
+            .filter(|i| matches!(env.recipients[*i].status, Status::Pending | Status::Deferred))
+            .collect();
+        let expired = now >= env.received_at + ob.expire.as_std().as_secs();
+        if expired && !open.is_empty() {
+            for i in &open {
+                let r = &mut env.recipients[*i];
+                let why = r.last_error.clone().unwrap_or_default();
+                r.last_error = Some(format!("gave up after {} ({} attempts); last error: {why}", ob.expire, env.attempts));
+                r.status = Status::Failed;
+                newly_failed.push(*i);
+            }
+        }
+        let hostname = cfg.config.hostname().to_string();
+        let mut dsns: Vec<(Envelope, Vec<u8>)> = Vec::new();
+        if !newly_failed.is_empty() {
+            let lines: Vec<dsn::Line<'_>> = newly_failed
+                .iter()
+                .map(|i| dsn::Line {
+                    recipient: &env.recipients[*i],
+                    status: dsn::status_of(&env.recipients[*i], true),
+                    remote_mta: remote.get(i).cloned(),
+                })
+                .collect();
+            dsns.extend(dsn::build(&hostname, &env, body, dsn::Kind::Failed, &lines));
+        }
+        let still_open = !expired && !open.is_empty();
+        if still_open {
+            let notify_at = ob.notify.get(env.notified as usize).map(|d| env.received_at + d.as_std().as_secs());
+            if notify_at.is_some_and(|t| now >= t) {
+                let lines: Vec<dsn::Line<'_>> = open
+                    .iter()
+                    .map(|i| dsn::Line {
+                        recipient: &env.recipients[*i],
+                        status: dsn::status_of(&env.recipients[*i], false),
+                        remote_mta: remote.get(i).cloned(),
+                    })
+                    .collect();
+                dsns.extend(dsn::build(&hostname, &env, body, dsn::Kind::Delayed, &lines));
+                env.notified += 1;
+            }
+            let step = (env.attempts as usize).saturating_sub(1).min(ob.retry.len().saturating_sub(1));
+            let delay = ob.retry.get(step).map(|d| d.as_std()).unwrap_or(Duration::from_secs(300));
+            // Never later than the expiry, so a message bounces on time.
+            let expire_at = env.received_at + ob.expire.as_std().as_secs();
+            env.next_attempt = (now + delay.as_secs().max(1)).min(expire_at.max(now + 1));
+        }
+        for (e, _) in &dsns {
+            tracing::info!(id = %env.id, dsn = %e.id, to = %e.recipients[0].address, "delivery status notification queued");
+        }
+        let store = self.shared.store.clone();
+        let id = env.id.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let env_bytes = serde_json::to_vec(&env).map_err(|e| e.to_string())?;
+            let new_skey = queue::schedule_key(env.next_attempt, &env.id);
+            let dsn_rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = dsns
+                .iter()
+                .map(|(e, m)| {
+                    let v = serde_json::to_vec(e).unwrap_or_default();
+                    (e.id.clone().into_bytes(), v, m.clone(), queue::schedule_key(e.next_attempt, &e.id))
+                })
+                .collect();
+            let mut batch = Batch::default().delete("schedule", &old_skey);
+            if still_open {
+                batch = batch.put("queue", env.id.as_bytes(), &env_bytes).put("schedule", &new_skey, b"");
+            } else {
+                batch = batch.delete("queue", env.id.as_bytes()).delete("messages", env.id.as_bytes());
+            }
+            for (k, v, m, s) in &dsn_rows {
+                batch = batch.put("queue", k, v).put("messages", k, m).put("schedule", s, b"");
+            }
+            store.write(batch, true).map_err(|e| e.to_string())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                if !still_open {
+                    tracing::info!(id = %id, "removed from the queue: every recipient delivered or failed");
+                }
+                self.shared.wake.notify_one();
+            }
+            Ok(Err(e)) => tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried"),
+            Err(e) => tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried"),
+        }
+    }
+}
+
+/// Open recipients grouped by domain, in first-seen order.
+fn pending_by_domain(env: &Envelope) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in env.recipients.iter().enumerate() {
+        if !matches!(r.status, Status::Pending | Status::Deferred) {
+            continue;
+        }
+        let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default();
+        match out.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, v)) => v.push(i),
+            None => out.push((domain, vec![i])),
+        }
+    }
+    out
+}
+
+/// Schedule entries due at or before `now`: (schedule key, queue id).
+fn due_entries(store: &crate::store::Store, now: u64, max: usize) -> Vec<(Vec<u8>, String)> {
+    let limit = (now + 1).to_be_bytes();
+    store
+        .scan_until("schedule", &limit, max)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, _)| {
+            let id = String::from_utf8(k.get(8..)?.to_vec()).ok()?;
+            Some((k, id))
+        })
+        .collect()
+}

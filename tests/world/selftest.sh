@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# Self-test of a running postern test world (no postern involved).
+# Usage: selftest.sh STATEDIR   (normally through `world.sh selftest STATEDIR`)
+# One "PASS: ..." or "FAIL: ... -- detail" line per check, then "N passed, M failed";
+# exit status 1 if anything failed. Leaves the world as it found it (selftest mail, reports
+# and DNS changes are removed again).
+set -uo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+WORLD_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+S=${1:?usage: selftest.sh STATEDIR}
+# shellcheck disable=SC1091
+. "$S/world.env"
+
+PASSED=0 FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1${2:+ -- $2}"; }
+check() { # description command... : pass if the command succeeds
+  local d=$1; shift
+  if "$@" >/dev/null 2>&1; then pass "$d"; else fail "$d"; fi
+}
+R=$WORLD_RESOLVER_IP
+TOKEN="selftest-$$-$(date +%s)"
+TMP=$(mktemp -d /tmp/world-selftest.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+# ------------------------------------------------------------------ DNS
+# q NAME TYPE [dig options] -> full dig output in $OUT, status in $ST, AD flag in $AD (0/1)
+q() {
+  local name=$1 type=$2; shift 2
+  OUT=$(dig @"$R" +dnssec +time=3 +tries=1 "$@" "$name" "$type" 2>&1)
+  ST=$(printf '%s\n' "$OUT" | sed -n 's/.*status: \([A-Z]*\),.*/\1/p' | head -1)
+  if printf '%s\n' "$OUT" | grep -qE '^;; flags:[^;]* ad[ ;]'; then AD=1; else AD=0; fi
+}
+answers() { printf '%s\n' "$OUT" | awk -v t="$1" '$0 !~ /^;/ && $4 == t { $1=$2=$3=$4=""; sub(/^ +/, ""); print }'; }
+expect_dns() { # NAME TYPE secure|insecure|bogus|servfail [extra dig opts]
+  local name=$1 type=$2 want=$3; shift 3
+  q "$name" "$type" "$@"
+  case $want in
+    secure) [ "$ST" = NOERROR ] && [ $AD = 1 ] && [ -n "$(answers "$type")" ] \
+              && pass "dns $name $type is secure (AD)" || fail "dns $name $type is secure (AD)" "status=$ST ad=$AD" ;;
+    secure-nodata) [ "$ST" = NOERROR ] && [ $AD = 1 ] && [ -z "$(answers "$type")" ] \
+              && pass "dns $name $type is a secure NODATA" || fail "dns $name $type is a secure NODATA" "status=$ST ad=$AD" ;;
+    insecure) [ "$ST" = NOERROR ] && [ $AD = 0 ] && [ -n "$(answers "$type")" ] \
+              && pass "dns $name $type is insecure (answer, no AD)" || fail "dns $name $type is insecure (answer, no AD)" "status=$ST ad=$AD" ;;
+    bogus)    local st1=$ST; q "$name" "$type" +cd
+              [ "$st1" = SERVFAIL ] && [ "$ST" = NOERROR ] \
+              && pass "dns $name $type is bogus (SERVFAIL; data present with +cd)" \
+              || fail "dns $name $type is bogus (SERVFAIL; data present with +cd)" "status=$st1, with +cd $ST" ;;
+    servfail) local t0=$SECONDS st1=$ST; q "$name" "$type" +cd
+              [ "$st1" = SERVFAIL ] && [ "$ST" = SERVFAIL ] && [ $((SECONDS - t0)) -le 3 ] \
+              && pass "dns $name $type answers SERVFAIL (also with +cd), fast" \
+              || fail "dns $name $type answers SERVFAIL (also with +cd), fast" "status=$st1, with +cd $ST" ;;
+  esac
+}
+spki() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1; }
+lc() { tr 'A-F' 'a-f' | tr -d ' '; }
+
+SIGNED="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail nostarttls
+ wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
+INSECURE="insecure sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-redirect sts-404
+ sts-ctype sts-big sts-badcert"
+
+expect_dns test. SOA secure
+for z in $SIGNED; do expect_dns "$z.test." SOA secure; done
+for z in $INSECURE; do expect_dns "$z.test." SOA insecure; done
+# insecure must be provable: the signed parent denies the DS with a signed NSEC
+q insecure.test. DS
+[ "$ST" = NOERROR ] && [ $AD = 1 ] && [ -z "$(answers DS)" ] \
+  && pass "dns insecure.test. DS is a secure denial (provably insecure)" \
+  || fail "dns insecure.test. DS is a secure denial (provably insecure)" "status=$ST ad=$AD"
+expect_dns bogus.test. SOA bogus
+expect_dns mx.bogus.test. A bogus
+
+# every MX host resolves (through the world DNS) to the address world.env gives it
+IFS=, read -ra IDS <<< "$WORLD_MX_IDS"
+for id in "${IDS[@]}"; do
+  E=$(printf '%s' "$id" | tr 'a-z.-' 'A-Z__')
+  eval "host=\$MX_${E}_HOST ip=\$MX_${E}_IP"
+  cd=(); [ "$id" = bogus ] && cd=(+cd)   # bogus: only visible with checking disabled
+  q "$host" A "${cd[@]}"
+  got=$(answers A | head -1)
+  [ "$got" = "$ip" ] && pass "dns $host A = $ip${cd:+ (with +cd)}" || fail "dns $host A = $ip" "got '$got' status=$ST"
+done
+expect_dns mx.dane-ok.test. A secure
+expect_dns mx.insecure.test. A insecure
+
+# TLSA records and the certificates they describe
+q _25._tcp.mx.dane-ok.test. TLSA
+[ $AD = 1 ] && [ "$(answers TLSA | lc)" = "311$(spki "$MX_DANE_OK_CERT")" ] \
+  && pass "dns dane-ok TLSA 3 1 1 is secure and matches the MX certificate" \
+  || fail "dns dane-ok TLSA 3 1 1 is secure and matches the MX certificate" "$(answers TLSA) ad=$AD"
+q _25._tcp.mx.dane-bad.test. TLSA
+[ $AD = 1 ] && [ -n "$(answers TLSA)" ] && [ "$(answers TLSA | lc)" != "311$(spki "$MX_DANE_BAD_CERT")" ] \
+  && pass "dns dane-bad TLSA is secure and matches nothing" || fail "dns dane-bad TLSA is secure and matches nothing" "ad=$AD"
+q _25._tcp.mx.dane-cname.test. TLSA
+[ $AD = 1 ] && [ -n "$(answers CNAME)" ] && [ "$(answers TLSA | lc)" = "311$(spki "$MX_DANE_CNAME_CERT")" ] \
+  && pass "dns dane-cname TLSA owner is a CNAME; target TLSA secure and matching" \
+  || fail "dns dane-cname TLSA owner is a CNAME; target TLSA secure and matching" "cname='$(answers CNAME)' ad=$AD"
+q _25._tcp.mx.dane-pkix.test. TLSA
+[ $AD = 1 ] && [ "$(answers TLSA | awk '{print $1}' | sort -u | tr '\n' ' ')" = "0 1 " ] \
+  && pass "dns dane-pkix has only usage 0/1 TLSA records (secure)" || fail "dns dane-pkix has only usage 0/1 TLSA records (secure)" "$(answers TLSA | awk '{print $1}' | tr '\n' ' ')"
+q _25._tcp.mx.dane-ta.test. TLSA
+[ $AD = 1 ] && [ "$(answers TLSA | lc)" = "211$(spki "$WORLD_CA")" ] \
+  && pass "dns dane-ta TLSA 2 1 1 is the test CA key (secure)" || fail "dns dane-ta TLSA 2 1 1 is the test CA key (secure)"
+q _25._tcp.implicit-mx.test. TLSA
+[ $AD = 1 ] && [ "$(answers TLSA | lc)" = "311$(spki "$MX_IMPLICIT_MX_CERT")" ] \
+  && pass "dns implicit-mx TLSA at the domain itself, secure and matching" || fail "dns implicit-mx TLSA at the domain itself, secure and matching"
+expect_dns implicit-mx.test. MX secure-nodata
+expect_dns implicit-mx.test. A secure
+q _25._tcp.mx.insecure.test. TLSA
+[ $AD = 0 ] && [ -n "$(answers TLSA)" ] && pass "dns insecure.test has a TLSA record without AD (to be ignored)" \
+  || fail "dns insecure.test has a TLSA record without AD (to be ignored)" "ad=$AD"
+expect_dns mx.tlsa-servfail.test. A secure
+expect_dns _25._tcp.mx.tlsa-servfail.test. TLSA servfail
+q null-mx.test. MX
+[ $AD = 1 ] && [ "$(answers MX)" = "0 ." ] && pass "dns null-mx.test MX is '0 .' (secure)" || fail "dns null-mx.test MX is '0 .' (secure)" "$(answers MX)"
+q _25._tcp.mx.dane-ok.test. TLSA +tcp
+[ $AD = 1 ] && pass "dns resolver answers over TCP with AD" || fail "dns resolver answers over TCP with AD" "status=$ST"
+q _smtp._tls.dane-ok.test. TXT
+answers TXT | grep -q 'v=TLSRPTv1; rua=mailto:' && pass "dns dane-ok _smtp._tls TXT has a mailto: rua" || fail "dns dane-ok _smtp._tls TXT has a mailto: rua"
+q _smtp._tls.sts-enforce.test. TXT
+answers TXT | grep -q 'v=TLSRPTv1; rua=https://' && pass "dns sts-enforce _smtp._tls TXT has an https: rua" || fail "dns sts-enforce _smtp._tls TXT has an https: rua"
+for d in sts-enforce sts-testing sts-mxmismatch sts-invalidcert dane-sts sts-redirect sts-404 sts-ctype sts-big sts-badcert; do
+  q "_mta-sts.$d.test." TXT; t=$(answers TXT)
+  q "mta-sts.$d.test." A; a=$(answers A)
+  [[ $t == *"v=STSv1; id="* ]] && [ "$a" = "$WORLD_NGINX_IP" ] \
+    && pass "dns $d: _mta-sts TXT and mta-sts A -> nginx" || fail "dns $d: _mta-sts TXT and mta-sts A -> nginx" "txt=$t a=$a"
+done
+# nothing outside test. is resolved (and nothing is sent to the real root)
+t0=$SECONDS; q example.com. A
+[ "$ST" = NXDOMAIN ] && [ $((SECONDS - t0)) -le 2 ] && pass "dns names outside test. are NXDOMAIN at once (no real root)" \
+  || fail "dns names outside test. are NXDOMAIN at once (no real root)" "status=$ST"
+# the trust-anchor files describe the served key
+q test. DNSKEY
+served=$(answers DNSKEY | awk '$1 == 257 { $1=$2=$3=""; print }' | tr -d ' ')
+anchor=$(awk '$4 == "DNSKEY" && $5 == 257 { $1=$2=$3=$4=$5=$6=$7=""; print }' "$WORLD_TRUST_ANCHORS" | tr -d ' ')
+[ -n "$served" ] && [ "$served" = "$anchor" ] && pass "trust anchor file (DNSKEY) matches test. KSK" \
+  || fail "trust anchor file (DNSKEY) matches test. KSK"
+grep -qE '^test\. [0-9]+ IN DS [0-9]+ 13 2 [0-9a-f]{64}$' "$WORLD_TRUST_ANCHORS_DS" \
+  && pass "trust anchor file (DS) is in zone-file form" || fail "trust anchor file (DS) is in zone-file form" "$(cat "$WORLD_TRUST_ANCHORS_DS")"
+
+# ------------------------------------------------------------------ RFC 2136 + TSIG
+TLSA_NAME=_25._tcp.selftest.postern.test.
+HEX=$(openssl rand -hex 32)
+upd() { # keyfile-or-empty action
+  local k=() ; [ -n "$1" ] && k=(-k "$1")
+  printf 'server %s 53\nzone postern.test.\nupdate %s %s 60 IN TLSA 3 1 1 %s\nsend\n' \
+    "$WORLD_KNOT_IP" "$2" "$TLSA_NAME" "$HEX" | nsupdate -t 3 "${k[@]}" 2>&1
+}
+out=$(upd "" add); rc=$?
+kd=$(kdig @"$WORLD_KNOT_IP" +short "$TLSA_NAME" TLSA)
+[ $rc != 0 ] && [ -z "$kd" ] && pass "unsigned RFC 2136 update is refused ($(printf '%s' "$out" | tr '\n' ' ' | sed 's/ *$//'))" \
+  || fail "unsigned RFC 2136 update is refused" "rc=$rc knot has '$kd'"
+out=$(upd "$WORLD_TSIG_KEYFILE" add); rc=$?
+ok=0
+if [ $rc = 0 ]; then
+  for i in $(seq 1 30); do
+    q "$TLSA_NAME" TLSA
+    [ $AD = 1 ] && [ "$(answers TLSA | lc)" = "311$HEX" ] && { ok=1; break; }
+    sleep 0.2
+  done
+fi
+[ $ok = 1 ] && pass "TSIG-signed update adds a TLSA record, visible through Unbound with AD" \
+  || fail "TSIG-signed update adds a TLSA record, visible through Unbound with AD" "rc=$rc $out status=$ST ad=$AD"
+out=$(upd "$WORLD_TSIG_KEYFILE" delete); rc=$?
+ok=0
+for i in $(seq 1 30); do
+  q "$TLSA_NAME" TLSA
+  [ "$ST" = NXDOMAIN ] && [ $AD = 1 ] && { ok=1; break; }
+  sleep 0.2
+done
+[ $ok = 1 ] && pass "TSIG-signed update removes it again (secure NXDOMAIN)" \
+  || fail "TSIG-signed update removes it again (secure NXDOMAIN)" "rc=$rc status=$ST ad=$AD"
+# the key works with knsupdate's -y form too (what other clients use)
+out=$(printf 'server %s 53\nzone postern.test.\nupdate delete %s TLSA\nsend\n' "$WORLD_KNOT_IP" "$TLSA_NAME" \
+  | knsupdate -y "$WORLD_TSIG_ALGORITHM:$WORLD_TSIG_NAME:$(cat "$WORLD_TSIG_SECRET_FILE")" 2>&1)
+[ $? = 0 ] && pass "knsupdate with -y ALG:NAME:SECRET from world.env is accepted" || fail "knsupdate with -y ALG:NAME:SECRET from world.env is accepted" "$out"
+
+# ------------------------------------------------------------------ receiving MTAs
+offers_starttls() { # ip -> 0 if the EHLO reply lists the STARTTLS keyword, 1 if not
+  local r
+  r=$(python3 - "$1" <<'EOF'
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], 25, local_hostname="selftest.test", timeout=5)
+code, msg = s.ehlo()
+print("\n".join(l.split(" ")[0].upper() for l in msg.decode().splitlines()[1:]))
+s.quit()
+EOF
+  ) || return 2
+  grep -qx STARTTLS <<< "$r"
+}
+# tls_ok IP HOST: a TLS 1.2+ handshake works; then prints whether PKIX verification with the test CA succeeded
+tls_verify() { # ip host extra-openssl-args -> rc of a verifying handshake
+  local ip=$1 host=$2; shift 2
+  echo QUIT | timeout 5 openssl s_client -connect "$ip:25" -starttls smtp -servername "$host" \
+    -CAfile "$WORLD_CA" -verify_hostname "$host" -verify_return_error "$@" >/dev/null 2>&1
+}
+tls_any() { # ip extra-args: handshake works, no verification
+  echo QUIT | timeout 5 openssl s_client -connect "$1:25" -starttls smtp "${@:2}" >/dev/null 2>&1
+}
+send() { # ip rcpt tls(yes/no) -> swaks output in $SW, rc in $SWRC
+  local tlsopt=(); [ "$3" = yes ] && tlsopt=(--tls)
+  SW=$(timeout 20 swaks --server "$1:25" --helo selftest.test --from "selftest@postern.test" --to "$2" \
+        --header "X-World-Selftest: $TOKEN" --header "Subject: world selftest $2" "${tlsopt[@]}" 2>&1); SWRC=$?
+}
+declare -A EXPECT=()   # spool|rcpt -> yes (TLS) / no (plain)
+domain_of() { case $1 in mx.*) echo "${1#mx.}";; *) echo "$1";; esac; }
+
+for id in "${IDS[@]}"; do
+  E=$(printf '%s' "$id" | tr 'a-z.-' 'A-Z__')
+  eval "host=\$MX_${E}_HOST ip=\$MX_${E}_IP spool=\$MX_${E}_SPOOL"
+  dom=$(domain_of "$host")
+  case $id in
+    nostarttls)
+      offers_starttls "$ip"; [ $? = 1 ] && pass "mta $id does not offer STARTTLS" || fail "mta $id does not offer STARTTLS"
+      send "$ip" "user@$dom" no
+      [ $SWRC = 0 ] && pass "mta $id accepts plaintext mail" || fail "mta $id accepts plaintext mail" "$(tail -3 <<< "$SW")"
+      EXPECT["$spool|user@$dom"]=no ;;
+    badtls)
+      offers_starttls "$ip" && pass "mta $id offers STARTTLS" || fail "mta $id offers STARTTLS"
+      tls_any "$ip" -tls1_2 && fail "mta $id: TLS 1.2 handshake fails" || pass "mta $id: TLS 1.2 handshake fails"
+      tls_any "$ip" -tls1_3 && fail "mta $id: TLS 1.3 handshake fails" || pass "mta $id: TLS 1.3 handshake fails"
+      tls_any "$ip" -tls1 -cipher 'DEFAULT:@SECLEVEL=0' && pass "mta $id: only a TLS 1.0 SECLEVEL=0 client gets through" \
+        || fail "mta $id: only a TLS 1.0 SECLEVEL=0 client gets through"
+      send "$ip" "user@$dom" no
+      [ $SWRC = 0 ] && pass "mta $id accepts plaintext mail" || fail "mta $id accepts plaintext mail" "$(tail -3 <<< "$SW")"
+      EXPECT["$spool|user@$dom"]=no ;;
+    *)
+      offers_starttls "$ip" && pass "mta $id offers STARTTLS" || fail "mta $id offers STARTTLS"
+      case $id in
+        wrongname)
+          tls_any "$ip" -tls1_2 && pass "mta $id: TLS works" || fail "mta $id: TLS works"
+          tls_verify "$ip" "$host" && fail "mta $id: certificate is not valid for $host" || pass "mta $id: certificate is not valid for $host"
+          tls_verify "$ip" mx.somewhere-else.test && pass "mta $id: certificate is test-CA-signed for another name" || fail "mta $id: certificate is test-CA-signed for another name" ;;
+        invalidcert)
+          tls_any "$ip" -tls1_2 && pass "mta $id: TLS works" || fail "mta $id: TLS works"
+          tls_verify "$ip" "$host" && fail "mta $id: certificate is not trusted by the test CA" || pass "mta $id: certificate is not trusted by the test CA" ;;
+        *)
+          tls_verify "$ip" "$host" -tls1_3 && pass "mta $id: TLS 1.3, certificate valid for $host under the test CA" \
+            || fail "mta $id: TLS 1.3, certificate valid for $host under the test CA"
+          tls_verify "$ip" "$host" -tls1_2 && pass "mta $id: TLS 1.2 works too" || fail "mta $id: TLS 1.2 works too" ;;
+      esac
+      case $id in
+        rcpt-reject)
+          send "$ip" "nobody@$dom" yes
+          grep -qE '^<[~*]\* +550 5\.1\.1' <<< "$SW" && pass "mta $id rejects nobody@ with 550 5.1.1" || fail "mta $id rejects nobody@ with 550 5.1.1" "$(grep -E '^<[~*]\*' <<< "$SW")"
+          send "$ip" "ok@$dom" yes
+          [ $SWRC = 0 ] && pass "mta $id accepts ok@ over TLS" || fail "mta $id accepts ok@ over TLS" "$(tail -3 <<< "$SW")"
+          EXPECT["$spool|ok@$dom"]=yes ;;
+        rcpt-tempfail)
+          send "$ip" "nobody@$dom" yes
+          grep -qE '^<[~*]\* +4[0-9][0-9] 4\.' <<< "$SW" && pass "mta $id answers nobody@ with 4xx" || fail "mta $id answers nobody@ with 4xx" "$(grep -E '^<[~*]\*' <<< "$SW")"
+          send "$ip" "ok@$dom" yes
+          [ $SWRC = 0 ] && pass "mta $id accepts ok@ over TLS" || fail "mta $id accepts ok@ over TLS" "$(tail -3 <<< "$SW")"
+          EXPECT["$spool|ok@$dom"]=yes ;;
+        *)
+          send "$ip" "user@$dom" yes
+          [ $SWRC = 0 ] && pass "mta $id accepts mail over STARTTLS" || fail "mta $id accepts mail over STARTTLS" "$(tail -3 <<< "$SW")"
+          EXPECT["$spool|user@$dom"]=yes ;;
+      esac ;;
+  esac
+done
+# delivery is asynchronous (queue -> virtual): wait for every message, check its Received header
+for key in "${!EXPECT[@]}"; do
+  spool=${key%%|*}; rcpt=${key#*|}; tls=${EXPECT[$key]}
+  f=""
+  for i in $(seq 1 50); do
+    f=$(grep -l "X-World-Selftest: $TOKEN" "$spool"/* 2>/dev/null | xargs -r grep -l "^Delivered-To: $rcpt\$" 2>/dev/null | head -1)
+    [ -n "$f" ] && break; sleep 0.1
+  done
+  if [ -z "$f" ]; then fail "mail to $rcpt lands in $spool"; continue; fi
+  pass "mail to $rcpt lands in its spool"
+  if [ "$tls" = yes ]; then
+    grep -qE '^[[:space:]]+\(using TLSv1\.[23] with cipher' "$f" && pass "mail to $rcpt has the TLS Received header" \
+      || fail "mail to $rcpt has the TLS Received header" "$(grep -A3 '^Received:' "$f" | head -4 | tr '\n' ' ')"
+  else
+    grep -q '(using TLS' "$f" && fail "mail to $rcpt arrived without TLS" || pass "mail to $rcpt arrived without TLS (no TLS in Received)"
+  fi
+  rm -f "$f"
+done
+
+# ------------------------------------------------------------------ MTA-STS over HTTPS
+fetch() { # domain [curl args] -> "$CODE $CTYPE $SIZE" in $RES, body in $TMP/body, curl rc in $CRC
+  local d=$1 ip; shift
+  ip=$(dig @"$R" +short "mta-sts.$d.test." A | head -1)
+  RES=$(curl -sS --max-time 5 --cacert "$WORLD_CA" --resolve "mta-sts.$d.test:443:${ip:-0.0.0.0}" -o "$TMP/body" \
+        -w '%{http_code} %{content_type} %{size_download}' "$@" "https://mta-sts.$d.test/.well-known/mta-sts.txt" 2>"$TMP/err"); CRC=$?
+}
+for pair in sts-enforce:enforce sts-testing:testing sts-mxmismatch:enforce sts-invalidcert:enforce dane-sts:enforce; do
+  d=${pair%%:*} mode=${pair#*:}
+  fetch "$d"
+  [ $CRC = 0 ] && [[ $RES == "200 text/plain"* ]] && grep -q '^version: STSv1' "$TMP/body" && grep -q "^mode: $mode" "$TMP/body" \
+    && pass "mta-sts $d: policy ($mode) served over verified HTTPS as text/plain" \
+    || fail "mta-sts $d: policy ($mode) served over verified HTTPS as text/plain" "rc=$CRC $RES $(cat "$TMP/err")"
+done
+fetch sts-redirect
+[ $CRC = 0 ] && [[ $RES == "301 "* ]] && pass "mta-sts sts-redirect answers 301" || fail "mta-sts sts-redirect answers 301" "rc=$CRC $RES"
+fetch sts-404
+[ $CRC = 0 ] && [[ $RES == "404 "* ]] && pass "mta-sts sts-404 answers 404" || fail "mta-sts sts-404 answers 404" "rc=$CRC $RES"
+fetch sts-ctype
+[ $CRC = 0 ] && [[ $RES == "200 "* ]] && [[ $RES != "200 text/plain"* ]] && pass "mta-sts sts-ctype answers 200 with a non-text/plain type ($(cut -d' ' -f2 <<< "$RES"))" \
+  || fail "mta-sts sts-ctype answers 200 with a non-text/plain type" "rc=$CRC $RES"
+fetch sts-big
+[ $CRC = 0 ] && [[ $RES == "200 text/plain"* ]] && [ "${RES##* }" -gt 65536 ] && pass "mta-sts sts-big serves a text/plain body over 64 KiB (${RES##* } bytes)" \
+  || fail "mta-sts sts-big serves a text/plain body over 64 KiB" "rc=$CRC $RES"
+fetch sts-badcert
+c1=$CRC; fetch sts-badcert -k
+[ $c1 = 60 ] && [[ $RES == "200 "* ]] && pass "mta-sts sts-badcert: certificate not trusted (curl rc 60), policy there with -k" \
+  || fail "mta-sts sts-badcert: certificate not trusted (curl rc 60), policy there with -k" "rc=$c1 / $RES"
+"$WORLD_DIR/world.sh" stop-nginx "$S"
+fetch sts-enforce
+[ $CRC != 0 ] && pass "stop-nginx: policy fetch fails (curl rc $CRC)" || fail "stop-nginx: policy fetch fails" "$RES"
+"$WORLD_DIR/world.sh" start-nginx "$S"
+fetch sts-enforce
+[ $CRC = 0 ] && [[ $RES == "200 "* ]] && pass "start-nginx: policy served again" || fail "start-nginx: policy served again" "rc=$CRC $RES"
+
+# ------------------------------------------------------------------ TLS-RPT HTTPS sink
+printf '{"organization-name":"world selftest %s"}' "$TOKEN" | gzip > "$TMP/report.gz"
+code=$(curl -sS --max-time 5 --cacert "$WORLD_CA" --resolve "tlsrpt.test:443:$WORLD_TLSRPT_IP" -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/tlsrpt+gzip' --data-binary @"$TMP/report.gz" "$WORLD_TLSRPT_URL" 2>&1)
+meta=$(grep -l "\"size\": $(stat -c %s "$TMP/report.gz")" "$WORLD_TLSRPT_DIR"/*.json 2>/dev/null | while read -r m; do
+         cmp -s "${m%.json}.body" "$TMP/report.gz" && echo "$m"; done | head -1)
+[ "$code" = 200 ] && [ -n "$meta" ] && grep -q '"contentType": "application/tlsrpt+gzip"' "$meta" \
+  && pass "tls-rpt sink stores an application/tlsrpt+gzip POST to $WORLD_TLSRPT_URL" \
+  || fail "tls-rpt sink stores an application/tlsrpt+gzip POST to $WORLD_TLSRPT_URL" "code=$code"
+[ -n "$meta" ] && rm -f "$meta" "${meta%.json}.body"
+
+# ------------------------------------------------------------------ generated files
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["resolver"]["nameservers"] == [sys.argv[2]]; assert c["outbound"]["mxPort"] == 25' \
+  "$WORLD_POSTERN_CONFIG" "$WORLD_RESOLVER" 2>/dev/null \
+  && pass "postern.json parses and points at the world resolver" || fail "postern.json parses and points at the world resolver"
+missing=""
+for f in $(grep -oE '\{file:[^}]+\}|"/[^"]+"' "$WORLD_POSTERN_CONFIG" | sed -E 's/^\{file://; s/\}$//; s/"//g'); do
+  case $f in "$WORLD_POSTERN_DATA"*) continue;; esac
+  [ -e "$f" ] || missing="$missing $f"
+done
+[ -z "$missing" ] && pass "every file postern.json names exists" || fail "every file postern.json names exists" "$missing"
+
+echo "$PASSED passed, $FAILED failed"
+[ $FAILED = 0 ]
