@@ -1,0 +1,2145 @@
+//! DNS lookups for delivery and DANE, each answer carrying its DNSSEC status.
+//!
+//! Every [`Answer`] and every negative result ([`LookupError::NxDomain`],
+//! [`LookupError::NoData`]) says whether DNSSEC proved it (`Secure`), proved
+//! that the zone is unsigned (`Insecure`: a signed parent denies the DS),
+//! found it broken (`Bogus`), or could not tell because the records needed
+//! for the proof could not be fetched (`Indeterminate`). RFC 7672 needs all
+//! four: TLSA records count only when secure, bogus answers defer and never
+//! downgrade, and a timeout is not an attack.
+//!
+//! Two modes (SPEC §2.4 `resolver.dnssec`):
+//!
+//! * [`Mode::Validate`] validates in this process with hickory's
+//!   `DnssecDnsHandle`, from the IANA root KSKs that hickory ships or from a
+//!   file of DS or DNSKEY records that replaces them. Queries go out with the
+//!   CD bit set (RFC 4035 §4.9.2): a validating upstream would otherwise turn
+//!   bogus data into SERVFAIL, and we could not tell bogus from broken.
+//! * [`Mode::TrustAd`] trusts the AD bit of a resolver on this host.
+//!
+//! How hickory 0.26.3 is used, and why not its `Resolver`:
+//!
+//! * `ResolverOpts::trust_anchor` (a path) is ignored by the stub resolver;
+//!   only `ResolverBuilder::with_trust_anchor(Arc<TrustAnchors>)` or
+//!   `DnssecDnsHandle::with_trust_anchor` take anchors, and `TrustAnchors`
+//!   holds DNSKEYs only (its own file parser knows no DS). We parse the file
+//!   ourselves and turn DS anchors into keys by fetching the zone's DNSKEY set.
+//! * `DnssecDnsHandle` forces CD=0 and marks records `Bogus` when fetching a
+//!   DNSKEY or DS fails with a timeout (hickory issues #3932, #3964), and it
+//!   caches that verdict. So we build the stack ourselves: a `NameServerPool`
+//!   (UDP, TCP fallback on truncation, EDNS0) → `RetryDnsHandle` →
+//!   [`Observed`] (sets CD, records failed sub-queries) → a fresh
+//!   `DnssecDnsHandle` per lookup. A bogus verdict reached while a sub-query
+//!   failed is reported as `Indeterminate`, and nothing is cached across
+//!   lookups (the resolver behind us caches).
+//! * The pool turns negative answers into `NoRecordsFound` errors before any
+//!   layer above it sees the header, so the AD bit of a NODATA answer would be
+//!   lost; in trust-ad mode the connection layer ([`Provider`]) copies the AD
+//!   bit into every record's `proof` as the response arrives.
+//! * With a non-root anchor whose DNSKEY set holds keys that are not anchors
+//!   (KSK/ZSK split), hickory asks the parent for a DS and fails the whole
+//!   set when there is none; we therefore trust every key of an anchor zone's
+//!   DNSKEY set that an anchored key has validly signed.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::stream::{Stream, StreamExt};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
+use hickory_resolver::net::dnssec::DnssecDnsHandle;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::{DnsExchange, DnsHandle, FirstAnswer, RetryDnsHandle};
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS};
+use hickory_resolver::proto::dnssec::{Algorithm, DigestType, Proof, PublicKey, PublicKeyBuf, TrustAnchors, Verifier};
+use hickory_resolver::proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
+use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_resolver::{ConnectionProvider, NameServerPool, PoolContext, TlsConfig};
+
+// ------------------------------------------------------------------ public types
+
+/// The DNSSEC status of an answer (RFC 4035 §4.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// A chain of signatures from a trust anchor proves it.
+    Secure,
+    /// Provably unsigned: a signed parent denies the DS of the zone.
+    Insecure,
+    /// Signatures or the chain of trust are broken. Never downgrade.
+    Bogus(String),
+    /// The records needed to decide could not be fetched (timeouts, SERVFAIL
+    /// while fetching DNSKEY/DS). Treat as a temporary failure, never as
+    /// `Insecure`.
+    Indeterminate(String),
+}
+
+impl Security {
+    pub fn is_secure(&self) -> bool {
+        matches!(self, Security::Secure)
+    }
+
+    /// `secure`, `insecure`, `bogus`, `indeterminate`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Security::Secure => "secure",
+            Security::Insecure => "insecure",
+            Security::Bogus(_) => "bogus",
+            Security::Indeterminate(_) => "indeterminate",
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Security::Bogus(_) => 0,
+            Security::Indeterminate(_) => 1,
+            Security::Insecure => 2,
+            Security::Secure => 3,
+        }
+    }
+
+    /// The weaker of two statuses: bogus < indeterminate < insecure < secure.
+    /// On a tie the first one (and its reason) is kept.
+    pub fn weaker(self, other: Security) -> Security {
+        if other.rank() < self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl fmt::Display for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Security::Secure | Security::Insecure => f.write_str(self.as_str()),
+            Security::Bogus(why) | Security::Indeterminate(why) => write!(f, "{} ({why})", self.as_str()),
+        }
+    }
+}
+
+/// A positive answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer<T> {
+    pub records: Vec<T>,
+    /// The weakest status of every RRset on the way: each CNAME of the chain
+    /// and the final RRset (for [`Resolver::ips`], of the A and the AAAA
+    /// answer together).
+    pub security: Security,
+    /// The owner name of the records when the answer came through a CNAME
+    /// chain (lowercase, no trailing dot); `None` when the queried name owns
+    /// them itself. RFC 7672 §2.2.2 needs both names.
+    pub canonical_name: Option<String>,
+}
+
+/// Why there is no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupError {
+    /// The name does not exist; `security` is that of the denial (never
+    /// `Bogus`: a bogus denial is [`LookupError::Bogus`]).
+    NxDomain { security: Security },
+    /// The name exists but has no records of the type; `security` as above.
+    NoData { security: Security },
+    /// The resolver answered SERVFAIL (in trust-ad mode this is also how a
+    /// validating resolver reports bogus data).
+    ServFail(String),
+    /// No answer within the configured timeout and attempts.
+    Timeout,
+    /// The answer, or its proof of non-existence, failed DNSSEC validation.
+    Bogus(String),
+    /// Anything else: malformed names or responses, I/O errors, REFUSED.
+    Other(String),
+}
+
+impl LookupError {
+    /// The status of a negative answer (NXDOMAIN, NODATA).
+    pub fn security(&self) -> Option<&Security> {
+        match self {
+            LookupError::NxDomain { security } | LookupError::NoData { security } => Some(security),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::NxDomain { security } => write!(f, "no such domain (NXDOMAIN, {security})"),
+            LookupError::NoData { security } => write!(f, "no records of that type (NODATA, {security})"),
+            LookupError::ServFail(why) => write!(f, "SERVFAIL: {why}"),
+            LookupError::Timeout => f.write_str("DNS timeout"),
+            LookupError::Bogus(why) => write!(f, "DNSSEC bogus: {why}"),
+            LookupError::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+/// One TLSA record: (certificate usage, selector, matching type, association data).
+pub type TlsaRecord = (u8, u8, u8, Vec<u8>);
+
+/// One MX record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxHost {
+    pub preference: u16,
+    /// Lowercase, without the trailing dot; `""` for the null MX `.` (RFC 7505).
+    pub exchange: String,
+}
+
+/// How DNSSEC status is established.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Validate in this process from the trust anchors.
+    #[default]
+    Validate,
+    /// Trust the AD bit of a (loopback) validating resolver.
+    TrustAd,
+}
+
+/// SPEC §2.4 `resolver`.
+#[derive(Clone, Debug)]
+pub struct ResolverSettings {
+    /// `None`: the nameservers of /etc/resolv.conf.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    pub dnssec: Mode,
+    /// A zone file of DS or DNSKEY records that replaces the IANA root KSKs.
+    pub trust_anchors: Option<PathBuf>,
+    /// Per query (each try of each nameserver round).
+    pub timeout: Duration,
+    /// Tries per query (at least 1).
+    pub attempts: u32,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        ResolverSettings {
+            nameservers: None,
+            dnssec: Mode::Validate,
+            trust_anchors: None,
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+        }
+    }
+}
+
+/// The resolver. Cheap to clone.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+type Pool = NameServerPool<Provider>;
+
+struct Inner {
+    mode: Mode,
+    nameservers: Vec<SocketAddr>,
+    pool: RetryDnsHandle<Pool>,
+    timeout: Duration,
+    /// Bound on one whole lookup, validation sub-queries included.
+    deadline: Duration,
+    anchors: AnchorConfig,
+    resolved: tokio::sync::Mutex<Option<ResolvedAnchors>>,
+}
+
+/// EDNS0 UDP payload size (DNS flag day 2020); larger answers come over TCP.
+const EDNS_PAYLOAD: u16 = 1232;
+/// Longest CNAME chain followed within one answer.
+const MAX_CHAIN: usize = 16;
+
+impl Resolver {
+    /// Builds the resolver. Reads /etc/resolv.conf when `nameservers` is
+    /// `None` and the trust-anchor file when one is given; sends nothing.
+    pub fn new(s: &ResolverSettings) -> Result<Resolver, String> {
+        let nameservers = match &s.nameservers {
+            Some(list) if list.is_empty() => return Err("resolver: no nameservers given".into()),
+            Some(list) => list.clone(),
+            None => system_nameservers()?,
+        };
+        if s.dnssec == Mode::TrustAd {
+            if let Some(ns) = nameservers.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(format!(
+                    "resolver: dnssec \"trust-ad\" trusts the AD bit, which is only safe from a resolver on this host, but nameserver {ns} is not a loopback address"
+                ));
+            }
+        }
+        if s.timeout.is_zero() {
+            return Err("resolver: timeout must be positive".into());
+        }
+        let anchors = match &s.trust_anchors {
+            None => AnchorConfig::root(),
+            Some(path) => AnchorConfig::from_file(path)?,
+        };
+        let attempts = s.attempts.max(1);
+        let pool = build_pool(&nameservers, s.timeout, s.dnssec == Mode::TrustAd, false)
+            .map_err(|e| format!("resolver: {e}"))?;
+        let pool = RetryDnsHandle::new(pool, attempts as usize - 1);
+        // a validated lookup makes a handful of sequential sub-queries
+        let deadline = s.timeout.saturating_mul(attempts).saturating_mul(4);
+        Ok(Resolver {
+            inner: Arc::new(Inner {
+                mode: s.dnssec,
+                nameservers,
+                pool,
+                timeout: s.timeout,
+                deadline,
+                anchors,
+                resolved: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The nameservers in use.
+    pub fn nameservers(&self) -> &[SocketAddr] {
+        &self.inner.nameservers
+    }
+
+    /// MX records of `domain`, sorted by preference.
+    pub async fn mx(&self, domain: &str) -> Result<Answer<MxHost>, LookupError> {
+        let r = self.query(domain, RecordType::MX).await?;
+        let mut records: Vec<MxHost> = r
+            .records
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::MX(mx) => Some(MxHost {
+                    preference: mx.preference,
+                    exchange: name_to_string(&mx.exchange),
+                }),
+                _ => None,
+            })
+            .collect();
+        records.sort_by_key(|m| m.preference);
+        Ok(r.into_answer(records))
+    }
+
+    /// A and AAAA of `host` together; the security is the weaker of the two
+    /// answers (a NODATA for one family counts with the status of its proof).
+    /// A failure of either lookup (SERVFAIL, timeout, bogus) fails the whole:
+    /// dropping one family's answers must not be a way to turn DANE off.
+    /// An IP address literal is returned as is, `Insecure`.
+    pub async fn ips(&self, host: &str) -> Result<Answer<IpAddr>, LookupError> {
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return Ok(Answer {
+                records: vec![ip],
+                security: Security::Insecure,
+                canonical_name: None,
+            });
+        }
+        let (a, aaaa) = tokio::join!(self.query(host, RecordType::A), self.query(host, RecordType::AAAA));
+        combine_ips(a, aaaa)
+    }
+
+    /// TLSA records at `name` (e.g. `_25._tcp.mx.example.org`) as
+    /// (usage, selector, matching type, association data), following CNAMEs;
+    /// `canonical_name` is set when a CNAME chain led to them.
+    pub async fn tlsa(&self, name: &str) -> Result<Answer<TlsaRecord>, LookupError> {
+        let r = self.query(name, RecordType::TLSA).await?;
+        let records = r
+            .records
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::TLSA(t) => Some((
+                    u8::from(t.cert_usage),
+                    u8::from(t.selector),
+                    u8::from(t.matching),
+                    t.cert_data.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+        Ok(r.into_answer(records))
+    }
+
+    /// TXT records at `name`, each record's strings concatenated (invalid
+    /// UTF-8 replaced).
+    pub async fn txt(&self, name: &str) -> Result<Answer<String>, LookupError> {
+        let r = self.query(name, RecordType::TXT).await?;
+        let records = r
+            .records
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::TXT(t) => {
+                    let bytes: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(r.into_answer(records))
+    }
+
+    /// Can DNSSEC work? Every nameserver must answer over TCP (signed answers
+    /// often exceed the UDP payload), and the DNSKEY set of each trust-anchor
+    /// zone (the root by default) must come back secure — validated here, or
+    /// with the AD bit in trust-ad mode. The error says what is wrong.
+    pub async fn self_check(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        let mut problems = Vec::new();
+        let probe_zone = inner.anchors.zones.first().cloned().unwrap_or_else(Name::root);
+        for ns in &inner.nameservers {
+            if let Err(e) = self.tcp_probe(*ns, &probe_zone).await {
+                problems.push(format!(
+                    "nameserver {ns} does not answer over TCP ({e}); signed answers larger than {EDNS_PAYLOAD} bytes need TCP"
+                ));
+            }
+        }
+        for zone in &inner.anchors.zones {
+            let z = zone_display(zone);
+            match self.query_name(zone.clone(), RecordType::DNSKEY).await {
+                Ok(r) if r.security.is_secure() => {}
+                Ok(r) => problems.push(match inner.mode {
+                    Mode::Validate => format!("DNSSEC validation does not work: the DNSKEY set of the trust-anchor zone {z} is {}", r.security),
+                    Mode::TrustAd => format!("the resolver does not set the AD bit on the DNSKEY set of {z}: it does not validate, or lacks the trust anchor"),
+                }),
+                Err(e) => problems.push(format!("DNSSEC cannot work: DNSKEY lookup of the trust-anchor zone {z} failed: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    async fn tcp_probe(&self, ns: SocketAddr, zone: &Name) -> Result<(), String> {
+        match tokio::time::timeout(self.inner.timeout, tokio::net::TcpStream::connect(ns)).await {
+            Err(_) => return Err("TCP connect timed out".into()),
+            Ok(Err(e)) => return Err(format!("TCP connect: {e}")),
+            Ok(Ok(_)) => {}
+        }
+        let pool = build_pool(&[ns], self.inner.timeout, false, true).map_err(|e| e.to_string())?;
+        let mut options = request_options();
+        options.edns_set_dnssec_ok = true;
+        let fut = pool
+            .lookup(Query::query(zone.clone(), RecordType::DNSKEY), options)
+            .first_answer();
+        match tokio::time::timeout(self.inner.timeout.saturating_mul(2), fut).await {
+            Err(_) => Err("timed out".into()),
+            Ok(Ok(_)) => Ok(()),
+            // any DNS answer, even a negative one, shows that TCP works
+            Ok(Err(NetError::Dns(_))) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+        }
+    }
+
+    async fn query(&self, name: &str, rtype: RecordType) -> Result<Resolved, LookupError> {
+        let name = parse_name(name)?;
+        self.query_name(name, rtype).await
+    }
+
+    async fn query_name(&self, name: Name, rtype: RecordType) -> Result<Resolved, LookupError> {
+        let fut = self.lookup_once(&name, rtype);
+        let first = match tokio::time::timeout(self.inner.deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => return Err(LookupError::Timeout),
+        };
+        // An anchor zone may have rolled its keys since we expanded them.
+        let bogus = matches!(&first, Err(LookupError::Bogus(_)))
+            || matches!(&first, Ok(r) if matches!(r.security, Security::Bogus(_)));
+        if bogus && self.inner.mode == Mode::Validate && self.forget_stale_anchors().await {
+            return match tokio::time::timeout(self.inner.deadline, self.lookup_once(&name, rtype)).await {
+                Ok(r) => r,
+                Err(_) => Err(LookupError::Timeout),
+            };
+        }
+        first
+    }
+
+    async fn lookup_once(&self, name: &Name, rtype: RecordType) -> Result<Resolved, LookupError> {
+        let inner = &self.inner;
+        let log = FailLog::default();
+        let query = Query::query(name.clone(), rtype);
+        let mut options = request_options();
+        options.edns_set_dnssec_ok = true;
+        let observed = Observed {
+            inner: inner.pool.clone(),
+            log: log.clone(),
+            mode: inner.mode,
+        };
+        let result = match inner.mode {
+            Mode::TrustAd => observed.lookup(query, options).first_answer().await,
+            Mode::Validate => {
+                let anchors = self.trust_anchors(&log).await;
+                DnssecDnsHandle::with_trust_anchor(observed, anchors)
+                    .lookup(query, options)
+                    .first_answer()
+                    .await
+            }
+        };
+        classify(result, name, rtype, inner.mode, &log.take())
+    }
+
+    /// The trust anchors to validate with: the configured keys, plus the keys
+    /// of each anchor zone that a DS anchor or an anchored key vouches for.
+    async fn trust_anchors(&self, log: &FailLog) -> Arc<TrustAnchors> {
+        let cfg = &self.inner.anchors;
+        if !cfg.needs_resolution() {
+            return cfg.static_keys.clone();
+        }
+        let mut cached = self.inner.resolved.lock().await;
+        if let Some(r) = cached.as_ref() {
+            if r.at.elapsed() < r.ttl {
+                for f in &r.failures {
+                    log.push(f.clone());
+                }
+                return r.keys.clone();
+            }
+        }
+        let mut anchors = TrustAnchors::empty();
+        for (zone, key) in &cfg.keys {
+            anchors.insert_with_name(key.public_key(), zone.into());
+        }
+        let mut failures = Vec::new();
+        let mut ttl = Duration::from_secs(3600);
+        for zone in cfg.zones.iter().filter(|z| !z.is_root()) {
+            match self.fetch_anchor_zone_keys(zone).await {
+                Ok((keys, key_ttl)) => {
+                    ttl = ttl.min(Duration::from_secs(key_ttl.clamp(60, 3600).into()));
+                    for k in keys {
+                        anchors.insert_with_name(k.public_key(), zone.into());
+                    }
+                }
+                Err(e) => {
+                    let f = format!("trust anchor {}: {e}", zone_display(zone));
+                    log.push(f.clone());
+                    failures.push(f);
+                }
+            }
+        }
+        let keys = Arc::new(anchors);
+        // A failed fetch is retried soon, but not by every lookup in a queue run.
+        if !failures.is_empty() {
+            ttl = Duration::from_secs(5);
+        }
+        *cached = Some(ResolvedAnchors {
+            keys: keys.clone(),
+            at: Instant::now(),
+            ttl,
+            failures,
+        });
+        keys
+    }
+
+    /// Drops expanded anchors older than a minute; true if there were some.
+    async fn forget_stale_anchors(&self) -> bool {
+        if !self.inner.anchors.needs_resolution() {
+            return false;
+        }
+        let mut cached = self.inner.resolved.lock().await;
+        match cached.as_ref() {
+            Some(r) if r.at.elapsed() > Duration::from_secs(60) => {
+                *cached = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fetches the DNSKEY set of an anchor zone (unvalidated) and returns the
+    /// keys to trust: every zone key when an anchored key (configured DNSKEY,
+    /// or matching a configured DS) validly signs the set, else the anchored
+    /// keys alone (then the validator finds the zone bogus, as it should).
+    async fn fetch_anchor_zone_keys(&self, zone: &Name) -> Result<(Vec<DNSKEY>, u32), String> {
+        let log = FailLog::default();
+        let observed = Observed {
+            inner: self.inner.pool.clone(),
+            log,
+            mode: Mode::Validate,
+        };
+        let mut options = request_options();
+        options.edns_set_dnssec_ok = true;
+        let resp = observed
+            .lookup(Query::query(zone.clone(), RecordType::DNSKEY), options)
+            .first_answer()
+            .await
+            .map_err(|e| format!("DNSKEY lookup failed: {e}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        Ok(trusted_zone_keys(zone, &resp.answers, &self.inner.anchors, now))
+    }
+}
+
+struct ResolvedAnchors {
+    keys: Arc<TrustAnchors>,
+    at: Instant,
+    ttl: Duration,
+    /// Why some anchor zone's keys are missing (then `ttl` is short).
+    failures: Vec<String>,
+}
+
+// ------------------------------------------------------------------ lookups
+
+/// What one query produced, before conversion to the caller's type.
+#[derive(Debug)]
+struct Resolved {
+    records: Vec<Record>,
+    security: Security,
+    canonical: Option<Name>,
+}
+
+impl Resolved {
+    fn into_answer<T>(self, records: Vec<T>) -> Answer<T> {
+        Answer {
+            records,
+            security: self.security,
+            canonical_name: self.canonical.as_ref().map(name_to_string),
+        }
+    }
+}
+
+fn request_options() -> DnsRequestOptions {
+    let mut o = DnsRequestOptions::default();
+    o.use_edns = true;
+    o.edns_payload_len = EDNS_PAYLOAD;
+    o.recursion_desired = true;
+    o.case_randomization = false;
+    o
+}
+
+/// Interprets the outcome of one (validated, or AD-marked) query.
+fn classify(
+    result: Result<DnsResponse, NetError>,
+    qname: &Name,
+    rtype: RecordType,
+    mode: Mode,
+    failures: &[String],
+) -> Result<Resolved, LookupError> {
+    let what = format!("{} {rtype}", display_name(qname));
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => return Err(map_error(e, &what, mode, failures)),
+    };
+
+    // Follow the CNAME chain from the query name through the answer section.
+    let mut current = qname.clone();
+    let mut canonical = None;
+    let mut security = Security::Secure;
+    let mut hops = 0;
+    let records: Vec<Record> = loop {
+        let found: Vec<Record> = resp
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == rtype && r.name.eq_ignore_root(&current))
+            .cloned()
+            .collect();
+        if !found.is_empty() {
+            for r in &found {
+                security = security.weaker(proof_security(r.proof, &what, failures));
+            }
+            break found;
+        }
+        if rtype == RecordType::CNAME {
+            break Vec::new();
+        }
+        let cname = resp.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name.eq_ignore_root(&current) => Some((c.0.clone(), r.proof)),
+            _ => None,
+        });
+        match cname {
+            Some((target, proof)) if hops < MAX_CHAIN => {
+                security = security.weaker(proof_security(
+                    proof,
+                    &format!("{} CNAME", display_name(&current)),
+                    failures,
+                ));
+                hops += 1;
+                current = target;
+                canonical = Some(current.clone());
+            }
+            Some(_) => {
+                return Err(LookupError::Other(format!(
+                    "{what}: CNAME chain longer than {MAX_CHAIN}"
+                )))
+            }
+            None => break Vec::new(),
+        }
+    };
+    if !records.is_empty() {
+        return Ok(Resolved {
+            records,
+            security,
+            canonical,
+        });
+    }
+
+    // Negative: the proof is in the authority section.
+    let denial = match mode {
+        Mode::TrustAd => resp
+            .authorities
+            .iter()
+            .map(|r| proof_security(r.proof, &what, failures))
+            .reduce(Security::weaker)
+            .unwrap_or(Security::Insecure),
+        // hickory returns a negative answer as Ok only when a secure NSEC/NSEC3
+        // proves it, or when the zone is provably insecure.
+        Mode::Validate => {
+            let secure_denial = resp
+                .authorities
+                .iter()
+                .any(|r| r.proof == Proof::Secure && matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3));
+            if secure_denial {
+                Security::Secure
+            } else {
+                Security::Insecure
+            }
+        }
+    };
+    negative(resp.response_code, security.weaker(denial), &what)
+}
+
+fn negative(rcode: ResponseCode, security: Security, what: &str) -> Result<Resolved, LookupError> {
+    match security {
+        Security::Bogus(why) => Err(LookupError::Bogus(format!(
+            "{why} (in the proof that {what} does not exist)"
+        ))),
+        security if rcode == ResponseCode::NXDomain => Err(LookupError::NxDomain { security }),
+        security => Err(LookupError::NoData { security }),
+    }
+}
+
+/// Maps a hickory error to ours. `failures` are the sub-queries that failed
+/// during validation.
+fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> LookupError {
+    match e {
+        NetError::Timeout => LookupError::Timeout,
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => LookupError::ServFail(match mode {
+            Mode::Validate => format!("{what}: the resolver answered SERVFAIL"),
+            Mode::TrustAd => {
+                format!("{what}: the resolver answered SERVFAIL (it may have found the answer DNSSEC-bogus)")
+            }
+        }),
+        NetError::Dns(DnsError::ResponseCode(rc)) => LookupError::Other(format!("{what}: the resolver answered {rc}")),
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
+            let security = nr
+                .authorities
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .map(|r| proof_security(r.proof, what, failures))
+                .reduce(Security::weaker)
+                .unwrap_or(match mode {
+                    Mode::TrustAd => Security::Insecure,
+                    Mode::Validate => Security::Indeterminate(format!("{what}: negative answer without proof")),
+                });
+            match negative(nr.response_code, security, what) {
+                Err(e) => e,
+                Ok(_) => unreachable!("negative() never returns Ok"),
+            }
+        }
+        NetError::Dns(DnsError::Nsec { response, proof, .. }) => {
+            let security = proof_security(proof, what, failures);
+            match negative(response.response_code, security, what) {
+                Err(e) => e,
+                Ok(_) => unreachable!("negative() never returns Ok"),
+            }
+        }
+        NetError::Dns(DnsError::DnssecBogus) => match indeterminate_cause(failures) {
+            Some(why) => LookupError::Other(format!("{what}: DNSSEC status indeterminate: {why}")),
+            None => LookupError::Bogus(format!("{what}: DNSSEC validation failed")),
+        },
+        NetError::Truncated => LookupError::Other(format!(
+            "{what}: the answer was truncated and could not be fetched over TCP"
+        )),
+        NetError::Io(err) => LookupError::Other(format!("{what}: I/O error talking to the resolver: {err}")),
+        NetError::NoConnections => LookupError::Other(format!("{what}: no connection to any nameserver")),
+        NetError::Proto(err) => LookupError::Other(format!("{what}: malformed response: {err}")),
+        other => LookupError::Other(format!("{what}: {other}")),
+    }
+}
+
+/// A record's proof as our status; a bogus verdict reached while fetching
+/// DNSSEC records failed is indeterminate (hickory #3932/#3964).
+fn proof_security(proof: Proof, what: &str, failures: &[String]) -> Security {
+    match proof {
+        Proof::Secure => Security::Secure,
+        Proof::Insecure => Security::Insecure,
+        Proof::Bogus => match indeterminate_cause(failures) {
+            Some(why) => Security::Indeterminate(format!("{what}: DNSSEC records could not be fetched: {why}")),
+            None => Security::Bogus(format!(
+                "{what}: DNSSEC validation failed (signature, key or chain of trust invalid)"
+            )),
+        },
+        Proof::Indeterminate => Security::Indeterminate(match indeterminate_cause(failures) {
+            Some(why) => format!("{what}: not validated: {why}"),
+            None => format!("{what}: not validated"),
+        }),
+    }
+}
+
+fn indeterminate_cause(failures: &[String]) -> Option<String> {
+    if failures.is_empty() {
+        None
+    } else {
+        Some(failures.iter().take(3).cloned().collect::<Vec<_>>().join("; "))
+    }
+}
+
+fn combine_ips(
+    a: Result<Resolved, LookupError>,
+    aaaa: Result<Resolved, LookupError>,
+) -> Result<Answer<IpAddr>, LookupError> {
+    fn addrs(r: &Resolved) -> Vec<IpAddr> {
+        r.records
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect()
+    }
+    match (a, aaaa) {
+        (Ok(a), Ok(b)) => {
+            let mut records = addrs(&a);
+            records.extend(addrs(&b));
+            let canonical = a.canonical.clone().or(b.canonical.clone());
+            Ok(Answer {
+                records,
+                security: a.security.weaker(b.security),
+                canonical_name: canonical.as_ref().map(name_to_string),
+            })
+        }
+        (Ok(r), Err(neg)) | (Err(neg), Ok(r)) => match neg.security() {
+            Some(s) => {
+                let s = s.clone();
+                let records = addrs(&r);
+                Ok(Answer {
+                    records,
+                    security: r.security.weaker(s),
+                    canonical_name: r.canonical.as_ref().map(name_to_string),
+                })
+            }
+            None => Err(neg),
+        },
+        (Err(ea), Err(eb)) => match (ea.security().cloned(), eb.security().cloned()) {
+            (Some(sa), Some(sb)) => {
+                let security = sa.weaker(sb);
+                if matches!((&ea, &eb), (LookupError::NxDomain { .. }, LookupError::NxDomain { .. })) {
+                    Err(LookupError::NxDomain { security })
+                } else {
+                    Err(LookupError::NoData { security })
+                }
+            }
+            (None, _) => Err(ea),
+            (_, None) => Err(eb),
+        },
+    }
+}
+
+// ------------------------------------------------------------------ names
+
+fn parse_name(s: &str) -> Result<Name, LookupError> {
+    let t = s.trim();
+    if t.is_empty() || t.contains(char::is_whitespace) {
+        return Err(LookupError::Other(format!("invalid domain name {s:?}")));
+    }
+    let mut name = Name::from_utf8(t).map_err(|e| LookupError::Other(format!("invalid domain name {s:?}: {e}")))?;
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+/// Lowercase, no trailing dot; the root is `""`.
+pub(crate) fn name_to_string(n: &Name) -> String {
+    if n.is_root() {
+        return String::new();
+    }
+    let s = n.to_ascii().to_ascii_lowercase();
+    s.strip_suffix('.').map(str::to_owned).unwrap_or(s)
+}
+
+fn display_name(n: &Name) -> String {
+    if n.is_root() {
+        ".".into()
+    } else {
+        name_to_string(n)
+    }
+}
+
+/// A zone name for messages: `test.`, `.`.
+fn zone_display(n: &Name) -> String {
+    format!("{}.", name_to_string(n))
+}
+
+fn system_nameservers() -> Result<Vec<SocketAddr>, String> {
+    let (config, _) = hickory_resolver::system_conf::read_system_conf()
+        .map_err(|e| format!("resolver: cannot read /etc/resolv.conf: {e}"))?;
+    let mut out = Vec::new();
+    for ns in config.name_servers() {
+        let port = ns.connections.first().map(|c| c.port).unwrap_or(53);
+        let addr = SocketAddr::new(ns.ip, port);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    if out.is_empty() {
+        return Err("resolver: /etc/resolv.conf lists no nameserver".into());
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------ transport
+
+fn build_pool(nameservers: &[SocketAddr], timeout: Duration, mark_ad: bool, tcp_only: bool) -> Result<Pool, NetError> {
+    let mut opts = ResolverOpts::default();
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.edns0 = true;
+    opts.edns_payload_len = EDNS_PAYLOAD;
+    opts.case_randomization = false;
+    opts.recursion_desired = true;
+    opts.try_tcp_on_error = true;
+    let servers = nameservers
+        .iter()
+        .map(|a| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = a.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = a.port();
+            let conns = if tcp_only { vec![tcp] } else { vec![udp, tcp] };
+            NameServerConfig::new(a.ip(), true, conns)
+        })
+        .collect::<Vec<_>>();
+    let cx = Arc::new(PoolContext::new(opts, TlsConfig::new()?));
+    Ok(NameServerPool::from_config(
+        servers,
+        cx,
+        Provider {
+            rt: TokioRuntimeProvider::default(),
+            mark_ad,
+        },
+    ))
+}
+
+type BoxResponse = Pin<Box<dyn Stream<Item = Result<DnsResponse, NetError>> + Send>>;
+
+/// Hickory's Tokio connections, plus (in trust-ad mode) the AD bit of each
+/// response copied into the `proof` of its records: the name server pool
+/// turns NODATA/NXDOMAIN into errors that keep the records but not the header.
+#[derive(Clone)]
+struct Provider {
+    rt: TokioRuntimeProvider,
+    mark_ad: bool,
+}
+
+impl ConnectionProvider for Provider {
+    type Conn = Conn;
+    type FutureConn = Pin<Box<dyn std::future::Future<Output = Result<Conn, NetError>> + Send>>;
+    type RuntimeProvider = TokioRuntimeProvider;
+
+    fn new_connection(
+        &self,
+        ip: IpAddr,
+        config: &ConnectionConfig,
+        cx: &PoolContext,
+    ) -> Result<Self::FutureConn, NetError> {
+        let fut = ConnectionProvider::new_connection(&self.rt, ip, config, cx)?;
+        let mark_ad = self.mark_ad;
+        Ok(Box::pin(async move {
+            Ok(Conn {
+                inner: fut.await?,
+                mark_ad,
+            })
+        }))
+    }
+
+    fn runtime_provider(&self) -> &TokioRuntimeProvider {
+        &self.rt
+    }
+}
+
+#[derive(Clone)]
+struct Conn {
+    inner: DnsExchange<TokioRuntimeProvider>,
+    mark_ad: bool,
+}
+
+impl DnsHandle for Conn {
+    type Response = BoxResponse;
+    type Runtime = TokioRuntimeProvider;
+
+    fn send(&self, request: DnsRequest) -> Self::Response {
+        let mark_ad = self.mark_ad;
+        Box::pin(self.inner.send(request).map(move |r| {
+            r.map(|mut resp| {
+                if mark_ad {
+                    let proof = if resp.metadata.authentic_data {
+                        Proof::Secure
+                    } else {
+                        Proof::Insecure
+                    };
+                    let m = &mut *resp;
+                    for rec in m
+                        .answers
+                        .iter_mut()
+                        .chain(m.authorities.iter_mut())
+                        .chain(m.additionals.iter_mut())
+                    {
+                        rec.proof = proof;
+                    }
+                }
+                resp
+            })
+        }))
+    }
+}
+
+/// Sub-queries that failed during one lookup.
+#[derive(Clone, Default)]
+struct FailLog(Arc<Mutex<Vec<String>>>);
+
+impl FailLog {
+    fn push(&self, what: String) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < 16 {
+                v.push(what);
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+}
+
+/// Sits between hickory's validator and the network: sets CD (validate) or
+/// AD (trust-ad) on every query, drops what validation does not need (the
+/// additional section, NS records beside a positive answer), and records
+/// every query that failed for another reason than a negative answer.
+#[derive(Clone)]
+struct Observed {
+    inner: RetryDnsHandle<Pool>,
+    log: FailLog,
+    mode: Mode,
+}
+
+impl DnsHandle for Observed {
+    type Response = BoxResponse;
+    type Runtime = TokioRuntimeProvider;
+
+    fn send(&self, mut request: DnsRequest) -> Self::Response {
+        match self.mode {
+            Mode::Validate => request.metadata.checking_disabled = true,
+            Mode::TrustAd => request.metadata.authentic_data = true,
+        }
+        let what = request
+            .queries
+            .first()
+            .map(|q| format!("{} {}", display_name(q.name()), q.query_type()))
+            .unwrap_or_default();
+        let log = self.log.clone();
+        Box::pin(self.inner.send(request).map(move |r| match r {
+            Ok(mut resp) => {
+                let m = &mut *resp;
+                m.additionals.clear();
+                if !m.answers.is_empty() {
+                    m.authorities.retain(|r| match &r.data {
+                        RData::NS(_) => false,
+                        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => sig.input().type_covered != RecordType::NS,
+                        _ => true,
+                    });
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                if !matches!(
+                    &e,
+                    NetError::Dns(DnsError::NoRecordsFound(_)) | NetError::Dns(DnsError::Nsec { .. })
+                ) {
+                    log.push(format!("{what}: {e}"));
+                }
+                Err(e)
+            }
+        }))
+    }
+}
+
+// ------------------------------------------------------------------ trust anchors
+
+/// The configured trust anchors.
+struct AnchorConfig {
+    /// Anchor zones in file order (the root by default).
+    zones: Vec<Name>,
+    keys: Vec<(Name, DNSKEY)>,
+    ds: Vec<(Name, DS)>,
+    /// The anchors usable without any lookup.
+    static_keys: Arc<TrustAnchors>,
+}
+
+impl AnchorConfig {
+    fn root() -> Self {
+        AnchorConfig {
+            zones: vec![Name::root()],
+            keys: Vec::new(),
+            ds: Vec::new(),
+            static_keys: Arc::new(TrustAnchors::default()),
+        }
+    }
+
+    fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("resolver: cannot read trust anchors {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("resolver: trust anchors {}: {e}", path.display()))
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut cfg = AnchorConfig {
+            zones: Vec::new(),
+            keys: Vec::new(),
+            ds: Vec::new(),
+            static_keys: Arc::default(),
+        };
+        let mut anchors = TrustAnchors::empty();
+        for rec in parse_trust_anchors(text)? {
+            let zone = match &rec {
+                AnchorRecord::Dnskey { zone, .. } | AnchorRecord::Ds { zone, .. } => zone.clone(),
+            };
+            if !cfg.zones.contains(&zone) {
+                cfg.zones.push(zone.clone());
+            }
+            match rec {
+                AnchorRecord::Dnskey { zone, key } => {
+                    anchors.insert_with_name(key.public_key(), (&zone).into());
+                    cfg.keys.push((zone, key));
+                }
+                AnchorRecord::Ds { zone, ds } => cfg.ds.push((zone, ds)),
+            }
+        }
+        cfg.static_keys = Arc::new(anchors);
+        Ok(cfg)
+    }
+
+    /// DS anchors need the zone's keys; non-root DNSKEY anchors need the rest
+    /// of the zone's DNSKEY set (see the module comment).
+    fn needs_resolution(&self) -> bool {
+        !self.ds.is_empty() || self.zones.iter().any(|z| !z.is_root())
+    }
+}
+
+/// From the DNSKEY RRset (with RRSIGs) of an anchor zone: the keys to trust
+/// and the RRset TTL.
+fn trusted_zone_keys(zone: &Name, answers: &[Record], cfg: &AnchorConfig, now: u32) -> (Vec<DNSKEY>, u32) {
+    let set: Vec<&Record> = answers
+        .iter()
+        .filter(|r| r.name.eq_ignore_root(zone) && r.record_type() == RecordType::DNSKEY)
+        .collect();
+    let ttl = set.iter().map(|r| r.ttl).min().unwrap_or(3600);
+    let keys: Vec<&DNSKEY> = set
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(k)) => Some(k),
+            _ => None,
+        })
+        .collect();
+    let anchored: Vec<&DNSKEY> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.zone_key() && !k.revoke())
+        .filter(|k| {
+            cfg.ds
+                .iter()
+                .any(|(z, ds)| z.eq_ignore_root(zone) && ds.covers(zone, k).unwrap_or(false))
+                || cfg.keys.iter().any(|(z, a)| {
+                    z.eq_ignore_root(zone)
+                        && a.public_key().public_bytes() == k.public_key().public_bytes()
+                        && a.algorithm() == k.algorithm()
+                })
+        })
+        .collect();
+    let signed = answers.iter().any(|r| {
+        let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &r.data else {
+            return false;
+        };
+        let input = sig.input();
+        if !r.name.eq_ignore_root(zone)
+            || input.type_covered != RecordType::DNSKEY
+            || !input.signer_name.eq_ignore_root(zone)
+        {
+            return false;
+        }
+        // RFC 1982 serial arithmetic, as RRSIG times wrap
+        let after_inception = (now.wrapping_sub(input.sig_inception.get()) as i32) >= 0;
+        let before_expiry = (input.sig_expiration.get().wrapping_sub(now) as i32) >= 0;
+        if !after_inception || !before_expiry {
+            return false;
+        }
+        anchored.iter().any(|k| {
+            k.algorithm() == input.algorithm
+                && k.calculate_key_tag().ok() == Some(input.key_tag)
+                && k.verify_rrsig(zone, DNSClass::IN, sig, set.iter().copied()).is_ok()
+        })
+    });
+    let trusted = if signed {
+        keys.iter()
+            .copied()
+            .filter(|k| k.zone_key() && !k.revoke())
+            .cloned()
+            .collect()
+    } else {
+        anchored.into_iter().cloned().collect()
+    };
+    (trusted, ttl)
+}
+
+/// One record of a trust-anchor file.
+#[derive(Clone, Debug)]
+enum AnchorRecord {
+    Dnskey { zone: Name, key: DNSKEY },
+    Ds { zone: Name, ds: DS },
+}
+
+/// Parses a trust-anchor file: DS and DNSKEY records in zone-file
+/// presentation format (`owner [ttl] [class] TYPE rdata`), with `;`
+/// comments, parentheses across lines, `$ORIGIN`, `$TTL`, `@` and relative
+/// owner names, and blank-started lines repeating the previous owner.
+fn parse_trust_anchors(text: &str) -> Result<Vec<AnchorRecord>, String> {
+    let mut out = Vec::new();
+    let mut origin = Name::root();
+    let mut last_owner: Option<Name> = None;
+    // (first line number, starts with blank, tokens)
+    let mut pending: Option<(usize, bool, Vec<String>)> = None;
+    let mut depth = 0usize;
+    for (i, raw) in text.lines().enumerate() {
+        let lineno = i + 1;
+        let line = raw.split(';').next().unwrap_or("");
+        let mut tokens = Vec::new();
+        for word in line.split_whitespace() {
+            let mut rest = word;
+            loop {
+                match rest.find(['(', ')']) {
+                    Some(p) => {
+                        if p > 0 {
+                            tokens.push(rest[..p].to_string());
+                        }
+                        if rest.as_bytes()[p] == b'(' {
+                            depth += 1;
+                        } else {
+                            depth = depth
+                                .checked_sub(1)
+                                .ok_or_else(|| format!("line {lineno}: unbalanced ')'"))?;
+                        }
+                        rest = &rest[p + 1..];
+                    }
+                    None => {
+                        if !rest.is_empty() {
+                            tokens.push(rest.to_string());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        match pending.as_mut() {
+            Some((_, _, t)) => t.extend(tokens),
+            None if tokens.is_empty() => continue,
+            None => {
+                let blank = raw.starts_with([' ', '\t']);
+                pending = Some((lineno, blank, tokens));
+            }
+        }
+        if depth > 0 {
+            continue;
+        }
+        let Some((lineno, blank, tokens)) = pending.take() else {
+            continue;
+        };
+        if tokens.is_empty() {
+            continue;
+        }
+        let err = |m: String| format!("line {lineno}: {m}");
+        if let Some(directive) = tokens[0].strip_prefix('$') {
+            match directive.to_ascii_uppercase().as_str() {
+                "ORIGIN" => {
+                    let o = tokens.get(1).ok_or_else(|| err("$ORIGIN without a name".into()))?;
+                    origin = owner_name(o, &origin).map_err(err)?;
+                }
+                "TTL" => {}
+                other => return Err(err(format!("unsupported directive ${other}"))),
+            }
+            continue;
+        }
+        let mut it = tokens.iter().map(String::as_str).peekable();
+        let owner = if blank {
+            last_owner
+                .clone()
+                .ok_or_else(|| err("record without an owner name".into()))?
+        } else {
+            owner_name(it.next().unwrap_or_default(), &origin).map_err(err)?
+        };
+        last_owner = Some(owner.clone());
+        // [ttl] [class] in either order, then the type
+        let mut rtype = None;
+        for _ in 0..3 {
+            let Some(t) = it.next() else { break };
+            let up = t.to_ascii_uppercase();
+            if is_ttl(t) || matches!(up.as_str(), "IN" | "CH" | "HS" | "CS") || up.starts_with("CLASS") {
+                continue;
+            }
+            rtype = Some(up);
+            break;
+        }
+        let rtype = rtype.ok_or_else(|| err("no record type".into()))?;
+        let rdata: Vec<&str> = it.collect();
+        match rtype.as_str() {
+            "DNSKEY" => out.push(AnchorRecord::Dnskey {
+                zone: owner,
+                key: parse_dnskey(&rdata).map_err(err)?,
+            }),
+            "DS" => out.push(AnchorRecord::Ds {
+                zone: owner,
+                ds: parse_ds(&rdata).map_err(err)?,
+            }),
+            other => {
+                return Err(err(format!(
+                    "{other} records cannot be trust anchors (only DS and DNSKEY)"
+                )))
+            }
+        }
+    }
+    if depth > 0 || pending.is_some() {
+        return Err("unterminated '(' at the end of the file".into());
+    }
+    if out.is_empty() {
+        return Err("no DS or DNSKEY records".into());
+    }
+    Ok(out)
+}
+
+fn is_ttl(t: &str) -> bool {
+    !t.is_empty()
+        && t.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && t.chars().all(|c| c.is_ascii_digit() || "sSmMhHdDwW".contains(c))
+}
+
+fn owner_name(s: &str, origin: &Name) -> Result<Name, String> {
+    if s == "@" {
+        return Ok(origin.clone());
+    }
+    let n = Name::from_ascii(s).map_err(|e| format!("invalid owner name {s:?}: {e}"))?;
+    if s.ends_with('.') {
+        Ok(n)
+    } else {
+        n.append_domain(origin)
+            .map_err(|e| format!("invalid owner name {s:?}: {e}"))
+    }
+}
+
+fn parse_dnskey(rdata: &[&str]) -> Result<DNSKEY, String> {
+    if rdata.len() < 4 {
+        return Err("DNSKEY needs flags, protocol, algorithm and a public key".into());
+    }
+    let flags: u16 = rdata[0]
+        .parse()
+        .map_err(|_| format!("bad DNSKEY flags {:?}", rdata[0]))?;
+    if rdata[1] != "3" {
+        return Err(format!("bad DNSKEY protocol {:?} (must be 3)", rdata[1]));
+    }
+    let algorithm = parse_algorithm(rdata[2])?;
+    let b64: String = rdata[3..].concat();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| format!("bad DNSKEY public key (base64): {e}"))?;
+    let key = DNSKEY::with_flags(flags, PublicKeyBuf::new(bytes, algorithm));
+    if !key.zone_key() {
+        return Err("DNSKEY lacks the Zone Key flag (256)".into());
+    }
+    if key.revoke() {
+        return Err("DNSKEY has the REVOKE flag".into());
+    }
+    key.key().map_err(|e| format!("bad DNSKEY public key: {e}"))?;
+    Ok(key)
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    let n = match s.to_ascii_uppercase().as_str() {
+        "RSASHA1" => 5,
+        "RSASHA1-NSEC3-SHA1" => 7,
+        "RSASHA256" => 8,
+        "RSASHA512" => 10,
+        "ECDSAP256SHA256" => 13,
+        "ECDSAP384SHA384" => 14,
+        "ED25519" => 15,
+        "ED448" => 16,
+        n => n.parse::<u8>().map_err(|_| format!("bad algorithm {s:?}"))?,
+    };
+    let algorithm = Algorithm::from_u8(n);
+    if !algorithm.is_supported() {
+        return Err(format!("algorithm {n} is not supported"));
+    }
+    Ok(algorithm)
+}
+
+fn parse_ds(rdata: &[&str]) -> Result<DS, String> {
+    if rdata.len() < 4 {
+        return Err("DS needs key tag, algorithm, digest type and digest".into());
+    }
+    let tag: u16 = rdata[0].parse().map_err(|_| format!("bad DS key tag {:?}", rdata[0]))?;
+    let algorithm = parse_algorithm(rdata[1])?;
+    let dt: u8 = rdata[2]
+        .parse()
+        .map_err(|_| format!("bad DS digest type {:?}", rdata[2]))?;
+    let digest_type = DigestType::from(dt);
+    let want = match digest_type {
+        DigestType::SHA1 => 20,
+        DigestType::SHA256 => 32,
+        DigestType::SHA384 => 48,
+        _ => return Err(format!("DS digest type {dt} is not supported")),
+    };
+    let hex: String = rdata[3..].concat();
+    if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("DS digest is not hexadecimal".into());
+    }
+    let digest: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
+        .collect();
+    if digest.len() != want {
+        return Err(format!(
+            "DS digest has {} bytes, digest type {dt} needs {want}",
+            digest.len()
+        ));
+    }
+    Ok(DS::new(tag, algorithm, digest_type, digest))
+}
+
+// ------------------------------------------------------------------ tests
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::net::NoRecords;
+    use hickory_resolver::proto::op::{Message, MessageType, OpCode};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, SOA};
+
+    /// A fresh ECDSA P-256 zone key (flags 257) as presentation-format rdata.
+    fn p256_dnskey_rdata() -> (String, DNSKEY) {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let point = &pair.public_key().as_ref()[1..]; // drop the 0x04 of the uncompressed point
+        let b64 = base64::engine::general_purpose::STANDARD.encode(point);
+        let key = DNSKEY::with_flags(257, PublicKeyBuf::new(point.to_vec(), Algorithm::ECDSAP256SHA256));
+        (format!("257 3 13 {b64}"), key)
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn hexs(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn anchors_dnskey_line_as_the_world_writes_it() {
+        let (rdata, key) = p256_dnskey_rdata();
+        let text = format!("test. 3600 IN DNSKEY {rdata}\n");
+        let recs = parse_trust_anchors(&text).unwrap();
+        assert_eq!(recs.len(), 1);
+        match &recs[0] {
+            AnchorRecord::Dnskey { zone, key: k } => {
+                assert_eq!(zone, &name("test."));
+                assert_eq!(k.public_key().public_bytes(), key.public_key().public_bytes());
+                assert!(k.secure_entry_point());
+            }
+            other => panic!("{other:?}"),
+        }
+        let cfg = AnchorConfig::parse(&text).unwrap();
+        assert_eq!(cfg.zones, vec![name("test.")]);
+        assert!(cfg.needs_resolution(), "non-root anchors are expanded");
+        assert!(cfg
+            .static_keys
+            .contains_with_name(key.public_key(), &(&name("test.")).into()));
+    }
+
+    #[test]
+    fn anchors_ds_line_matches_its_key() {
+        let (_, key) = p256_dnskey_rdata();
+        let zone = name("example.");
+        let digest = key.to_digest(&zone, DigestType::SHA256).unwrap();
+        let tag = key.calculate_key_tag().unwrap();
+        let text = format!(
+            "example. 3600 IN DS {tag} 13 2 {}\n",
+            hexs(digest.as_ref()).to_uppercase()
+        );
+        let recs = parse_trust_anchors(&text).unwrap();
+        let AnchorRecord::Ds { zone: z, ds } = &recs[0] else {
+            panic!("{recs:?}")
+        };
+        assert_eq!(z, &zone);
+        assert_eq!(ds.key_tag(), tag);
+        assert!(ds.covers(&zone, &key).unwrap());
+        // digest split over several tokens, mnemonic algorithm, class before TTL
+        let h = hexs(digest.as_ref());
+        let text = format!(
+            "example. IN 86400 DS {tag} ECDSAP256SHA256 2 {} {}\n",
+            &h[..20],
+            &h[20..]
+        );
+        let recs = parse_trust_anchors(&text).unwrap();
+        let AnchorRecord::Ds { ds, .. } = &recs[0] else {
+            panic!()
+        };
+        assert!(ds.covers(&zone, &key).unwrap());
+    }
+
+    #[test]
+    fn anchors_zone_file_syntax() {
+        let (rdata, _) = p256_dnskey_rdata();
+        let (head, b64) = rdata.split_at(9); // "257 3 13 " | base64
+        let (b1, b2) = b64.split_at(30);
+        let text = format!(
+            "; a comment line\n\
+             $TTL 3600\n\
+             $ORIGIN example.\n\
+             @ DNSKEY {head} ( {b1} ; first half\n\
+             \t\t{b2} ) ; second half\n\
+             sub IN DNSKEY {rdata}\n\
+             \tDNSKEY {rdata}\n\
+             . 172800 IN DNSKEY {rdata} ;{{id = 1 (ksk), size = 256b}} ;;state=2 [  VALID  ]\n"
+        );
+        let recs = parse_trust_anchors(&text).unwrap();
+        let zones: Vec<String> = recs
+            .iter()
+            .map(|r| match r {
+                AnchorRecord::Dnskey { zone, .. } | AnchorRecord::Ds { zone, .. } => zone.to_ascii(),
+            })
+            .collect();
+        assert_eq!(zones, ["example.", "sub.example.", "sub.example.", "."]);
+        let cfg = AnchorConfig::parse(&text).unwrap();
+        assert_eq!(cfg.zones.len(), 3);
+    }
+
+    #[test]
+    fn anchors_errors_say_what_and_where() {
+        let (rdata, _) = p256_dnskey_rdata();
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "no DS or DNSKEY records"),
+            ("; only comments\n\n".into(), "no DS or DNSKEY records"),
+            (
+                "test. 3600 IN A 192.0.2.1\n".into(),
+                "line 1: A records cannot be trust anchors",
+            ),
+            ("test. IN DS 1 13 2 abc\n".into(), "not hexadecimal"),
+            ("test. IN DS 1 13 2 zz\n".into(), "not hexadecimal"),
+            ("test. IN DS 1 13 2 abcd\n".into(), "needs 32"),
+            ("test. IN DS 1 13 9 abcd\n".into(), "digest type 9 is not supported"),
+            ("test. IN DS 70000 13 2 abcd\n".into(), "bad DS key tag"),
+            ("test. IN DS 1 99 2 abcd\n".into(), "algorithm 99 is not supported"),
+            ("test. IN DS 1 13\n".into(), "DS needs"),
+            ("test. IN DNSKEY 257 3 13 !!!notbase64\n".into(), "base64"),
+            ("test. IN DNSKEY 257 3 13 AAAA\n".into(), "bad DNSKEY public key"),
+            ("test. IN DNSKEY 257 2 13 AAAA\n".into(), "protocol"),
+            (format!("test. IN DNSKEY 1{}\n", &rdata[3..]), "Zone Key flag"),
+            (format!("test. IN DNSKEY 385{}\n", &rdata[3..]), "REVOKE"),
+            (format!("\n\ntest. IN DNSKEY {rdata} (\n"), "unterminated"),
+            ("test. IN DNSKEY )\n".into(), "line 1: unbalanced"),
+            ("$INCLUDE /etc/passwd\n".into(), "unsupported directive"),
+            ("\tIN DNSKEY 257 3 13 AAAA\n".into(), "without an owner"),
+            ("bad..name. IN DNSKEY 257 3 13 AAAA\n".into(), "invalid owner name"),
+            ("test. 3600 IN\n".into(), "no record type"),
+        ];
+        for (text, want) in cases {
+            let err = parse_trust_anchors(&text).expect_err(&text);
+            assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn anchors_never_panic_on_junk() {
+        let junk = [
+            "(((",
+            ")",
+            "$",
+            "$ORIGIN",
+            "@",
+            "@ DS",
+            ". . . .",
+            "x 1 1 1 1 1",
+            "\u{fffd} DNSKEY \u{fffd}",
+            "test. DS 1 13 2 é",
+            "test. DNSKEY 65535 3 13 ====",
+            "test. DS 1 13 2 0",
+            "; (",
+            "a.\tDS\t1\t13\t2\t(\n)",
+        ];
+        for j in junk {
+            let _ = parse_trust_anchors(j);
+        }
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let base = ResolverSettings {
+            nameservers: Some(vec!["127.0.0.1:53".parse().unwrap()]),
+            ..ResolverSettings::default()
+        };
+        assert!(Resolver::new(&base).is_ok());
+        let e = Resolver::new(&ResolverSettings {
+            nameservers: Some(vec![]),
+            ..base.clone()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("no nameservers"), "{e}");
+        let remote = ResolverSettings {
+            nameservers: Some(vec!["192.0.2.53:53".parse().unwrap()]),
+            dnssec: Mode::TrustAd,
+            ..base.clone()
+        };
+        let e = Resolver::new(&remote).err().unwrap();
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(Resolver::new(&ResolverSettings {
+            dnssec: Mode::TrustAd,
+            ..base.clone()
+        })
+        .is_ok());
+        let e = Resolver::new(&ResolverSettings {
+            trust_anchors: Some("/nonexistent/anchors".into()),
+            ..base.clone()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("/nonexistent/anchors"), "{e}");
+        let e = Resolver::new(&ResolverSettings {
+            timeout: Duration::ZERO,
+            ..base.clone()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("timeout"), "{e}");
+        let dir = std::env::temp_dir().join(format!("postern-dns-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("anchors");
+        std::fs::write(&f, "test. IN DS 1 13 2 abcd\n").unwrap();
+        let e = Resolver::new(&ResolverSettings {
+            trust_anchors: Some(f.clone()),
+            ..base.clone()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains(&f.display().to_string()) && e.contains("line 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name_to_string(&name("MX.Example.ORG.")), "mx.example.org");
+        assert_eq!(name_to_string(&Name::root()), "");
+        assert_eq!(display_name(&Name::root()), ".");
+        assert!(parse_name("example.org").unwrap().is_fqdn());
+        assert!(parse_name("example.org.").is_ok());
+        for bad in ["", " ", "a b", "a..b", &"x".repeat(64), &"a.".repeat(200)] {
+            assert!(matches!(parse_name(bad), Err(LookupError::Other(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn security_order() {
+        let b = Security::Bogus("b".into());
+        let i = Security::Indeterminate("i".into());
+        assert_eq!(Security::Secure.weaker(Security::Insecure), Security::Insecure);
+        assert_eq!(Security::Insecure.weaker(i.clone()), i);
+        assert_eq!(i.clone().weaker(b.clone()), b);
+        assert_eq!(b.clone().weaker(Security::Secure), b);
+        assert_eq!(Security::Secure.weaker(Security::Secure), Security::Secure);
+        assert_eq!(b.to_string(), "bogus (b)");
+        assert_eq!(Security::Insecure.to_string(), "insecure");
+    }
+
+    #[test]
+    fn proofs_and_fetch_failures() {
+        assert_eq!(proof_security(Proof::Secure, "x", &[]), Security::Secure);
+        assert_eq!(proof_security(Proof::Insecure, "x", &[]), Security::Insecure);
+        assert!(matches!(proof_security(Proof::Bogus, "x", &[]), Security::Bogus(_)));
+        // hickory #3932/#3964: a timeout fetching a DNSKEY is not bogus
+        let failed = vec!["example.org DNSKEY: request timed out".to_string()];
+        match proof_security(Proof::Bogus, "x", &failed) {
+            Security::Indeterminate(why) => assert!(why.contains("DNSKEY: request timed out"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            proof_security(Proof::Indeterminate, "x", &[]),
+            Security::Indeterminate(_)
+        ));
+    }
+
+    #[test]
+    fn error_mapping() {
+        let w = "example.org MX";
+        assert_eq!(
+            map_error(NetError::Timeout, w, Mode::Validate, &[]),
+            LookupError::Timeout
+        );
+        match map_error(
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)),
+            w,
+            Mode::TrustAd,
+            &[],
+        ) {
+            LookupError::ServFail(t) => assert!(t.contains("example.org MX") && t.contains("bogus"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+        match map_error(
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)),
+            w,
+            Mode::Validate,
+            &[],
+        ) {
+            LookupError::Other(t) => assert!(t.contains("Refused") || t.contains("REFUSED"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+        let io = NetError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(map_error(io, w, Mode::Validate, &[]), LookupError::Other(t) if t.contains("I/O")));
+        assert!(
+            matches!(map_error(NetError::Truncated, w, Mode::Validate, &[]), LookupError::Other(t) if t.contains("TCP"))
+        );
+        assert_eq!(
+            map_error(NetError::Dns(DnsError::DnssecBogus), w, Mode::Validate, &[]),
+            LookupError::Bogus(format!("{w}: DNSSEC validation failed"))
+        );
+        // negative answers (trust-ad: proofs carry the AD bit)
+        let q = Query::query(name("example.org."), RecordType::MX);
+        let mut nr = NoRecords::new(q.clone(), ResponseCode::NXDomain);
+        let mut soa = Record::from_rdata(
+            name("example.org."),
+            60,
+            RData::SOA(SOA::new(name("ns."), name("h."), 1, 1, 1, 1, 1)),
+        );
+        soa.proof = Proof::Secure;
+        nr.authorities = Some(vec![soa.clone()].into());
+        assert_eq!(
+            map_error(NetError::from(nr), w, Mode::TrustAd, &[]),
+            LookupError::NxDomain {
+                security: Security::Secure
+            }
+        );
+        let mut nr = NoRecords::new(q.clone(), ResponseCode::NoError);
+        soa.proof = Proof::Insecure;
+        nr.authorities = Some(vec![soa.clone()].into());
+        assert_eq!(
+            map_error(NetError::from(nr), w, Mode::TrustAd, &[]),
+            LookupError::NoData {
+                security: Security::Insecure
+            }
+        );
+        let nr = NoRecords::new(q, ResponseCode::NoError);
+        assert_eq!(
+            map_error(NetError::from(nr), w, Mode::TrustAd, &[]),
+            LookupError::NoData {
+                security: Security::Insecure
+            }
+        );
+    }
+
+    fn response(
+        q: &str,
+        rtype: RecordType,
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+    ) -> DnsResponse {
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(name(q), rtype));
+        m.metadata.response_code = rcode;
+        m.insert_answers(answers);
+        m.insert_authorities(authorities);
+        DnsResponse::from_message(m).unwrap()
+    }
+
+    fn rec(owner: &str, data: RData, proof: Proof) -> Record {
+        let mut r = Record::from_rdata(name(owner), 60, data);
+        r.proof = proof;
+        r
+    }
+
+    #[test]
+    fn cname_chains() {
+        let q = name("_25._tcp.mx.example.");
+        let answers = vec![
+            rec(
+                "_25._tcp.mx.example.",
+                RData::CNAME(CNAME(name("a.example."))),
+                Proof::Secure,
+            ),
+            rec("a.example.", RData::CNAME(CNAME(name("b.example."))), Proof::Insecure),
+            rec("B.Example.", RData::A(A::new(192, 0, 2, 1)), Proof::Secure),
+            rec("unrelated.example.", RData::A(A::new(192, 0, 2, 9)), Proof::Secure),
+        ];
+        let r = classify(
+            Ok(response(
+                "_25._tcp.mx.example.",
+                RecordType::A,
+                ResponseCode::NoError,
+                answers,
+                vec![],
+            )),
+            &q,
+            RecordType::A,
+            Mode::Validate,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.security, Security::Insecure, "the weakest link of the chain counts");
+        assert_eq!(r.canonical.as_ref().map(name_to_string).as_deref(), Some("b.example"));
+
+        // no chain: canonical_name stays None
+        let answers = vec![rec("mx.example.", RData::A(A::new(192, 0, 2, 1)), Proof::Secure)];
+        let r = classify(
+            Ok(response(
+                "mx.example.",
+                RecordType::A,
+                ResponseCode::NoError,
+                answers,
+                vec![],
+            )),
+            &name("mx.example."),
+            RecordType::A,
+            Mode::Validate,
+            &[],
+        )
+        .unwrap();
+        assert_eq!((r.security, r.canonical), (Security::Secure, None));
+
+        // a loop ends with an error, not a hang
+        let answers = vec![
+            rec("a.example.", RData::CNAME(CNAME(name("b.example."))), Proof::Secure),
+            rec("b.example.", RData::CNAME(CNAME(name("a.example."))), Proof::Secure),
+        ];
+        let e = classify(
+            Ok(response(
+                "a.example.",
+                RecordType::A,
+                ResponseCode::NoError,
+                answers,
+                vec![],
+            )),
+            &name("a.example."),
+            RecordType::A,
+            Mode::Validate,
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, LookupError::Other(ref t) if t.contains("CNAME chain")),
+            "{e:?}"
+        );
+
+        // a bogus link makes the whole answer bogus
+        let answers = vec![
+            rec("a.example.", RData::CNAME(CNAME(name("b.example."))), Proof::Bogus),
+            rec(
+                "b.example.",
+                RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                Proof::Secure,
+            ),
+        ];
+        let r = classify(
+            Ok(response(
+                "a.example.",
+                RecordType::AAAA,
+                ResponseCode::NoError,
+                answers,
+                vec![],
+            )),
+            &name("a.example."),
+            RecordType::AAAA,
+            Mode::Validate,
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(r.security, Security::Bogus(_)), "{:?}", r.security);
+    }
+
+    #[test]
+    fn negative_answers() {
+        let soa = |p| {
+            rec(
+                "example.",
+                RData::SOA(SOA::new(name("ns."), name("h."), 1, 1, 1, 1, 1)),
+                p,
+            )
+        };
+        // validate mode: hickory returned Ok for a negative answer; secure only with a secure NSEC
+        let nsec = rec(
+            "example.",
+            RData::DNSSEC(DNSSECRData::NSEC(hickory_resolver::proto::dnssec::rdata::NSEC::new(
+                name("z.example."),
+                [RecordType::A],
+            ))),
+            Proof::Secure,
+        );
+        let e = classify(
+            Ok(response(
+                "example.",
+                RecordType::MX,
+                ResponseCode::NoError,
+                vec![],
+                vec![soa(Proof::Secure), nsec],
+            )),
+            &name("example."),
+            RecordType::MX,
+            Mode::Validate,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            LookupError::NoData {
+                security: Security::Secure
+            }
+        );
+        let e = classify(
+            Ok(response(
+                "x.example.",
+                RecordType::MX,
+                ResponseCode::NXDomain,
+                vec![],
+                vec![soa(Proof::Insecure)],
+            )),
+            &name("x.example."),
+            RecordType::MX,
+            Mode::Validate,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            LookupError::NxDomain {
+                security: Security::Insecure
+            }
+        );
+        // trust-ad mode: the AD bit, copied into the proofs
+        let e = classify(
+            Ok(response(
+                "x.example.",
+                RecordType::MX,
+                ResponseCode::NXDomain,
+                vec![],
+                vec![soa(Proof::Secure)],
+            )),
+            &name("x.example."),
+            RecordType::MX,
+            Mode::TrustAd,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            LookupError::NxDomain {
+                security: Security::Secure
+            }
+        );
+        // a bogus denial is a Bogus error, never NoData (which would mean "implicit MX")
+        let e = classify(
+            Ok(response(
+                "x.example.",
+                RecordType::MX,
+                ResponseCode::NoError,
+                vec![],
+                vec![soa(Proof::Bogus)],
+            )),
+            &name("x.example."),
+            RecordType::MX,
+            Mode::TrustAd,
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(e, LookupError::Bogus(_)), "{e:?}");
+        // a CNAME to nowhere: NODATA with the weaker of chain and denial
+        let answers = vec![rec(
+            "a.example.",
+            RData::CNAME(CNAME(name("b.example."))),
+            Proof::Insecure,
+        )];
+        let e = classify(
+            Ok(response(
+                "a.example.",
+                RecordType::TLSA,
+                ResponseCode::NoError,
+                answers,
+                vec![soa(Proof::Secure)],
+            )),
+            &name("a.example."),
+            RecordType::TLSA,
+            Mode::TrustAd,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            LookupError::NoData {
+                security: Security::Insecure
+            }
+        );
+    }
+
+    fn resolved(records: Vec<Record>, security: Security) -> Result<Resolved, LookupError> {
+        Ok(Resolved {
+            records,
+            security,
+            canonical: None,
+        })
+    }
+
+    #[test]
+    fn a_and_aaaa_together() {
+        let a = || vec![rec("h.", RData::A(A::new(192, 0, 2, 1)), Proof::Secure)];
+        let aaaa = || {
+            vec![rec(
+                "h.",
+                RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                Proof::Secure,
+            )]
+        };
+        let r = combine_ips(resolved(a(), Security::Secure), resolved(aaaa(), Security::Insecure)).unwrap();
+        assert_eq!(r.records.len(), 2);
+        assert_eq!(r.security, Security::Insecure);
+        let r = combine_ips(
+            resolved(a(), Security::Secure),
+            Err(LookupError::NoData {
+                security: Security::Secure,
+            }),
+        )
+        .unwrap();
+        assert_eq!((r.records.len(), r.security), (1, Security::Secure));
+        let r = combine_ips(
+            Err(LookupError::NoData {
+                security: Security::Insecure,
+            }),
+            resolved(aaaa(), Security::Secure),
+        )
+        .unwrap();
+        assert_eq!(
+            r.security,
+            Security::Insecure,
+            "an insecure denial of A weakens the AAAA answer"
+        );
+        // a failed family fails the whole: no DANE downgrade by dropping AAAA answers
+        assert_eq!(
+            combine_ips(resolved(a(), Security::Secure), Err(LookupError::Timeout)).unwrap_err(),
+            LookupError::Timeout
+        );
+        assert!(matches!(
+            combine_ips(
+                Err(LookupError::ServFail("x".into())),
+                resolved(aaaa(), Security::Secure)
+            )
+            .unwrap_err(),
+            LookupError::ServFail(_)
+        ));
+        let nx = || {
+            Err(LookupError::NxDomain {
+                security: Security::Secure,
+            })
+        };
+        assert_eq!(
+            combine_ips(nx(), nx()).unwrap_err(),
+            LookupError::NxDomain {
+                security: Security::Secure
+            }
+        );
+        assert_eq!(
+            combine_ips(
+                nx(),
+                Err(LookupError::NoData {
+                    security: Security::Insecure
+                })
+            )
+            .unwrap_err(),
+            LookupError::NoData {
+                security: Security::Insecure
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn ip_literals_need_no_dns() {
+        let r = Resolver::new(&ResolverSettings {
+            nameservers: Some(vec!["127.0.0.1:9".parse().unwrap()]),
+            ..Default::default()
+        })
+        .unwrap();
+        let a = r.ips("192.0.2.7").await.unwrap();
+        assert_eq!(a.records, vec!["192.0.2.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(a.security, Security::Insecure);
+        assert_eq!(r.ips("[2001:db8::1]").await.unwrap().records.len(), 1);
+    }
+
+    /// A nameserver that takes UDP queries and never answers, with nothing on
+    /// TCP: lookups end as a timeout within the configured time, and the
+    /// start-up check fails saying why.
+    #[tokio::test]
+    async fn dead_resolver() {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let r = Resolver::new(&ResolverSettings {
+            nameservers: Some(vec![addr]),
+            timeout: Duration::from_millis(300),
+            attempts: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let t = Instant::now();
+        let e = r.mx("example.org").await.unwrap_err();
+        eprintln!("dead resolver: mx: {e:?} after {:?}", t.elapsed());
+        assert!(matches!(e, LookupError::Timeout | LookupError::Other(_)), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        let t = Instant::now();
+        let e = r.self_check().await.unwrap_err();
+        eprintln!("dead resolver: self_check: {e} after {:?}", t.elapsed());
+        assert!(
+            e.contains("does not answer over TCP") && e.contains(&addr.to_string()),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        drop(silent);
+    }
+
+    /// A UDP-only nameserver whose answers are all truncated: the TCP retry
+    /// fails at once, and the lookup says so instead of hanging.
+    #[tokio::test]
+    async fn udp_only_resolver_with_large_answers() {
+        let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        let server = tokio::spawn({
+            let sock = sock.clone();
+            async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                    let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+                    let mut resp = Message::response(q.metadata.id, OpCode::Query);
+                    if let Some(query) = q.queries.first() {
+                        resp.add_query(query.clone());
+                    }
+                    resp.metadata.truncation = true;
+                    let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
+                }
+            }
+        });
+        let r = Resolver::new(&ResolverSettings {
+            nameservers: Some(vec![addr]),
+            timeout: Duration::from_millis(500),
+            attempts: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let t = Instant::now();
+        let e = r.tlsa("_25._tcp.mx.example.org").await.unwrap_err();
+        eprintln!("udp-only resolver: tlsa: {e:?} after {:?}", t.elapsed());
+        assert!(matches!(e, LookupError::Other(_) | LookupError::Timeout), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        let e = r.self_check().await.unwrap_err();
+        eprintln!("udp-only resolver: self_check: {e}");
+        assert!(e.contains("does not answer over TCP"), "{e}");
+        server.abort();
+    }
+}

@@ -5,6 +5,8 @@
 mod config;
 mod control;
 mod dane;
+mod delivery;
+mod dns;
 mod http;
 mod listener;
 mod logging;

@@ -102,6 +102,8 @@ pub async fn run(
         )));
     }
     let control = crate::control::listen(shared.clone(), control_path.clone()).await?;
+    let engine = crate::delivery::Engine::new(shared.clone(), delivery_tools(&shared.config().config).await?);
+    let engine_task = tokio::spawn(engine.clone().run());
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -113,7 +115,13 @@ pub async fn run(
     let mut status_tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&shared, config_path.as_deref()).await,
+            _ = hup.recv() => {
+                reload(&shared, config_path.as_deref()).await;
+                match delivery_tools(&shared.config().config).await {
+                    Ok(tools) => engine.replace_tools(tools),
+                    Err(e) => tracing::error!("reload: delivery keeps its previous resolver and trust roots: {e}"),
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = status_tick.tick() => systemd::status(&status_line(&shared)),
@@ -134,6 +142,7 @@ pub async fn run(
         w.abort();
     }
     control.abort();
+    engine_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
@@ -141,6 +150,32 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The resolver and the client TLS roots deliveries use. DNSSEC that cannot
+/// work is said once here; `dane: require` then fails rather than passes.
+async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
+    let r = &cfg.resolver;
+    let settings = crate::dns::ResolverSettings {
+        nameservers: r.nameservers.as_ref().map(|ns| ns.iter().map(|n| n.0).collect()),
+        dnssec: match r.dnssec {
+            crate::config::DnssecMode::Validate => crate::dns::Mode::Validate,
+            crate::config::DnssecMode::TrustAd => crate::dns::Mode::TrustAd,
+        },
+        trust_anchors: r.trust_anchors.clone(),
+        timeout: r.timeout.as_std(),
+        attempts: r.attempts,
+    };
+    let resolver = crate::dns::Resolver::new(&settings).map_err(|e| format!("resolver: {e}"))?;
+    let check = resolver.clone();
+    tokio::spawn(async move {
+        match check.self_check().await {
+            Ok(()) => tracing::info!("DNSSEC validation works"),
+            Err(e) => tracing::error!("DNSSEC cannot work: {e}; DANE is unavailable and `dane: require` destinations will be deferred"),
+        }
+    });
+    let tls = crate::tls::ClientTls::load(cfg.outbound.ca_file.as_deref()).map_err(|e| format!("outbound.caFile: {e}"))?;
+    Ok(crate::delivery::Tools { resolver, tls })
 }
 
 fn status_line(shared: &Shared) -> String {

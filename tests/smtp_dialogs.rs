@@ -55,7 +55,7 @@ fn dialogs() {
         match d {
             Ok(d) if d.name.contains(&filter) => groups.entry(d.config_key()).or_default().push(d),
             Ok(_) => {}
-            Err(e) => failures.push(format!("{e}")),
+            Err(e) => failures.push(e),
         }
     }
     let total: usize = groups.values().map(|g| g.len()).sum();

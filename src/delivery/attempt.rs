@@ -128,6 +128,13 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
             }
             Ok(hosts.into_iter().map(|(_, h)| h).collect())
         }
+        // A denial whose proof could not be checked may be forged: it must
+        // neither switch to the implicit MX nor bounce the message.
+        Err(LookupError::NoData { security: Security::Indeterminate(why) } | LookupError::NxDomain { security: Security::Indeterminate(why) })
+            if dnssec_matters =>
+        {
+            Err(defer_all(rcpts, &format!("MX of {domain}: DNSSEC status indeterminate ({why})"), "dns"))
+        }
         // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
         Err(LookupError::NoData { .. }) => Ok(vec![domain.to_string()]),
         Err(LookupError::NxDomain { .. }) => Err(fail_all(rcpts, &format!("550 5.1.2 domain {domain} does not exist"), "dns")),

@@ -244,6 +244,9 @@ impl Rng {
         eprintln!("random seed: {seed} (replay with {var}={seed})");
         Rng(seed.max(1))
     }
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
@@ -273,6 +276,8 @@ pub struct Daemon {
     pub other_cert: PathBuf,
     log_file: PathBuf,
     child: Option<Child>,
+    /// A command that runs postern (e.g. `strace -f -o FILE`), if any.
+    wrapper: Vec<String>,
 }
 
 /// Sets `value` at a dotted path (`session.maxRecipients`), creating objects.
@@ -300,6 +305,12 @@ impl Daemon {
 
     /// The standard configuration with `overrides` (dotted JSON paths) set.
     pub fn with(overrides: &[(&str, Value)]) -> Daemon {
+        Daemon::wrapped(overrides, &[])
+    }
+
+    /// Like `with`, with postern started under `wrapper` (a command and its
+    /// arguments, the postern command line appended).
+    pub fn wrapped(overrides: &[(&str, Value)], wrapper: &[String]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("postern-smtp-").tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let (default_cert, default_key) = write_named_cert(&d, "default", HOSTNAME, &[HOSTNAME]);
@@ -364,6 +375,7 @@ impl Daemon {
             default_cert,
             other_cert,
             child: None,
+            wrapper: wrapper.to_vec(),
         };
         daemon.spawn();
         daemon
@@ -375,7 +387,15 @@ impl Daemon {
             .append(true)
             .open(&self.log_file)
             .unwrap();
-        let child = postern()
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_postern"));
+                c
+            }
+            None => postern(),
+        };
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&self.config_file)
             .env_remove("NOTIFY_SOCKET")
@@ -383,6 +403,7 @@ impl Daemon {
             .env_remove("LISTEN_FDNAMES")
             .env_remove("LISTEN_PID")
             .env_remove("JOURNAL_STREAM")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
