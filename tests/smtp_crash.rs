@@ -10,9 +10,9 @@
 //! The seed is printed; `CRASH_SEED=<n>` replays a run. `CRASH_MESSAGES`
 //! changes N (default 200).
 
-mod support;
 #[path = "support/smtp.rs"]
 mod smtp;
+mod support;
 
 use smtp::*;
 use std::collections::BTreeMap;
@@ -45,8 +45,11 @@ struct Msg {
 }
 
 fn make_body(rng: &mut Rng, seed: u64, n: usize, msgid: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:-_=+!?()<>";
-    let mut b = format!("Message-ID: {msgid}\r\nSubject: crash test {seed} #{n}\r\nX-Seq: {n}\r\n\r\n").into_bytes();
+    const ALPHABET: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:-_=+!?()<>";
+    let mut b =
+        format!("Message-ID: {msgid}\r\nSubject: crash test {seed} #{n}\r\nX-Seq: {n}\r\n\r\n")
+            .into_bytes();
     let lines = rng.range(1, 80);
     for _ in 0..lines {
         // Some lines begin with dots, so stuffing is exercised too.
@@ -74,10 +77,20 @@ fn header<'a>(message: &'a [u8], name: &str) -> Option<&'a str> {
 }
 
 /// One client: sessions of 1–5 messages until `stop`.
-fn client(t: usize, seed: u64, port: u16, msgs: Arc<Mutex<Vec<Msg>>>, next: Arc<AtomicUsize>, accepted: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+fn client(
+    t: usize,
+    seed: u64,
+    port: u16,
+    msgs: Arc<Mutex<Vec<Msg>>>,
+    next: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
     let mut rng = Rng::seeded(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     while !stop.load(Ordering::SeqCst) {
-        let mut c = match Client::greeted(INSIDE, port).and_then(|mut c| c.ehlo("crash.client.test").map(|_| c)) {
+        let mut c = match Client::greeted(INSIDE, port)
+            .and_then(|mut c| c.ehlo("crash.client.test").map(|_| c))
+        {
             Ok(c) => c,
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(20));
@@ -96,7 +109,13 @@ fn client(t: usize, seed: u64, port: u16, msgs: Arc<Mutex<Vec<Msg>>>, next: Arc<
             let rcpt = format!("rcpt{n}@foreign.test");
             let idx = {
                 let mut m = msgs.lock().unwrap();
-                m.push(Msg { msgid, sender: sender.clone(), rcpt: rcpt.clone(), body: body.clone(), state: State::Aborted("not started".into()) });
+                m.push(Msg {
+                    msgid,
+                    sender: sender.clone(),
+                    rcpt: rcpt.clone(),
+                    body: body.clone(),
+                    state: State::Aborted("not started".into()),
+                });
                 m.len() - 1
             };
             let set = |s: State| msgs.lock().unwrap()[idx].state = s;
@@ -139,7 +158,10 @@ fn client(t: usize, seed: u64, port: u16, msgs: Arc<Mutex<Vec<Msg>>>, next: Arc<
 
 #[test]
 fn every_accepted_message_survives_sigkill() {
-    let n_target: usize = std::env::var("CRASH_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let n_target: usize = std::env::var("CRASH_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let mut rng = Rng::from_env_or_time("CRASH_SEED");
     let seed = rng.next();
     let mut daemon = Daemon::start();
@@ -151,7 +173,8 @@ fn every_accepted_message_survives_sigkill() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|t| {
-            let (msgs, next, accepted, stop) = (msgs.clone(), next.clone(), accepted.clone(), stop.clone());
+            let (msgs, next, accepted, stop) =
+                (msgs.clone(), next.clone(), accepted.clone(), stop.clone());
             std::thread::spawn(move || client(t, seed, port, msgs, next, accepted, stop))
         })
         .collect();
@@ -172,20 +195,36 @@ fn every_accepted_message_survives_sigkill() {
     for round in 0..KILLS {
         // Kill somewhere in the stream: after a random share of the messages,
         // and a random few milliseconds later still.
-        let at = (round + 1) * n_target / (KILLS + 2) + rng.range(0, (n_target / 10).max(1) as u64) as usize;
+        let at = (round + 1) * n_target / (KILLS + 2)
+            + rng.range(0, (n_target / 10).max(1) as u64) as usize;
         if !wait_for(at) {
-            failure = Some(format!("only {} of {at} messages accepted before kill {}", accepted.load(Ordering::SeqCst), round + 1));
+            failure = Some(format!(
+                "only {} of {at} messages accepted before kill {}",
+                accepted.load(Ordering::SeqCst),
+                round + 1
+            ));
             break;
         }
         std::thread::sleep(Duration::from_micros(rng.range(0, 20_000)));
-        let in_flight_before = msgs.lock().unwrap().iter().filter(|m| matches!(m.state, State::InFlight(_))).count();
+        let in_flight_before = msgs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| matches!(m.state, State::InFlight(_)))
+            .count();
         daemon.kill();
         let when = accepted.load(Ordering::SeqCst);
         daemon.restart();
-        kill_log.push(format!("kill {} after {when} accepted ({in_flight_before} in flight so far, cumulative)", round + 1));
+        kill_log.push(format!(
+            "kill {} after {when} accepted ({in_flight_before} in flight so far, cumulative)",
+            round + 1
+        ));
     }
     if failure.is_none() && !wait_for(n_target) {
-        failure = Some(format!("only {} of {n_target} messages accepted in time", accepted.load(Ordering::SeqCst)));
+        failure = Some(format!(
+            "only {} of {n_target} messages accepted in time",
+            accepted.load(Ordering::SeqCst)
+        ));
     }
     stop.store(true, Ordering::SeqCst);
     for c in clients {
@@ -196,7 +235,11 @@ fn every_accepted_message_survives_sigkill() {
     daemon.restart();
     let elapsed = started.elapsed();
     if let Some(f) = failure {
-        panic!("{f}\n{}\npostern log:\n{}", kill_log.join("\n"), daemon.log_tail(30));
+        panic!(
+            "{f}\n{}\npostern log:\n{}",
+            kill_log.join("\n"),
+            daemon.log_tail(30)
+        );
     }
 
     // What is in the queue now.
@@ -212,8 +255,18 @@ fn every_accepted_message_survives_sigkill() {
             Ok(m) => {
                 let body = strip_received(&m).to_vec();
                 match header(&body, "Message-ID") {
-                    Some(mid) => stored.entry(mid.to_string()).or_default().push((id.to_string(), entry.clone(), body)),
-                    None => problems.push(format!("queued message {id} has no Message-ID (corrupt?): {:?}", String::from_utf8_lossy(&m).chars().take(200).collect::<String>())),
+                    Some(mid) => stored.entry(mid.to_string()).or_default().push((
+                        id.to_string(),
+                        entry.clone(),
+                        body,
+                    )),
+                    None => problems.push(format!(
+                        "queued message {id} has no Message-ID (corrupt?): {:?}",
+                        String::from_utf8_lossy(&m)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    )),
                 }
             }
             Err(e) => problems.push(format!("queue show {id}: {e}")),
@@ -225,30 +278,54 @@ fn every_accepted_message_survives_sigkill() {
     let mut in_flight_stored = 0;
     for m in &msgs {
         let copies = stored.remove(&m.msgid).unwrap_or_default();
-        let intact = |(id, entry, body): &(String, serde_json::Value, Vec<u8>)| -> Result<(), String> {
-            if body != &m.body {
-                return Err(format!("{} (queue id {id}) is corrupt: {} stored bytes, {} sent", m.msgid, body.len(), m.body.len()));
-            }
-            if entry["sender"] != m.sender.as_str() || entry["recipients"][0]["address"] != m.rcpt.as_str() {
-                return Err(format!("{} (queue id {id}) has the wrong envelope: {entry}", m.msgid));
-            }
-            Ok(())
-        };
+        let intact =
+            |(id, entry, body): &(String, serde_json::Value, Vec<u8>)| -> Result<(), String> {
+                if body != &m.body {
+                    return Err(format!(
+                        "{} (queue id {id}) is corrupt: {} stored bytes, {} sent",
+                        m.msgid,
+                        body.len(),
+                        m.body.len()
+                    ));
+                }
+                if entry["sender"] != m.sender.as_str()
+                    || entry["recipients"][0]["address"] != m.rcpt.as_str()
+                {
+                    return Err(format!(
+                        "{} (queue id {id}) has the wrong envelope: {entry}",
+                        m.msgid
+                    ));
+                }
+                Ok(())
+            };
         match &m.state {
             State::Accepted(qid) => {
                 *counts.entry("accepted (250)").or_default() += 1;
                 if copies.len() != 1 {
-                    problems.push(format!("{} got 250 {qid} but is stored {} times", m.msgid, copies.len()));
+                    problems.push(format!(
+                        "{} got 250 {qid} but is stored {} times",
+                        m.msgid,
+                        copies.len()
+                    ));
                 } else if &copies[0].0 != qid {
-                    problems.push(format!("{} got 250 {qid} but is stored as {}", m.msgid, copies[0].0));
+                    problems.push(format!(
+                        "{} got 250 {qid} but is stored as {}",
+                        m.msgid, copies[0].0
+                    ));
                 } else if let Err(e) = intact(&copies[0]) {
                     problems.push(e);
                 }
             }
             State::InFlight(_) => {
-                *counts.entry("in flight (end of data sent, no reply)").or_default() += 1;
+                *counts
+                    .entry("in flight (end of data sent, no reply)")
+                    .or_default() += 1;
                 if copies.len() > 1 {
-                    problems.push(format!("{} (in flight) is stored {} times", m.msgid, copies.len()));
+                    problems.push(format!(
+                        "{} (in flight) is stored {} times",
+                        m.msgid,
+                        copies.len()
+                    ));
                 }
                 if let Some(c) = copies.first() {
                     in_flight_stored += 1;
@@ -258,18 +335,34 @@ fn every_accepted_message_survives_sigkill() {
                 }
             }
             State::Aborted(why) | State::Refused(why) => {
-                *counts.entry(if matches!(m.state, State::Aborted(_)) { "cut off before the end of data" } else { "refused" }).or_default() += 1;
+                *counts
+                    .entry(if matches!(m.state, State::Aborted(_)) {
+                        "cut off before the end of data"
+                    } else {
+                        "refused"
+                    })
+                    .or_default() += 1;
                 if !copies.is_empty() {
-                    problems.push(format!("{} was never completed ({why}) but is stored: {:?}", m.msgid, copies.iter().map(|c| &c.0).collect::<Vec<_>>()));
+                    problems.push(format!(
+                        "{} was never completed ({why}) but is stored: {:?}",
+                        m.msgid,
+                        copies.iter().map(|c| &c.0).collect::<Vec<_>>()
+                    ));
                 }
             }
         }
     }
     for (mid, copies) in stored {
-        problems.push(format!("unknown message {mid} in the queue ({} copies)", copies.len()));
+        problems.push(format!(
+            "unknown message {mid} in the queue ({} copies)",
+            copies.len()
+        ));
     }
 
-    eprintln!("{} messages attempted by {CLIENTS} clients in {elapsed:.1?} (message ids crash-{seed}-N)", msgs.len());
+    eprintln!(
+        "{} messages attempted by {CLIENTS} clients in {elapsed:.1?} (message ids crash-{seed}-N)",
+        msgs.len()
+    );
     for k in &kill_log {
         eprintln!("  {k}");
     }
@@ -282,7 +375,12 @@ fn every_accepted_message_survives_sigkill() {
         counts.get("accepted (250)").copied().unwrap_or(0) >= n_target,
         "fewer than {n_target} messages accepted"
     );
-    assert!(problems.is_empty(), "{} problem(s) (replay with the CRASH_SEED printed above):\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problem(s) (replay with the CRASH_SEED printed above):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 /// SIGKILL cannot tell a synced write from one still in the page cache, so
@@ -296,11 +394,16 @@ fn the_250_after_data_follows_a_completed_fsync() {
         eprintln!("SKIP {TEST}: strace is not installed (Debian package strace)");
         return;
     };
-    let probe = std::process::Command::new(&strace).args(["-f", "-o", "/dev/null", "true"]).output();
+    let probe = std::process::Command::new(&strace)
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output();
     match probe {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!("SKIP {TEST}: strace cannot trace here: {}", String::from_utf8_lossy(&o.stderr).trim());
+            eprintln!(
+                "SKIP {TEST}: strace cannot trace here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
             return;
         }
         Err(e) => {
@@ -331,7 +434,8 @@ fn the_250_after_data_follows_a_completed_fsync() {
     c.expect("MAIL FROM:<a@example.org>", "250").unwrap();
     c.expect("RCPT TO:<b@example.org>", "250").unwrap();
     c.expect("DATA", "354").unwrap();
-    c.send(format!("Subject: {marker}\r\n\r\nbody\r\n.\r\n").as_bytes()).unwrap();
+    c.send(format!("Subject: {marker}\r\n\r\nbody\r\n.\r\n").as_bytes())
+        .unwrap();
     let r = c.reply().unwrap();
     let id = r.queue_id().unwrap_or_else(|| panic!("not accepted: {r}"));
     let _ = c.cmd("QUIT");
@@ -346,25 +450,72 @@ fn the_250_after_data_follows_a_completed_fsync() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let lines: Vec<&str> = text.lines().collect();
-    let is_read = |l: &str| ["read(", "readv(", "recvfrom(", "recvmsg(", "read resumed>", "recvfrom resumed>", "recvmsg resumed>"].iter().any(|s| l.contains(s));
-    let is_write = |l: &str| ["write(", "writev(", "sendto(", "sendmsg("].iter().any(|s| l.contains(s));
+    let is_read = |l: &str| {
+        [
+            "read(",
+            "readv(",
+            "recvfrom(",
+            "recvmsg(",
+            "read resumed>",
+            "recvfrom resumed>",
+            "recvmsg resumed>",
+        ]
+        .iter()
+        .any(|s| l.contains(s))
+    };
+    let is_write = |l: &str| {
+        ["write(", "writev(", "sendto(", "sendmsg("]
+            .iter()
+            .any(|s| l.contains(s))
+    };
     let a = lines
         .iter()
         .position(|l| is_read(l) && l.contains(&marker))
-        .unwrap_or_else(|| panic!("the trace does not show the message being read:\n{}", lines.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n")));
+        .unwrap_or_else(|| {
+            panic!(
+                "the trace does not show the message being read:\n{}",
+                lines
+                    .iter()
+                    .rev()
+                    .take(40)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
     let b = lines
         .iter()
         .position(|l| is_write(l) && l.contains(&id) && l.contains("250"))
         .unwrap_or_else(|| panic!("the trace does not show the 250 {id} reply being written"));
     let synced = |l: &str| {
         let done = l.trim_end().ends_with("= 0");
-        let call = l.contains("fsync(") || l.contains("fdatasync(") || l.contains("fsync resumed>") || l.contains("fdatasync resumed>");
+        let call = l.contains("fsync(")
+            || l.contains("fdatasync(")
+            || l.contains("fsync resumed>")
+            || l.contains("fdatasync resumed>");
         call && done && !l.contains("unfinished")
     };
-    let excerpt = || lines[a.min(b)..=b.max(a)].iter().filter(|l| !l.contains("epoll")).cloned().collect::<Vec<_>>().join("\n");
-    assert!(a < b, "the reply was written before the data was read?\n{}", excerpt());
+    let excerpt = || {
+        lines[a.min(b)..=b.max(a)]
+            .iter()
+            .filter(|l| !l.contains("epoll"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        a < b,
+        "the reply was written before the data was read?\n{}",
+        excerpt()
+    );
     if let Some(l) = lines[a..b].iter().find(|l| synced(l)) {
-        eprintln!("read of the data: {}\nsync:             {}\nreply:            {}", lines[a].chars().take(120).collect::<String>(), l, lines[b].chars().take(120).collect::<String>());
+        eprintln!(
+            "read of the data: {}\nsync:             {}\nreply:            {}",
+            lines[a].chars().take(120).collect::<String>(),
+            l,
+            lines[b].chars().take(120).collect::<String>()
+        );
     }
     assert!(
         lines[a..b].iter().any(|l| synced(l)),
@@ -385,10 +536,22 @@ fn a_client_that_vanishes_mid_message_leaves_nothing() {
         c.expect("RCPT TO:<b@example.org>", "250").map(|_| ())
     };
     let cases: [(&str, &[u8], bool); 4] = [
-        ("DATA, half a message", b"Subject: cut\r\n\r\nhalf a li", true),
-        ("DATA, all but the final CRLF", b"Subject: cut\r\n\r\nbody\r\n.", true),
+        (
+            "DATA, half a message",
+            b"Subject: cut\r\n\r\nhalf a li",
+            true,
+        ),
+        (
+            "DATA, all but the final CRLF",
+            b"Subject: cut\r\n\r\nbody\r\n.",
+            true,
+        ),
         ("BDAT chunk without LAST", b"BDAT 5\r\nhello", false),
-        ("BDAT LAST cut short", b"BDAT 100 LAST\r\nonly forty bytes of the hundred promised", false),
+        (
+            "BDAT LAST cut short",
+            b"BDAT 100 LAST\r\nonly forty bytes of the hundred promised",
+            false,
+        ),
     ];
     for (what, bytes, data) in cases {
         let mut c = Client::greeted(INSIDE, d.smtp_port).unwrap();
@@ -408,6 +571,11 @@ fn a_client_that_vanishes_mid_message_leaves_nothing() {
     // The daemon is fine and still accepts mail.
     let mut c = Client::greeted(INSIDE, d.smtp_port).unwrap();
     c.ehlo("client.test").unwrap();
-    c.send_mail("a@example.org", &["b@example.org"], b"Subject: whole\r\n\r\nok\r\n").unwrap();
+    c.send_mail(
+        "a@example.org",
+        &["b@example.org"],
+        b"Subject: whole\r\n\r\nok\r\n",
+    )
+    .unwrap();
     assert_eq!(d.queue_list().unwrap().len(), 1);
 }

@@ -7,9 +7,9 @@
 //! `DIALOG=substring cargo test --test smtp_dialogs` runs only the matching
 //! files.
 
-mod support;
 #[path = "support/smtp.rs"]
 mod smtp;
+mod support;
 
 use serde_json::Value;
 use smtp::*;
@@ -26,8 +26,21 @@ fn dialogs_dir() -> PathBuf {
 fn dialog_files_parse() {
     let all = load_dialogs(&dialogs_dir());
     let errors: Vec<&String> = all.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(errors.is_empty(), "malformed dialog files:\n{}", errors.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("\n"));
-    assert!(all.len() >= 30, "only {} dialog files in {}", all.len(), dialogs_dir().display());
+    assert!(
+        errors.is_empty(),
+        "malformed dialog files:\n{}",
+        errors
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        all.len() >= 30,
+        "only {} dialog files in {}",
+        all.len(),
+        dialogs_dir().display()
+    );
 }
 
 /// Sanity of the runner's own helpers, so a dialog failure is postern's.
@@ -35,14 +48,23 @@ fn dialog_files_parse() {
 fn runner_helpers() {
     assert_eq!(unescape(r"a\r\n\x41\R{3:xy}\\").unwrap(), b"a\r\nAxyxyxy\\");
     assert_eq!(unescape(r"\R{2:.\r\n}").unwrap(), b".\r\n.\r\n");
-    assert_eq!(strip_received(b"Received: from a\r\n\tby b; date\r\nSubject: x\r\n\r\nbody\r\n"), b"Subject: x\r\n\r\nbody\r\n");
+    assert_eq!(
+        strip_received(b"Received: from a\r\n\tby b; date\r\nSubject: x\r\n\r\nbody\r\n"),
+        b"Subject: x\r\n\r\nbody\r\n"
+    );
     assert_eq!(dot_stuff(b".a\r\nb\r\n..\r\n"), b"..a\r\nb\r\n...\r\n.\r\n");
     assert_eq!(plain("app", "pw"), "AGFwcABwdw==");
     assert_eq!(b64(b"app"), "YXBw");
-    let r = Reply { code: 250, lines: vec!["250 2.0.0 0123ABCD Message accepted".into()] };
+    let r = Reply {
+        code: 250,
+        lines: vec!["250 2.0.0 0123ABCD Message accepted".into()],
+    };
     assert_eq!(r.queue_id().as_deref(), Some("0123ABCD"));
     assert_eq!(r.enhanced(), Some("2.0.0"));
-    let r = Reply { code: 250, lines: vec!["250 2.0.0 21 octets received".into()] };
+    let r = Reply {
+        code: 250,
+        lines: vec!["250 2.0.0 21 octets received".into()],
+    };
     assert_eq!(r.queue_id(), None);
 }
 
@@ -69,7 +91,10 @@ fn dialogs() {
         .map(|(key, dialogs)| {
             std::thread::spawn(move || {
                 let overrides: Vec<(String, Value)> = dialogs[0].config.clone();
-                let refs: Vec<(&str, Value)> = overrides.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                let refs: Vec<(&str, Value)> = overrides
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
                 let mut daemon = Daemon::with(&refs);
                 let mut results = Vec::new();
                 for d in &dialogs {
@@ -94,7 +119,11 @@ fn dialogs() {
     let mut passed = 0;
     for h in handles {
         for (name, key, r) in h.join().expect("dialog thread panicked") {
-            let variant = if key.is_empty() { String::new() } else { format!(" [{key}]") };
+            let variant = if key.is_empty() {
+                String::new()
+            } else {
+                format!(" [{key}]")
+            };
             match r {
                 Ok(()) => {
                     passed += 1;

@@ -5,9 +5,9 @@
 //! `relayNetworks` allow relaying. Every case is checked and all mismatches
 //! are reported together, with the table of what postern answered.
 
-mod support;
 #[path = "support/smtp.rs"]
 mod smtp;
+mod support;
 
 use smtp::*;
 use std::net::Ipv4Addr;
@@ -88,7 +88,11 @@ const LOCAL: &[&str] = &[
 ];
 
 /// Foreign domains accepted from trusted clients.
-const FOREIGN_OK: &[&str] = &["<user@foreign.test>", "<USER@Another.Example.>", "<postmaster@foreign.test>"];
+const FOREIGN_OK: &[&str] = &[
+    "<user@foreign.test>",
+    "<USER@Another.Example.>",
+    "<postmaster@foreign.test>",
+];
 
 fn check(c: &mut Client, rcpt: &str, want: Want) -> Result<Reply, String> {
     c.expect("RSET", "250")?;
@@ -151,7 +155,10 @@ fn auth_session(from: Ipv4Addr, port: u16) -> Result<Client, String> {
     c.ehlo("outside.test")?;
     c.starttls(HOSTNAME)?;
     c.ehlo("outside.test")?;
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASSWORD)), "235 2.7.0")?;
+    c.expect(
+        &format!("AUTH PLAIN {}", plain(USER, PASSWORD)),
+        "235 2.7.0",
+    )?;
     Ok(c)
 }
 
@@ -163,7 +170,12 @@ fn need_outside_address() {
 }
 
 fn report(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{} case(s) wrong:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) wrong:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -204,11 +216,16 @@ fn refused_recipients_leave_nothing_to_send() {
     need_outside_address();
     let daemon = Daemon::start();
     let mut c = plain_session(OUTSIDE, daemon.smtp_port).unwrap();
-    c.expect("MAIL FROM:<sender@foreign.test>", "250 2.1.0").unwrap();
+    c.expect("MAIL FROM:<sender@foreign.test>", "250 2.1.0")
+        .unwrap();
     c.expect("RCPT TO:<a@foreign.test>", "554 5.7.1").unwrap();
-    c.expect("RCPT TO:<b%foreign.test@example.org>", "554 5.7.1").unwrap();
+    c.expect("RCPT TO:<b%foreign.test@example.org>", "554 5.7.1")
+        .unwrap();
     let r = c.cmd("DATA").unwrap();
-    assert!(r.starts("503 5.5.1") || r.starts("554"), "DATA with no accepted recipient: {r}");
+    assert!(
+        r.starts("503 5.5.1") || r.starts("554"),
+        "DATA with no accepted recipient: {r}"
+    );
     // And a pipelined client that sends the data anyway does not get it in.
     c.expect("RSET", "250").unwrap();
     c.send(b"MAIL FROM:<sender@foreign.test>\r\nRCPT TO:<a@foreign.test>\r\nDATA\r\nSubject: x\r\nspam\r\n.\r\n")
@@ -221,7 +238,10 @@ fn refused_recipients_leave_nothing_to_send() {
     // what matters is that no message is accepted.
     for _ in 0..3 {
         let r = c.reply().unwrap();
-        assert!(r.code >= 500 && r.queue_id().is_none(), "a body line read as a command got {r}");
+        assert!(
+            r.code >= 500 && r.queue_id().is_none(),
+            "a body line read as a command got {r}"
+        );
     }
     c.expect("NOOP", "250").unwrap();
     assert_eq!(daemon.queue_list().unwrap().len(), 0);
@@ -233,7 +253,11 @@ fn local_domain_mail_is_accepted_from_outside() {
     let daemon = Daemon::start();
     let port = daemon.smtp_port;
     let cases: Vec<(&str, Want)> = LOCAL.iter().map(|r| (*r, Want::Accepted)).collect();
-    let mut failures = matrix(&format!("from {OUTSIDE}, no AUTH, local domain"), || plain_session(OUTSIDE, port), &cases);
+    let mut failures = matrix(
+        &format!("from {OUTSIDE}, no AUTH, local domain"),
+        || plain_session(OUTSIDE, port),
+        &cases,
+    );
     // And the message really goes in, the recipient stored as sent (the
     // source route dropped, the domain case kept or folded — not asserted).
     let sent = (|| -> Result<String, String> {
@@ -265,10 +289,18 @@ fn authenticated_clients_may_relay_over_starttls() {
     let daemon = Daemon::start();
     let port = daemon.smtp_port;
     let cases: Vec<(&str, Want)> = FOREIGN_OK.iter().map(|r| (*r, Want::Accepted)).collect();
-    let mut failures = matrix(&format!("from {OUTSIDE}, STARTTLS + AUTH PLAIN"), || auth_session(OUTSIDE, port), &cases);
+    let mut failures = matrix(
+        &format!("from {OUTSIDE}, STARTTLS + AUTH PLAIN"),
+        || auth_session(OUTSIDE, port),
+        &cases,
+    );
     let sent = (|| -> Result<String, String> {
         let mut c = auth_session(OUTSIDE, port)?;
-        c.send_mail("app@example.org", &["x@foreign.test"], b"Subject: relayed\r\n\r\nafter AUTH\r\n")
+        c.send_mail(
+            "app@example.org",
+            &["x@foreign.test"],
+            b"Subject: relayed\r\n\r\nafter AUTH\r\n",
+        )
     })();
     match sent {
         Ok(id) => match daemon.queue_show(&id) {
@@ -303,14 +335,25 @@ fn authenticated_clients_may_relay_over_implicit_tls() {
         Ok(c)
     };
     // Before AUTH: refused like anywhere else.
-    let mut failures = matrix(&format!("from {OUTSIDE}, implicit TLS, no AUTH"), connect, &[("<user@foreign.test>", Want::Relay)]);
+    let mut failures = matrix(
+        &format!("from {OUTSIDE}, implicit TLS, no AUTH"),
+        connect,
+        &[("<user@foreign.test>", Want::Relay)],
+    );
     let authed = || -> Result<Client, String> {
         let mut c = connect()?;
-        c.expect(&format!("AUTH PLAIN {}", plain(USER, PASSWORD)), "235 2.7.0")?;
+        c.expect(
+            &format!("AUTH PLAIN {}", plain(USER, PASSWORD)),
+            "235 2.7.0",
+        )?;
         Ok(c)
     };
     let cases: Vec<(&str, Want)> = FOREIGN_OK.iter().map(|r| (*r, Want::Accepted)).collect();
-    failures.extend(matrix(&format!("from {OUTSIDE}, implicit TLS + AUTH PLAIN"), authed, &cases));
+    failures.extend(matrix(
+        &format!("from {OUTSIDE}, implicit TLS + AUTH PLAIN"),
+        authed,
+        &cases,
+    ));
     report(failures);
 }
 
@@ -325,12 +368,18 @@ fn failed_or_cancelled_auth_grants_nothing() {
             let mut c = plain_session(OUTSIDE, port)?;
             c.starttls(HOSTNAME)?;
             c.ehlo("outside.test")?;
-            c.expect(&format!("AUTH PLAIN {}", plain(USER, "not-the-password")), "535 5.7.8")?;
+            c.expect(
+                &format!("AUTH PLAIN {}", plain(USER, "not-the-password")),
+                "535 5.7.8",
+            )?;
             c.expect("AUTH LOGIN", "334")?;
             c.expect("*", "501")?;
             Ok(c)
         },
-        &[("<user@foreign.test>", Want::Relay), ("<user@[127.0.0.1]>", Want::Relay)],
+        &[
+            ("<user@foreign.test>", Want::Relay),
+            ("<user@[127.0.0.1]>", Want::Relay),
+        ],
     );
     report(failures);
 }
@@ -343,5 +392,9 @@ fn relay_networks_may_relay_without_auth() {
     // Address literals are valid syntax (RFC 5321 4.1.3): a trusted client
     // may send to them; only their being non-local makes them relaying.
     cases.push(("<user@[192.0.2.1]>", Want::Accepted));
-    report(matrix("from 127.0.0.1 (relayNetworks), no AUTH", || plain_session(INSIDE, port), &cases));
+    report(matrix(
+        "from 127.0.0.1 (relayNetworks), no AUTH",
+        || plain_session(INSIDE, port),
+        &cases,
+    ));
 }

@@ -97,9 +97,12 @@ pub fn run_with_timeout(mut cmd: Command, input: &[u8], limit: Duration) -> Resu
 /// `names`, as PEM files `<stem>.crt` / `<stem>.key` in `dir`.
 pub fn write_named_cert(dir: &Path, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
     let mut params =
-        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let cert_file = dir.join(format!("{stem}.crt"));
@@ -127,12 +130,17 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
     while let Some(at) = rest.find("\\R{") {
         expanded.push_str(&rest[..at]);
         let after = &rest[at + 3..];
-        let close = after.find('}').ok_or_else(|| format!("unclosed \\R{{ in {s:?}"))?;
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed \\R{{ in {s:?}"))?;
         let inner = &after[..close];
         let (n, text) = inner
             .split_once(':')
             .ok_or_else(|| format!("\\R{{N:text}} needs a colon: {inner:?}"))?;
-        let n: usize = n.trim().parse().map_err(|_| format!("bad repeat count {n:?}"))?;
+        let n: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad repeat count {n:?}"))?;
         expanded.push_str(&text.repeat(n));
         rest = &after[close + 1..];
     }
@@ -157,7 +165,12 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x{hex}"))?);
                 i += 2;
             }
-            other => return Err(format!("unknown escape \\{}", other.map(|c| *c as char).unwrap_or(' '))),
+            other => {
+                return Err(format!(
+                    "unknown escape \\{}",
+                    other.map(|c| *c as char).unwrap_or(' ')
+                ))
+            }
         }
         i += 2;
     }
@@ -211,7 +224,9 @@ pub fn b64(data: &[u8]) -> String {
     let mut out = String::new();
     for chunk in data.chunks(3) {
         let n = chunk.len();
-        let v = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let v = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= n {
                 out.push(T[(v >> (18 - 6 * i) & 63) as usize] as char);
@@ -234,13 +249,16 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn from_env_or_time(var: &str) -> Rng {
-        let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         eprintln!("random seed: {seed} (replay with {var}={seed})");
         Rng(seed.max(1))
     }
@@ -311,7 +329,10 @@ impl Daemon {
     /// Like `with`, with postern started under `wrapper` (a command and its
     /// arguments, the postern command line appended).
     pub fn wrapped(overrides: &[(&str, Value)], wrapper: &[String]) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("postern-smtp-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("postern-smtp-")
+            .tempdir()
+            .unwrap();
         let d = dir.path().to_path_buf();
         let (default_cert, default_key) = write_named_cert(&d, "default", HOSTNAME, &[HOSTNAME]);
         let (other_cert, other_key) = write_named_cert(&d, "other", SNI_NAME, &[SNI_NAME]);
@@ -418,9 +439,15 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("postern serve exited early ({st}); its log:\n{}", self.log());
+                panic!(
+                    "postern serve exited early ({st}); its log:\n{}",
+                    self.log()
+                );
             }
-            if let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from((INSIDE, self.smtp_port)), Duration::from_secs(1)) {
+            if let Ok(mut s) = TcpStream::connect_timeout(
+                &SocketAddr::from((INSIDE, self.smtp_port)),
+                Duration::from_secs(1),
+            ) {
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut buf = [0u8; 512];
                 if let Ok(n) = s.read(&mut buf) {
@@ -438,7 +465,11 @@ impl Daemon {
                 }
             }
             if Instant::now() > deadline {
-                panic!("postern did not greet on 127.0.0.1:{} within 60 s; log:\n{}", self.smtp_port, self.log());
+                panic!(
+                    "postern did not greet on 127.0.0.1:{} within 60 s; log:\n{}",
+                    self.smtp_port,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -502,7 +533,10 @@ impl Daemon {
             format!(
                 "postern queue {} printed no JSON ({e}): {}",
                 args.join(" "),
-                String::from_utf8_lossy(&o.stdout).chars().take(400).collect::<String>()
+                String::from_utf8_lossy(&o.stdout)
+                    .chars()
+                    .take(400)
+                    .collect::<String>()
             )
         })
     }
@@ -532,7 +566,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("---- last lines of the postern log ----\n{}\n----", self.log_tail(40));
+            eprintln!(
+                "---- last lines of the postern log ----\n{}\n----",
+                self.log_tail(40)
+            );
         }
     }
 }
@@ -560,7 +597,9 @@ impl Reply {
     /// The enhanced status code of the last line (`2.1.5`), if any.
     pub fn enhanced(&self) -> Option<&str> {
         let w = self.last().get(4..)?.split_whitespace().next()?;
-        let ok = w.split('.').count() == 3 && w.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        let ok = w.split('.').count() == 3
+            && w.split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
         ok.then_some(w)
     }
     /// Lines with the `250-`/`250 ` prefix removed (EHLO keywords).
@@ -583,7 +622,13 @@ impl Reply {
             return None;
         }
         let words: Vec<&str> = self.last().split_whitespace().collect();
-        if words.len() >= 5 && words.last().unwrap().to_ascii_lowercase().starts_with("accepted") {
+        if words.len() >= 5
+            && words
+                .last()
+                .unwrap()
+                .to_ascii_lowercase()
+                .starts_with("accepted")
+        {
             Some(words[words.len() - 3].to_string())
         } else {
             None
@@ -619,7 +664,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -627,7 +677,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -726,7 +781,10 @@ fn show(bytes: &[u8]) -> String {
         }
     }
     if out.len() > 300 {
-        let cut = (0..=300).rev().find(|i| out.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=300)
+            .rev()
+            .find(|i| out.is_char_boundary(*i))
+            .unwrap_or(0);
         format!("{}… ({} bytes)", &out[..cut], bytes.len())
     } else {
         out
@@ -740,12 +798,16 @@ impl Client {
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
         sock.bind(&SockAddr::from(SocketAddr::from((from, 0))))
             .map_err(|e| format!("bind {from}: {e}"))?;
-        sock.connect_timeout(&SockAddr::from(SocketAddr::from((INSIDE, port))), Duration::from_secs(5))
-            .map_err(|e| format!("connect 127.0.0.1:{port} from {from}: {e}"))?;
+        sock.connect_timeout(
+            &SockAddr::from(SocketAddr::from((INSIDE, port))),
+            Duration::from_secs(5),
+        )
+        .map_err(|e| format!("connect 127.0.0.1:{port} from {from}: {e}"))?;
         let tcp: TcpStream = sock.into();
         let timeout = Duration::from_secs(10);
         tcp.set_read_timeout(Some(timeout)).unwrap();
-        tcp.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         Ok(Client {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
@@ -761,7 +823,12 @@ impl Client {
     }
 
     /// Connects and does the TLS handshake at once (implicit TLS).
-    pub fn connect_tls(from: Ipv4Addr, port: u16, sni: &str, versions: TlsVersions) -> Result<Client, String> {
+    pub fn connect_tls(
+        from: Ipv4Addr,
+        port: u16,
+        sni: &str,
+        versions: TlsVersions,
+    ) -> Result<Client, String> {
         let mut c = Client::connect_from(from, port)?;
         c.handshake(sni, versions)?;
         Ok(c)
@@ -826,11 +893,18 @@ impl Client {
             }
             if self.eof {
                 let partial = show(&self.buf);
-                return Err(self.fail(&format!("connection closed by the server (pending: {partial:?})")));
+                return Err(self.fail(&format!(
+                    "connection closed by the server (pending: {partial:?})"
+                )));
             }
             match self.fill() {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if Instant::now() >= deadline {
                         return Err(self.fail(&format!("no reply within {:?}", self.timeout)));
                     }
@@ -879,7 +953,9 @@ impl Client {
         if r.starts(prefix) {
             Ok(r)
         } else {
-            Err(self.fail(&format!("{line:?}: expected a reply starting {prefix:?}, got {r}")))
+            Err(self.fail(&format!(
+                "{line:?}: expected a reply starting {prefix:?}, got {r}"
+            )))
         }
     }
 
@@ -899,13 +975,18 @@ impl Client {
             return Err(self.fail("TLS is already active"));
         };
         let tcp = tcp.try_clone().map_err(|e| e.to_string())?;
-        let name = rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-        let conn = rustls::ClientConnection::new(client_tls_config(versions), name).map_err(|e| e.to_string())?;
+        let name =
+            rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(client_tls_config(versions), name)
+            .map_err(|e| e.to_string())?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
-        tls.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tls.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         while tls.conn.is_handshaking() {
             if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-                self.transcript.push(format!("-- TLS handshake failed: {e}"));
+                self.transcript
+                    .push(format!("-- TLS handshake failed: {e}"));
                 return Err(self.fail(&format!("TLS handshake (SNI {sni}) failed: {e}")));
             }
         }
@@ -921,7 +1002,8 @@ impl Client {
             .and_then(|c| c.first())
             .map(|c| c.as_ref().to_vec())
             .unwrap_or_default();
-        self.transcript.push(format!("-- TLS established: {version}, SNI {sni}"));
+        self.transcript
+            .push(format!("-- TLS established: {version}, SNI {sni}"));
         let info = TlsInfo { version, peer_cert };
         self.tls = Some(info.clone());
         self.stream = Stream::Tls(Box::new(tls));
@@ -937,15 +1019,28 @@ impl Client {
     /// Nothing at all arrives for `d` (no stray reply, no close).
     pub fn quiet(&mut self, d: Duration) -> Result<(), String> {
         if !self.buf.is_empty() {
-            return Err(self.fail(&format!("unexpected bytes from the server: {:?}", show(&self.buf))));
+            return Err(self.fail(&format!(
+                "unexpected bytes from the server: {:?}",
+                show(&self.buf)
+            )));
         }
         let _ = self.stream.tcp().set_read_timeout(Some(d));
         let r = self.fill();
         let _ = self.stream.tcp().set_read_timeout(Some(self.timeout));
         match r {
             Ok(0) => Err(self.fail("the server closed the connection")),
-            Ok(_) => Err(self.fail(&format!("unexpected bytes from the server: {:?}", show(&self.buf)))),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(()),
+            Ok(_) => Err(self.fail(&format!(
+                "unexpected bytes from the server: {:?}",
+                show(&self.buf)
+            ))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(self.fail(&format!("read failed while expecting silence: {e}"))),
         }
     }
@@ -956,7 +1051,10 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         loop {
             if !self.buf.is_empty() {
-                return Err(self.fail(&format!("expected the server to close, got {:?}", show(&self.buf))));
+                return Err(self.fail(&format!(
+                    "expected the server to close, got {:?}",
+                    show(&self.buf)
+                )));
             }
             if self.eof {
                 self.transcript.push("-- closed by the server".into());
@@ -964,9 +1062,17 @@ impl Client {
             }
             match self.fill() {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if Instant::now() >= deadline {
-                        return Err(self.fail(&format!("the server did not close within {:?}", self.timeout)));
+                        return Err(self.fail(&format!(
+                            "the server did not close within {:?}",
+                            self.timeout
+                        )));
                     }
                 }
                 // A reset or a TLS close without close_notify is a close too.
@@ -979,7 +1085,12 @@ impl Client {
 
     /// MAIL, RCPT…, DATA, the message (dot-stuffed here), and the final
     /// reply; returns the queue id of a `250`, or the failing reply.
-    pub fn send_mail(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Result<String, String> {
+    pub fn send_mail(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        message: &[u8],
+    ) -> Result<String, String> {
         self.expect(&format!("MAIL FROM:<{from}>"), "250")?;
         for r in rcpts {
             self.expect(&format!("RCPT TO:<{r}>"), "250")?;
@@ -1005,7 +1116,10 @@ pub enum Step {
     /// `s: P1 | P2` — the next reply's last line starts with one of them;
     /// `s? P` — the same, but if the next reply does not match it is left
     /// for the following step.
-    Expect { prefixes: Vec<String>, optional: bool },
+    Expect {
+        prefixes: Vec<String>,
+        optional: bool,
+    },
     /// `s- TEXT` — a line of the last reply, code stripped, starts with TEXT.
     ExpectLine(String),
     /// `s! TEXT` — no line of the last reply, code stripped, starts with TEXT.
@@ -1057,7 +1171,11 @@ pub struct Dialog {
 impl Dialog {
     /// A key naming the daemon configuration this dialog needs.
     pub fn config_key(&self) -> String {
-        let mut v: Vec<String> = self.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut v: Vec<String> = self
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         v.sort();
         v.join(" ")
     }
@@ -1123,24 +1241,41 @@ pub fn parse_dialog(name: &str, text: &str) -> Result<Dialog, String> {
             }
             "c~" => Step::Send(unescape(arg).map_err(|e| err(&e))?),
             "s:" | "s?" => {
-                let prefixes: Vec<String> = arg.split(" | ").map(|p| p.trim().to_string()).collect();
-                if prefixes.iter().any(|p| p.len() < 3 || !p.as_bytes()[..3].iter().all(|c| c.is_ascii_digit())) {
+                let prefixes: Vec<String> =
+                    arg.split(" | ").map(|p| p.trim().to_string()).collect();
+                if prefixes
+                    .iter()
+                    .any(|p| p.len() < 3 || !p.as_bytes()[..3].iter().all(|c| c.is_ascii_digit()))
+                {
                     return Err(err("an expected reply starts with a three-digit code"));
                 }
-                Step::Expect { prefixes, optional: head == "s?" }
+                Step::Expect {
+                    prefixes,
+                    optional: head == "s?",
+                }
             }
             "s-" => Step::ExpectLine(arg.to_string()),
             "s!" => Step::ExpectNoLine(arg.to_string()),
             "@config" => {
-                let (k, v) = arg.split_once('=').ok_or_else(|| err("@config needs key=value"))?;
+                let (k, v) = arg
+                    .split_once('=')
+                    .ok_or_else(|| err("@config needs key=value"))?;
                 let k = k.trim();
-                let path = if k.contains('.') { k.to_string() } else { format!("session.{k}") };
-                let v = serde_json::from_str(v.trim()).unwrap_or_else(|_| Value::String(v.trim().to_string()));
+                let path = if k.contains('.') {
+                    k.to_string()
+                } else {
+                    format!("session.{k}")
+                };
+                let v = serde_json::from_str(v.trim())
+                    .unwrap_or_else(|_| Value::String(v.trim().to_string()));
                 d.config.push((path, v));
                 continue;
             }
             "@client" => {
-                d.client = arg.trim().parse().map_err(|_| err("@client needs an IPv4 address"))?;
+                d.client = arg
+                    .trim()
+                    .parse()
+                    .map_err(|_| err("@client needs an IPv4 address"))?;
                 if !d.steps.is_empty() {
                     return Err(err("@client must come before the first step"));
                 }
@@ -1154,12 +1289,24 @@ pub fn parse_dialog(name: &str, text: &str) -> Result<Dialog, String> {
                 continue;
             }
             "@timeout" => {
-                d.timeout = Duration::from_secs(arg.trim().parse().map_err(|_| err("@timeout needs seconds"))?);
+                d.timeout = Duration::from_secs(
+                    arg.trim()
+                        .parse()
+                        .map_err(|_| err("@timeout needs seconds"))?,
+                );
                 continue;
             }
-            "@tls" => Step::Tls(if arg.trim().is_empty() { HOSTNAME.to_string() } else { arg.trim().to_string() }),
+            "@tls" => Step::Tls(if arg.trim().is_empty() {
+                HOSTNAME.to_string()
+            } else {
+                arg.trim().to_string()
+            }),
             "@close" => Step::Close,
-            "@quiet" => Step::Quiet(if arg.trim().is_empty() { 300 } else { arg.trim().parse().map_err(|_| err("@quiet MS"))? }),
+            "@quiet" => Step::Quiet(if arg.trim().is_empty() {
+                300
+            } else {
+                arg.trim().parse().map_err(|_| err("@quiet MS"))?
+            }),
             "@sleep" => Step::Sleep(arg.trim().parse().map_err(|_| err("@sleep MS"))?),
             "@hold" => Step::Hold,
             "@message-contains" => Step::MessageContains(unescape(arg).map_err(|e| err(&e))?),
@@ -1167,22 +1314,34 @@ pub fn parse_dialog(name: &str, text: &str) -> Result<Dialog, String> {
             "@message-is" => Step::MessageIs(unescape(arg).map_err(|e| err(&e))?),
             "@message-starts" => Step::MessageStarts(unescape(arg).map_err(|e| err(&e))?),
             "@message-crlf" => Step::MessageCrlf,
-            "@recipients" => Step::Recipients(arg.trim().parse().map_err(|_| err("@recipients N"))?),
+            "@recipients" => {
+                Step::Recipients(arg.trim().parse().map_err(|_| err("@recipients N"))?)
+            }
             "@field" => {
-                let (k, v) = arg.split_once('=').ok_or_else(|| err("@field needs path=json"))?;
-                let v = serde_json::from_str(v.trim()).map_err(|e| err(&format!("@field value is not JSON ({e})")))?;
+                let (k, v) = arg
+                    .split_once('=')
+                    .ok_or_else(|| err("@field needs path=json"))?;
+                let v = serde_json::from_str(v.trim())
+                    .map_err(|e| err(&format!("@field value is not JSON ({e})")))?;
                 Step::Field(k.trim().to_string(), v)
             }
             _ => return Err(err("unknown line (c: c~ s: s? s- s! @…)")),
         };
         if matches!(step, Step::ExpectLine(_) | Step::ExpectNoLine(_))
-            && !d.steps.iter().any(|(_, s)| matches!(s, Step::Expect { .. }))
+            && !d
+                .steps
+                .iter()
+                .any(|(_, s)| matches!(s, Step::Expect { .. }))
         {
             return Err(err("s-/s! must follow an s: line"));
         }
         d.steps.push((n, step));
     }
-    if !d.steps.iter().any(|(_, s)| matches!(s, Step::Expect { .. })) {
+    if !d
+        .steps
+        .iter()
+        .any(|(_, s)| matches!(s, Step::Expect { .. }))
+    {
         return Err(format!("{name}: a dialog must expect at least one reply"));
     }
     if let Some(p) = d.steps.iter().position(|(_, s)| matches!(s, Step::Close)) {
@@ -1195,7 +1354,11 @@ pub fn parse_dialog(name: &str, text: &str) -> Result<Dialog, String> {
 
 /// Runs a dialog against a daemon started with its configuration.
 pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
-    let port = if d.listener == "submissions" { daemon.submissions_port } else { daemon.smtp_port };
+    let port = if d.listener == "submissions" {
+        daemon.submissions_port
+    } else {
+        daemon.smtp_port
+    };
     let mut client: Option<Client> = None;
     let mut held: Vec<Client> = Vec::new();
     let mut last: Option<Reply> = None;
@@ -1218,7 +1381,9 @@ pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
         let id = last_id
             .clone()
             .ok_or_else(|| format!("line {n}: no message was accepted before this check"))?;
-        let v = daemon.queue_show(&id).map_err(|e| format!("line {n}: {e}"))?;
+        let v = daemon
+            .queue_show(&id)
+            .map_err(|e| format!("line {n}: {e}"))?;
         Ok((id, v))
     };
 
@@ -1231,13 +1396,21 @@ pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
         match step {
             Step::Send(bytes) => {
                 connect(&mut client)?;
-                client.as_mut().unwrap().send(bytes).map_err(|e| format!("line {n}: {e}"))?;
+                client
+                    .as_mut()
+                    .unwrap()
+                    .send(bytes)
+                    .map_err(|e| format!("line {n}: {e}"))?;
             }
             Step::Expect { prefixes, optional } => {
                 connect(&mut client)?;
                 let r = match pending.take() {
                     Some(r) => r,
-                    None => client.as_mut().unwrap().reply().map_err(|e| format!("line {n}: {e}"))?,
+                    None => client
+                        .as_mut()
+                        .unwrap()
+                        .reply()
+                        .map_err(|e| format!("line {n}: {e}"))?,
                 };
                 if prefixes.iter().any(|p| r.starts(p)) {
                     if let Some(id) = r.queue_id() {
@@ -1247,36 +1420,55 @@ pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
                 } else if *optional {
                     pending = Some(r);
                 } else {
-                    return Err(at(&client, &format!("expected {}, got {r}", prefixes.join(" or "))));
+                    return Err(at(
+                        &client,
+                        &format!("expected {}, got {r}", prefixes.join(" or ")),
+                    ));
                 }
             }
             Step::ExpectLine(t) | Step::ExpectNoLine(t) => {
-                let r = last.as_ref().ok_or_else(|| at(&client, "no reply to look at"))?;
+                let r = last
+                    .as_ref()
+                    .ok_or_else(|| at(&client, "no reply to look at"))?;
                 let found = r.bodies().any(|b| b.starts_with(t.as_str()));
                 let want = matches!(step, Step::ExpectLine(_));
                 if found != want {
-                    let what = if want { "has no line starting" } else { "has a line starting" };
+                    let what = if want {
+                        "has no line starting"
+                    } else {
+                        "has a line starting"
+                    };
                     return Err(at(&client, &format!("reply {what} {t:?}: {r}")));
                 }
             }
             Step::Tls(sni) => {
                 connect(&mut client)?;
                 if let Some(r) = pending.take() {
-                    return Err(at(&client, &format!("unexpected reply before the handshake: {r}")));
+                    return Err(at(
+                        &client,
+                        &format!("unexpected reply before the handshake: {r}"),
+                    ));
                 }
                 let c = client.as_mut().unwrap();
                 // CVE-2011-0411: nothing may come after the 220 before the
                 // handshake, and nothing unasked after it.
-                c.quiet(Duration::from_millis(200)).map_err(|e| format!("line {n}: before the TLS handshake: {e}"))?;
-                c.handshake(sni, TlsVersions::Any).map_err(|e| format!("line {n}: {e}"))?;
-                c.quiet(Duration::from_millis(200)).map_err(|e| format!("line {n}: right after the TLS handshake: {e}"))?;
+                c.quiet(Duration::from_millis(200))
+                    .map_err(|e| format!("line {n}: before the TLS handshake: {e}"))?;
+                c.handshake(sni, TlsVersions::Any)
+                    .map_err(|e| format!("line {n}: {e}"))?;
+                c.quiet(Duration::from_millis(200))
+                    .map_err(|e| format!("line {n}: right after the TLS handshake: {e}"))?;
             }
             Step::Close => {
                 connect(&mut client)?;
                 if let Some(r) = pending.take() {
                     return Err(at(&client, &format!("expected the close, got {r}")));
                 }
-                client.as_mut().unwrap().expect_close().map_err(|e| format!("line {n}: {e}"))?;
+                client
+                    .as_mut()
+                    .unwrap()
+                    .expect_close()
+                    .map_err(|e| format!("line {n}: {e}"))?;
                 closed = true;
             }
             Step::Quiet(ms) => {
@@ -1313,12 +1505,17 @@ pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
                             tries += 1;
                             std::thread::sleep(Duration::from_millis(100));
                         }
-                        Ok((_, r)) => return Err(format!("line {n}: @hold: the held connection got {r}")),
+                        Ok((_, r)) => {
+                            return Err(format!("line {n}: @hold: the held connection got {r}"))
+                        }
                         Err(e) => return Err(format!("line {n}: @hold: {e}")),
                     }
                 }
             }
-            Step::MessageContains(t) | Step::MessageLacks(t) | Step::MessageIs(t) | Step::MessageStarts(t) => {
+            Step::MessageContains(t)
+            | Step::MessageLacks(t)
+            | Step::MessageIs(t)
+            | Step::MessageStarts(t) => {
                 let (id, v) = message_of(&last_id, n)?;
                 let msg = v
                     .get("message")
@@ -1340,13 +1537,21 @@ pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
                         Step::MessageStarts(_) => "does not start with",
                         _ => "(without Received:) is not",
                     };
-                    return Err(format!("line {n}: stored message {id} {what} \"{}\"; it is \"{}\"", show(t), show(&msg)));
+                    return Err(format!(
+                        "line {n}: stored message {id} {what} \"{}\"; it is \"{}\"",
+                        show(t),
+                        show(&msg)
+                    ));
                 }
             }
             Step::MessageCrlf => {
                 let (id, _) = message_of(&last_id, n)?;
-                let msg = daemon.stored_message(&id).map_err(|e| format!("line {n}: {e}"))?;
-                if let Some(p) = (0..msg.len()).find(|&i| msg[i] == b'\n' && (i == 0 || msg[i - 1] != b'\r')) {
+                let msg = daemon
+                    .stored_message(&id)
+                    .map_err(|e| format!("line {n}: {e}"))?;
+                if let Some(p) =
+                    (0..msg.len()).find(|&i| msg[i] == b'\n' && (i == 0 || msg[i - 1] != b'\r'))
+                {
                     let from = p.saturating_sub(20);
                     return Err(format!(
                         "line {n}: stored message {id} has a bare LF at byte {p}: …{}…",
@@ -1362,33 +1567,49 @@ pub fn run_dialog(d: &Dialog, daemon: &Daemon) -> Result<(), String> {
                         Ok(i) => cur.get(i),
                         Err(_) => cur.get(part),
                     };
-                    cur = next.ok_or_else(|| format!("line {n}: queue show {id} has no {path}: {v}"))?;
+                    cur = next
+                        .ok_or_else(|| format!("line {n}: queue show {id} has no {path}: {v}"))?;
                 }
                 if cur != want {
-                    return Err(format!("line {n}: queue show {id}: {path} is {cur}, expected {want}"));
+                    return Err(format!(
+                        "line {n}: queue show {id}: {path} is {cur}, expected {want}"
+                    ));
                 }
             }
             Step::Recipients(want) => {
                 let (id, v) = message_of(&last_id, n)?;
-                let got = v.get("recipients").and_then(|r| r.as_array()).map(|a| a.len());
+                let got = v
+                    .get("recipients")
+                    .and_then(|r| r.as_array())
+                    .map(|a| a.len());
                 if got != Some(*want) {
-                    return Err(format!("line {n}: message {id} has {got:?} recipients, expected {want}: {v}"));
+                    return Err(format!(
+                        "line {n}: message {id} has {got:?} recipients, expected {want}: {v}"
+                    ));
                 }
             }
         }
     }
     if let Some(r) = pending.take() {
-        return Err(at_end(&client, &format!("an optional expectation left a reply nobody expected: {r}")));
+        return Err(at_end(
+            &client,
+            &format!("an optional expectation left a reply nobody expected: {r}"),
+        ));
     }
     if !closed {
-        let c = client.as_mut().ok_or_else(|| "the dialog never connected".to_string())?;
-        let r = c.cmd("QUIT").map_err(|e| format!("at the final QUIT: {e}"))?;
+        let c = client
+            .as_mut()
+            .ok_or_else(|| "the dialog never connected".to_string())?;
+        let r = c
+            .cmd("QUIT")
+            .map_err(|e| format!("at the final QUIT: {e}"))?;
         if !r.starts("221") {
             return Err(c.fail(&format!(
                 "at the final QUIT: expected 221, got {r} (a stray reply earlier in the dialog?)"
             )));
         }
-        c.expect_close().map_err(|e| format!("after the final QUIT: {e}"))?;
+        c.expect_close()
+            .map_err(|e| format!("after the final QUIT: {e}"))?;
     }
     drop(held);
     Ok(())

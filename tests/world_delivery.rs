@@ -1,0 +1,112 @@
+//! Delivery in the test world (SPEC §2.3 without DANE/MTA-STS): STARTTLS
+//! to real Postfix receivers, optional/require, the seed's fallback chain,
+//! bounces with DSNs, retries. One world for the whole file (it takes
+//! ~7 s to start), one postern per scenario.
+
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::world::{send, Postern, World};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+fn message(subject: &str) -> String {
+    format!("From: sender@dane-ok.test\nTo: someone\nSubject: {subject}\n\nHello from postern.\n")
+}
+
+/// The recipient's Received header shows whether Postfix got it over TLS.
+fn over_tls(mail: &str) -> bool {
+    mail.contains("(using TLSv1.")
+}
+
+#[test]
+fn delivery_scenarios() {
+    let Some(world) = World::up() else { return };
+    let smtp = world.get("WORLD_POSTERN_SMTP").to_string();
+
+    // --- the seed's configuration as the world generates it --------------
+    let cfg = world.postern_config("default", |_| {});
+    let p = Postern::start(&cfg, &smtp);
+
+    // STARTTLS with a valid certificate → delivered over TLS.
+    let s = unique("tls-ok");
+    assert!(send(&smtp, "sender@dane-ok.test", &["user@insecure.test"], &message(&s)).starts_with("250"));
+    let mail = world.wait_for_mail("insecure", &s, WAIT).unwrap_or_else(|| panic!("not delivered; log:\n{}", p.log_text()));
+    assert!(over_tls(&mail), "expected TLS in:\n{mail}");
+
+    // No STARTTLS offered, startTls optional → plaintext.
+    let s = unique("plain");
+    send(&smtp, "sender@dane-ok.test", &["user@nostarttls.test"], &message(&s));
+    let mail = world.wait_for_mail("nostarttls", &s, WAIT).unwrap_or_else(|| panic!("not delivered; log:\n{}", p.log_text()));
+    assert!(!over_tls(&mail));
+
+    // Invalid certificate: attempt 1 (default) fails with 'tls', attempt 2
+    // under invalid-tls is delivered over TLS.
+    let s = unique("invalidcert");
+    send(&smtp, "sender@dane-ok.test", &["user@invalidcert.test"], &message(&s));
+    let mail = world.wait_for_mail("invalidcert", &s, WAIT).unwrap_or_else(|| panic!("not delivered; log:\n{}", p.log_text()));
+    assert!(over_tls(&mail), "invalid-tls still uses TLS:\n{mail}");
+    assert!(p.wait_log(&["domain=\"invalidcert.test\"", "strategy=\"default\"", "host-failed"], WAIT).is_some()
+        || p.wait_log(&["invalidcert.test", "strategy=default", "host-failed"], WAIT).is_some(), "log:\n{}", p.log_text());
+    assert!(p.log_text().lines().any(|l| l.contains("invalidcert.test") && l.contains("invalid-tls") && l.contains("delivered")), "log:\n{}", p.log_text());
+
+    // A handshake that always fails: default, then invalid-tls, then
+    // disable-tls delivers in plaintext on the third attempt.
+    let s = unique("badtls");
+    send(&smtp, "sender@dane-ok.test", &["user@badtls.test"], &message(&s));
+    let mail = world.wait_for_mail("badtls", &s, WAIT).unwrap_or_else(|| panic!("not delivered; log:\n{}", p.log_text()));
+    assert!(!over_tls(&mail));
+    let log = p.log_text();
+    let badtls: Vec<&str> = log.lines().filter(|l| l.contains("badtls.test") && l.contains("delivery attempt")).collect();
+    assert!(badtls.iter().any(|l| l.contains("default") && l.contains("host-failed")), "{badtls:#?}");
+    assert!(badtls.iter().any(|l| l.contains("invalid-tls") && l.contains("host-failed")), "{badtls:#?}");
+    assert!(badtls.iter().any(|l| l.contains("disable-tls") && l.contains("delivered") && l.contains("retry_num=2")), "{badtls:#?}");
+
+    // 5xx at RCPT → a DSN to the sender carrying the remote reply.
+    let s = unique("reject");
+    send(&smtp, "sender@dane-ok.test", &["nobody@rcpt-reject.test"], &message(&s));
+    let dsn = world.wait_for_mail("dane-ok", &s, WAIT).unwrap_or_else(|| panic!("no DSN; log:\n{}", p.log_text()));
+    assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("Final-Recipient: rfc822; nobody@rcpt-reject.test"), "{dsn}");
+    assert!(dsn.contains("550"), "the remote reply is in the DSN:\n{dsn}");
+
+    // 4xx at RCPT → retried on schedule, still queued.
+    let s = unique("tempfail");
+    let reply = send(&smtp, "sender@dane-ok.test", &["later@rcpt-tempfail.test"], &message(&s));
+    let id = reply.split_whitespace().nth(2).unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(6));
+    let shown = p.queue(&["show", &id]);
+    assert!(shown["attempts"].as_u64().unwrap() >= 2, "{shown:#}");
+    assert_eq!(shown["recipients"][0]["status"], "deferred");
+    assert!(shown["recipients"][0]["lastError"].as_str().unwrap().starts_with("450"), "{shown:#}");
+    drop(p);
+
+    // --- startTls: require to a host without STARTTLS ---------------------
+    let cfg = world.postern_config("require", |v| {
+        v["outbound"]["tls"] = json!("'strict'");
+        v["outbound"]["tlsStrategies"] = json!({ "strict": { "startTls": "require" } });
+        v["outbound"]["retry"] = json!(["1s"]);
+        v["outbound"]["expire"] = json!("8s");
+        v["outbound"]["notify"] = json!([]);
+        v["storage"]["path"] = json!(world.path().join("data-require"));
+    });
+    let p = Postern::start(&cfg, &smtp);
+    let s = unique("require");
+    send(&smtp, "sender@dane-ok.test", &["user@nostarttls.test"], &message(&s));
+    let dsn = world.wait_for_mail("dane-ok", &s, WAIT).unwrap_or_else(|| panic!("no bounce; log:\n{}", p.log_text()));
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("STARTTLS is required"), "the DSN names the reason:\n{dsn}");
+    assert!(world.spool("nostarttls").iter().all(|m| !m.contains(&s)), "never delivered in plaintext");
+
+    // --- null MX → immediate bounce ---------------------------------------
+    let s = unique("nullmx");
+    send(&smtp, "sender@dane-ok.test", &["user@null-mx.test"], &message(&s));
+    let dsn = world.wait_for_mail("dane-ok", &s, WAIT).unwrap_or_else(|| panic!("no bounce; log:\n{}", p.log_text()));
+    assert!(dsn.contains("5.1.10"), "{dsn}");
+}
