@@ -83,6 +83,13 @@ fn strategy(ctx: &Context<'_>, domain: &str, mx: &str) -> (String, Strategy) {
     (name, s.effective())
 }
 
+/// `[192.0.2.1]` / `[IPv6:2001:db8::1]` → the address.
+fn literal_ip(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")).unwrap_or(inner);
+    inner.parse().ok()
+}
+
 fn defer_all(rcpts: &[String], why: &str, kind: &'static str) -> Vec<Outcome> {
     rcpts.iter().map(|_| Outcome::Deferred(why.to_string(), kind)).collect()
 }
@@ -144,9 +151,13 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
 
 async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
     let (_, domain_strategy) = strategy(ctx, domain, "");
-    let hosts = match mx_hosts(ctx, domain, rcpts, domain_strategy.dane != Requirement::Disable).await {
-        Ok(h) => h,
-        Err(outcomes) => return (outcomes, Trace::default()),
+    let hosts = if literal_ip(domain).is_some() {
+        vec![domain.to_string()]
+    } else {
+        match mx_hosts(ctx, domain, rcpts, domain_strategy.dane != Requirement::Disable).await {
+            Ok(h) => h,
+            Err(outcomes) => return (outcomes, Trace::default()),
+        }
     };
     let mut last: (String, &'static str) = (format!("no MX host of {domain} could be reached"), "connection");
     let mut trace = Trace::default();
@@ -154,7 +165,11 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         let (name, strat) = strategy(ctx, domain, host);
         trace.mx = Some(host.clone());
         trace.strategy = Some(name.clone());
-        let ips = match ctx.resolver.ips(host).await {
+        let resolved = match literal_ip(host) {
+            Some(ip) => Ok(crate::dns::Answer { records: vec![ip], security: Security::Insecure, canonical_name: None }),
+            None => ctx.resolver.ips(host).await,
+        };
+        let ips = match resolved {
             Ok(a) if !a.records.is_empty() => a.records,
             Ok(_) => {
                 last = (format!("{host} has no address"), "dns");
@@ -168,7 +183,8 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         for ip in ips {
             trace.ip = Some(ip);
             let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
-            let plan = Plan::from_strategy(&strat, host);
+            let tls_name = if literal_ip(host).is_some() { ip.to_string() } else { host.clone() };
+            let plan = Plan::from_strategy(&strat, &tls_name);
             match transaction(ctx, peer, &plan, rcpts, &mut trace).await {
                 Ok(outcomes) => {
                     log_attempt(ctx, domain, &trace, &outcomes, None);

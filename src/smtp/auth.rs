@@ -29,15 +29,14 @@ pub fn decode(line: &str) -> Decoded {
     }
 }
 
-/// `authzid NUL authcid NUL passwd` → (authcid, passwd); an authzid other
-/// than empty or the authcid itself is refused (no proxy authorization).
-pub fn split_plain(s: &str) -> Option<(String, String)> {
+/// `authzid NUL authcid NUL passwd` → (authzid, authcid, passwd).
+pub fn split_plain(s: &str) -> Option<(String, String, String)> {
     let mut parts = s.split('\0');
     let (authz, user, pass) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || user.is_empty() || (!authz.is_empty() && authz != user) {
+    if parts.next().is_some() || user.is_empty() {
         return None;
     }
-    Some((user.to_string(), pass.to_string()))
+    Some((authz.to_string(), user.to_string(), pass.to_string()))
 }
 
 /// Checks a password in time independent of where it differs (both sides
@@ -66,9 +65,8 @@ mod tests {
 
     #[test]
     fn plain_forms() {
-        assert_eq!(split_plain("\0app\0pw"), Some(("app".into(), "pw".into())));
-        assert_eq!(split_plain("app\0app\0pw"), Some(("app".into(), "pw".into())));
-        assert_eq!(split_plain("other\0app\0pw"), None);
+        assert_eq!(split_plain("\0app\0pw"), Some(("".into(), "app".into(), "pw".into())));
+        assert_eq!(split_plain("other\0app\0pw"), Some(("other".into(), "app".into(), "pw".into())));
         assert_eq!(split_plain("app\0pw"), None);
     }
 

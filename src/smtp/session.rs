@@ -105,7 +105,8 @@ impl Session {
     }
 
     async fn command(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
-        let parsed = Request::parse(&mut line.iter()).map(|r| r.into_owned());
+        let (lifted, literal) = super::address::lift_literal(line);
+        let parsed = Request::parse(&mut lifted.iter()).map(|r| r.into_owned()).map(|r| restore_literal(r, literal));
         let request = match parsed {
             Ok(r) => r,
             Err(e) => {
@@ -117,7 +118,7 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.ehlo(host, true),
             Request::Helo { host } => self.ehlo(host, false),
-            Request::Mail { from } => self.mail(from),
+            Request::Mail { from } => self.mail(from, line),
             Request::Rcpt { to } => self.rcpt(to.address, line),
             Request::Data => return self.data().await,
             Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last).await,
@@ -194,7 +195,7 @@ impl Session {
             && (self.conn.tls.is_some() || !auth.require_tls)
     }
 
-    fn mail(&mut self, from: smtp_proto::MailFrom<String>) {
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>, raw: &[u8]) {
         if self.helo.is_none() {
             return self.conn.reply("503 5.5.1 Send EHLO or HELO first");
         }
@@ -209,7 +210,7 @@ impl Session {
             return self.conn.reply("501 5.1.7 Bad sender address syntax");
         }
         let max = self.cfg.config.session.max_message_size;
-        if from.size as u64 > max {
+        if from.size as u64 > max || size_overflows(raw) {
             return self.conn.reply(&format!("552 5.3.4 Message size exceeds fixed maximum of {max} bytes"));
         }
         self.tx = Some(Transaction { sender: from.address, smtputf8, ..Default::default() });
@@ -482,7 +483,13 @@ impl Session {
         let credentials = if plain {
             let response = if initial.is_empty() { self.challenge("").await? } else { auth::decode(&initial) };
             match response {
-                Decoded::Ok(s) => auth::split_plain(&s).ok_or("501 5.5.2 Malformed PLAIN response"),
+                Decoded::Ok(s) => match auth::split_plain(&s) {
+                    Some((authz, user, pass)) if authz.is_empty() || authz == user => Ok((user, pass)),
+                    // Well-formed, but asks to act as someone else: refused
+                    // like wrong credentials (no proxy authorization).
+                    Some((_, user, _)) => return self.auth_failed(&user).await,
+                    None => Err("501 5.5.2 Malformed PLAIN response"),
+                },
                 Decoded::Cancelled => Err("501 5.0.0 Authentication cancelled"),
                 Decoded::BadBase64 => Err("501 5.5.2 Invalid base64"),
             }
@@ -540,6 +547,32 @@ impl Session {
         self.conn.reply("535 5.7.8 Authentication credentials invalid");
         Ok(Flow::Continue)
     }
+}
+
+/// Puts an address literal lifted before parsing back into the address.
+fn restore_literal(r: Request<String>, literal: Option<String>) -> Request<String> {
+    let Some(lit) = literal else { return r };
+    let put_back = |a: String| a.replace(super::address::LITERAL_PLACEHOLDER, &lit);
+    match r {
+        Request::Mail { mut from } => {
+            from.address = put_back(from.address);
+            Request::Mail { from }
+        }
+        Request::Rcpt { mut to } => {
+            to.address = put_back(to.address);
+            Request::Rcpt { to }
+        }
+        other => other,
+    }
+}
+
+/// smtp-proto saturates a huge SIZE= value in a way that can wrap to a
+/// small number; more digits than a u64 holds is "too big" whatever it says.
+fn size_overflows(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw).to_ascii_uppercase();
+    text.split_whitespace()
+        .filter_map(|w| w.strip_prefix("SIZE="))
+        .any(|n| n.len() > 19 || n.parse::<u64>().is_err())
 }
 
 /// Keeps client-supplied text from breaking a header or a log line.
