@@ -35,6 +35,8 @@ pub struct Context<'a> {
 /// One line of log per attempt on a host, and the remote MTA for DSNs.
 #[derive(Debug, Default, Clone)]
 pub struct Trace {
+    /// `dane`, `dane-unusable`, `pkix`, `plaintext`: what the TLS was checked against.
+    pub policy: &'static str,
     pub mx: Option<String>,
     pub ip: Option<IpAddr>,
     pub tls: Option<String>,
@@ -112,7 +114,7 @@ fn timeouts(cfg: &Config, tls: std::time::Duration) -> Timeouts {
 }
 
 /// The MX hosts of `domain`, in order, or the outcome for everyone.
-async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matters: bool) -> Result<Vec<String>, Vec<Outcome>> {
+async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matters: bool) -> Result<(Vec<String>, bool), Vec<Outcome>> {
     match ctx.resolver.mx(domain).await {
         Ok(answer) => {
             if let Security::Bogus(why) = &answer.security {
@@ -133,7 +135,7 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
             if hosts.is_empty() {
                 return Err(defer_all(rcpts, &format!("{domain} has no usable MX host"), "dns"));
             }
-            Ok(hosts.into_iter().map(|(_, h)| h).collect())
+            Ok((hosts.into_iter().map(|(_, h)| h).collect(), answer.security.is_secure()))
         }
         // A denial whose proof could not be checked may be forged: it must
         // neither switch to the implicit MX nor bounce the message.
@@ -143,7 +145,7 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
             Err(defer_all(rcpts, &format!("MX of {domain}: DNSSEC status indeterminate ({why})"), "dns"))
         }
         // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
-        Err(LookupError::NoData { .. }) => Ok(vec![domain.to_string()]),
+        Err(LookupError::NoData { security }) => Ok((vec![domain.to_string()], security.is_secure())),
         Err(LookupError::NxDomain { .. }) => Err(fail_all(rcpts, &format!("550 5.1.2 domain {domain} does not exist"), "dns")),
         Err(e) => Err(defer_all(rcpts, &format!("MX lookup for {domain} failed: {e}"), "dns")),
     }
@@ -151,8 +153,8 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
 
 async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
     let (_, domain_strategy) = strategy(ctx, domain, "");
-    let hosts = if literal_ip(domain).is_some() {
-        vec![domain.to_string()]
+    let (hosts, mx_secure) = if literal_ip(domain).is_some() {
+        (vec![domain.to_string()], false)
     } else {
         match mx_hosts(ctx, domain, rcpts, domain_strategy.dane != Requirement::Disable).await {
             Ok(h) => h,
@@ -169,8 +171,8 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             Some(ip) => Ok(crate::dns::Answer { records: vec![ip], security: Security::Insecure, canonical_name: None }),
             None => ctx.resolver.ips(host).await,
         };
-        let ips = match resolved {
-            Ok(a) if !a.records.is_empty() => a.records,
+        let (ips, host_secure, canonical) = match resolved {
+            Ok(a) if !a.records.is_empty() => (a.records, a.security.is_secure(), a.canonical_name),
             Ok(_) => {
                 last = (format!("{host} has no address"), "dns");
                 continue;
@@ -180,11 +182,26 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 continue;
             }
         };
+        let dane = match dane_plan(ctx, &strat, domain, host, canonical.as_deref(), mx_secure && host_secure).await {
+            Ok(d) => d,
+            Err(why) => {
+                tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
+                last = (why, "dane");
+                continue;
+            }
+        };
         for ip in ips {
             trace.ip = Some(ip);
             let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
             let tls_name = if literal_ip(host).is_some() { ip.to_string() } else { host.clone() };
-            let plan = Plan::from_strategy(&strat, &tls_name);
+            let mut plan = Plan::from_strategy(&strat, &tls_name);
+            trace.policy = if plan.starttls == Requirement::Disable { "plaintext" } else { "pkix" };
+            if let Some(d) = &dane {
+                plan.starttls = Requirement::Require;
+                plan.config = Some(d.config.clone());
+                plan.dane = true;
+                trace.policy = if d.authenticated { "dane" } else { "dane-unusable" };
+            }
             match transaction(ctx, peer, &plan, rcpts, &mut trace).await {
                 Ok(outcomes) => {
                     log_attempt(ctx, domain, &trace, &outcomes, None);
@@ -192,12 +209,81 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 }
                 Err(e) => {
                     log_attempt(ctx, domain, &trace, &[], Some(&e));
-                    last = (format!("{host} [{ip}]: {e}"), e.kind());
+                    let kind = if plan.dane && e.kind() == "tls" { "dane" } else { e.kind() };
+                    last = (format!("{host} [{ip}]: {e}"), kind);
                 }
             }
         }
     }
     (defer_all(rcpts, &last.0, last.1), trace)
+}
+
+/// The TLS a DANE host gets (RFC 7672).
+struct DanePlan {
+    config: std::sync::Arc<rustls::ClientConfig>,
+    /// Usable TLSA records exist (else: encrypt without authentication).
+    authenticated: bool,
+}
+
+/// Decides DANE for one host. `Ok(None)`: DANE does not apply (the
+/// strategy decides); `Err`: this host must not be used (no downgrade).
+async fn dane_plan(
+    ctx: &Context<'_>,
+    strat: &Strategy,
+    domain: &str,
+    host: &str,
+    canonical: Option<&str>,
+    secure: bool,
+) -> Result<Option<DanePlan>, String> {
+    if strat.dane == Requirement::Disable {
+        return Ok(None);
+    }
+    if !secure {
+        if strat.dane == Requirement::Require {
+            return Err(format!("DANE is required, but the MX or address records of {host} are not DNSSEC-secure"));
+        }
+        return Ok(None);
+    }
+    let port = ctx.config.outbound.mx_port;
+    // RFC 7672 §2.2.2: the TLSA base domain is the CNAME-expanded host name
+    // when that is secure, else the original name.
+    let mut bases: Vec<&str> = canonical.filter(|c| *c != host).into_iter().collect();
+    bases.push(host);
+    let mut found: Option<Vec<crate::dane::Tlsa>> = None;
+    for base in bases {
+        let name = format!("_{port}._tcp.{base}");
+        match ctx.resolver.tlsa(&name).await {
+            Ok(a) if a.security.is_secure() && !a.records.is_empty() => {
+                found = Some(a.records.into_iter().map(|(u, s, m, d)| crate::dane::Tlsa::new(u, s, m, d)).collect());
+                break;
+            }
+            Ok(_) => {}
+            Err(LookupError::NoData { security } | LookupError::NxDomain { security }) if !matches!(security, Security::Bogus(_) | Security::Indeterminate(_)) => {}
+            Err(e) => return Err(format!("TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery")),
+        }
+    }
+    let Some(records) = found else {
+        if strat.dane == Requirement::Require {
+            return Err(format!("DANE is required, but {host} publishes no TLSA records"));
+        }
+        return Ok(None);
+    };
+    let authenticated = records.iter().any(|r| r.is_usable());
+    let mut names = vec![host.to_string(), domain.to_string()];
+    if let Some(c) = canonical {
+        names.push(c.to_string());
+    }
+    let verifier = crate::dane::DaneVerifier::new(records, names).accept_when_no_usable_records();
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    if !authenticated && strat.dane == Requirement::Require {
+        return Err(format!("DANE is required, but {host} has only unusable TLSA records"));
+    }
+    Ok(Some(DanePlan { config: std::sync::Arc::new(config), authenticated }))
 }
 
 async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
@@ -210,6 +296,8 @@ async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]
         },
     };
     let plan = Plan {
+        config: None,
+        dane: false,
         starttls: match relay.tls {
             RelayTls::Starttls => Requirement::Require,
             _ => Requirement::Disable,
@@ -240,6 +328,10 @@ async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]
 
 /// How to talk to one host.
 struct Plan {
+    /// A TLS configuration that replaces the PKIX/insecure choice (DANE).
+    config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Failures are `dane`, not `tls`.
+    dane: bool,
     starttls: Requirement,
     implicit: bool,
     allow_invalid: bool,
@@ -252,6 +344,8 @@ struct Plan {
 impl Plan {
     fn from_strategy(s: &Strategy, host: &str) -> Plan {
         Plan {
+            config: None,
+            dane: false,
             starttls: s.start_tls,
             implicit: false,
             allow_invalid: s.allow_invalid_certs,
@@ -268,7 +362,11 @@ impl Plan {
 async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[String], trace: &mut Trace) -> Result<Vec<Outcome>, ClientError> {
     let hostname = ctx.config.hostname();
     let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
-    let tls_config = if plan.allow_invalid { ctx.tls.insecure() } else { ctx.tls.pkix() };
+    let tls_config = match &plan.config {
+        Some(c) => c.clone(),
+        None if plan.allow_invalid => ctx.tls.insecure(),
+        None => ctx.tls.pkix(),
+    };
     if plan.implicit {
         c.implicit_tls(tls_config.clone(), &plan.tls_name).await?;
     }
@@ -364,6 +462,7 @@ fn log_attempt(ctx: &Context<'_>, domain: &str, t: &Trace, outcomes: &[Outcome],
         mx = t.mx.as_deref().unwrap_or(""),
         ip = %t.ip.map(|i| i.to_string()).unwrap_or_default(),
         tls = t.tls.as_deref().unwrap_or("plaintext"),
+        policy = t.policy,
         strategy = t.strategy.as_deref().unwrap_or(""),
         retry_num = ctx.retry_num,
         result,
