@@ -10,6 +10,7 @@ mod dns;
 mod http;
 mod listener;
 mod logging;
+mod probe;
 mod queue;
 mod server;
 mod smtp;
@@ -144,7 +145,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file, offline, print } => check_config(&file, offline, print),
-        Command::Probe { .. } => not_yet("probe", "outbound delivery"),
+        Command::Probe { domain, common } => probe_command(&domain, common),
         Command::Queue(q) => queue_command(q),
         Command::Tlsa(TlsaCommand::Records { cert, name, port, usage, selector, matching }) => {
             tlsa_records(&cert, &name, port, usage, selector, matching)
@@ -272,6 +273,50 @@ fn print_queue_table(v: &serde_json::Value) {
         );
     }
     println!("{} message(s)", items.len());
+}
+
+/// Exit 0 when a delivery would go through now, 1 when it would defer or
+/// fail, 2 when the probe itself could not run.
+fn probe_command(domain: &str, common: Common) -> ExitCode {
+    tls::install_provider();
+    let loaded = match &common.config {
+        None => config::embedded_default(),
+        Some(p) => match config::load_file(p, config::Options::default()) {
+            Ok(l) => l,
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(probe::run(&loaded, domain)) {
+        Ok(v) => {
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", probe::text(&v));
+            }
+            let verdict = v["verdict"].as_str().unwrap_or("");
+            if verdict.starts_with("defer") || verdict.starts_with("fail") {
+                ExitCode::from(EXIT_CHECK_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 /// A command whose capability has not landed in this build says so plainly

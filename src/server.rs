@@ -154,7 +154,7 @@ pub async fn run(
 
 /// The resolver and the client TLS roots deliveries use. DNSSEC that cannot
 /// work is said once here; `dane: require` then fails rather than passes.
-async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
+pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
     let r = &cfg.resolver;
     let settings = crate::dns::ResolverSettings {
         nameservers: r.nameservers.as_ref().map(|ns| ns.iter().map(|n| n.0).collect()),

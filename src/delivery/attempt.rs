@@ -30,6 +30,9 @@ pub struct Context<'a> {
     pub smtputf8: bool,
     pub retry_num: u32,
     pub last_error: &'a str,
+    /// `postern probe`: stop after TLS (and EHLO) — no MAIL, no mail sent —
+    /// and record what each host looked like in `Trace::hosts`.
+    pub dry_run: bool,
 }
 
 /// One line of log per attempt on a host, and the remote MTA for DSNs.
@@ -37,6 +40,12 @@ pub struct Context<'a> {
 pub struct Trace {
     /// `dane`, `dane-unusable`, `pkix`, `plaintext`: what the TLS was checked against.
     pub policy: &'static str,
+    /// The certificate was checked (PKIX or DANE), not merely accepted.
+    pub verified: bool,
+    /// DNSSEC status of the MX answer.
+    pub mx_dnssec: String,
+    /// Per host looked at, for `probe`.
+    pub hosts: Vec<serde_json::Value>,
     pub mx: Option<String>,
     pub ip: Option<IpAddr>,
     pub tls: Option<String>,
@@ -114,7 +123,7 @@ fn timeouts(cfg: &Config, tls: std::time::Duration) -> Timeouts {
 }
 
 /// The MX hosts of `domain`, in order, or the outcome for everyone.
-async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matters: bool) -> Result<(Vec<String>, bool), Vec<Outcome>> {
+async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matters: bool) -> Result<(Vec<String>, bool, String), Vec<Outcome>> {
     match ctx.resolver.mx(domain).await {
         Ok(answer) => {
             if let Security::Bogus(why) = &answer.security {
@@ -135,7 +144,7 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
             if hosts.is_empty() {
                 return Err(defer_all(rcpts, &format!("{domain} has no usable MX host"), "dns"));
             }
-            Ok((hosts.into_iter().map(|(_, h)| h).collect(), answer.security.is_secure()))
+            Ok((hosts.into_iter().map(|(_, h)| h).collect(), answer.security.is_secure(), answer.security.as_str().to_string()))
         }
         // A denial whose proof could not be checked may be forged: it must
         // neither switch to the implicit MX nor bounce the message.
@@ -145,7 +154,7 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
             Err(defer_all(rcpts, &format!("MX of {domain}: DNSSEC status indeterminate ({why})"), "dns"))
         }
         // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
-        Err(LookupError::NoData { security }) => Ok((vec![domain.to_string()], security.is_secure())),
+        Err(LookupError::NoData { security }) => Ok((vec![domain.to_string()], security.is_secure(), format!("{} (no MX: implicit MX)", security.as_str()))),
         Err(LookupError::NxDomain { .. }) => Err(fail_all(rcpts, &format!("550 5.1.2 domain {domain} does not exist"), "dns")),
         Err(e) => Err(defer_all(rcpts, &format!("MX lookup for {domain} failed: {e}"), "dns")),
     }
@@ -153,16 +162,19 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
 
 async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
     let (_, domain_strategy) = strategy(ctx, domain, "");
+    let mut trace = Trace::default();
     let (hosts, mx_secure) = if literal_ip(domain).is_some() {
         (vec![domain.to_string()], false)
     } else {
         match mx_hosts(ctx, domain, rcpts, domain_strategy.dane != Requirement::Disable).await {
-            Ok(h) => h,
-            Err(outcomes) => return (outcomes, Trace::default()),
+            Ok((h, secure, status)) => {
+                trace.mx_dnssec = status;
+                (h, secure)
+            }
+            Err(outcomes) => return (outcomes, trace),
         }
     };
     let mut last: (String, &'static str) = (format!("no MX host of {domain} could be reached"), "connection");
-    let mut trace = Trace::default();
     for host in &hosts {
         let (name, strat) = strategy(ctx, domain, host);
         trace.mx = Some(host.clone());
@@ -172,7 +184,14 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             None => ctx.resolver.ips(host).await,
         };
         let (ips, host_secure, canonical) = match resolved {
-            Ok(a) if !a.records.is_empty() => (a.records, a.security.is_secure(), a.canonical_name),
+            Ok(a) if !a.records.is_empty() => {
+                trace.hosts.push(serde_json::json!({
+                    "mx": host, "strategy": name,
+                    "addresses": a.records.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                    "dnssec": a.security.as_str(),
+                }));
+                (a.records, a.security.is_secure(), a.canonical_name)
+            }
             Ok(_) => {
                 last = (format!("{host} has no address"), "dns");
                 continue;
@@ -183,8 +202,16 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             }
         };
         let dane = match dane_plan(ctx, &strat, domain, host, canonical.as_deref(), mx_secure && host_secure).await {
-            Ok(d) => d,
+            Ok(d) => {
+                if let (Some(h), Some(d)) = (trace.hosts.last_mut(), &d) {
+                    h["tlsa"] = serde_json::json!(d.records);
+                }
+                d
+            }
             Err(why) => {
+                if let Some(h) = trace.hosts.last_mut() {
+                    h["result"] = serde_json::json!(format!("not used: {why}"));
+                }
                 tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
                 last = (why, "dane");
                 continue;
@@ -196,13 +223,30 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             let tls_name = if literal_ip(host).is_some() { ip.to_string() } else { host.clone() };
             let mut plan = Plan::from_strategy(&strat, &tls_name);
             trace.policy = if plan.starttls == Requirement::Disable { "plaintext" } else { "pkix" };
+            trace.verified = !plan.allow_invalid;
             if let Some(d) = &dane {
                 plan.starttls = Requirement::Require;
                 plan.config = Some(d.config.clone());
                 plan.dane = true;
                 trace.policy = if d.authenticated { "dane" } else { "dane-unusable" };
+                trace.verified = d.authenticated;
             }
-            match transaction(ctx, peer, &plan, rcpts, &mut trace).await {
+            let result = transaction(ctx, peer, &plan, rcpts, &mut trace).await;
+            if let Some(h) = trace.hosts.last_mut() {
+                h["ip"] = serde_json::json!(ip.to_string());
+                h["tls"] = serde_json::json!(trace.tls.clone().unwrap_or_else(|| "none".into()));
+                h["policy"] = serde_json::json!(trace.policy);
+                if let Some(d) = &dane {
+                    if let Some(o) = d.verifier.outcome() {
+                        h["daneOutcome"] = serde_json::json!(o.to_string());
+                    }
+                }
+                h["result"] = serde_json::json!(match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                });
+            }
+            match result {
                 Ok(outcomes) => {
                     log_attempt(ctx, domain, &trace, &outcomes, None);
                     return (outcomes, trace);
@@ -221,6 +265,9 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
 /// The TLS a DANE host gets (RFC 7672).
 struct DanePlan {
     config: std::sync::Arc<rustls::ClientConfig>,
+    verifier: std::sync::Arc<crate::dane::DaneVerifier>,
+    /// The records as found, each with whether it is usable (for probe).
+    records: Vec<serde_json::Value>,
     /// Usable TLSA records exist (else: encrypt without authentication).
     authenticated: bool,
 }
@@ -269,21 +316,25 @@ async fn dane_plan(
         return Ok(None);
     };
     let authenticated = records.iter().any(|r| r.is_usable());
+    let listed: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::json!({"record": r.to_string(), "usable": r.usability().err().map(|e| e.to_string()).unwrap_or_else(|| "usable".into())}))
+        .collect();
     let mut names = vec![host.to_string(), domain.to_string()];
     if let Some(c) = canonical {
         names.push(c.to_string());
     }
-    let verifier = crate::dane::DaneVerifier::new(records, names).accept_when_no_usable_records();
+    let verifier = std::sync::Arc::new(crate::dane::DaneVerifier::new(records, names).accept_when_no_usable_records());
     let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     if !authenticated && strat.dane == Requirement::Require {
         return Err(format!("DANE is required, but {host} has only unusable TLSA records"));
     }
-    Ok(Some(DanePlan { config: std::sync::Arc::new(config), authenticated }))
+    Ok(Some(DanePlan { config: std::sync::Arc::new(config), verifier, records: listed, authenticated }))
 }
 
 async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
@@ -383,6 +434,14 @@ async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[
         }
     }
     trace.tls = c.tls.clone();
+    if ctx.dry_run {
+        let offered = c.offers("STARTTLS");
+        c.quit().await;
+        return Ok(rcpts
+            .iter()
+            .map(|_| Outcome::Delivered(format!("probe: would deliver (STARTTLS offered: {offered})")))
+            .collect());
+    }
     if let Some((user, secret)) = &plan.auth {
         c.auth_plain(user, secret).await?;
     }

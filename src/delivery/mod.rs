@@ -140,6 +140,7 @@ impl Engine {
                 smtputf8: env.smtputf8,
                 retry_num: env.attempts,
                 last_error: &last_error,
+                dry_run: false,
             };
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
             for (i, o) in idx.iter().zip(outcomes) {

@@ -1,0 +1,54 @@
+//! `postern probe` against the test world: the verdict of SPEC §1 for each
+//! kind of destination, and no mail sent while probing.
+
+mod support;
+
+use support::world::World;
+
+#[test]
+fn probe_verdicts() {
+    let Some(world) = World::up() else { return };
+    let cfg = world.postern_config("probe", |_| {});
+    let cases = [
+        ("dane-ok.test", "dane"),
+        ("implicit-mx.test", "dane"),
+        ("dane-cname.test", "dane"),
+        ("insecure.test", "tls-verified"),
+        ("nostarttls.test", "plaintext"),
+        ("dane-pkix.test", "tls-unverified"),
+        ("dane-bad.test", "defer:"),
+        ("bogus.test", "defer:"),
+        ("tlsa-servfail.test", "defer:"),
+        ("invalidcert.test", "defer:"),
+        ("wrongname.test", "defer:"),
+        ("null-mx.test", "fail:"),
+    ];
+    let before = world.spool("dane-ok").len();
+    let mut wrong = Vec::new();
+    for (domain, want) in cases {
+        let out = support::postern()
+            .args(["probe", domain, "--json", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{domain}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let verdict = v["verdict"].as_str().unwrap_or("").to_string();
+        let code = out.status.code();
+        let want_code = if want.ends_with(':') { Some(1) } else { Some(0) };
+        if !verdict.starts_with(want) || code != want_code {
+            wrong.push(format!("{domain}: verdict {verdict:?} (exit {code:?}), want {want} (exit {want_code:?})\n{v:#}"));
+        }
+        if domain == "dane-ok.test" {
+            let tlsa = &v["hosts"][0]["tlsa"][0];
+            assert_eq!(tlsa["usable"], "usable", "{v:#}");
+            assert!(v["hosts"][0]["daneOutcome"].as_str().unwrap_or("").contains("depth"), "what matched at which depth: {v:#}");
+            assert_eq!(v["mx"]["dnssec"], "secure", "{v:#}");
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Text output, too.
+    let out = support::postern().args(["probe", "dane-ok.test", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict  dane"), "{text}");
+    assert_eq!(world.spool("dane-ok").len(), before, "probing sends no mail");
+}
