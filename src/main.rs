@@ -10,6 +10,7 @@ mod dns;
 mod http;
 mod listener;
 mod logging;
+mod mta_sts;
 mod probe;
 mod queue;
 mod server;

@@ -17,6 +17,8 @@ pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
         config: cfg,
         resolver: &tools.resolver,
         tls: &tools.tls,
+        fetch_tls: &tools.fetch_tls,
+        store: None,
         message_id: "probe",
         sender: &sender,
         message: b"",
@@ -29,6 +31,7 @@ pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
     let verdict = match outcomes.first() {
         Some(Outcome::Delivered(_)) => match (trace.policy, trace.tls.is_some(), trace.verified) {
             ("dane", _, _) => "dane".to_string(),
+            ("mta-sts", _, _) => "mta-sts".to_string(),
             (_, false, _) => "plaintext".to_string(),
             (_, true, true) => "tls-verified".to_string(),
             (_, true, false) => "tls-unverified".to_string(),
@@ -40,6 +43,7 @@ pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
     Ok(json!({
         "domain": domain,
         "mx": { "dnssec": trace.mx_dnssec },
+        "mtaSts": trace.sts,
         "hosts": trace.hosts,
         "strategy": trace.strategy,
         "tls": trace.tls,
@@ -52,6 +56,15 @@ pub fn text(v: &Value) -> String {
     let mut out = format!("domain   {}\n", v["domain"].as_str().unwrap_or(""));
     if let Some(d) = v["mx"]["dnssec"].as_str().filter(|d| !d.is_empty()) {
         out.push_str(&format!("MX       DNSSEC {d}\n"));
+    }
+    if let Some(s) = v["mtaSts"].as_object() {
+        out.push_str(&format!(
+            "MTA-STS  {} (from {}){}{}\n",
+            s.get("mode").and_then(|m| m.as_str()).unwrap_or("no policy"),
+            s.get("source").and_then(|m| m.as_str()).unwrap_or(""),
+            s.get("mx").map(|m| format!(", mx {m}")).unwrap_or_default(),
+            s.get("note").and_then(|n| n.as_str()).filter(|n| !n.is_empty()).map(|n| format!(" — {n}")).unwrap_or_default(),
+        ));
     }
     for h in v["hosts"].as_array().into_iter().flatten() {
         out.push_str(&format!(

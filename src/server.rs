@@ -175,7 +175,9 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
         }
     });
     let tls = crate::tls::ClientTls::load(cfg.outbound.ca_file.as_deref()).map_err(|e| format!("outbound.caFile: {e}"))?;
-    Ok(crate::delivery::Tools { resolver, tls })
+    let sts_ca = cfg.mta_sts.ca_file.as_deref().or(cfg.outbound.ca_file.as_deref());
+    let fetch_tls = crate::mta_sts::FetchTls::load(sts_ca).map_err(|e| format!("mtaSts.caFile: {e}"))?;
+    Ok(crate::delivery::Tools { resolver, tls, fetch_tls })
 }
 
 fn status_line(shared: &Shared) -> String {

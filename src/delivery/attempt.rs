@@ -24,6 +24,9 @@ pub struct Context<'a> {
     pub config: &'a Config,
     pub resolver: &'a Resolver,
     pub tls: &'a ClientTls,
+    pub fetch_tls: &'a crate::mta_sts::FetchTls,
+    /// The MTA-STS policy cache; `None` (probe) always fetches.
+    pub store: Option<&'a crate::store::Store>,
     pub message_id: &'a str,
     pub sender: &'a str,
     pub message: &'a [u8],
@@ -46,6 +49,8 @@ pub struct Trace {
     pub mx_dnssec: String,
     /// Per host looked at, for `probe`.
     pub hosts: Vec<serde_json::Value>,
+    /// The MTA-STS policy in force, for `probe`.
+    pub sts: Option<serde_json::Value>,
     pub mx: Option<String>,
     pub ip: Option<IpAddr>,
     pub tls: Option<String>,
@@ -174,6 +179,37 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             Err(outcomes) => return (outcomes, trace),
         }
     };
+    let sts = if domain_strategy.mta_sts != Requirement::Disable && literal_ip(domain).is_none() {
+        Some(super::sts::lookup(ctx, domain, domain_strategy.mta_sts_timeout.as_std()).await)
+    } else {
+        None
+    };
+    let policy = sts.as_ref().and_then(|l| l.policy.clone());
+    if let Some(l) = &sts {
+        trace.sts = Some(serde_json::json!({
+            "source": l.source,
+            "note": l.note,
+            "mode": l.policy.as_ref().map(|p| format!("{:?}", p.mode).to_lowercase()),
+            "mx": l.policy.as_ref().map(|p| p.mx.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
+            "maxAge": l.policy.as_ref().map(|p| p.max_age),
+        }));
+    }
+    if policy.is_none() && domain_strategy.mta_sts == Requirement::Require {
+        let why = sts.map(|l| l.note).unwrap_or_default();
+        return (defer_all(rcpts, &format!("MTA-STS is required, but {domain} has no policy ({why})"), "mta-sts"), trace);
+    }
+    let enforce = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Enforce);
+    let hosts: Vec<String> = match enforce {
+        Some(p) => {
+            let (ok, refused): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| p.matches_mx(h));
+            if ok.is_empty() {
+                let why = format!("no MX host of {domain} ({}) matches its MTA-STS policy (enforce)", refused.join(", "));
+                return (defer_all(rcpts, &why, "mta-sts"), trace);
+            }
+            ok
+        }
+        None => hosts,
+    };
     let mut last: (String, &'static str) = (format!("no MX host of {domain} could be reached"), "connection");
     for host in &hosts {
         let (name, strat) = strategy(ctx, domain, host);
@@ -225,11 +261,21 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             trace.policy = if plan.starttls == Requirement::Disable { "plaintext" } else { "pkix" };
             trace.verified = !plan.allow_invalid;
             if let Some(d) = &dane {
+                // DANE takes precedence over MTA-STS.
                 plan.starttls = Requirement::Require;
                 plan.config = Some(d.config.clone());
                 plan.dane = true;
                 trace.policy = if d.authenticated { "dane" } else { "dane-unusable" };
                 trace.verified = d.authenticated;
+            } else if enforce.is_some() {
+                // RFC 8461 §4.2: STARTTLS and a PKIX-valid certificate for
+                // the MX name; no strategy relaxes this.
+                plan.starttls = Requirement::Require;
+                plan.allow_invalid = false;
+                plan.config = None;
+                plan.sts = true;
+                trace.policy = "mta-sts";
+                trace.verified = true;
             }
             let result = transaction(ctx, peer, &plan, rcpts, &mut trace).await;
             if let Some(h) = trace.hosts.last_mut() {
@@ -253,7 +299,11 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 }
                 Err(e) => {
                     log_attempt(ctx, domain, &trace, &[], Some(&e));
-                    let kind = if plan.dane && e.kind() == "tls" { "dane" } else { e.kind() };
+                    let kind = match e.kind() {
+                        "tls" if plan.dane => "dane",
+                        "tls" if plan.sts => "mta-sts",
+                        k => k,
+                    };
                     last = (format!("{host} [{ip}]: {e}"), kind);
                 }
             }
@@ -349,6 +399,7 @@ async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]
     let plan = Plan {
         config: None,
         dane: false,
+        sts: false,
         starttls: match relay.tls {
             RelayTls::Starttls => Requirement::Require,
             _ => Requirement::Disable,
@@ -383,6 +434,8 @@ struct Plan {
     config: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Failures are `dane`, not `tls`.
     dane: bool,
+    /// Failures are `mta-sts`, not `tls`.
+    sts: bool,
     starttls: Requirement,
     implicit: bool,
     allow_invalid: bool,
@@ -397,6 +450,7 @@ impl Plan {
         Plan {
             config: None,
             dane: false,
+            sts: false,
             starttls: s.start_tls,
             implicit: false,
             allow_invalid: s.allow_invalid_certs,

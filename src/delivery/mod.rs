@@ -10,6 +10,7 @@
 pub mod attempt;
 pub mod client;
 pub mod dsn;
+pub mod sts;
 
 use crate::config::Loaded;
 use crate::dns::Resolver;
@@ -27,6 +28,7 @@ use tokio::sync::Semaphore;
 pub struct Tools {
     pub resolver: Resolver,
     pub tls: ClientTls,
+    pub fetch_tls: crate::mta_sts::FetchTls,
 }
 
 pub struct Engine {
@@ -60,7 +62,18 @@ impl Engine {
     /// The scheduler loop; returns when the daemon stops.
     pub async fn run(self: Arc<Self>) {
         let mut stopping = self.shared.stopping.clone();
+        let mut last_refresh = tokio::time::Instant::now();
         loop {
+            if last_refresh.elapsed() > Duration::from_secs(300) {
+                last_refresh = tokio::time::Instant::now();
+                if self.shared.config().config.mta_sts.refresh {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let tools = me.tools();
+                        sts::refresh_due(&me.shared.store, &tools.resolver, &tools.fetch_tls, Duration::from_secs(60)).await;
+                    });
+                }
+            }
             if *stopping.borrow() {
                 return;
             }
@@ -121,6 +134,9 @@ impl Engine {
         let tools = self.tools();
         let by_domain = pending_by_domain(&env);
         let mut newly_failed: Vec<usize> = Vec::new();
+        // Held until the result is written, so at most perDomainConcurrency
+        // delivered-but-unrecorded messages exist per domain at any time.
+        let mut permits = Vec::new();
         let mut remote: BTreeMap<usize, String> = BTreeMap::new();
         for (domain, idx) in by_domain {
             let rcpts: Vec<String> = idx.iter().map(|i| env.recipients[*i].address.clone()).collect();
@@ -129,11 +145,14 @@ impl Engine {
                 .find_map(|i| env.recipients[*i].error_kind.clone())
                 .unwrap_or_else(|| "none".to_string());
             let slot = self.domain_slot(&domain, cfg.config.outbound.per_domain_concurrency);
-            let Ok(_permit) = slot.acquire_owned().await else { return };
+            let Ok(permit) = slot.acquire_owned().await else { return };
+            permits.push(permit);
             let ctx = attempt::Context {
                 config: &cfg.config,
                 resolver: &tools.resolver,
                 tls: &tools.tls,
+                fetch_tls: &tools.fetch_tls,
+                store: Some(&self.shared.store),
                 message_id: &env.id,
                 sender: &env.sender,
                 message: &body,
@@ -170,6 +189,7 @@ impl Engine {
         }
         env.attempts += 1;
         self.record(&cfg, env, &body, skey, newly_failed, remote).await;
+        drop(permits);
     }
 
     /// Writes the result of an attempt: done, or rescheduled; with the DSNs

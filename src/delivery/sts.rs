@@ -1,0 +1,99 @@
+//! MTA-STS for one recipient domain at delivery time (RFC 8461 §3, §5):
+//! the TXT record, the cached policy, a strict fetch when the id changed,
+//! and the rule that a failed fetch never erases an unexpired policy.
+
+use super::attempt::Context;
+use crate::dns::LookupError;
+use crate::mta_sts::{self, CachedPolicy, Plan, Policy, TxtResult};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The policy in force for a domain, and where it came from.
+pub struct Lookup {
+    pub policy: Option<Policy>,
+    /// `cache`, `fetch`, or `none`.
+    pub source: &'static str,
+    /// Why there is no policy, or why a cached one was kept (fetch failures
+    /// are also what TLS-RPT reports as `sts-policy-fetch-error` & co.).
+    pub note: String,
+    /// The TLS-RPT result type of a failed fetch, if one failed.
+    pub fetch_failure: Option<&'static str>,
+}
+
+pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Lookup {
+    let txt = match ctx.resolver.txt(&format!("_mta-sts.{domain}")).await {
+        Ok(a) => mta_sts::parse_txt(&a.records),
+        Err(LookupError::NoData { .. } | LookupError::NxDomain { .. }) => TxtResult::NotFound,
+        Err(e) => TxtResult::LookupFailed(e.to_string()),
+    };
+    let key = mta_sts::cache_key(domain);
+    let cached = ctx
+        .store
+        .and_then(|s| s.get("mta-sts", key.as_bytes()).ok().flatten())
+        .and_then(|b| CachedPolicy::from_bytes(&b).ok());
+    let now = crate::queue::now_secs();
+    match mta_sts::plan(&txt, cached.as_ref(), now) {
+        Plan::UseCached { policy, .. } => Lookup { policy: Some(policy), source: "cache", note: String::new(), fetch_failure: None },
+        Plan::NoPolicy { reason } => Lookup { policy: None, source: "none", note: reason, fetch_failure: None },
+        Plan::Fetch { id, .. } => match fetch(ctx.resolver, ctx.fetch_tls, domain, timeout).await {
+            Ok(policy) => {
+                if let Some(store) = ctx.store {
+                    let c = CachedPolicy::new(domain, &id, &policy, now);
+                    let bytes = c.to_bytes();
+                    if let Err(e) = store.write(crate::store::Batch::default().put("mta-sts", key.as_bytes(), &bytes), true) {
+                        tracing::warn!(domain, error = %e, "cannot cache the MTA-STS policy");
+                    }
+                }
+                tracing::info!(domain, id = %id, mode = ?policy.mode, max_age = policy.max_age, "MTA-STS policy fetched");
+                Lookup { policy: Some(policy), source: "fetch", note: String::new(), fetch_failure: None }
+            }
+            Err(e) => {
+                let kind = e.result_type();
+                tracing::warn!(domain, error = %e, "MTA-STS policy fetch failed");
+                match mta_sts::after_fetch_failure(cached.as_ref(), now) {
+                    Some(p) => Lookup { policy: Some(p), source: "cache", note: format!("refetch failed, cached policy kept: {e}"), fetch_failure: Some(kind) },
+                    None => Lookup { policy: None, source: "none", note: format!("policy fetch failed: {e}"), fetch_failure: Some(kind) },
+                }
+            }
+        },
+    }
+}
+
+/// Fetches with postern's own resolver for `mta-sts.<domain>`.
+async fn fetch(resolver: &crate::dns::Resolver, tls: &mta_sts::FetchTls, domain: &str, timeout: Duration) -> Result<Policy, mta_sts::FetchError> {
+    let host = mta_sts::policy_host(domain);
+    let addrs: Vec<SocketAddr> = match resolver.ips(&host).await {
+        Ok(a) => a.records.into_iter().map(|ip| SocketAddr::new(ip, 443)).collect(),
+        Err(e) => return Err(mta_sts::FetchError::Dns(format!("{host}: {e}"))),
+    };
+    mta_sts::fetch_with_addrs(tls, domain, timeout, &addrs).await.map(|f| f.policy)
+}
+
+/// `mtaSts.refresh`: refetches cached policies that are about to expire
+/// (RFC 8461 §10.2), one at a time, so a domain whose policy server is
+/// briefly down keeps a valid policy. A failure keeps the cached one.
+pub async fn refresh_due(store: &crate::store::Store, resolver: &crate::dns::Resolver, tls: &mta_sts::FetchTls, timeout: Duration) {
+    let now = crate::queue::now_secs();
+    let rows = store.scan("mta-sts").unwrap_or_default();
+    for (key, value) in rows {
+        let Ok(cached) = CachedPolicy::from_bytes(&value) else { continue };
+        let margin = ((cached.expires_at.saturating_sub(cached.fetched_at)) / 4).max(300);
+        if !mta_sts::needs_refresh(&cached, now, margin) {
+            continue;
+        }
+        let txt = match resolver.txt(&format!("_mta-sts.{}", cached.domain)).await {
+            Ok(a) => mta_sts::parse_txt(&a.records),
+            Err(_) => continue,
+        };
+        let Some(id) = txt.id().map(str::to_string) else { continue };
+        match fetch(resolver, tls, &cached.domain, timeout).await {
+            Ok(policy) => {
+                let fresh = CachedPolicy::new(&cached.domain, &id, &policy, now);
+                let bytes = fresh.to_bytes();
+                let _ = store.write(crate::store::Batch::default().put("mta-sts", &key, &bytes), true);
+                tracing::info!(domain = %cached.domain, id = %id, "MTA-STS policy refreshed before expiry");
+            }
+            Err(e) => tracing::warn!(domain = %cached.domain, error = %e, "MTA-STS refresh failed; the cached policy stays in force"),
+        }
+    }
+}
