@@ -132,7 +132,10 @@ impl Engine {
         };
         let cfg = self.shared.config();
         let tools = self.tools();
-        let by_domain = pending_by_domain(&env);
+        let mut by_domain = pending_by_domain(&env);
+        // Permits are held until the result is written; taking them in one
+        // global order keeps two messages from waiting on each other.
+        by_domain.sort_by(|a, b| a.0.cmp(&b.0));
         let mut newly_failed: Vec<usize> = Vec::new();
         // Held until the result is written, so at most perDomainConcurrency
         // delivered-but-unrecorded messages exist per domain at any time.
