@@ -19,6 +19,7 @@ pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
         tls: &tools.tls,
         fetch_tls: &tools.fetch_tls,
         store: None,
+        pool: None,
         message_id: "probe",
         sender: &sender,
         message: b"",
@@ -65,6 +66,13 @@ pub fn text(v: &Value) -> String {
             s.get("mx").map(|m| format!(", mx {m}")).unwrap_or_default(),
             s.get("note").and_then(|n| n.as_str()).filter(|n| !n.is_empty()).map(|n| format!(" — {n}")).unwrap_or_default(),
         ));
+        if let Some(e) = s.get("expires").and_then(|e| e.as_str()) {
+            out.push_str(&format!("         expires {e}\n"));
+        }
+        for h in s.get("hosts").and_then(|h| h.as_array()).into_iter().flatten() {
+            let m = if h["matches"] == true { "matches the policy" } else { "NOT in the policy" };
+            out.push_str(&format!("         MX {} {m}\n", h["mx"].as_str().unwrap_or("")));
+        }
     }
     for h in v["hosts"].as_array().into_iter().flatten() {
         out.push_str(&format!(

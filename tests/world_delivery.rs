@@ -39,6 +39,32 @@ fn delivery_scenarios() {
     let mail = world.wait_for_mail("insecure", &s, WAIT).unwrap_or_else(|| panic!("not delivered; log:\n{}", p.log_text()));
     assert!(over_tls(&mail), "expected TLS in:\n{mail}");
 
+    // Several messages to one host share connections (and handshakes):
+    // when postern closes an idle connection, Postfix logs how many
+    // transactions it carried ("disconnect from … mail=N").
+    let log_file = world.get("MX_INSECURE_LOG").to_string();
+    let tokens: Vec<String> = (0..6).map(|i| unique(&format!("reuse{i}"))).collect();
+    for t in &tokens {
+        send(&smtp, "sender@dane-ok.test", &["user@insecure.test"], &message(t));
+    }
+    for t in &tokens {
+        world.wait_for_mail("insecure", t, WAIT).unwrap_or_else(|| panic!("not delivered; log:\n{}", p.log_text()));
+    }
+    let reused = |text: &str| {
+        text.lines().filter(|l| l.contains("disconnect from")).any(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("mail="))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 2)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !reused(&std::fs::read_to_string(&log_file).unwrap_or_default()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mx_log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(reused(&mx_log), "no connection carried two or more messages:\n{mx_log}");
+
     // No STARTTLS offered, startTls optional → plaintext.
     let s = unique("plain");
     send(&smtp, "sender@dane-ok.test", &["user@nostarttls.test"], &message(&s));

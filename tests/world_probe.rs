@@ -22,6 +22,10 @@ fn probe_verdicts() {
         ("invalidcert.test", "defer:"),
         ("wrongname.test", "defer:"),
         ("null-mx.test", "fail:"),
+        ("sts-enforce.test", "mta-sts"),
+        ("sts-mxmismatch.test", "defer:"),
+        ("sts-testing.test", "tls-verified"),
+        ("dane-sts.test", "dane"),
     ];
     let before = world.spool("dane-ok").len();
     let mut wrong = Vec::new();
@@ -46,6 +50,17 @@ fn probe_verdicts() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The MTA-STS part: policy, where it came from, expiry, per-MX match.
+    let out = support::postern()
+        .args(["probe", "sts-mxmismatch.test", "--json", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sts = &v["mtaSts"];
+    assert_eq!(sts["mode"], "enforce", "{v:#}");
+    assert_eq!(sts["source"], "fetch", "{v:#}");
+    assert!(sts["expires"].as_str().is_some(), "{v:#}");
+    assert_eq!(sts["hosts"][0]["matches"], false, "{v:#}");
     // Text output, too.
     let out = support::postern().args(["probe", "dane-ok.test", "--config", cfg.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

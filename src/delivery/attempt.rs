@@ -33,6 +33,8 @@ pub struct Context<'a> {
     pub smtputf8: bool,
     pub retry_num: u32,
     pub last_error: &'a str,
+    /// Idle connections to reuse (`None`: always a new connection).
+    pub pool: Option<&'a super::pool::Pool>,
     /// `postern probe`: stop after TLS (and EHLO) — no MAIL, no mail sent —
     /// and record what each host looked like in `Trace::hosts`.
     pub dry_run: bool,
@@ -192,6 +194,8 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             "mode": l.policy.as_ref().map(|p| format!("{:?}", p.mode).to_lowercase()),
             "mx": l.policy.as_ref().map(|p| p.mx.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
             "maxAge": l.policy.as_ref().map(|p| p.max_age),
+            "expires": l.expires_at.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)).map(|d| d.to_rfc3339()),
+            "hosts": l.policy.as_ref().map(|p| hosts.iter().map(|h| serde_json::json!({"mx": h, "matches": p.matches_mx(h)})).collect::<Vec<_>>()),
         }));
     }
     if policy.is_none() && domain_strategy.mta_sts == Requirement::Require {
@@ -465,6 +469,20 @@ impl Plan {
 /// Connects and runs one transaction. `Err` means this host failed as a
 /// whole (try the next); `Ok` carries a result per recipient.
 async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[String], trace: &mut Trace) -> Result<Vec<Outcome>, ClientError> {
+    let key = format!(
+        "{peer}|{}|{:?}|{}|{}|{}|{}|{}",
+        plan.tls_name, plan.starttls, plan.implicit, plan.allow_invalid, plan.dane, plan.sts, plan.lmtp
+    );
+    let pool = ctx.pool.filter(|_| !ctx.dry_run && plan.auth.is_none());
+    if let Some((mut c, uses)) = pool.and_then(|p| p.take(&key)) {
+        // A connection that went stale fails before anything is committed
+        // (at MAIL or RCPT): then a new connection is made below.
+        if let Ok(outcomes) = send(&mut c, ctx, rcpts).await {
+            trace.tls = c.tls.clone();
+            pool.expect("taken from it").put(key, c, uses + 1);
+            return Ok(outcomes);
+        }
+    }
     let hostname = ctx.config.hostname();
     let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
     let tls_config = match &plan.config {
@@ -500,7 +518,10 @@ async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[
         c.auth_plain(user, secret).await?;
     }
     let outcomes = send(&mut c, ctx, rcpts).await?;
-    c.quit().await;
+    match pool {
+        Some(p) => p.put(key, c, 1),
+        None => c.quit().await,
+    }
     Ok(outcomes)
 }
 

@@ -10,6 +10,7 @@
 pub mod attempt;
 pub mod client;
 pub mod dsn;
+pub mod pool;
 pub mod sts;
 
 use crate::config::Loaded;
@@ -37,6 +38,7 @@ pub struct Engine {
     in_flight: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pool: pool::Pool,
 }
 
 impl Engine {
@@ -48,6 +50,7 @@ impl Engine {
             tools: RwLock::new(Arc::new(tools)),
             in_flight: Mutex::new(HashSet::new()),
             per_domain: Mutex::new(HashMap::new()),
+            pool: pool::Pool::default(),
         })
     }
 
@@ -93,6 +96,7 @@ impl Engine {
                     drop(permit);
                 });
             }
+            self.pool.reap();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.shared.wake.notified() => {}
@@ -156,6 +160,7 @@ impl Engine {
                 tls: &tools.tls,
                 fetch_tls: &tools.fetch_tls,
                 store: Some(&self.shared.store),
+                pool: Some(&self.pool),
                 message_id: &env.id,
                 sender: &env.sender,
                 message: &body,

@@ -18,6 +18,8 @@ pub struct Lookup {
     pub note: String,
     /// The TLS-RPT result type of a failed fetch, if one failed.
     pub fetch_failure: Option<&'static str>,
+    /// Unix seconds when the policy in force expires.
+    pub expires_at: Option<u64>,
 }
 
 pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Lookup {
@@ -33,8 +35,14 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
         .and_then(|b| CachedPolicy::from_bytes(&b).ok());
     let now = crate::queue::now_secs();
     match mta_sts::plan(&txt, cached.as_ref(), now) {
-        Plan::UseCached { policy, .. } => Lookup { policy: Some(policy), source: "cache", note: String::new(), fetch_failure: None },
-        Plan::NoPolicy { reason } => Lookup { policy: None, source: "none", note: reason, fetch_failure: None },
+        Plan::UseCached { policy, .. } => Lookup {
+            policy: Some(policy),
+            source: "cache",
+            note: String::new(),
+            fetch_failure: None,
+            expires_at: cached.as_ref().map(|c| c.expires_at),
+        },
+        Plan::NoPolicy { reason } => Lookup { policy: None, source: "none", note: reason, fetch_failure: None, expires_at: None },
         Plan::Fetch { id, .. } => match fetch(ctx.resolver, ctx.fetch_tls, domain, timeout).await {
             Ok(policy) => {
                 if let Some(store) = ctx.store {
@@ -45,14 +53,21 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
                     }
                 }
                 tracing::info!(domain, id = %id, mode = ?policy.mode, max_age = policy.max_age, "MTA-STS policy fetched");
-                Lookup { policy: Some(policy), source: "fetch", note: String::new(), fetch_failure: None }
+                let expires_at = Some(now + u64::from(policy.max_age));
+                Lookup { policy: Some(policy), source: "fetch", note: String::new(), fetch_failure: None, expires_at }
             }
             Err(e) => {
                 let kind = e.result_type();
                 tracing::warn!(domain, error = %e, "MTA-STS policy fetch failed");
                 match mta_sts::after_fetch_failure(cached.as_ref(), now) {
-                    Some(p) => Lookup { policy: Some(p), source: "cache", note: format!("refetch failed, cached policy kept: {e}"), fetch_failure: Some(kind) },
-                    None => Lookup { policy: None, source: "none", note: format!("policy fetch failed: {e}"), fetch_failure: Some(kind) },
+                    Some(p) => Lookup {
+                        policy: Some(p),
+                        source: "cache",
+                        note: format!("refetch failed, cached policy kept: {e}"),
+                        fetch_failure: Some(kind),
+                        expires_at: cached.as_ref().map(|c| c.expires_at),
+                    },
+                    None => Lookup { policy: None, source: "none", note: format!("policy fetch failed: {e}"), fetch_failure: Some(kind), expires_at: None },
                 }
             }
         },

@@ -1,0 +1,15 @@
+//! SPEC §2.7: keeping the operator's own TLSA records right.
+//!
+//! * [`rfc2136`]: one atomic, TSIG-signed UPDATE per change.
+//! * [`readback`]: what DNS serves — every authoritative server of the
+//!   zone, and the validating resolver.
+//! * [`sync`]: the records a certificate chain needs, the plan that gets
+//!   DNS there, and the `tlsa status|sync` texts.
+//! * [`rollover`]: the gated rollover (RFC 7671 §8.1) as a pure state
+//!   machine.
+
+pub mod readback;
+pub mod rfc2136;
+pub mod rollover;
+pub mod sync;
+mod wire;

@@ -1,0 +1,359 @@
+//! RFC 2136 dynamic updates of one TLSA RRset, signed with TSIG (RFC 8945).
+//!
+//! Each change is **one** UPDATE message: the records to add and the
+//! records to delete travel together, and the server applies them
+//! atomically. Deleting the set and adding the new one in two messages
+//! would serve an empty or wrong set in between (DESIGN.md, "TLSA updates
+//! that leave a gap"). [`apply_checked`] adds a prerequisite (compare and
+//! swap) so that two hosts running `tlsa sync` at once cannot undo each
+//! other's work: the loser gets [`UpdateError::Changed`] and re-reads.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hickory_resolver::proto::op::{Message, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_resolver::proto::rr::rdata::TLSA;
+use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+
+use super::wire;
+use crate::dane::Tlsa;
+
+/// Clock skew the server may allow between our TSIG time and its own.
+const FUDGE: u16 = 300;
+/// Bound on one update exchange, connect included.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TSIG key ready for signing: the provider's `key` with the secret
+/// read from its file and decoded.
+#[derive(Clone)]
+pub struct TsigKeyMaterial {
+    /// The key name as the server knows it (`world-key.`).
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for TsigKeyMaterial {
+    // never print the secret
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TsigKeyMaterial({} {})", self.name, self.algorithm)
+    }
+}
+
+impl TsigKeyMaterial {
+    /// `algorithm` is `hmac-sha256`, `hmac-sha384` or `hmac-sha512` (the
+    /// names of SPEC §2.7 and BIND key files); `secret_base64` is the
+    /// secret as in a BIND key file (surrounding white space ignored).
+    pub fn new(name: &str, algorithm: &str, secret_base64: &str) -> Result<Self, UpdateError> {
+        let algorithm = match algorithm.trim().trim_end_matches('.').to_ascii_lowercase().as_str() {
+            "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            other => {
+                return Err(UpdateError::Input(format!(
+                    "TSIG algorithm {other:?} is not supported (use hmac-sha256, hmac-sha384 or hmac-sha512)"
+                )))
+            }
+        };
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(secret_base64.trim())
+            .map_err(|e| UpdateError::Input(format!("TSIG secret of key {name}: not base64 ({e})")))?;
+        if secret.is_empty() {
+            return Err(UpdateError::Input(format!("TSIG secret of key {name} is empty")));
+        }
+        Ok(TsigKeyMaterial { name: name.to_string(), algorithm, secret })
+    }
+
+    fn signer(&self) -> Result<TSigner, UpdateError> {
+        let name = Name::from_ascii(&self.name)
+            .map_err(|e| UpdateError::Input(format!("TSIG key name {:?}: {e}", self.name)))?;
+        TSigner::new(self.secret.clone(), self.algorithm.clone(), name, FUDGE)
+            .map_err(|e| UpdateError::Input(format!("TSIG key {}: {e}", self.name)))
+    }
+}
+
+/// Why an update was not applied. In every case the zone is unchanged:
+/// the server applies an UPDATE completely or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The server did not accept our signature: wrong secret, key name or
+    /// algorithm (NOTAUTH with BADSIG/BADKEY), or clocks too far apart
+    /// (BADTIME).
+    Auth { server: SocketAddr, detail: String },
+    /// REFUSED: the key is valid but not allowed to update this zone or
+    /// name, or the server does not take updates at all.
+    Refused { server: SocketAddr, zone: String },
+    /// NOTAUTH without a TSIG error, or NOTZONE: the server is not the
+    /// primary for the zone, or the name is outside it.
+    NotAuthoritative { server: SocketAddr, zone: String, rcode: String },
+    /// SERVFAIL: the server failed while applying it (e.g. signing).
+    ServFail { server: SocketAddr },
+    /// The prerequisite failed (NXRRSET/YXRRSET): the set changed since it
+    /// was read, typically another host syncing at the same time.
+    Changed { server: SocketAddr },
+    /// No answer within [`TIMEOUT`].
+    Timeout { server: SocketAddr },
+    /// Connection or I/O failure.
+    Io { server: SocketAddr, detail: String },
+    /// The answer could not be parsed or its TSIG did not verify: it may
+    /// not come from the server that holds our key.
+    BadResponse { server: SocketAddr, detail: String },
+    /// Any other RCODE.
+    Rcode { server: SocketAddr, rcode: String },
+    /// Bad input on our side (key, record text, names); nothing was sent.
+    Input(String),
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::Auth { server, detail } => write!(
+                f,
+                "{server} rejected the TSIG signature ({detail}): check the key name, algorithm and secret"
+            ),
+            UpdateError::Refused { server, zone } => write!(
+                f,
+                "{server} refused the update of zone {zone} (REFUSED): the key is not allowed to update it, or the server takes no updates"
+            ),
+            UpdateError::NotAuthoritative { server, zone, rcode } => write!(
+                f,
+                "{server} is not the primary server of zone {zone} ({rcode}), or the name is outside the zone"
+            ),
+            UpdateError::ServFail { server } => write!(f, "{server} failed to apply the update (SERVFAIL)"),
+            UpdateError::Changed { server } => write!(
+                f,
+                "{server}: the TLSA set changed since it was read (another sync running?); nothing was changed, read again"
+            ),
+            UpdateError::Timeout { server } => write!(f, "{server}: no answer to the update within {}s", TIMEOUT.as_secs()),
+            UpdateError::Io { server, detail } => write!(f, "{server}: {detail}"),
+            UpdateError::BadResponse { server, detail } => write!(f, "{server}: bad answer to the update: {detail}"),
+            UpdateError::Rcode { server, rcode } => write!(f, "{server} answered the update with {rcode}"),
+            UpdateError::Input(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for UpdateError {}
+
+/// What the set must be before the change for it to apply.
+#[derive(Clone, Copy, Debug)]
+enum Prerequisite<'a> {
+    None,
+    /// RFC 2136 §2.4.2 "RRset exists (value dependent)", or §2.4.3 "RRset
+    /// does not exist" when empty.
+    Exactly(&'a [String]),
+}
+
+/// Applies one change to the TLSA set at `owner` (e.g.
+/// `_25._tcp.mx.example.org`) in one signed UPDATE: each record of `add`
+/// is added with `ttl`, each of `remove` deleted; both are `"3 1 1 hex"`.
+/// Adding a record that exists, or deleting one that does not, is a no-op
+/// for the server, so a repeated call changes nothing.
+pub async fn apply(
+    server: SocketAddr,
+    zone: &str,
+    key: &TsigKeyMaterial,
+    owner: &str,
+    ttl: u32,
+    add: &[String],
+    remove: &[String],
+) -> Result<(), UpdateError> {
+    send(server, zone, key, owner, ttl, add, remove, Prerequisite::None).await
+}
+
+/// Like [`apply`], but only if the set is exactly `current` right now
+/// (empty: no TLSA set at all); otherwise [`UpdateError::Changed`] and
+/// nothing happens. This is the compare-and-swap that makes concurrent
+/// syncs safe.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_checked(
+    server: SocketAddr,
+    zone: &str,
+    key: &TsigKeyMaterial,
+    owner: &str,
+    ttl: u32,
+    current: &[String],
+    add: &[String],
+    remove: &[String],
+) -> Result<(), UpdateError> {
+    send(server, zone, key, owner, ttl, add, remove, Prerequisite::Exactly(current)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    server: SocketAddr,
+    zone: &str,
+    key: &TsigKeyMaterial,
+    owner: &str,
+    ttl: u32,
+    add: &[String],
+    remove: &[String],
+    prerequisite: Prerequisite<'_>,
+) -> Result<(), UpdateError> {
+    let mut message = build_update(zone, owner, ttl, add, remove, prerequisite)?;
+    let signer = key.signer()?;
+    let mut verifier = message
+        .finalize(&signer, unix_now())
+        .map_err(|e| UpdateError::Input(format!("signing the update: {e}")))?
+        .ok_or_else(|| UpdateError::Input("signing the update produced no verifier".into()))?;
+    let bytes = message
+        .to_vec()
+        .map_err(|e| UpdateError::Input(format!("encoding the update: {e}")))?;
+    let answer = wire::tcp(server, &bytes, TIMEOUT).await.map_err(|e| match e {
+        wire::WireError::Timeout => UpdateError::Timeout { server },
+        wire::WireError::Io(e) => UpdateError::Io { server, detail: e.to_string() },
+    })?;
+    let response = Message::from_vec(&answer)
+        .map_err(|e| UpdateError::BadResponse { server, detail: format!("unparsable: {e}") })?;
+    if response.metadata.id != message.metadata.id {
+        return Err(UpdateError::BadResponse { server, detail: "answer to another message (ID mismatch)".into() });
+    }
+    check_rcode(server, zone, &response)?;
+    // Only a signed NOERROR proves the change came from the key holder.
+    verifier
+        .verify(&answer)
+        .map_err(|e| UpdateError::BadResponse { server, detail: format!("TSIG of the answer does not verify: {e}") })?;
+    Ok(())
+}
+
+/// Builds the UPDATE message (RFC 2136 §2): zone section = the zone's SOA,
+/// prerequisite section as asked, then the deletions (class NONE, TTL 0,
+/// §2.5.4) and the additions (§2.5.1).
+fn build_update(
+    zone: &str,
+    owner: &str,
+    ttl: u32,
+    add: &[String],
+    remove: &[String],
+    prerequisite: Prerequisite<'_>,
+) -> Result<Message, UpdateError> {
+    let zone_name = fqdn(zone)?;
+    let owner_name = fqdn(owner)?;
+    if !zone_name.zone_of(&owner_name) {
+        return Err(UpdateError::Input(format!("{owner} is not inside zone {zone}")));
+    }
+    let mut message = Message::query();
+    message.metadata.op_code = OpCode::Update;
+    message.metadata.recursion_desired = false;
+    let mut zone_query = Query::new();
+    zone_query.set_name(zone_name).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    message.add_query(zone_query);
+
+    if let Prerequisite::Exactly(current) = prerequisite {
+        if current.is_empty() {
+            let mut absent = Record::update0(owner_name.clone(), 0, RecordType::TLSA);
+            absent.dns_class = DNSClass::NONE;
+            message.add_answer(absent);
+        } else {
+            for text in current {
+                message.add_answer(tlsa_record(&owner_name, 0, DNSClass::IN, text)?);
+            }
+        }
+    }
+    for text in remove {
+        message.add_authority(tlsa_record(&owner_name, 0, DNSClass::NONE, text)?);
+    }
+    for text in add {
+        message.add_authority(tlsa_record(&owner_name, ttl, DNSClass::IN, text)?);
+    }
+    Ok(message)
+}
+
+fn tlsa_record(owner: &Name, ttl: u32, class: DNSClass, text: &str) -> Result<Record, UpdateError> {
+    let t = Tlsa::from_str(text).map_err(|e| UpdateError::Input(format!("TLSA record {text:?}: {e}")))?;
+    let rdata = TLSA::new(t.usage.into(), t.selector.into(), t.matching.into(), t.data);
+    let mut record = Record::from_rdata(owner.clone(), ttl, RData::TLSA(rdata));
+    record.dns_class = class;
+    Ok(record)
+}
+
+fn fqdn(name: &str) -> Result<Name, UpdateError> {
+    let mut n = Name::from_ascii(name).map_err(|e| UpdateError::Input(format!("name {name:?}: {e}")))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+/// Maps the RCODE, and for NOTAUTH the TSIG error, to an [`UpdateError`].
+fn check_rcode(server: SocketAddr, zone: &str, response: &Message) -> Result<(), UpdateError> {
+    let tsig_error = response.signature().and_then(|s| s.data.error.clone());
+    let zone = zone.to_string();
+    match response.metadata.response_code {
+        ResponseCode::NoError => Ok(()),
+        ResponseCode::NotAuth | ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME
+            if tsig_error.is_some() || response.metadata.response_code != ResponseCode::NotAuth =>
+        {
+            Err(UpdateError::Auth { server, detail: auth_detail(response.metadata.response_code, tsig_error) })
+        }
+        ResponseCode::NotAuth | ResponseCode::NotZone => {
+            Err(UpdateError::NotAuthoritative { server, zone, rcode: response.metadata.response_code.to_string() })
+        }
+        ResponseCode::Refused => Err(UpdateError::Refused { server, zone }),
+        ResponseCode::ServFail => Err(UpdateError::ServFail { server }),
+        ResponseCode::NXRRSet | ResponseCode::YXRRSet => Err(UpdateError::Changed { server }),
+        other => Err(UpdateError::Rcode { server, rcode: other.to_string() }),
+    }
+}
+
+fn auth_detail(rcode: ResponseCode, tsig_error: Option<TsigError>) -> String {
+    let what = match tsig_error {
+        Some(TsigError::BadSig) => "BADSIG: wrong secret".to_string(),
+        Some(TsigError::BadKey) => "BADKEY: the server does not know this key name and algorithm".to_string(),
+        Some(TsigError::BadTime) => "BADTIME: the clocks differ by more than the fudge".to_string(),
+        Some(other) => format!("{other:?}"),
+        None => rcode.to_string(),
+    };
+    format!("{rcode}, {what}")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R1: &str = "3 1 1 0000000000000000000000000000000000000000000000000000000000000001";
+    const R2: &str = "3 1 1 0000000000000000000000000000000000000000000000000000000000000002";
+
+    #[test]
+    fn one_message_holds_deletes_and_adds() {
+        let m = build_update("example.org", "_25._tcp.mx.example.org", 300, &[R2.into()], &[R1.into()], Prerequisite::None)
+            .unwrap();
+        assert_eq!(m.metadata.op_code, OpCode::Update);
+        assert_eq!(m.queries.len(), 1);
+        assert!(m.answers.is_empty(), "no prerequisite");
+        assert_eq!(m.authorities.len(), 2);
+        let del = &m.authorities[0];
+        assert_eq!((del.dns_class, del.ttl), (DNSClass::NONE, 0));
+        let add = &m.authorities[1];
+        assert_eq!((add.dns_class, add.ttl), (DNSClass::IN, 300));
+    }
+
+    #[test]
+    fn compare_and_swap_lists_the_whole_current_set() {
+        let cur = [R1.to_string()];
+        let m = build_update("example.org", "_25._tcp.mx.example.org", 300, &[R2.into()], &[R1.into()], Prerequisite::Exactly(&cur))
+            .unwrap();
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!((m.answers[0].dns_class, m.answers[0].ttl), (DNSClass::IN, 0));
+        let m = build_update("example.org", "_25._tcp.mx.example.org", 300, &[R2.into()], &[], Prerequisite::Exactly(&[]))
+            .unwrap();
+        assert_eq!(m.answers[0].dns_class, DNSClass::NONE, "RRset does not exist");
+        assert!(matches!(m.answers[0].data, RData::Update0(RecordType::TLSA)));
+    }
+
+    #[test]
+    fn refuses_names_outside_the_zone_and_bad_input() {
+        assert!(build_update("example.org", "_25._tcp.mx.example.net", 1, &[R1.into()], &[], Prerequisite::None).is_err());
+        assert!(build_update("example.org", "_25._tcp.mx.example.org", 1, &["3 1 1 zz".into()], &[], Prerequisite::None).is_err());
+        assert!(TsigKeyMaterial::new("k.", "hmac-md5", "AAAA").is_err());
+        assert!(TsigKeyMaterial::new("k.", "hmac-sha256", "!!").is_err());
+        let k = TsigKeyMaterial::new("k.", "HMAC-SHA512", "AAAA").unwrap();
+        assert!(!format!("{k:?}").contains("AAAA"));
+    }
+}
