@@ -42,6 +42,8 @@ fn mta_sts_scenarios() {
     let mismatch = queued_id(&send(&smtp, "sender@dane-ok.test", &["user@sts-mxmismatch.test"], &msg(&token("mismatch"))));
     let badcert_t = token("sts-badcert-mx");
     let badcert = queued_id(&send(&smtp, "sender@dane-ok.test", &["user@sts-invalidcert.test"], &msg(&badcert_t)));
+    let wrongname_t = token("sts-wrongname-mx");
+    let wrongname = queued_id(&send(&smtp, "sender@dane-ok.test", &["user@sts-wrongname.test"], &msg(&wrongname_t)));
 
     // testing: delivered as without a policy.
     let testing = token("testing");
@@ -60,7 +62,7 @@ fn mta_sts_scenarios() {
     }
 
     std::thread::sleep(Duration::from_secs(7));
-    for (id, what) in [(&mismatch, "matches its MTA-STS policy"), (&badcert, "")] {
+    for (id, what) in [(&mismatch, "matches its MTA-STS policy"), (&badcert, ""), (&wrongname, "")] {
         let shown = p.queue(&["show", id]);
         let r = &shown["recipients"][0];
         assert_eq!(r["status"], "deferred", "{shown:#}");
@@ -69,6 +71,7 @@ fn mta_sts_scenarios() {
         assert!(shown["attempts"].as_u64().unwrap() >= 3, "retried under the fallback strategies too: {shown:#}");
     }
     assert!(world.spool("invalidcert").iter().all(|m| !m.contains(&badcert_t)), "never delivered");
+    assert!(world.spool("wrongname").iter().all(|m| !m.contains(&wrongname_t)), "never delivered");
 
     // A changed TXT id makes postern fetch again.
     let key = format!(

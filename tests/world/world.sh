@@ -64,11 +64,11 @@ sts-fetch|127.0.2.20|mx.sts-redirect.test|multi:mx.sts-redirect.test,mx.sts-404.
 # bogus = signed, but the DS in test. matches no key of the child.
 SIGNED_ZONES="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail
  nostarttls wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
-INSECURE_ZONES="insecure sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-redirect
+INSECURE_ZONES="insecure sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-wrongname sts-redirect
  sts-404 sts-ctype sts-big sts-badcert"
 BOGUS_ZONES="bogus"
 # MTA-STS domains (each gets _mta-sts TXT and mta-sts.<d> -> nginx)
-STS_DOMAINS="sts-enforce sts-testing sts-mxmismatch sts-invalidcert dane-sts sts-redirect
+STS_DOMAINS="sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-wrongname dane-sts sts-redirect
  sts-404 sts-ctype sts-big sts-badcert"
 
 log() { printf 'world: %s\n' "$*" >&2; }
@@ -346,6 +346,8 @@ write_child_zone() { # zone-label
         std_mx sts-mxmismatch.test sts-mxmismatch; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
       sts-invalidcert)
         echo "@ MX 10 mx.invalidcert.test."; sts_txt; tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      sts-wrongname)  # enforce; the MX's certificate (test CA) is for another name
+        echo "@ MX 10 mx.wrongname.test."; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
       sts-redirect|sts-404|sts-ctype|sts-big|sts-badcert)
         printf '@ MX 10 mx.%s.test.\nmx A %s\n' "$z" "$(mx_ip sts-fetch)"
         sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
@@ -710,6 +712,7 @@ write_nginx() {
   sts_policy testing mx.elsewhere.sts-testing.test > "$www/sts-testing/.well-known/mta-sts.txt"
   sts_policy enforce mx.elsewhere.sts-mxmismatch.test '*.other.sts-mxmismatch.test' > "$www/sts-mxmismatch/.well-known/mta-sts.txt"
   sts_policy enforce mx.invalidcert.test > "$www/sts-invalidcert/.well-known/mta-sts.txt"
+  sts_policy enforce mx.wrongname.test > "$www/sts-wrongname/.well-known/mta-sts.txt"
   sts_policy enforce mx.dane-ok.test > "$www/dane-sts/.well-known/mta-sts.txt"
   sts_policy enforce mx.nowhere.invalid > "$www/sts-redirect/redirected.txt"
   sts_policy enforce mx.nowhere.invalid > "$www/sts-ctype/.well-known/mta-sts.txt"
