@@ -130,6 +130,54 @@ fn delivery_scenarios() {
     assert!(dsn.contains("STARTTLS is required"), "the DSN names the reason:\n{dsn}");
     assert!(world.spool("nostarttls").iter().all(|m| !m.contains(&s)), "never delivered in plaintext");
 
+    // --- relays: an SMTP smarthost with STARTTLS, an LMTP next hop --------
+    drop(p);
+    let lmtp_port = support::free_port();
+    let sink_dir = world.path().join("lmtp-sink");
+    std::fs::create_dir_all(&sink_dir).unwrap();
+    let mut sink = std::process::Command::new("smtp-sink")
+        .args(["-L", "-u", "root", "-d", &format!("{}/%M.", sink_dir.display()), &format!("127.0.0.1:{lmtp_port}"), "10"])
+        .spawn()
+        .expect("smtp-sink (postfix package)");
+    let cfg = world.postern_config("relays", |v| {
+        v["outbound"]["route"] = json!({ "match": [
+            { "if": "rcpt_domain == 'via-hub.example'", "then": "'hub'" },
+            { "if": "rcpt_domain == 'via-lmtp.example'", "then": "'local'" } ], "else": "'mx'" });
+        v["outbound"]["relays"] = json!({
+            "hub": { "host": "mx.insecure.test", "port": 25, "tls": "starttls" },
+            "local": { "host": "127.0.0.1", "port": lmtp_port, "protocol": "lmtp", "tls": "none" } });
+        v["storage"]["path"] = json!(world.path().join("data-relays"));
+    });
+    let p = Postern::start(&cfg, &smtp);
+    let hub = unique("hub");
+    send(&smtp, "sender@dane-ok.test", &["user@via-hub.example"], &message(&hub));
+    let mail = world.wait_for_mail("insecure", &hub, WAIT).unwrap_or_else(|| panic!("relay hub; log:\n{}", p.log_text()));
+    assert!(over_tls(&mail), "the smarthost got it over STARTTLS");
+    let lmtp = unique("lmtp");
+    let reply = send(&smtp, "sender@dane-ok.test", &["a@via-lmtp.example", "b@via-lmtp.example"], &message(&lmtp));
+    let id = reply.split_whitespace().nth(2).unwrap().to_string();
+    let deadline = std::time::Instant::now() + WAIT;
+    let found = loop {
+        let hit = std::fs::read_dir(&sink_dir).unwrap().flatten().any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains(&lmtp));
+        if hit || std::time::Instant::now() > deadline {
+            break hit;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(found, "LMTP next hop got the message; log:\n{}", p.log_text());
+    assert!(p.wait_log(&["removed from the queue", &id], WAIT).is_some(), "both LMTP recipients delivered:\n{}", p.log_text());
+    let _ = sink.kill();
+    let _ = sink.wait();
+    drop(p);
+    let p = Postern::start(&world.postern_config("require", |v| {
+        v["outbound"]["tls"] = json!("'strict'");
+        v["outbound"]["tlsStrategies"] = json!({ "strict": { "startTls": "require" } });
+        v["outbound"]["retry"] = json!(["1s"]);
+        v["outbound"]["expire"] = json!("8s");
+        v["outbound"]["notify"] = json!([]);
+        v["storage"]["path"] = json!(world.path().join("data-require"));
+    }), &smtp);
+
     // --- null MX → immediate bounce ---------------------------------------
     let s = unique("nullmx");
     send(&smtp, "sender@dane-ok.test", &["user@null-mx.test"], &message(&s));

@@ -49,6 +49,7 @@ fn mta_sts_scenarios() {
     let testing = token("testing");
     send(&smtp, "sender@dane-ok.test", &["user@sts-testing.test"], &msg(&testing));
     world.wait_for_mail("sts-testing", &testing, WAIT).unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
+    assert!(p.wait_log(&["MTA-STS testing", "sts-testing.test"], WAIT).is_some(), "the policy failure is recorded:\n{}", p.log_text());
 
     // Policies that must not be accepted: redirect, 404, wrong type,
     // oversize, untrusted certificate → no policy, delivered, and logged.

@@ -202,6 +202,13 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         let why = sts.map(|l| l.note).unwrap_or_default();
         return (defer_all(rcpts, &format!("MTA-STS is required, but {domain} has no policy ({why})"), "mta-sts"), trace);
     }
+    if let Some(p) = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Testing) {
+        // RFC 8461 §5: deliver as without a policy, but say what enforce
+        // would have refused (TLS-RPT reports it as well).
+        for h in hosts.iter().filter(|h| !p.matches_mx(h)) {
+            tracing::warn!(id = ctx.message_id, domain, mx = %h, "MTA-STS testing: this MX is not in the policy; enforce mode would refuse it");
+        }
+    }
     let enforce = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Enforce);
     let hosts: Vec<String> = match enforce {
         Some(p) => {
