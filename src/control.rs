@@ -7,8 +7,8 @@
 
 use crate::config::Config;
 use crate::queue::{self, Envelope};
-use crate::store::Batch;
 use crate::server::Shared;
+use crate::store::Batch;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -33,7 +33,12 @@ pub fn daemon_path(cfg: &Config) -> PathBuf {
         return p.clone();
     }
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
-        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() {
             return Path::new(&first).join("control.sock");
         }
@@ -54,7 +59,10 @@ fn client_candidates(cfg: &Config) -> Vec<PathBuf> {
     v
 }
 
-pub async fn listen(shared: Arc<Shared>, path: PathBuf) -> Result<tokio::task::JoinHandle<()>, String> {
+pub async fn listen(
+    shared: Arc<Shared>,
+    path: PathBuf,
+) -> Result<tokio::task::JoinHandle<()>, String> {
     if path.exists() {
         // A stale socket from a previous run; the store lock guarantees no
         // other daemon owns it.
@@ -63,7 +71,8 @@ pub async fn listen(shared: Arc<Shared>, path: PathBuf) -> Result<tokio::task::J
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let listener = UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("control socket {}: {e}", path.display()))?;
     tracing::info!(socket = %path.display(), "control socket ready");
@@ -104,13 +113,15 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
     match req {
         Request::List => Ok(serde_json::to_value(queue::list(store)?).map_err(|e| e.to_string())?),
         Request::Show { id } => {
-            let (env, body) = queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            let (env, body) =
+                queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
             let mut v = serde_json::to_value(&env).map_err(|e| e.to_string())?;
             v["message"] = Value::String(String::from_utf8_lossy(&body).into_owned());
             Ok(v)
         }
         Request::Delete { id } => {
-            let (env, _) = queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            let (env, _) =
+                queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
             let skey = schedule_key(&env);
             store
                 .write(
@@ -125,7 +136,8 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
             Ok(json!({"deleted": id}))
         }
         Request::Retry { id } => {
-            let (env, _) = queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            let (env, _) =
+                queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
             reschedule_now(shared, env)?;
             Ok(json!({"retry": [id]}))
         }
@@ -171,16 +183,28 @@ pub fn call(cfg: &Config, req: &Request) -> Result<Value, String> {
     let candidates = client_candidates(cfg);
     let path = candidates.iter().find(|p| p.exists()).ok_or_else(|| {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        format!("no control socket found (tried {}); is postern running?", tried.join(", "))
+        format!(
+            "no control socket found (tried {}); is postern running?",
+            tried.join(", ")
+        )
     })?;
-    let mut stream = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("cannot connect to {}: {e}; is postern running?", path.display()))?;
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot connect to {}: {e}; is postern running?",
+            path.display()
+        )
+    })?;
     let mut text = serde_json::to_string(req).map_err(|e| e.to_string())?;
     text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut line = String::new();
-    std::io::BufReader::new(&stream).read_line(&mut line).map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer from the daemon: {e}"))?;
+    std::io::BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let v: Value =
+        serde_json::from_str(&line).map_err(|e| format!("bad answer from the daemon: {e}"))?;
     if v["ok"] == Value::Bool(true) {
         Ok(v["result"].clone())
     } else {

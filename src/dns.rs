@@ -56,8 +56,12 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsExchange, DnsHandle, FirstAnswer, RetryDnsHandle};
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS};
-use hickory_resolver::proto::dnssec::{Algorithm, DigestType, Proof, PublicKey, PublicKeyBuf, TrustAnchors, Verifier};
-use hickory_resolver::proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
+use hickory_resolver::proto::dnssec::{
+    Algorithm, DigestType, Proof, PublicKey, PublicKeyBuf, TrustAnchors, Verifier,
+};
+use hickory_resolver::proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode,
+};
 use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_resolver::{ConnectionProvider, NameServerPool, PoolContext, TlsConfig};
 
@@ -117,7 +121,9 @@ impl fmt::Display for Security {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Security::Secure | Security::Insecure => f.write_str(self.as_str()),
-            Security::Bogus(why) | Security::Indeterminate(why) => write!(f, "{} ({why})", self.as_str()),
+            Security::Bogus(why) | Security::Indeterminate(why) => {
+                write!(f, "{} ({why})", self.as_str())
+            }
         }
     }
 }
@@ -168,8 +174,12 @@ impl LookupError {
 impl fmt::Display for LookupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LookupError::NxDomain { security } => write!(f, "no such domain (NXDOMAIN, {security})"),
-            LookupError::NoData { security } => write!(f, "no records of that type (NODATA, {security})"),
+            LookupError::NxDomain { security } => {
+                write!(f, "no such domain (NXDOMAIN, {security})")
+            }
+            LookupError::NoData { security } => {
+                write!(f, "no records of that type (NODATA, {security})")
+            }
             LookupError::ServFail(why) => write!(f, "SERVFAIL: {why}"),
             LookupError::Timeout => f.write_str("DNS timeout"),
             LookupError::Bogus(why) => write!(f, "DNSSEC bogus: {why}"),
@@ -322,7 +332,10 @@ impl Resolver {
     /// dropping one family's answers must not be a way to turn DANE off.
     /// An IP address literal is returned as is, `Insecure`.
     pub async fn ips(&self, host: &str) -> Result<Answer<IpAddr>, LookupError> {
-        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let literal = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         if let Ok(ip) = literal.parse::<IpAddr>() {
             return Ok(Answer {
                 records: vec![ip],
@@ -330,7 +343,10 @@ impl Resolver {
                 canonical_name: None,
             });
         }
-        let (a, aaaa) = tokio::join!(self.query(host, RecordType::A), self.query(host, RecordType::AAAA));
+        let (a, aaaa) = tokio::join!(
+            self.query(host, RecordType::A),
+            self.query(host, RecordType::AAAA)
+        );
         combine_ips(a, aaaa)
     }
 
@@ -364,7 +380,8 @@ impl Resolver {
             .iter()
             .filter_map(|rec| match &rec.data {
                 RData::TXT(t) => {
-                    let bytes: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                    let bytes: Vec<u8> =
+                        t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
                     Some(String::from_utf8_lossy(&bytes).into_owned())
                 }
                 _ => None,
@@ -380,7 +397,12 @@ impl Resolver {
     pub async fn self_check(&self) -> Result<(), String> {
         let inner = &self.inner;
         let mut problems = Vec::new();
-        let probe_zone = inner.anchors.zones.first().cloned().unwrap_or_else(Name::root);
+        let probe_zone = inner
+            .anchors
+            .zones
+            .first()
+            .cloned()
+            .unwrap_or_else(Name::root);
         for ns in &inner.nameservers {
             if let Err(e) = self.tcp_probe(*ns, &probe_zone).await {
                 problems.push(format!(
@@ -442,7 +464,9 @@ impl Resolver {
         let bogus = matches!(&first, Err(LookupError::Bogus(_)))
             || matches!(&first, Ok(r) if matches!(r.security, Security::Bogus(_)));
         if bogus && self.inner.mode == Mode::Validate && self.forget_stale_anchors().await {
-            return match tokio::time::timeout(self.inner.deadline, self.lookup_once(&name, rtype)).await {
+            return match tokio::time::timeout(self.inner.deadline, self.lookup_once(&name, rtype))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(LookupError::Timeout),
             };
@@ -562,7 +586,12 @@ impl Resolver {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(0);
-        Ok(trusted_zone_keys(zone, &resp.answers, &self.inner.anchors, now))
+        Ok(trusted_zone_keys(
+            zone,
+            &resp.answers,
+            &self.inner.anchors,
+            now,
+        ))
     }
 }
 
@@ -680,10 +709,10 @@ fn classify(
         // hickory returns a negative answer as Ok only when a secure NSEC/NSEC3
         // proves it, or when the zone is provably insecure.
         Mode::Validate => {
-            let secure_denial = resp
-                .authorities
-                .iter()
-                .any(|r| r.proof == Proof::Secure && matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3));
+            let secure_denial = resp.authorities.iter().any(|r| {
+                r.proof == Proof::Secure
+                    && matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)
+            });
             if secure_denial {
                 Security::Secure
             } else {
@@ -709,13 +738,17 @@ fn negative(rcode: ResponseCode, security: Security, what: &str) -> Result<Resol
 fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> LookupError {
     match e {
         NetError::Timeout => LookupError::Timeout,
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => LookupError::ServFail(match mode {
-            Mode::Validate => format!("{what}: the resolver answered SERVFAIL"),
-            Mode::TrustAd => {
-                format!("{what}: the resolver answered SERVFAIL (it may have found the answer DNSSEC-bogus)")
-            }
-        }),
-        NetError::Dns(DnsError::ResponseCode(rc)) => LookupError::Other(format!("{what}: the resolver answered {rc}")),
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => {
+            LookupError::ServFail(match mode {
+                Mode::Validate => format!("{what}: the resolver answered SERVFAIL"),
+                Mode::TrustAd => {
+                    format!("{what}: the resolver answered SERVFAIL (it may have found the answer DNSSEC-bogus)")
+                }
+            })
+        }
+        NetError::Dns(DnsError::ResponseCode(rc)) => {
+            LookupError::Other(format!("{what}: the resolver answered {rc}"))
+        }
         NetError::Dns(DnsError::NoRecordsFound(nr)) => {
             let security = nr
                 .authorities
@@ -726,14 +759,18 @@ fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> Lookup
                 .reduce(Security::weaker)
                 .unwrap_or(match mode {
                     Mode::TrustAd => Security::Insecure,
-                    Mode::Validate => Security::Indeterminate(format!("{what}: negative answer without proof")),
+                    Mode::Validate => {
+                        Security::Indeterminate(format!("{what}: negative answer without proof"))
+                    }
                 });
             match negative(nr.response_code, security, what) {
                 Err(e) => e,
                 Ok(_) => unreachable!("negative() never returns Ok"),
             }
         }
-        NetError::Dns(DnsError::Nsec { response, proof, .. }) => {
+        NetError::Dns(DnsError::Nsec {
+            response, proof, ..
+        }) => {
             let security = proof_security(proof, what, failures);
             match negative(response.response_code, security, what) {
                 Err(e) => e,
@@ -747,8 +784,12 @@ fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> Lookup
         NetError::Truncated => LookupError::Other(format!(
             "{what}: the answer was truncated and could not be fetched over TCP"
         )),
-        NetError::Io(err) => LookupError::Other(format!("{what}: I/O error talking to the resolver: {err}")),
-        NetError::NoConnections => LookupError::Other(format!("{what}: no connection to any nameserver")),
+        NetError::Io(err) => {
+            LookupError::Other(format!("{what}: I/O error talking to the resolver: {err}"))
+        }
+        NetError::NoConnections => {
+            LookupError::Other(format!("{what}: no connection to any nameserver"))
+        }
         NetError::Proto(err) => LookupError::Other(format!("{what}: malformed response: {err}")),
         other => LookupError::Other(format!("{what}: {other}")),
     }
@@ -761,7 +802,9 @@ fn proof_security(proof: Proof, what: &str, failures: &[String]) -> Security {
         Proof::Secure => Security::Secure,
         Proof::Insecure => Security::Insecure,
         Proof::Bogus => match indeterminate_cause(failures) {
-            Some(why) => Security::Indeterminate(format!("{what}: DNSSEC records could not be fetched: {why}")),
+            Some(why) => Security::Indeterminate(format!(
+                "{what}: DNSSEC records could not be fetched: {why}"
+            )),
             None => Security::Bogus(format!(
                 "{what}: DNSSEC validation failed (signature, key or chain of trust invalid)"
             )),
@@ -777,7 +820,14 @@ fn indeterminate_cause(failures: &[String]) -> Option<String> {
     if failures.is_empty() {
         None
     } else {
-        Some(failures.iter().take(3).cloned().collect::<Vec<_>>().join("; "))
+        Some(
+            failures
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     }
 }
 
@@ -821,7 +871,10 @@ fn combine_ips(
         (Err(ea), Err(eb)) => match (ea.security().cloned(), eb.security().cloned()) {
             (Some(sa), Some(sb)) => {
                 let security = sa.weaker(sb);
-                if matches!((&ea, &eb), (LookupError::NxDomain { .. }, LookupError::NxDomain { .. })) {
+                if matches!(
+                    (&ea, &eb),
+                    (LookupError::NxDomain { .. }, LookupError::NxDomain { .. })
+                ) {
                     Err(LookupError::NxDomain { security })
                 } else {
                     Err(LookupError::NoData { security })
@@ -840,7 +893,8 @@ fn parse_name(s: &str) -> Result<Name, LookupError> {
     if t.is_empty() || t.contains(char::is_whitespace) {
         return Err(LookupError::Other(format!("invalid domain name {s:?}")));
     }
-    let mut name = Name::from_utf8(t).map_err(|e| LookupError::Other(format!("invalid domain name {s:?}: {e}")))?;
+    let mut name = Name::from_utf8(t)
+        .map_err(|e| LookupError::Other(format!("invalid domain name {s:?}: {e}")))?;
     name.set_fqdn(true);
     Ok(name)
 }
@@ -886,7 +940,12 @@ fn system_nameservers() -> Result<Vec<SocketAddr>, String> {
 
 // ------------------------------------------------------------------ transport
 
-fn build_pool(nameservers: &[SocketAddr], timeout: Duration, mark_ad: bool, tcp_only: bool) -> Result<Pool, NetError> {
+fn build_pool(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+    mark_ad: bool,
+    tcp_only: bool,
+) -> Result<Pool, NetError> {
     let mut opts = ResolverOpts::default();
     opts.timeout = timeout;
     opts.attempts = 1;
@@ -1004,7 +1063,10 @@ impl FailLog {
     }
 
     fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
@@ -1041,7 +1103,9 @@ impl DnsHandle for Observed {
                 if !m.answers.is_empty() {
                     m.authorities.retain(|r| match &r.data {
                         RData::NS(_) => false,
-                        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => sig.input().type_covered != RecordType::NS,
+                        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                            sig.input().type_covered != RecordType::NS
+                        }
                         _ => true,
                     });
                 }
@@ -1050,7 +1114,8 @@ impl DnsHandle for Observed {
             Err(e) => {
                 if !matches!(
                     &e,
-                    NetError::Dns(DnsError::NoRecordsFound(_)) | NetError::Dns(DnsError::Nsec { .. })
+                    NetError::Dns(DnsError::NoRecordsFound(_))
+                        | NetError::Dns(DnsError::Nsec { .. })
                 ) {
                     log.push(format!("{what}: {e}"));
                 }
@@ -1083,8 +1148,12 @@ impl AnchorConfig {
     }
 
     fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("resolver: cannot read trust anchors {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "resolver: cannot read trust anchors {}: {e}",
+                path.display()
+            )
+        })?;
         Self::parse(&text).map_err(|e| format!("resolver: trust anchors {}: {e}", path.display()))
     }
 
@@ -1124,7 +1193,12 @@ impl AnchorConfig {
 
 /// From the DNSKEY RRset (with RRSIGs) of an anchor zone: the keys to trust
 /// and the RRset TTL.
-fn trusted_zone_keys(zone: &Name, answers: &[Record], cfg: &AnchorConfig, now: u32) -> (Vec<DNSKEY>, u32) {
+fn trusted_zone_keys(
+    zone: &Name,
+    answers: &[Record],
+    cfg: &AnchorConfig,
+    now: u32,
+) -> (Vec<DNSKEY>, u32) {
     let set: Vec<&Record> = answers
         .iter()
         .filter(|r| r.name.eq_ignore_root(zone) && r.record_type() == RecordType::DNSKEY)
@@ -1172,7 +1246,8 @@ fn trusted_zone_keys(zone: &Name, answers: &[Record], cfg: &AnchorConfig, now: u
         anchored.iter().any(|k| {
             k.algorithm() == input.algorithm
                 && k.calculate_key_tag().ok() == Some(input.key_tag)
-                && k.verify_rrsig(zone, DNSClass::IN, sig, set.iter().copied()).is_ok()
+                && k.verify_rrsig(zone, DNSClass::IN, sig, set.iter().copied())
+                    .is_ok()
         })
     });
     let trusted = if signed {
@@ -1256,7 +1331,9 @@ fn parse_trust_anchors(text: &str) -> Result<Vec<AnchorRecord>, String> {
         if let Some(directive) = tokens[0].strip_prefix('$') {
             match directive.to_ascii_uppercase().as_str() {
                 "ORIGIN" => {
-                    let o = tokens.get(1).ok_or_else(|| err("$ORIGIN without a name".into()))?;
+                    let o = tokens
+                        .get(1)
+                        .ok_or_else(|| err("$ORIGIN without a name".into()))?;
                     origin = owner_name(o, &origin).map_err(err)?;
                 }
                 "TTL" => {}
@@ -1278,7 +1355,10 @@ fn parse_trust_anchors(text: &str) -> Result<Vec<AnchorRecord>, String> {
         for _ in 0..3 {
             let Some(t) = it.next() else { break };
             let up = t.to_ascii_uppercase();
-            if is_ttl(t) || matches!(up.as_str(), "IN" | "CH" | "HS" | "CS") || up.starts_with("CLASS") {
+            if is_ttl(t)
+                || matches!(up.as_str(), "IN" | "CH" | "HS" | "CS")
+                || up.starts_with("CLASS")
+            {
                 continue;
             }
             rtype = Some(up);
@@ -1314,7 +1394,8 @@ fn parse_trust_anchors(text: &str) -> Result<Vec<AnchorRecord>, String> {
 fn is_ttl(t: &str) -> bool {
     !t.is_empty()
         && t.chars().next().is_some_and(|c| c.is_ascii_digit())
-        && t.chars().all(|c| c.is_ascii_digit() || "sSmMhHdDwW".contains(c))
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || "sSmMhHdDwW".contains(c))
 }
 
 fn owner_name(s: &str, origin: &Name) -> Result<Name, String> {
@@ -1352,7 +1433,8 @@ fn parse_dnskey(rdata: &[&str]) -> Result<DNSKEY, String> {
     if key.revoke() {
         return Err("DNSKEY has the REVOKE flag".into());
     }
-    key.key().map_err(|e| format!("bad DNSKEY public key: {e}"))?;
+    key.key()
+        .map_err(|e| format!("bad DNSKEY public key: {e}"))?;
     Ok(key)
 }
 
@@ -1366,7 +1448,9 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
         "ECDSAP384SHA384" => 14,
         "ED25519" => 15,
         "ED448" => 16,
-        n => n.parse::<u8>().map_err(|_| format!("bad algorithm {s:?}"))?,
+        n => n
+            .parse::<u8>()
+            .map_err(|_| format!("bad algorithm {s:?}"))?,
     };
     let algorithm = Algorithm::from_u8(n);
     if !algorithm.is_supported() {
@@ -1379,7 +1463,9 @@ fn parse_ds(rdata: &[&str]) -> Result<DS, String> {
     if rdata.len() < 4 {
         return Err("DS needs key tag, algorithm, digest type and digest".into());
     }
-    let tag: u16 = rdata[0].parse().map_err(|_| format!("bad DS key tag {:?}", rdata[0]))?;
+    let tag: u16 = rdata[0]
+        .parse()
+        .map_err(|_| format!("bad DS key tag {:?}", rdata[0]))?;
     let algorithm = parse_algorithm(rdata[1])?;
     let dt: u8 = rdata[2]
         .parse()
@@ -1422,10 +1508,14 @@ mod tests {
         use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
         let point = &pair.public_key().as_ref()[1..]; // drop the 0x04 of the uncompressed point
         let b64 = base64::engine::general_purpose::STANDARD.encode(point);
-        let key = DNSKEY::with_flags(257, PublicKeyBuf::new(point.to_vec(), Algorithm::ECDSAP256SHA256));
+        let key = DNSKEY::with_flags(
+            257,
+            PublicKeyBuf::new(point.to_vec(), Algorithm::ECDSAP256SHA256),
+        );
         (format!("257 3 13 {b64}"), key)
     }
 
@@ -1446,7 +1536,10 @@ mod tests {
         match &recs[0] {
             AnchorRecord::Dnskey { zone, key: k } => {
                 assert_eq!(zone, &name("test."));
-                assert_eq!(k.public_key().public_bytes(), key.public_key().public_bytes());
+                assert_eq!(
+                    k.public_key().public_bytes(),
+                    key.public_key().public_bytes()
+                );
                 assert!(k.secure_entry_point());
             }
             other => panic!("{other:?}"),
@@ -1509,7 +1602,9 @@ mod tests {
         let zones: Vec<String> = recs
             .iter()
             .map(|r| match r {
-                AnchorRecord::Dnskey { zone, .. } | AnchorRecord::Ds { zone, .. } => zone.to_ascii(),
+                AnchorRecord::Dnskey { zone, .. } | AnchorRecord::Ds { zone, .. } => {
+                    zone.to_ascii()
+                }
             })
             .collect();
         assert_eq!(zones, ["example.", "sub.example.", "sub.example.", "."]);
@@ -1530,20 +1625,35 @@ mod tests {
             ("test. IN DS 1 13 2 abc\n".into(), "not hexadecimal"),
             ("test. IN DS 1 13 2 zz\n".into(), "not hexadecimal"),
             ("test. IN DS 1 13 2 abcd\n".into(), "needs 32"),
-            ("test. IN DS 1 13 9 abcd\n".into(), "digest type 9 is not supported"),
+            (
+                "test. IN DS 1 13 9 abcd\n".into(),
+                "digest type 9 is not supported",
+            ),
             ("test. IN DS 70000 13 2 abcd\n".into(), "bad DS key tag"),
-            ("test. IN DS 1 99 2 abcd\n".into(), "algorithm 99 is not supported"),
+            (
+                "test. IN DS 1 99 2 abcd\n".into(),
+                "algorithm 99 is not supported",
+            ),
             ("test. IN DS 1 13\n".into(), "DS needs"),
             ("test. IN DNSKEY 257 3 13 !!!notbase64\n".into(), "base64"),
-            ("test. IN DNSKEY 257 3 13 AAAA\n".into(), "bad DNSKEY public key"),
+            (
+                "test. IN DNSKEY 257 3 13 AAAA\n".into(),
+                "bad DNSKEY public key",
+            ),
             ("test. IN DNSKEY 257 2 13 AAAA\n".into(), "protocol"),
-            (format!("test. IN DNSKEY 1{}\n", &rdata[3..]), "Zone Key flag"),
+            (
+                format!("test. IN DNSKEY 1{}\n", &rdata[3..]),
+                "Zone Key flag",
+            ),
             (format!("test. IN DNSKEY 385{}\n", &rdata[3..]), "REVOKE"),
             (format!("\n\ntest. IN DNSKEY {rdata} (\n"), "unterminated"),
             ("test. IN DNSKEY )\n".into(), "line 1: unbalanced"),
             ("$INCLUDE /etc/passwd\n".into(), "unsupported directive"),
             ("\tIN DNSKEY 257 3 13 AAAA\n".into(), "without an owner"),
-            ("bad..name. IN DNSKEY 257 3 13 AAAA\n".into(), "invalid owner name"),
+            (
+                "bad..name. IN DNSKEY 257 3 13 AAAA\n".into(),
+                "invalid owner name",
+            ),
             ("test. 3600 IN\n".into(), "no record type"),
         ];
         for (text, want) in cases {
@@ -1625,7 +1735,10 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(e.contains(&f.display().to_string()) && e.contains("line 1"), "{e}");
+        assert!(
+            e.contains(&f.display().to_string()) && e.contains("line 1"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1637,7 +1750,10 @@ mod tests {
         assert!(parse_name("example.org").unwrap().is_fqdn());
         assert!(parse_name("example.org.").is_ok());
         for bad in ["", " ", "a b", "a..b", &"x".repeat(64), &"a.".repeat(200)] {
-            assert!(matches!(parse_name(bad), Err(LookupError::Other(_))), "{bad:?}");
+            assert!(
+                matches!(parse_name(bad), Err(LookupError::Other(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -1645,7 +1761,10 @@ mod tests {
     fn security_order() {
         let b = Security::Bogus("b".into());
         let i = Security::Indeterminate("i".into());
-        assert_eq!(Security::Secure.weaker(Security::Insecure), Security::Insecure);
+        assert_eq!(
+            Security::Secure.weaker(Security::Insecure),
+            Security::Insecure
+        );
         assert_eq!(Security::Insecure.weaker(i.clone()), i);
         assert_eq!(i.clone().weaker(b.clone()), b);
         assert_eq!(b.clone().weaker(Security::Secure), b);
@@ -1657,12 +1776,20 @@ mod tests {
     #[test]
     fn proofs_and_fetch_failures() {
         assert_eq!(proof_security(Proof::Secure, "x", &[]), Security::Secure);
-        assert_eq!(proof_security(Proof::Insecure, "x", &[]), Security::Insecure);
-        assert!(matches!(proof_security(Proof::Bogus, "x", &[]), Security::Bogus(_)));
+        assert_eq!(
+            proof_security(Proof::Insecure, "x", &[]),
+            Security::Insecure
+        );
+        assert!(matches!(
+            proof_security(Proof::Bogus, "x", &[]),
+            Security::Bogus(_)
+        ));
         // hickory #3932/#3964: a timeout fetching a DNSKEY is not bogus
         let failed = vec!["example.org DNSKEY: request timed out".to_string()];
         match proof_security(Proof::Bogus, "x", &failed) {
-            Security::Indeterminate(why) => assert!(why.contains("DNSKEY: request timed out"), "{why}"),
+            Security::Indeterminate(why) => {
+                assert!(why.contains("DNSKEY: request timed out"), "{why}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -1684,7 +1811,9 @@ mod tests {
             Mode::TrustAd,
             &[],
         ) {
-            LookupError::ServFail(t) => assert!(t.contains("example.org MX") && t.contains("bogus"), "{t}"),
+            LookupError::ServFail(t) => {
+                assert!(t.contains("example.org MX") && t.contains("bogus"), "{t}")
+            }
             other => panic!("{other:?}"),
         }
         match map_error(
@@ -1697,7 +1826,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let io = NetError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(matches!(map_error(io, w, Mode::Validate, &[]), LookupError::Other(t) if t.contains("I/O")));
+        assert!(
+            matches!(map_error(io, w, Mode::Validate, &[]), LookupError::Other(t) if t.contains("I/O"))
+        );
         assert!(
             matches!(map_error(NetError::Truncated, w, Mode::Validate, &[]), LookupError::Other(t) if t.contains("TCP"))
         );
@@ -1769,9 +1900,17 @@ mod tests {
                 RData::CNAME(CNAME(name("a.example."))),
                 Proof::Secure,
             ),
-            rec("a.example.", RData::CNAME(CNAME(name("b.example."))), Proof::Insecure),
+            rec(
+                "a.example.",
+                RData::CNAME(CNAME(name("b.example."))),
+                Proof::Insecure,
+            ),
             rec("B.Example.", RData::A(A::new(192, 0, 2, 1)), Proof::Secure),
-            rec("unrelated.example.", RData::A(A::new(192, 0, 2, 9)), Proof::Secure),
+            rec(
+                "unrelated.example.",
+                RData::A(A::new(192, 0, 2, 9)),
+                Proof::Secure,
+            ),
         ];
         let r = classify(
             Ok(response(
@@ -1788,11 +1927,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.records.len(), 1);
-        assert_eq!(r.security, Security::Insecure, "the weakest link of the chain counts");
-        assert_eq!(r.canonical.as_ref().map(name_to_string).as_deref(), Some("b.example"));
+        assert_eq!(
+            r.security,
+            Security::Insecure,
+            "the weakest link of the chain counts"
+        );
+        assert_eq!(
+            r.canonical.as_ref().map(name_to_string).as_deref(),
+            Some("b.example")
+        );
 
         // no chain: canonical_name stays None
-        let answers = vec![rec("mx.example.", RData::A(A::new(192, 0, 2, 1)), Proof::Secure)];
+        let answers = vec![rec(
+            "mx.example.",
+            RData::A(A::new(192, 0, 2, 1)),
+            Proof::Secure,
+        )];
         let r = classify(
             Ok(response(
                 "mx.example.",
@@ -1811,8 +1961,16 @@ mod tests {
 
         // a loop ends with an error, not a hang
         let answers = vec![
-            rec("a.example.", RData::CNAME(CNAME(name("b.example."))), Proof::Secure),
-            rec("b.example.", RData::CNAME(CNAME(name("a.example."))), Proof::Secure),
+            rec(
+                "a.example.",
+                RData::CNAME(CNAME(name("b.example."))),
+                Proof::Secure,
+            ),
+            rec(
+                "b.example.",
+                RData::CNAME(CNAME(name("a.example."))),
+                Proof::Secure,
+            ),
         ];
         let e = classify(
             Ok(response(
@@ -1835,7 +1993,11 @@ mod tests {
 
         // a bogus link makes the whole answer bogus
         let answers = vec![
-            rec("a.example.", RData::CNAME(CNAME(name("b.example."))), Proof::Bogus),
+            rec(
+                "a.example.",
+                RData::CNAME(CNAME(name("b.example."))),
+                Proof::Bogus,
+            ),
             rec(
                 "b.example.",
                 RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
@@ -1871,10 +2033,12 @@ mod tests {
         // validate mode: hickory returned Ok for a negative answer; secure only with a secure NSEC
         let nsec = rec(
             "example.",
-            RData::DNSSEC(DNSSECRData::NSEC(hickory_resolver::proto::dnssec::rdata::NSEC::new(
-                name("z.example."),
-                [RecordType::A],
-            ))),
+            RData::DNSSEC(DNSSECRData::NSEC(
+                hickory_resolver::proto::dnssec::rdata::NSEC::new(
+                    name("z.example."),
+                    [RecordType::A],
+                ),
+            )),
             Proof::Secure,
         );
         let e = classify(
@@ -2000,7 +2164,11 @@ mod tests {
                 Proof::Secure,
             )]
         };
-        let r = combine_ips(resolved(a(), Security::Secure), resolved(aaaa(), Security::Insecure)).unwrap();
+        let r = combine_ips(
+            resolved(a(), Security::Secure),
+            resolved(aaaa(), Security::Insecure),
+        )
+        .unwrap();
         assert_eq!(r.records.len(), 2);
         assert_eq!(r.security, Security::Insecure);
         let r = combine_ips(
@@ -2091,8 +2259,15 @@ mod tests {
         let t = Instant::now();
         let e = r.mx("example.org").await.unwrap_err();
         eprintln!("dead resolver: mx: {e:?} after {:?}", t.elapsed());
-        assert!(matches!(e, LookupError::Timeout | LookupError::Other(_)), "{e:?}");
-        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        assert!(
+            matches!(e, LookupError::Timeout | LookupError::Other(_)),
+            "{e:?}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
         let t = Instant::now();
         let e = r.self_check().await.unwrap_err();
         eprintln!("dead resolver: self_check: {e} after {:?}", t.elapsed());
@@ -2100,7 +2275,11 @@ mod tests {
             e.contains("does not answer over TCP") && e.contains(&addr.to_string()),
             "{e}"
         );
-        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
         drop(silent);
     }
 
@@ -2115,7 +2294,9 @@ mod tests {
             async move {
                 let mut buf = vec![0u8; 4096];
                 while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-                    let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+                    let Ok(q) = Message::from_vec(&buf[..n]) else {
+                        continue;
+                    };
                     let mut resp = Message::response(q.metadata.id, OpCode::Query);
                     if let Some(query) = q.queries.first() {
                         resp.add_query(query.clone());
@@ -2135,8 +2316,15 @@ mod tests {
         let t = Instant::now();
         let e = r.tlsa("_25._tcp.mx.example.org").await.unwrap_err();
         eprintln!("udp-only resolver: tlsa: {e:?} after {:?}", t.elapsed());
-        assert!(matches!(e, LookupError::Other(_) | LookupError::Timeout), "{e:?}");
-        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        assert!(
+            matches!(e, LookupError::Other(_) | LookupError::Timeout),
+            "{e:?}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
         let e = r.self_check().await.unwrap_err();
         eprintln!("udp-only resolver: self_check: {e}");
         assert!(e.contains("does not answer over TCP"), "{e}");

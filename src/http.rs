@@ -12,9 +12,12 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, over_limit: bool) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut request_line = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut request_line)).await;
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut request_line)).await;
     if over_limit {
-        let _ = write.write_all(response(503, "text/plain", "too many connections\n").as_bytes()).await;
+        let _ = write
+            .write_all(response(503, "text/plain", "too many connections\n").as_bytes())
+            .await;
         return;
     }
     if !matches!(read, Ok(Ok(n)) if n > 0) {

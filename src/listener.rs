@@ -43,8 +43,9 @@ pub fn open_all(config: &Config, passed: Vec<PassedSocket>) -> Result<Vec<Open>,
             }
             None => {
                 for addr in &l.bind.0 {
-                    let socket = bind(*addr, &socket_opts)
-                        .map_err(|e| format!("server.listeners.{id}: cannot listen on {addr}: {e}"))?;
+                    let socket = bind(*addr, &socket_opts).map_err(|e| {
+                        format!("server.listeners.{id}: cannot listen on {addr}: {e}")
+                    })?;
                     out.push(Open {
                         id: id.clone(),
                         protocol: l.protocol,
@@ -61,13 +62,19 @@ pub fn open_all(config: &Config, passed: Vec<PassedSocket>) -> Result<Vec<Open>,
 
 fn adopt(id: &str, l: &Listener, p: PassedSocket, opts: &SocketSettings) -> Result<Open, String> {
     let socket = Socket::from(p.fd);
-    let kind = socket.r#type().map_err(|e| format!("socket '{id}' from systemd: {e}"))?;
+    let kind = socket
+        .r#type()
+        .map_err(|e| format!("socket '{id}' from systemd: {e}"))?;
     if kind != Type::STREAM {
-        return Err(format!("socket '{id}' from systemd is not a stream socket (ListenStream=)"));
+        return Err(format!(
+            "socket '{id}' from systemd is not a stream socket (ListenStream=)"
+        ));
     }
     let listening = socket.is_listener().unwrap_or(true);
     if !listening {
-        return Err(format!("socket '{id}' from systemd is not listening (Accept=no is required)"));
+        return Err(format!(
+            "socket '{id}' from systemd is not listening (Accept=no is required)"
+        ));
     }
     // Options that make sense after bind; address reuse and backlog were
     // systemd's to set (ReuseAddress=, Backlog=).
@@ -106,7 +113,9 @@ fn bind(addr: SocketAddr, opts: &SocketSettings) -> std::io::Result<std::net::Tc
 /// Options inherited by accepted connections.
 fn apply_common(socket: &Socket, opts: &SocketSettings) -> std::io::Result<()> {
     if let Some(ttl) = opts.ttl {
-        socket.set_ttl_v4(ttl).or_else(|_| socket.set_unicast_hops_v6(ttl))?;
+        socket
+            .set_ttl_v4(ttl)
+            .or_else(|_| socket.set_unicast_hops_v6(ttl))?;
     }
     if let Some(tos) = opts.tos {
         // Only meaningful for IPv4; ignore on IPv6 sockets.

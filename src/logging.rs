@@ -12,7 +12,9 @@ pub fn init() {
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
-            let _ = registry.with(journald.with_syslog_identifier("postern".into())).try_init();
+            let _ = registry
+                .with(journald.with_syslog_identifier("postern".into()))
+                .try_init();
             return;
         }
     }

@@ -28,7 +28,11 @@ const EXIT_CHECK_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "postern", version, about = "A mail transfer agent for NixOS whose reason to exist is transport security")]
+#[command(
+    name = "postern",
+    version,
+    about = "A mail transfer agent for NixOS whose reason to exist is transport security"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,11 @@ enum QueueCommand {
     /// List queued messages.
     List(Common),
     /// Show one message with its recipients and attempts.
-    Show { id: String, #[command(flatten)] common: Common },
+    Show {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Retry one message now, or all with --all.
     Retry {
         id: Option<String>,
@@ -91,7 +99,11 @@ enum QueueCommand {
         common: Common,
     },
     /// Delete a message from the queue.
-    Delete { id: String, #[command(flatten)] common: Common },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,7 +149,11 @@ enum TlsaCommand {
 #[derive(Subcommand)]
 enum ReportsCommand {
     List(Common),
-    Show { id: String, #[command(flatten)] common: Common },
+    Show {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
     SendNow(Common),
 }
 
@@ -145,13 +161,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::CheckConfig { file, offline, print } => check_config(&file, offline, print),
+        Command::CheckConfig {
+            file,
+            offline,
+            print,
+        } => check_config(&file, offline, print),
         Command::Probe { domain, common } => probe_command(&domain, common),
         Command::Queue(q) => queue_command(q),
-        Command::Tlsa(TlsaCommand::Records { cert, name, port, usage, selector, matching }) => {
-            tlsa_records(&cert, &name, port, usage, selector, matching)
-        }
-        Command::Tlsa(TlsaCommand::Verify { chain, name, records }) => tlsa_verify(&chain, &name, &records),
+        Command::Tlsa(TlsaCommand::Records {
+            cert,
+            name,
+            port,
+            usage,
+            selector,
+            matching,
+        }) => tlsa_records(&cert, &name, port, usage, selector, matching),
+        Command::Tlsa(TlsaCommand::Verify {
+            chain,
+            name,
+            records,
+        }) => tlsa_verify(&chain, &name, &records),
         Command::Tlsa(_) => not_yet("tlsa status/sync", "TLSA auto-update"),
         Command::Reports(_) => not_yet("reports", "TLS reporting"),
     }
@@ -164,7 +193,14 @@ fn read_pem(path: &std::path::Path) -> Result<String, ExitCode> {
     })
 }
 
-fn tlsa_records(cert: &std::path::Path, name: &str, port: u16, usage: u8, selector: u8, matching: u8) -> ExitCode {
+fn tlsa_records(
+    cert: &std::path::Path,
+    name: &str,
+    port: u16,
+    usage: u8,
+    selector: u8,
+    matching: u8,
+) -> ExitCode {
     let pem = match read_pem(cert) {
         Ok(p) => p,
         Err(code) => return code,
@@ -220,8 +256,16 @@ fn queue_command(q: QueueCommand) -> ExitCode {
         QueueCommand::List(c) => (c, control::Request::List),
         QueueCommand::Show { id, common } => (common, control::Request::Show { id }),
         QueueCommand::Delete { id, common } => (common, control::Request::Delete { id }),
-        QueueCommand::Retry { id: Some(id), all: false, common } => (common, control::Request::Retry { id }),
-        QueueCommand::Retry { id: None, all: true, common } => (common, control::Request::RetryAll),
+        QueueCommand::Retry {
+            id: Some(id),
+            all: false,
+            common,
+        } => (common, control::Request::Retry { id }),
+        QueueCommand::Retry {
+            id: None,
+            all: true,
+            common,
+        } => (common, control::Request::RetryAll),
         QueueCommand::Retry { .. } => {
             eprintln!("error: give either a queue id or --all");
             return ExitCode::from(EXIT_ERROR);
@@ -254,16 +298,32 @@ fn queue_command(q: QueueCommand) -> ExitCode {
 
 fn print_queue_table(v: &serde_json::Value) {
     let items = v.as_array().cloned().unwrap_or_default();
-    println!("{:<16}  {:>9}  {:<10}  SENDER -> RECIPIENTS", "ID", "SIZE", "STATUS");
+    println!(
+        "{:<16}  {:>9}  {:<10}  SENDER -> RECIPIENTS",
+        "ID", "SIZE", "STATUS"
+    );
     for m in &items {
         let rcpts: Vec<String> = m["recipients"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| format!("{} ({})", r["address"].as_str().unwrap_or(""), r["status"].as_str().unwrap_or("")))
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r["address"].as_str().unwrap_or(""),
+                    r["status"].as_str().unwrap_or("")
+                )
+            })
             .collect();
-        let sender = m["sender"].as_str().filter(|s| !s.is_empty()).unwrap_or("<>");
-        let status = if m["attempts"].as_u64().unwrap_or(0) == 0 { "new" } else { "retrying" };
+        let sender = m["sender"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("<>");
+        let status = if m["attempts"].as_u64().unwrap_or(0) == 0 {
+            "new"
+        } else {
+            "retrying"
+        };
         println!(
             "{:<16}  {:>9}  {:<10}  {} -> {}",
             m["id"].as_str().unwrap_or(""),
@@ -292,7 +352,10 @@ fn probe_command(domain: &str, common: Common) -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -381,7 +444,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

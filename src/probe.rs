@@ -61,17 +61,35 @@ pub fn text(v: &Value) -> String {
     if let Some(s) = v["mtaSts"].as_object() {
         out.push_str(&format!(
             "MTA-STS  {} (from {}){}{}\n",
-            s.get("mode").and_then(|m| m.as_str()).unwrap_or("no policy"),
+            s.get("mode")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no policy"),
             s.get("source").and_then(|m| m.as_str()).unwrap_or(""),
             s.get("mx").map(|m| format!(", mx {m}")).unwrap_or_default(),
-            s.get("note").and_then(|n| n.as_str()).filter(|n| !n.is_empty()).map(|n| format!(" — {n}")).unwrap_or_default(),
+            s.get("note")
+                .and_then(|n| n.as_str())
+                .filter(|n| !n.is_empty())
+                .map(|n| format!(" — {n}"))
+                .unwrap_or_default(),
         ));
         if let Some(e) = s.get("expires").and_then(|e| e.as_str()) {
             out.push_str(&format!("         expires {e}\n"));
         }
-        for h in s.get("hosts").and_then(|h| h.as_array()).into_iter().flatten() {
-            let m = if h["matches"] == true { "matches the policy" } else { "NOT in the policy" };
-            out.push_str(&format!("         MX {} {m}\n", h["mx"].as_str().unwrap_or("")));
+        for h in s
+            .get("hosts")
+            .and_then(|h| h.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let m = if h["matches"] == true {
+                "matches the policy"
+            } else {
+                "NOT in the policy"
+            };
+            out.push_str(&format!(
+                "         MX {} {m}\n",
+                h["mx"].as_str().unwrap_or("")
+            ));
         }
     }
     for h in v["hosts"].as_array().into_iter().flatten() {
@@ -83,7 +101,11 @@ pub fn text(v: &Value) -> String {
             h["strategy"].as_str().unwrap_or("?"),
         ));
         for r in h["tlsa"].as_array().into_iter().flatten() {
-            out.push_str(&format!("  TLSA   {} ({})\n", r["record"].as_str().unwrap_or(""), r["usable"].as_str().unwrap_or("")));
+            out.push_str(&format!(
+                "  TLSA   {} ({})\n",
+                r["record"].as_str().unwrap_or(""),
+                r["usable"].as_str().unwrap_or("")
+            ));
         }
         if let Some(o) = h["daneOutcome"].as_str() {
             out.push_str(&format!("  DANE   {o}\n"));
@@ -95,6 +117,9 @@ pub fn text(v: &Value) -> String {
             h["result"].as_str().unwrap_or("")
         ));
     }
-    out.push_str(&format!("verdict  {}\n", v["verdict"].as_str().unwrap_or("")));
+    out.push_str(&format!(
+        "verdict  {}\n",
+        v["verdict"].as_str().unwrap_or("")
+    ));
     out
 }

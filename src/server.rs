@@ -34,14 +34,22 @@ pub struct Shared {
 
 impl Shared {
     pub fn config(&self) -> Arc<Loaded> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     fn set_config(&self, new: Loaded, tls: HashMap<String, Option<ListenerTls>>) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
     }
     pub fn listener_tls(&self, id: &str) -> Option<ListenerTls> {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().flatten()
+        self.tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .flatten()
     }
 }
 
@@ -102,7 +110,10 @@ pub async fn run(
         )));
     }
     let control = crate::control::listen(shared.clone(), control_path.clone()).await?;
-    let engine = crate::delivery::Engine::new(shared.clone(), delivery_tools(&shared.config().config).await?);
+    let engine = crate::delivery::Engine::new(
+        shared.clone(),
+        delivery_tools(&shared.config().config).await?,
+    );
     let engine_task = tokio::spawn(engine.clone().run());
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
@@ -146,7 +157,10 @@ pub async fn run(
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
-        tracing::warn!(sessions = left, "grace period over; closing remaining sessions");
+        tracing::warn!(
+            sessions = left,
+            "grace period over; closing remaining sessions"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -157,7 +171,10 @@ pub async fn run(
 pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
     let r = &cfg.resolver;
     let settings = crate::dns::ResolverSettings {
-        nameservers: r.nameservers.as_ref().map(|ns| ns.iter().map(|n| n.0).collect()),
+        nameservers: r
+            .nameservers
+            .as_ref()
+            .map(|ns| ns.iter().map(|n| n.0).collect()),
         dnssec: match r.dnssec {
             crate::config::DnssecMode::Validate => crate::dns::Mode::Validate,
             crate::config::DnssecMode::TrustAd => crate::dns::Mode::TrustAd,
@@ -174,10 +191,20 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
             Err(e) => tracing::error!("DNSSEC cannot work: {e}; DANE is unavailable and `dane: require` destinations will be deferred"),
         }
     });
-    let tls = crate::tls::ClientTls::load(cfg.outbound.ca_file.as_deref()).map_err(|e| format!("outbound.caFile: {e}"))?;
-    let sts_ca = cfg.mta_sts.ca_file.as_deref().or(cfg.outbound.ca_file.as_deref());
-    let fetch_tls = crate::mta_sts::FetchTls::load(sts_ca).map_err(|e| format!("mtaSts.caFile: {e}"))?;
-    Ok(crate::delivery::Tools { resolver, tls, fetch_tls })
+    let tls = crate::tls::ClientTls::load(cfg.outbound.ca_file.as_deref())
+        .map_err(|e| format!("outbound.caFile: {e}"))?;
+    let sts_ca = cfg
+        .mta_sts
+        .ca_file
+        .as_deref()
+        .or(cfg.outbound.ca_file.as_deref());
+    let fetch_tls =
+        crate::mta_sts::FetchTls::load(sts_ca).map_err(|e| format!("mtaSts.caFile: {e}"))?;
+    Ok(crate::delivery::Tools {
+        resolver,
+        tls,
+        fetch_tls,
+    })
 }
 
 fn status_line(shared: &Shared) -> String {
@@ -193,29 +220,33 @@ async fn reload(shared: &Arc<Shared>, path: Option<&std::path::Path>) {
         None => tracing::info!("reload: running on the embedded default; nothing to read"),
         Some(p) => match config::load_file(p, config::Options::default()) {
             Ok(new) => match crate::tls::listener_configs(&new.config) {
-                Err(e) => tracing::error!("reload failed: {e}; the previous configuration stays in force"),
+                Err(e) => {
+                    tracing::error!("reload failed: {e}; the previous configuration stays in force")
+                }
                 Ok(tls) => {
-                for w in &new.warnings {
-                    tracing::warn!("{w}");
+                    for w in &new.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    let old = shared.config();
+                    if old.config.server.listeners.len() != new.config.server.listeners.len()
+                        || old
+                            .config
+                            .server
+                            .listeners
+                            .iter()
+                            .zip(&new.config.server.listeners)
+                            .any(|((a, la), (b, lb))| a != b || la.bind != lb.bind)
+                    {
+                        tracing::warn!(
+                            "reload: listener addresses changed; they take effect on restart"
+                        );
+                    }
+                    if old.config.storage.path != new.config.storage.path {
+                        tracing::warn!("reload: storage.path changed; it takes effect on restart");
+                    }
+                    shared.set_config(new, tls);
+                    tracing::info!(config = %p.display(), "configuration and certificates reloaded");
                 }
-                let old = shared.config();
-                if old.config.server.listeners.len() != new.config.server.listeners.len()
-                    || old
-                        .config
-                        .server
-                        .listeners
-                        .iter()
-                        .zip(&new.config.server.listeners)
-                        .any(|((a, la), (b, lb))| a != b || la.bind != lb.bind)
-                {
-                    tracing::warn!("reload: listener addresses changed; they take effect on restart");
-                }
-                if old.config.storage.path != new.config.storage.path {
-                    tracing::warn!("reload: storage.path changed; it takes effect on restart");
-                }
-                shared.set_config(new, tls);
-                tracing::info!(config = %p.display(), "configuration and certificates reloaded");
-            }
             },
             Err(problems) => {
                 for p in &problems {

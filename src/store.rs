@@ -16,15 +16,16 @@
 //! instance on the same path fails at open with a message naming the lock.
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-pub const FAMILIES: [&str; 6] = ["messages", "queue", "schedule", "mta-sts", "reports", "tlsa"];
+pub const FAMILIES: [&str; 6] = [
+    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa",
+];
 
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
-    path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +57,9 @@ impl Store {
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| {
             let reason = e.into_string();
-            if reason.contains("LOCK") && (reason.contains("lock") || reason.contains("Resource temporarily unavailable")) {
+            if reason.contains("LOCK")
+                && (reason.contains("lock") || reason.contains("Resource temporarily unavailable"))
+            {
                 OpenError::Locked {
                     path: shown.clone(),
                     lock: path.join("LOCK").display().to_string(),
@@ -68,14 +71,7 @@ impl Store {
                 }
             }
         })?;
-        Ok(Store {
-            db: Arc::new(db),
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Store { db: Arc::new(db) })
     }
 
     fn cf(&self, family: &str) -> &rocksdb::ColumnFamily {
@@ -112,9 +108,17 @@ impl Store {
     }
 
     /// Keys (and values) of a family below `upper` (exclusive), at most `max`.
-    pub fn scan_until(&self, family: &str, upper: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+    pub fn scan_until(
+        &self,
+        family: &str,
+        upper: &[u8],
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(family), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(family), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             if k.as_ref() >= upper || out.len() >= max {
                 break;
@@ -127,7 +131,10 @@ impl Store {
     /// How many keys a family holds (exact; scans the family).
     pub fn count(&self, family: &str) -> Result<usize, rocksdb::Error> {
         let mut n = 0;
-        for item in self.db.iterator_cf(self.cf(family), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(family), rocksdb::IteratorMode::Start)
+        {
             item?;
             n += 1;
         }
@@ -161,7 +168,9 @@ mod tests {
     fn a_second_open_names_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let first = Store::open(dir.path()).unwrap();
-        let second = Store::open(dir.path()).err().expect("the second open must fail");
+        let second = Store::open(dir.path())
+            .err()
+            .expect("the second open must fail");
         let msg = second.to_string();
         assert!(matches!(second, OpenError::Locked { .. }), "{msg}");
         assert!(msg.contains("LOCK"), "{msg}");
@@ -174,8 +183,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            s.write(Batch::default().put("queue", b"k", b"v").put("messages", b"k", b"body"), true)
-                .unwrap();
+            s.write(
+                Batch::default()
+                    .put("queue", b"k", b"v")
+                    .put("messages", b"k", b"body"),
+                true,
+            )
+            .unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.get("queue", b"k").unwrap().as_deref(), Some(&b"v"[..]));

@@ -63,7 +63,10 @@ pub fn stopping() {
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled()?;
     let half = (period / 2).max(Duration::from_millis(10));
-    tracing::info!(period_ms = period.as_millis() as u64, "systemd watchdog enabled");
+    tracing::info!(
+        period_ms = period.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(half);
         loop {

@@ -23,9 +23,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// the key belongs to the leaf.
 pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
     let chain = parse_chain(cert_pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
-        format!("privateKey: no usable PEM private key ({})", pem_reason(&e))
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("privateKey: no usable PEM private key ({})", pem_reason(&e)))?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
@@ -33,9 +32,9 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
     let ck = CertifiedKey::new(chain, signing);
     match ck.keys_match() {
         Ok(()) => Ok(Arc::new(ck)),
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            Err("privateKey does not belong to the certificate (the first certificate in cert)".into())
-        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(
+            "privateKey does not belong to the certificate (the first certificate in cert)".into(),
+        ),
         // Some key types cannot be compared; rustls then says Unknown.
         Err(_) => Ok(Arc::new(ck)),
     }
@@ -50,8 +49,12 @@ pub fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err("cert: no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
     }
     for (i, c) in chain.iter().enumerate() {
-        webpki::EndEntityCert::try_from(c)
-            .map_err(|e| format!("cert: certificate {} of the chain does not parse: {e}", i + 1))?;
+        webpki::EndEntityCert::try_from(c).map_err(|e| {
+            format!(
+                "cert: certificate {} of the chain does not parse: {e}",
+                i + 1
+            )
+        })?;
     }
     Ok(chain)
 }
@@ -60,7 +63,8 @@ pub fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_chain(&text).map_err(|e| format!("{}: {}", path.display(), e.trim_start_matches("cert: ")))
+    parse_chain(&text)
+        .map_err(|e| format!("{}: {}", path.display(), e.trim_start_matches("cert: ")))
 }
 
 fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
@@ -95,9 +99,10 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let by_sni = hello
-            .server_name()
-            .and_then(|n| self.by_name.get(&n.trim_end_matches('.').to_ascii_lowercase()));
+        let by_sni = hello.server_name().and_then(|n| {
+            self.by_name
+                .get(&n.trim_end_matches('.').to_ascii_lowercase())
+        });
         Some(by_sni.unwrap_or(&self.default).clone())
     }
 }
@@ -107,7 +112,8 @@ impl ResolvesServerCert for SniResolver {
 pub fn listener_configs(cfg: &Config) -> Result<HashMap<String, Option<ListenerTls>>, String> {
     let mut keys: HashMap<&str, Arc<CertifiedKey>> = HashMap::new();
     for (name, c) in &cfg.certificates {
-        let ck = certified_key(&c.cert, &c.private_key).map_err(|e| format!("certificates.{name}: {e}"))?;
+        let ck = certified_key(&c.cert, &c.private_key)
+            .map_err(|e| format!("certificates.{name}: {e}"))?;
         keys.insert(name, ck);
     }
     let mut out = HashMap::new();
@@ -118,28 +124,43 @@ pub fn listener_configs(cfg: &Config) -> Result<HashMap<String, Option<ListenerT
     Ok(out)
 }
 
-fn listener_tls(id: &str, t: &TlsSettings, keys: &HashMap<&str, Arc<CertifiedKey>>) -> Result<Option<ListenerTls>, String> {
+fn listener_tls(
+    id: &str,
+    t: &TlsSettings,
+    keys: &HashMap<&str, Arc<CertifiedKey>>,
+) -> Result<Option<ListenerTls>, String> {
     if t.enable == Some(false) {
         return Ok(None);
     }
     let name = t.certificate.as_deref().unwrap_or("default");
     let Some(default) = keys.get(name).cloned() else {
         if t.certificate.is_some() || t.enable == Some(true) || t.implicit == Some(true) {
-            return Err(format!("server.listeners.{id}: TLS needs certificates.{name}, which does not exist"));
+            return Err(format!(
+                "server.listeners.{id}: TLS needs certificates.{name}, which does not exist"
+            ));
         }
-        tracing::info!(listener = id, "no certificate configured: STARTTLS is not offered");
+        tracing::info!(
+            listener = id,
+            "no certificate configured: STARTTLS is not offered"
+        );
         return Ok(None);
     };
     let mut by_name = HashMap::new();
     for sni in t.sni.iter().flatten() {
-        let ck = keys
-            .get(sni.certificate.as_str())
-            .cloned()
-            .ok_or_else(|| format!("server.listeners.{id}: no certificate named '{}'", sni.certificate))?;
+        let ck = keys.get(sni.certificate.as_str()).cloned().ok_or_else(|| {
+            format!(
+                "server.listeners.{id}: no certificate named '{}'",
+                sni.certificate
+            )
+        })?;
         by_name.insert(sni.subject.trim_end_matches('.').to_ascii_lowercase(), ck);
     }
-    let provider = filtered_provider(t.ciphers.as_deref().map(|c| c.iter().map(|c| c.0.as_str()).collect::<Vec<_>>()))
-        .map_err(|e| format!("server.listeners.{id}.tls.ciphers: {e}"))?;
+    let provider = filtered_provider(
+        t.ciphers
+            .as_deref()
+            .map(|c| c.iter().map(|c| c.0.as_str()).collect::<Vec<_>>()),
+    )
+    .map_err(|e| format!("server.listeners.{id}.tls.ciphers: {e}"))?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = match &t.protocols {
         None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
         Some(p) => p
@@ -159,7 +180,10 @@ fn listener_tls(id: &str, t: &TlsSettings, keys: &HashMap<&str, Arc<CertifiedKey
     Ok(Some(ListenerTls {
         config: Arc::new(config),
         implicit: t.implicit.unwrap_or(false),
-        timeout: t.timeout.map(|d| d.as_std()).unwrap_or(Duration::from_secs(60)),
+        timeout: t
+            .timeout
+            .map(|d| d.as_std())
+            .unwrap_or(Duration::from_secs(60)),
     }))
 }
 
@@ -172,7 +196,12 @@ fn filtered_provider(names: Option<Vec<&str>>) -> Result<CryptoProvider, String>
     };
     let suites: Vec<_> = names
         .iter()
-        .filter_map(|n| p.cipher_suites.iter().find(|s| format!("{:?}", s.suite()) == *n).copied())
+        .filter_map(|n| {
+            p.cipher_suites
+                .iter()
+                .find(|s| format!("{:?}", s.suite()) == *n)
+                .copied()
+        })
         .collect();
     let groups: Vec<_> = names
         .iter()
@@ -210,7 +239,6 @@ pub fn describe(conn: &rustls::ServerConnection) -> String {
 // ------------------------------------------------------------------ client side
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{ServerName, UnixTime};
 
@@ -220,7 +248,6 @@ use rustls_pki_types::{ServerName, UnixTime};
 pub struct ClientTls {
     pkix: Arc<ClientConfig>,
     insecure: Arc<ClientConfig>,
-    pub roots: Arc<RootCertStore>,
 }
 
 impl ClientTls {
@@ -237,11 +264,15 @@ impl ClientTls {
                     let _ = roots.add(cert);
                 }
             }
-            Err(e) => tracing::warn!(file = %system.display(), error = %e, "no system trust store; only outbound.caFile is trusted"),
+            Err(e) => {
+                tracing::warn!(file = %system.display(), error = %e, "no system trust store; only outbound.caFile is trusted")
+            }
         }
         if let Some(extra) = extra {
             for cert in read_ca_file(extra)? {
-                roots.add(cert).map_err(|e| format!("{}: {e}", extra.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", extra.display()))?;
             }
         }
         let roots = Arc::new(roots);
@@ -254,9 +285,14 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate {
+                provider: provider(),
+            }))
             .with_no_client_auth();
-        Ok(ClientTls { pkix: Arc::new(pkix), insecure: Arc::new(insecure), roots })
+        Ok(ClientTls {
+            pkix: Arc::new(pkix),
+            insecure: Arc::new(insecure),
+        })
     }
 
     /// PKIX: a chain to a trusted root, valid now, for the host name.
@@ -269,13 +305,6 @@ impl ClientTls {
     /// holds the presented key.
     pub fn insecure(&self) -> Arc<ClientConfig> {
         self.insecure.clone()
-    }
-
-    /// A PKIX verifier on its own (MTA-STS and probe use it).
-    pub fn webpki_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, String> {
-        WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
-            .build()
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -302,7 +331,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -311,10 +345,17 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -130,7 +130,10 @@ fn a_passed_socket_with_an_unknown_name_is_an_error() {
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("socket named 'submission'") && err.contains("FileDescriptorName"), "{err}");
+    assert!(
+        err.contains("socket named 'submission'") && err.contains("FileDescriptorName"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -140,7 +143,8 @@ fn notify_ready_reload_and_stop() {
     let cfg = config(dir.path(), port);
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let child = postern()
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &sock_path)
@@ -185,7 +189,9 @@ fn a_second_instance_on_the_same_store_exits_2_naming_the_lock() {
     greeting(port).unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let cfg2 = other_dir.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(&port.to_string(), &free_port().to_string());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&port.to_string(), &free_port().to_string());
     std::fs::write(&cfg2, text).unwrap();
     let o = postern()
         .args(["serve", "--config", cfg2.to_str().unwrap()])
@@ -193,7 +199,10 @@ fn a_second_instance_on_the_same_store_exits_2_naming_the_lock() {
         .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("in use by another postern instance") && err.contains("LOCK"), "{err}");
+    assert!(
+        err.contains("in use by another postern instance") && err.contains("LOCK"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -220,7 +229,11 @@ fn the_embedded_default_listens_on_2525_and_stores_in_postern_data() {
 fn a_config_error_at_start_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.json");
-    std::fs::write(&cfg, r#"{"server": {"listeners": {"x": {"bind": "127.0.0.1:1", "protocol": "imap"}}}}"#).unwrap();
+    std::fs::write(
+        &cfg,
+        r#"{"server": {"listeners": {"x": {"bind": "127.0.0.1:1", "protocol": "imap"}}}}"#,
+    )
+    .unwrap();
     let o = run(&["serve", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("error: server.listeners.x.protocol: postern does not serve imap"));

@@ -11,7 +11,13 @@ use support::world::{send, Postern, World};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn token(tag: &str) -> String {
-    format!("{tag}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{tag}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 fn msg(subject: &str) -> String {
@@ -42,22 +48,52 @@ fn dane_scenarios() {
         ("implicit-mx.test", "implicit-mx"),
     ] {
         let t = token(mta);
-        assert!(send(&smtp, "sender@dane-ok.test", &[&format!("user@{domain}")], &msg(&t)).starts_with("250"));
+        assert!(send(
+            &smtp,
+            "sender@dane-ok.test",
+            &[&format!("user@{domain}")],
+            &msg(&t)
+        )
+        .starts_with("250"));
         sent.push((domain, mta, t));
     }
     // Must never arrive: wrong TLSA, bogus zone, TLSA lookup SERVFAIL.
     let mut withheld = Vec::new();
-    for (domain, mta) in [("dane-bad.test", "dane-bad"), ("bogus.test", "bogus"), ("tlsa-servfail.test", "tlsa-servfail")] {
+    for (domain, mta) in [
+        ("dane-bad.test", "dane-bad"),
+        ("bogus.test", "bogus"),
+        ("tlsa-servfail.test", "tlsa-servfail"),
+    ] {
         let t = token(mta);
-        let reply = send(&smtp, "sender@dane-ok.test", &[&format!("user@{domain}")], &msg(&t));
-        withheld.push((domain, mta, t, reply.split_whitespace().nth(2).unwrap().to_string()));
+        let reply = send(
+            &smtp,
+            "sender@dane-ok.test",
+            &[&format!("user@{domain}")],
+            &msg(&t),
+        );
+        withheld.push((
+            domain,
+            mta,
+            t,
+            reply.split_whitespace().nth(2).unwrap().to_string(),
+        ));
     }
     // Only PKIX-usage records: TLS without authentication, never plaintext.
     let pkix = token("dane-pkix");
-    send(&smtp, "sender@dane-ok.test", &["user@dane-pkix.test"], &msg(&pkix));
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@dane-pkix.test"],
+        &msg(&pkix),
+    );
     // Insecure zone: its (non-matching) TLSA is ignored; opportunistic TLS.
     let insecure = token("insecure");
-    send(&smtp, "sender@dane-ok.test", &["user@insecure.test"], &msg(&insecure));
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@insecure.test"],
+        &msg(&insecure),
+    );
 
     for (domain, mta, t) in &sent {
         let mail = world
@@ -66,29 +102,52 @@ fn dane_scenarios() {
         assert!(mail.contains("(using TLSv1."), "{domain} over TLS");
         let log = p.log_text();
         assert!(
-            attempts(&log, domain).iter().any(|l| l.contains("policy=\"dane\"") && l.contains("result=\"delivered\"")),
+            attempts(&log, domain)
+                .iter()
+                .any(|l| l.contains("policy=\"dane\"") && l.contains("result=\"delivered\"")),
             "{domain} DANE-authenticated: {:#?}",
             attempts(&log, domain)
         );
     }
-    let mail = world.wait_for_mail("dane-pkix", &pkix, WAIT).expect("dane-pkix delivered");
-    assert!(mail.contains("(using TLSv1."), "dane-pkix: TLS, never plaintext");
-    assert!(attempts(&p.log_text(), "dane-pkix.test").iter().any(|l| l.contains("policy=\"dane-unusable\"")));
-    let mail = world.wait_for_mail("insecure", &insecure, WAIT).expect("insecure delivered");
+    let mail = world
+        .wait_for_mail("dane-pkix", &pkix, WAIT)
+        .expect("dane-pkix delivered");
+    assert!(
+        mail.contains("(using TLSv1."),
+        "dane-pkix: TLS, never plaintext"
+    );
+    assert!(attempts(&p.log_text(), "dane-pkix.test")
+        .iter()
+        .any(|l| l.contains("policy=\"dane-unusable\"")));
+    let mail = world
+        .wait_for_mail("insecure", &insecure, WAIT)
+        .expect("insecure delivered");
     assert!(mail.contains("(using TLSv1."));
-    assert!(attempts(&p.log_text(), "insecure.test").iter().any(|l| l.contains("policy=\"pkix\"") && l.contains("delivered")));
+    assert!(attempts(&p.log_text(), "insecure.test")
+        .iter()
+        .any(|l| l.contains("policy=\"pkix\"") && l.contains("delivered")));
 
     // Give the withheld ones several attempts, then check nothing arrived and
     // the reasons are the right kind.
     std::thread::sleep(Duration::from_secs(8));
     for (domain, mta, t, id) in &withheld {
-        assert!(world.spool(mta).iter().all(|m| !m.contains(t.as_str())), "{domain} must not be delivered");
+        assert!(
+            world.spool(mta).iter().all(|m| !m.contains(t.as_str())),
+            "{domain} must not be delivered"
+        );
         let shown = p.queue(&["show", id]);
-        assert!(shown["attempts"].as_u64().unwrap() >= 2, "{domain}: {shown:#}");
+        assert!(
+            shown["attempts"].as_u64().unwrap() >= 2,
+            "{domain}: {shown:#}"
+        );
         let r = &shown["recipients"][0];
         assert_eq!(r["status"], "deferred", "{domain}: {shown:#}");
         let kind = r["errorKind"].as_str().unwrap_or("");
-        let want = if *domain == "bogus.test" { "dns" } else { "dane" };
+        let want = if *domain == "bogus.test" {
+            "dns"
+        } else {
+            "dane"
+        };
         assert_eq!(kind, want, "{domain}: {shown:#}");
     }
     drop(p);
@@ -101,11 +160,23 @@ fn dane_scenarios() {
     });
     let p = Postern::start(&cfg, &smtp);
     let t = token("require-insecure");
-    let reply = send(&smtp, "sender@dane-ok.test", &["user@insecure.test"], &msg(&t));
+    let reply = send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@insecure.test"],
+        &msg(&t),
+    );
     let id = reply.split_whitespace().nth(2).unwrap().to_string();
     let t_ok = token("require-ok");
-    send(&smtp, "sender@dane-ok.test", &["user@dane-ok.test"], &msg(&t_ok));
-    world.wait_for_mail("dane-ok", &t_ok, WAIT).expect("dane: require still delivers to a DANE domain");
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@dane-ok.test"],
+        &msg(&t_ok),
+    );
+    world
+        .wait_for_mail("dane-ok", &t_ok, WAIT)
+        .expect("dane: require still delivers to a DANE domain");
     std::thread::sleep(Duration::from_secs(5));
     assert!(world.spool("insecure").iter().all(|m| !m.contains(&t)));
     let shown = p.queue(&["show", &id]);

@@ -61,7 +61,10 @@ fn inject(addr: &str, tag: &str, n: usize) -> Vec<String> {
         fn open(addr: &str) -> Conn {
             let s = TcpStream::connect(addr).expect("connect to postern");
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut c = Conn { r: BufReader::new(s.try_clone().unwrap()), w: s };
+            let mut c = Conn {
+                r: BufReader::new(s.try_clone().unwrap()),
+                w: s,
+            };
             let greet = c.reply();
             assert!(greet.starts_with("220"), "greeting: {greet}");
             let ehlo = c.cmd("EHLO client.test");
@@ -81,7 +84,9 @@ fn inject(addr: &str, tag: &str, n: usize) -> Vec<String> {
             }
         }
         fn cmd(&mut self, c: &str) -> String {
-            self.w.write_all(format!("{c}\r\n").as_bytes()).expect("write command");
+            self.w
+                .write_all(format!("{c}\r\n").as_bytes())
+                .expect("write command");
             self.reply()
         }
     }
@@ -148,7 +153,10 @@ fn copies(world: &World, tag: &str) -> (HashMap<usize, usize>, usize) {
 fn log_id(line: &str) -> Option<String> {
     let at = line.find(" id=")? + 4;
     let rest = line[at..].trim_start_matches('"');
-    let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
     (!id.is_empty()).then_some(id)
 }
 
@@ -176,7 +184,10 @@ fn delivered_and_recorded(log: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 fn open_smtp_connections(ip: &str) -> usize {
     let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
     // /proc/net/tcp writes an IPv4 address as the little-endian u32 in hex.
-    let want = format!("{:02X}{:02X}{:02X}{:02X}:0019", octets[3], octets[2], octets[1], octets[0]);
+    let want = format!(
+        "{:02X}{:02X}{:02X}{:02X}:0019",
+        octets[3], octets[2], octets[1], octets[0]
+    );
     std::fs::read_to_string("/proc/net/tcp")
         .unwrap_or_default()
         .lines()
@@ -189,7 +200,10 @@ fn open_smtp_connections(ip: &str) -> usize {
 }
 
 fn queue_len(p: &Postern) -> usize {
-    p.queue(&["list"]).as_array().map(|a| a.len()).unwrap_or(usize::MAX)
+    p.queue(&["list"])
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(usize::MAX)
 }
 
 #[test]
@@ -201,7 +215,10 @@ fn kill_9_during_a_delivery_run_of_500() {
     let data: PathBuf = world.path().join("data-crash");
     let tag = format!(
         "crash{}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     );
     let config = |name: &str, retry: &str| {
         let data = data.clone();
@@ -225,7 +242,10 @@ fn kill_9_during_a_delivery_run_of_500() {
     loop {
         let q = fill.queue(&["list"]);
         let q = q.as_array().unwrap();
-        let tried = q.iter().filter(|m| m["attempts"].as_u64().unwrap_or(0) >= 1).count();
+        let tried = q
+            .iter()
+            .filter(|m| m["attempts"].as_u64().unwrap_or(0) >= 1)
+            .count();
         if q.len() == N && tried == N {
             break;
         }
@@ -250,14 +270,22 @@ fn kill_9_during_a_delivery_run_of_500() {
         assert!(Instant::now() < deadline, "{MX} MX did not come back");
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("injected {N} messages in {} ({:.0}/s); all deferred once", secs(inject_time), N as f64 / inject_time.as_secs_f64());
+    eprintln!(
+        "injected {N} messages in {} ({:.0}/s); all deferred once",
+        secs(inject_time),
+        N as f64 / inject_time.as_secs_f64()
+    );
 
     // --- 2./3. the delivery run, killed twice ------------------------------
     let t_run = Instant::now();
     let mut instance = 1;
     let mut p = Postern::start(&config(&format!("crash-run{instance}"), "1s"), &smtp);
     let r = p.queue(&["retry", "--all"]);
-    assert_eq!(r["retry"].as_array().map(|a| a.len()), Some(N), "retry --all: {r}");
+    assert_eq!(
+        r["retry"].as_array().map(|a| a.len()),
+        Some(N),
+        "retry --all: {r}"
+    );
     let mut kills = 0u64;
     // Per killed instance: (spool count at the kill, ids logged delivered
     // but not recorded = in flight at the kill, as far as the log shows).
@@ -297,8 +325,14 @@ fn kill_9_during_a_delivery_run_of_500() {
         );
         // It really was killed *during* delivery: it had delivered some and
         // not finished.
-        assert!(!recorded.is_empty() || !delivered.is_empty(), "instance {instance} delivered nothing before the kill; log:\n{log}");
-        assert!(at_kill < N, "instance {instance} was killed after everything had arrived ({at_kill})");
+        assert!(
+            !recorded.is_empty() || !delivered.is_empty(),
+            "instance {instance} delivered nothing before the kill; log:\n{log}"
+        );
+        assert!(
+            at_kill < N,
+            "instance {instance} was killed after everything had arrived ({at_kill})"
+        );
         open_at_kills.push(open);
         kill_notes.push((instance, at_kill, in_flight));
         logs.push((format!("crash-run{instance}"), log));
@@ -319,7 +353,10 @@ fn kill_9_during_a_delivery_run_of_500() {
         }
         if Instant::now() >= deadline {
             let (got, foreign) = copies(&world, &tag);
-            let missing: Vec<String> = (0..N).filter(|i| !got.contains_key(i)).map(|i| format!("{tag}-{i:04} ({})", ids[i])).collect();
+            let missing: Vec<String> = (0..N)
+                .filter(|i| !got.contains_key(i))
+                .map(|i| format!("{tag}-{i:04} ({})", ids[i]))
+                .collect();
             panic!(
                 "after {}: queue holds {len}, {} of {N} tokens arrived ({foreign} foreign files); missing: {missing:?}\nqueue: {:#}\nlast log:\n{}",
                 secs(t_run.elapsed()),
@@ -346,15 +383,25 @@ fn kill_9_during_a_delivery_run_of_500() {
 
     // --- count ----------------------------------------------------------
     let (got, foreign) = copies(&world, &tag);
-    let arrived = (0..N).filter(|i| got.get(i).copied().unwrap_or(0) >= 1).count();
-    let dup_tokens: BTreeMap<usize, usize> = got.iter().filter(|(_, c)| **c > 1).map(|(i, c)| (*i, *c)).collect();
+    let arrived = (0..N)
+        .filter(|i| got.get(i).copied().unwrap_or(0) >= 1)
+        .count();
+    let dup_tokens: BTreeMap<usize, usize> = got
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(i, c)| (*i, *c))
+        .collect();
     let duplicates: usize = dup_tokens.values().map(|c| c - 1).sum();
     let bound = (PER_DOMAIN * kills) as usize;
     let in_flight_logged: usize = kill_notes.iter().map(|(_, _, s)| s.len()).sum();
 
     for (i, c) in &dup_tokens {
         let id = &ids[*i];
-        let at_kill: Vec<usize> = kill_notes.iter().filter(|(_, _, s)| s.contains(id)).map(|(inst, _, _)| *inst).collect();
+        let at_kill: Vec<usize> = kill_notes
+            .iter()
+            .filter(|(_, _, s)| s.contains(id))
+            .map(|(inst, _, _)| *inst)
+            .collect();
         eprintln!("duplicate: {tag}-{i:04} (queue id {id}) arrived {c} times; delivered-but-unrecorded at the kill of instance {at_kill:?}");
         for (name, log) in &logs {
             for l in log.lines().filter(|l| l.contains(id.as_str())) {
@@ -365,7 +412,10 @@ fn kill_9_during_a_delivery_run_of_500() {
     // A message whose result an instance had written (and logged) must
     // never be delivered again by a later instance; and each kill can cost
     // a message at most one extra copy.
-    let per_instance: Vec<(BTreeSet<String>, BTreeSet<String>)> = logs.iter().map(|(_, l)| delivered_and_recorded(l)).collect();
+    let per_instance: Vec<(BTreeSet<String>, BTreeSet<String>)> = logs
+        .iter()
+        .map(|(_, l)| delivered_and_recorded(l))
+        .collect();
     let mut recorded_then_redelivered: Vec<String> = Vec::new();
     for (k, (_, recorded)) in per_instance.iter().enumerate() {
         for (later, _) in &per_instance[k + 1..] {
@@ -378,7 +428,11 @@ fn kill_9_during_a_delivery_run_of_500() {
         .map(|(i, c)| format!("{tag}-{i:04} x{c}"))
         .collect();
     // No DSN may have been sent for any of them.
-    let bounces = world.spool("dane-ok").iter().filter(|m| m.contains(&tag)).count();
+    let bounces = world
+        .spool("dane-ok")
+        .iter()
+        .filter(|m| m.contains(&tag))
+        .count();
 
     eprintln!(
         "delivered {arrived}/{N}, duplicates {duplicates} (bound {bound} = perDomainConcurrency {PER_DOMAIN} x {kills} kills; {in_flight_logged} delivered-but-unrecorded ids in the killed logs), kills {kills} (SMTP connections open at each kill: {open_at_kills:?})"
@@ -394,8 +448,14 @@ fn kill_9_during_a_delivery_run_of_500() {
         recorded_then_redelivered.is_empty(),
         "messages whose result had been written (\"removed from the queue\") were delivered again by a later instance: {recorded_then_redelivered:?}"
     );
-    assert!(too_many_copies.is_empty(), "more copies than 1 + kills: {too_many_copies:?}");
-    assert!(open_at_kills.iter().all(|n| *n as u64 <= PER_DOMAIN), "more connections than perDomainConcurrency: {open_at_kills:?}");
+    assert!(
+        too_many_copies.is_empty(),
+        "more copies than 1 + kills: {too_many_copies:?}"
+    );
+    assert!(
+        open_at_kills.iter().all(|n| *n as u64 <= PER_DOMAIN),
+        "more connections than perDomainConcurrency: {open_at_kills:?}"
+    );
     assert_eq!(foreign, 0, "files in the {MX} spool that are none of ours");
     assert_eq!(bounces, 0, "DSNs were sent for messages of this run");
     assert_eq!(arrived, N, "lost messages");

@@ -58,7 +58,11 @@ impl World {
             .open("/tmp/postern-world.lock")
             .expect("world lock file");
         // SAFETY: flock(2) on a descriptor we own.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+        assert_eq!(
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) },
+            0,
+            "flock"
+        );
         let dir = tempfile::Builder::new()
             .prefix("postern-dns-world-")
             .tempdir_in("/tmp")
@@ -88,11 +92,17 @@ impl World {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        Some(World { dir, env, _lock: lock })
+        Some(World {
+            dir,
+            env,
+            _lock: lock,
+        })
     }
 
     fn get(&self, k: &str) -> &str {
-        self.env.get(k).unwrap_or_else(|| panic!("world.env has no {k}"))
+        self.env
+            .get(k)
+            .unwrap_or_else(|| panic!("world.env has no {k}"))
     }
 
     fn resolver_addr(&self) -> SocketAddr {
@@ -159,7 +169,12 @@ fn status<T>(r: &Result<Answer<T>, LookupError>) -> String {
 macro_rules! check {
     ($label:expr, $value:expr, $cond:expr) => {{
         let v = &$value;
-        eprintln!("[{}] {} => {:?}", if $cond(v) { "ok" } else { "FAIL" }, $label, v);
+        eprintln!(
+            "[{}] {} => {:?}",
+            if $cond(v) { "ok" } else { "FAIL" },
+            $label,
+            v
+        );
         assert!($cond(v), "{}: {:?}", $label, v);
     }};
 }
@@ -273,7 +288,8 @@ fn decide(query: &[u8], fault: &Mutex<Option<(String, RecordType, Action)>>) -> 
     let f = fault.lock().unwrap();
     let (name, rtype, action) = f.as_ref()?;
     let qname = q.name().to_ascii().to_ascii_lowercase();
-    (qname.trim_end_matches('.') == name.trim_end_matches('.') && q.query_type() == *rtype).then_some(*action)
+    (qname.trim_end_matches('.') == name.trim_end_matches('.') && q.query_type() == *rtype)
+        .then_some(*action)
 }
 
 fn servfail(query: &[u8]) -> Option<Vec<u8>> {
@@ -298,10 +314,13 @@ async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
 
 async fn forward_tcp(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(upstream))
-        .await
-        .ok()?
-        .ok()?;
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(upstream),
+    )
+    .await
+    .ok()?
+    .ok()?;
     let mut out = (query.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(query);
     c.write_all(&out).await.ok()?;
@@ -334,30 +353,37 @@ fn dns_against_the_test_world() {
 
 async fn validate_mode(w: &World, anchors_key: &str) {
     eprintln!("--- validate mode, anchors from {anchors_key}");
-    let r = Resolver::new(&settings(w.resolver_addr(), Mode::Validate, w.get(anchors_key))).unwrap();
-    check!("self_check", r.self_check().await, |v: &Result<(), String>| v.is_ok());
+    let r = Resolver::new(&settings(
+        w.resolver_addr(),
+        Mode::Validate,
+        w.get(anchors_key),
+    ))
+    .unwrap();
+    check!("self_check", r.self_check().await, |v: &Result<
+        (),
+        String,
+    >| v.is_ok());
 
     let mx = r.mx("dane-ok.test").await;
-    check!(
-        "MX dane-ok.test",
-        mx,
-        |v: &Result<Answer<MxHost>, LookupError>| matches!(v, Ok(a)
+    check!("MX dane-ok.test", mx, |v: &Result<
+        Answer<MxHost>,
+        LookupError,
+    >| matches!(v, Ok(a)
         if a.security == Security::Secure
-            && a.records == vec![MxHost { preference: 10, exchange: "mx.dane-ok.test".into() }])
-    );
+            && a.records == vec![MxHost { preference: 10, exchange: "mx.dane-ok.test".into() }]));
 
     let mx = r.mx("insecure.test").await;
-    check!(
-        "MX insecure.test",
-        mx,
-        |v: &Result<Answer<MxHost>, LookupError>| matches!(v, Ok(a)
-        if a.security == Security::Insecure && a.records[0].exchange == "mx.insecure.test")
-    );
+    check!("MX insecure.test", mx, |v: &Result<
+        Answer<MxHost>,
+        LookupError,
+    >| matches!(v, Ok(a)
+        if a.security == Security::Insecure && a.records[0].exchange == "mx.insecure.test"));
 
     let mx = r.mx("bogus.test").await;
-    check!("MX bogus.test", mx, |v: &Result<Answer<MxHost>, LookupError>| is_bogus(
-        v
-    ));
+    check!("MX bogus.test", mx, |v: &Result<
+        Answer<MxHost>,
+        LookupError,
+    >| is_bogus(v));
     let t = r.tlsa("_25._tcp.mx.bogus.test").await;
     check!("TLSA _25._tcp.mx.bogus.test", t, |v: &Tlsa| is_bogus(v));
     let ip = r.ips("mx.bogus.test").await;
@@ -369,8 +395,12 @@ async fn validate_mode(w: &World, anchors_key: &str) {
     let want = w.spki_sha256(w.get("MX_DANE_OK_CERT"));
     assert_eq!(want.len(), 32);
     let t = r.tlsa("_25._tcp.mx.dane-ok.test").await;
-    check!("TLSA _25._tcp.mx.dane-ok.test", t, |v: &Tlsa| matches!(v, Ok(a)
-        if a.security == Security::Secure && a.records == vec![(3, 1, 1, want.clone())] && a.canonical_name.is_none()));
+    check!(
+        "TLSA _25._tcp.mx.dane-ok.test",
+        t,
+        |v: &Tlsa| matches!(v, Ok(a)
+        if a.security == Security::Secure && a.records == vec![(3, 1, 1, want.clone())] && a.canonical_name.is_none())
+    );
 
     let want = w.spki_sha256(w.get("MX_DANE_CNAME_CERT"));
     let t = r.tlsa("_25._tcp.mx.dane-cname.test").await;
@@ -384,35 +414,41 @@ async fn validate_mode(w: &World, anchors_key: &str) {
     );
 
     let t = r.tlsa("_25._tcp.mx.tlsa-servfail.test").await;
-    check!("TLSA _25._tcp.mx.tlsa-servfail.test", t, |v: &Tlsa| match v {
-        Err(LookupError::ServFail(_)) => true,
-        Ok(a) => matches!(a.security, Security::Indeterminate(_)),
-        _ => false,
-    });
+    check!(
+        "TLSA _25._tcp.mx.tlsa-servfail.test",
+        t,
+        |v: &Tlsa| match v {
+            Err(LookupError::ServFail(_)) => true,
+            Ok(a) => matches!(a.security, Security::Indeterminate(_)),
+            _ => false,
+        }
+    );
 
     let t = r.tlsa("_25._tcp.mx.insecure.test").await;
-    check!("TLSA _25._tcp.mx.insecure.test", t, |v: &Tlsa| matches!(v, Ok(a)
-        if a.security == Security::Insecure));
+    check!(
+        "TLSA _25._tcp.mx.insecure.test",
+        t,
+        |v: &Tlsa| matches!(v, Ok(a)
+        if a.security == Security::Insecure)
+    );
 
     let mx = r.mx("null-mx.test").await;
-    check!(
-        "MX null-mx.test",
-        mx,
-        |v: &Result<Answer<MxHost>, LookupError>| matches!(v, Ok(a)
-        if a.security == Security::Secure && a.records == vec![MxHost { preference: 0, exchange: String::new() }])
-    );
+    check!("MX null-mx.test", mx, |v: &Result<
+        Answer<MxHost>,
+        LookupError,
+    >| matches!(v, Ok(a)
+        if a.security == Security::Secure && a.records == vec![MxHost { preference: 0, exchange: String::new() }]));
 
     let mx = r.mx("implicit-mx.test").await;
-    check!(
-        "MX implicit-mx.test",
-        mx,
-        |v: &Result<Answer<MxHost>, LookupError>| matches!(
-            v,
-            Err(LookupError::NoData {
-                security: Security::Secure
-            })
-        )
-    );
+    check!("MX implicit-mx.test", mx, |v: &Result<
+        Answer<MxHost>,
+        LookupError,
+    >| matches!(
+        v,
+        Err(LookupError::NoData {
+            security: Security::Secure
+        })
+    ));
     let ip = r.ips("implicit-mx.test").await;
     check!("A/AAAA implicit-mx.test", ip, |v: &Result<
         Answer<std::net::IpAddr>,
@@ -420,8 +456,12 @@ async fn validate_mode(w: &World, anchors_key: &str) {
     >| matches!(v, Ok(a)
         if a.security == Security::Secure && a.records == vec!["127.0.2.11".parse::<std::net::IpAddr>().unwrap()]));
     let t = r.tlsa("_25._tcp.implicit-mx.test").await;
-    check!("TLSA _25._tcp.implicit-mx.test", t, |v: &Tlsa| matches!(v, Ok(a)
-        if a.security == Security::Secure && a.records.len() == 1));
+    check!(
+        "TLSA _25._tcp.implicit-mx.test",
+        t,
+        |v: &Tlsa| matches!(v, Ok(a)
+        if a.security == Security::Secure && a.records.len() == 1)
+    );
 
     let mx = r.mx("no-such-name.dane-ok.test").await;
     check!("MX no-such-name.dane-ok.test", mx, |v: &Result<
@@ -485,10 +525,11 @@ async fn trust_ad_agrees(w: &World) {
         w.get("WORLD_TRUST_ANCHORS"),
     ))
     .unwrap();
-    check!("trust-ad self_check", ad.self_check().await, |v: &Result<
-        (),
-        String,
-    >| v.is_ok());
+    check!(
+        "trust-ad self_check",
+        ad.self_check().await,
+        |v: &Result<(), String>| v.is_ok()
+    );
     for d in [
         "dane-ok.test",
         "insecure.test",
@@ -499,7 +540,11 @@ async fn trust_ad_agrees(w: &World) {
         "sts-enforce.test",
     ] {
         let (a, b) = (status(&v.mx(d).await), status(&ad.mx(d).await));
-        check!(format!("MX {d}: validate {a:?} / trust-ad"), b, |b: &String| *b == a);
+        check!(
+            format!("MX {d}: validate {a:?} / trust-ad"),
+            b,
+            |b: &String| *b == a
+        );
     }
     for n in [
         "_25._tcp.mx.dane-ok.test",
@@ -508,8 +553,7 @@ async fn trust_ad_agrees(w: &World) {
         "_25._tcp.implicit-mx.test",
     ] {
         let (x, y) = (v.tlsa(n).await, ad.tlsa(n).await);
-        let same_records =
-            matches!((&x, &y), (Ok(p), Ok(q)) if p.records == q.records && p.canonical_name == q.canonical_name);
+        let same_records = matches!((&x, &y), (Ok(p), Ok(q)) if p.records == q.records && p.canonical_name == q.canonical_name);
         let (a, b) = (status(&x), status(&y));
         check!(
             format!("TLSA {n}: validate {a:?} / trust-ad"),
@@ -545,49 +589,59 @@ async fn fetch_failures_are_indeterminate(w: &World) {
     let t = Instant::now();
     let mx = r.mx("dane-ok.test").await;
     let took = t.elapsed();
-    check!("DNSKEY dane-ok.test dropped: MX dane-ok.test", mx, |v: &Result<
-        Answer<MxHost>,
-        LookupError,
-    >| matches!(v, Ok(a)
-        if matches!(&a.security, Security::Indeterminate(why) if why.contains("DNSKEY"))));
-    check!("... and it took", took, |d: &Duration| *d < Duration::from_secs(5));
+    check!(
+        "DNSKEY dane-ok.test dropped: MX dane-ok.test",
+        mx,
+        |v: &Result<Answer<MxHost>, LookupError>| matches!(v, Ok(a)
+        if matches!(&a.security, Security::Indeterminate(why) if why.contains("DNSKEY")))
+    );
+    check!("... and it took", took, |d: &Duration| *d
+        < Duration::from_secs(5));
     let t = r.tlsa("_25._tcp.mx.dane-ok.test").await;
-    check!("DNSKEY dane-ok.test dropped: TLSA", t, |v: &Tlsa| matches!(v, Ok(a)
-        if matches!(a.security, Security::Indeterminate(_))));
+    check!(
+        "DNSKEY dane-ok.test dropped: TLSA",
+        t,
+        |v: &Tlsa| matches!(v, Ok(a)
+        if matches!(a.security, Security::Indeterminate(_)))
+    );
     let n = r.mx("no-such-name.dane-ok.test").await;
-    check!("DNSKEY dane-ok.test dropped: NXDOMAIN proof", n, |v: &Result<
-        Answer<MxHost>,
-        LookupError,
-    >| !is_bogus(v)
-        && !matches!(
-            v,
-            Err(LookupError::NxDomain {
-                security: Security::Secure | Security::Insecure
-            })
-        ));
+    check!(
+        "DNSKEY dane-ok.test dropped: NXDOMAIN proof",
+        n,
+        |v: &Result<Answer<MxHost>, LookupError>| !is_bogus(v)
+            && !matches!(
+                v,
+                Err(LookupError::NxDomain {
+                    security: Security::Secure | Security::Insecure
+                })
+            )
+    );
 
     proxy.set("dane-ok.test", RecordType::DS, Action::ServFail);
     let mx = r.mx("dane-ok.test").await;
-    check!("DS dane-ok.test SERVFAIL: MX dane-ok.test", mx, |v: &Result<
-        Answer<MxHost>,
-        LookupError,
-    >| matches!(v, Ok(a)
-        if matches!(&a.security, Security::Indeterminate(why) if why.contains("DS"))));
+    check!(
+        "DS dane-ok.test SERVFAIL: MX dane-ok.test",
+        mx,
+        |v: &Result<Answer<MxHost>, LookupError>| matches!(v, Ok(a)
+        if matches!(&a.security, Security::Indeterminate(why) if why.contains("DS")))
+    );
 
     proxy.set("test", RecordType::DNSKEY, Action::ServFail);
     let mx = r.mx("insecure.test").await;
-    check!("DNSKEY test. SERVFAIL: MX insecure.test", mx, |v: &Result<
-        Answer<MxHost>,
-        LookupError,
-    >| matches!(v, Ok(a)
-        if matches!(a.security, Security::Indeterminate(_))));
+    check!(
+        "DNSKEY test. SERVFAIL: MX insecure.test",
+        mx,
+        |v: &Result<Answer<MxHost>, LookupError>| matches!(v, Ok(a)
+        if matches!(a.security, Security::Indeterminate(_)))
+    );
 
     // a genuinely bogus zone stays bogus through the same proxy
     proxy.clear();
-    check!("no fault: MX bogus.test", r.mx("bogus.test").await, |v: &Result<
-        Answer<MxHost>,
-        LookupError,
-    >| is_bogus(v));
+    check!(
+        "no fault: MX bogus.test",
+        r.mx("bogus.test").await,
+        |v: &Result<Answer<MxHost>, LookupError>| is_bogus(v)
+    );
     // and nothing of the failures was cached
     check!(
         "no fault again: MX dane-ok.test",
@@ -619,7 +673,8 @@ async fn dead_and_udp_only_resolvers(w: &World) {
         v,
         Err(LookupError::Timeout | LookupError::Other(_))
     ));
-    check!("... and it took", took, |d: &Duration| *d < Duration::from_secs(3));
+    check!("... and it took", took, |d: &Duration| *d
+        < Duration::from_secs(3));
     let sc = r.self_check().await;
     check!(
         "dead resolver: self_check",
@@ -628,16 +683,20 @@ async fn dead_and_udp_only_resolvers(w: &World) {
     );
 
     let udp_only = Proxy::start(w.resolver_addr(), false).await;
-    let r = Resolver::new(&settings(udp_only.addr, Mode::Validate, w.get("WORLD_TRUST_ANCHORS"))).unwrap();
+    let r = Resolver::new(&settings(
+        udp_only.addr,
+        Mode::Validate,
+        w.get("WORLD_TRUST_ANCHORS"),
+    ))
+    .unwrap();
     check!(
         "UDP-only resolver: MX dane-ok.test (small answer)",
         status(&r.mx("dane-ok.test").await),
         |v: &String| v == "answer secure"
     );
     let sc = r.self_check().await;
-    check!(
-        "UDP-only resolver: self_check",
-        sc,
-        |v: &Result<(), String>| matches!(v, Err(e) if e.contains("does not answer over TCP"))
-    );
+    check!("UDP-only resolver: self_check", sc, |v: &Result<
+        (),
+        String,
+    >| matches!(v, Err(e) if e.contains("does not answer over TCP")));
 }

@@ -11,7 +11,13 @@ use support::world::{send, Postern, World};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn token(tag: &str) -> String {
-    format!("{tag}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{tag}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 fn msg(subject: &str) -> String {
@@ -32,67 +38,175 @@ fn mta_sts_scenarios() {
 
     // enforce, MX in the policy, valid certificate → verified TLS.
     let ok = token("enforce");
-    send(&smtp, "sender@dane-ok.test", &["user@sts-enforce.test"], &msg(&ok));
-    let mail = world.wait_for_mail("sts-enforce", &ok, WAIT).unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-enforce.test"],
+        &msg(&ok),
+    );
+    let mail = world
+        .wait_for_mail("sts-enforce", &ok, WAIT)
+        .unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
     assert!(mail.contains("(using TLSv1."));
-    assert!(p.wait_log(&["domain=\"sts-enforce.test\"", "policy=\"mta-sts\"", "delivered"], WAIT).is_some(), "{}", p.log_text());
+    assert!(
+        p.wait_log(
+            &[
+                "domain=\"sts-enforce.test\"",
+                "policy=\"mta-sts\"",
+                "delivered"
+            ],
+            WAIT
+        )
+        .is_some(),
+        "{}",
+        p.log_text()
+    );
 
     // enforce, MX not in the policy; enforce with a self-signed MX
     // certificate (the fallback strategies must not relax it).
-    let mismatch = queued_id(&send(&smtp, "sender@dane-ok.test", &["user@sts-mxmismatch.test"], &msg(&token("mismatch"))));
+    let mismatch = queued_id(&send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-mxmismatch.test"],
+        &msg(&token("mismatch")),
+    ));
     let badcert_t = token("sts-badcert-mx");
-    let badcert = queued_id(&send(&smtp, "sender@dane-ok.test", &["user@sts-invalidcert.test"], &msg(&badcert_t)));
+    let badcert = queued_id(&send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-invalidcert.test"],
+        &msg(&badcert_t),
+    ));
     let wrongname_t = token("sts-wrongname-mx");
-    let wrongname = queued_id(&send(&smtp, "sender@dane-ok.test", &["user@sts-wrongname.test"], &msg(&wrongname_t)));
+    let wrongname = queued_id(&send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-wrongname.test"],
+        &msg(&wrongname_t),
+    ));
 
     // testing: delivered as without a policy.
     let testing = token("testing");
-    send(&smtp, "sender@dane-ok.test", &["user@sts-testing.test"], &msg(&testing));
-    world.wait_for_mail("sts-testing", &testing, WAIT).unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
-    assert!(p.wait_log(&["MTA-STS testing", "sts-testing.test"], WAIT).is_some(), "the policy failure is recorded:\n{}", p.log_text());
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-testing.test"],
+        &msg(&testing),
+    );
+    world
+        .wait_for_mail("sts-testing", &testing, WAIT)
+        .unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
+    assert!(
+        p.wait_log(&["MTA-STS testing", "sts-testing.test"], WAIT)
+            .is_some(),
+        "the policy failure is recorded:\n{}",
+        p.log_text()
+    );
 
     // Policies that must not be accepted: redirect, 404, wrong type,
     // oversize, untrusted certificate → no policy, delivered, and logged.
     // (Each serves an enforce policy naming a nonexistent MX, so wrongly
     // accepting one would defer the message.)
-    for d in ["sts-redirect", "sts-404", "sts-ctype", "sts-big", "sts-badcert"] {
+    for d in [
+        "sts-redirect",
+        "sts-404",
+        "sts-ctype",
+        "sts-big",
+        "sts-badcert",
+    ] {
         let t = token(d);
-        send(&smtp, "sender@dane-ok.test", &[&format!("user@{d}.test")], &msg(&t));
-        world.wait_for_mail("sts-fetch", &t, WAIT).unwrap_or_else(|| panic!("{d} not delivered; log:\n{}", p.log_text()));
-        assert!(p.wait_log(&["MTA-STS policy fetch failed", &format!("domain=\"{d}.test\"")], WAIT).is_some(), "{d}: {}", p.log_text());
+        send(
+            &smtp,
+            "sender@dane-ok.test",
+            &[&format!("user@{d}.test")],
+            &msg(&t),
+        );
+        world
+            .wait_for_mail("sts-fetch", &t, WAIT)
+            .unwrap_or_else(|| panic!("{d} not delivered; log:\n{}", p.log_text()));
+        assert!(
+            p.wait_log(
+                &[
+                    "MTA-STS policy fetch failed",
+                    &format!("domain=\"{d}.test\"")
+                ],
+                WAIT
+            )
+            .is_some(),
+            "{d}: {}",
+            p.log_text()
+        );
     }
 
     std::thread::sleep(Duration::from_secs(7));
-    for (id, what) in [(&mismatch, "matches its MTA-STS policy"), (&badcert, ""), (&wrongname, "")] {
+    for (id, what) in [
+        (&mismatch, "matches its MTA-STS policy"),
+        (&badcert, ""),
+        (&wrongname, ""),
+    ] {
         let shown = p.queue(&["show", id]);
         let r = &shown["recipients"][0];
         assert_eq!(r["status"], "deferred", "{shown:#}");
         assert_eq!(r["errorKind"], "mta-sts", "{shown:#}");
         assert!(r["lastError"].as_str().unwrap().contains(what), "{shown:#}");
-        assert!(shown["attempts"].as_u64().unwrap() >= 3, "retried under the fallback strategies too: {shown:#}");
+        assert!(
+            shown["attempts"].as_u64().unwrap() >= 3,
+            "retried under the fallback strategies too: {shown:#}"
+        );
     }
-    assert!(world.spool("invalidcert").iter().all(|m| !m.contains(&badcert_t)), "never delivered");
-    assert!(world.spool("wrongname").iter().all(|m| !m.contains(&wrongname_t)), "never delivered");
+    assert!(
+        world
+            .spool("invalidcert")
+            .iter()
+            .all(|m| !m.contains(&badcert_t)),
+        "never delivered"
+    );
+    assert!(
+        world
+            .spool("wrongname")
+            .iter()
+            .all(|m| !m.contains(&wrongname_t)),
+        "never delivered"
+    );
 
     // A changed TXT id makes postern fetch again.
     let key = format!(
         "{}:{}:{}",
         world.get("WORLD_TSIG_ALGORITHM"),
         world.get("WORLD_TSIG_NAME").trim_end_matches('.'),
-        std::fs::read_to_string(world.get("WORLD_TSIG_SECRET_FILE")).unwrap().trim()
+        std::fs::read_to_string(world.get("WORLD_TSIG_SECRET_FILE"))
+            .unwrap()
+            .trim()
     );
     let update = format!(
         "server {}\nzone sts-enforce.test\nupdate delete _mta-sts.sts-enforce.test TXT\nupdate add _mta-sts.sts-enforce.test 1 TXT \"v=STSv1; id=world2;\"\nsend\n",
         world.get("WORLD_KNOT_IP")
     );
-    let mut ns = Command::new("nsupdate").args(["-y", &key]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let mut ns = Command::new("nsupdate")
+        .args(["-y", &key])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(ns.stdin.as_mut().unwrap(), update.as_bytes()).unwrap();
     assert!(ns.wait().unwrap().success(), "nsupdate");
     std::thread::sleep(Duration::from_secs(3));
     let again = token("enforce-id2");
-    send(&smtp, "sender@dane-ok.test", &["user@sts-enforce.test"], &msg(&again));
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-enforce.test"],
+        &msg(&again),
+    );
     world.wait_for_mail("sts-enforce", &again, WAIT).unwrap();
-    assert!(p.wait_log(&["MTA-STS policy fetched", "sts-enforce.test", "world2"], WAIT).is_some(), "refetch on id change:\n{}", p.log_text());
+    assert!(
+        p.wait_log(
+            &["MTA-STS policy fetched", "sts-enforce.test", "world2"],
+            WAIT
+        )
+        .is_some(),
+        "refetch on id change:\n{}",
+        p.log_text()
+    );
     drop(p);
 
     // The web server goes away and postern restarts: cached policies stay
@@ -101,13 +215,35 @@ fn mta_sts_scenarios() {
     world.ctl(&["stop-nginx"]);
     let p = Postern::start(&cfg, &smtp);
     let cached = token("enforce-cached");
-    send(&smtp, "sender@dane-ok.test", &["user@sts-enforce.test"], &msg(&cached));
-    world.wait_for_mail("sts-enforce", &cached, WAIT).unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
-    assert!(p.wait_log(&["domain=\"sts-enforce.test\"", "policy=\"mta-sts\"", "delivered"], WAIT).is_some(), "{}", p.log_text());
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-enforce.test"],
+        &msg(&cached),
+    );
+    world
+        .wait_for_mail("sts-enforce", &cached, WAIT)
+        .unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
+    assert!(
+        p.wait_log(
+            &[
+                "domain=\"sts-enforce.test\"",
+                "policy=\"mta-sts\"",
+                "delivered"
+            ],
+            WAIT
+        )
+        .is_some(),
+        "{}",
+        p.log_text()
+    );
     let before = p.queue(&["show", &mismatch])["attempts"].as_u64().unwrap();
     std::thread::sleep(Duration::from_secs(6));
     let shown = p.queue(&["show", &mismatch]);
     assert!(shown["attempts"].as_u64().unwrap() > before, "{shown:#}");
-    assert_eq!(shown["recipients"][0]["errorKind"], "mta-sts", "cached enforce policy still applied: {shown:#}");
+    assert_eq!(
+        shown["recipients"][0]["errorKind"], "mta-sts",
+        "cached enforce policy still applied: {shown:#}"
+    );
     world.ctl(&["start-nginx"]);
 }

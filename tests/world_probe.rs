@@ -38,21 +38,37 @@ fn probe_verdicts() {
             .unwrap_or_else(|e| panic!("{domain}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
         let verdict = v["verdict"].as_str().unwrap_or("").to_string();
         let code = out.status.code();
-        let want_code = if want.ends_with(':') { Some(1) } else { Some(0) };
+        let want_code = if want.ends_with(':') {
+            Some(1)
+        } else {
+            Some(0)
+        };
         if !verdict.starts_with(want) || code != want_code {
             wrong.push(format!("{domain}: verdict {verdict:?} (exit {code:?}), want {want} (exit {want_code:?})\n{v:#}"));
         }
         if domain == "dane-ok.test" {
             let tlsa = &v["hosts"][0]["tlsa"][0];
             assert_eq!(tlsa["usable"], "usable", "{v:#}");
-            assert!(v["hosts"][0]["daneOutcome"].as_str().unwrap_or("").contains("depth"), "what matched at which depth: {v:#}");
+            assert!(
+                v["hosts"][0]["daneOutcome"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("depth"),
+                "what matched at which depth: {v:#}"
+            );
             assert_eq!(v["mx"]["dnssec"], "secure", "{v:#}");
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // The MTA-STS part: policy, where it came from, expiry, per-MX match.
     let out = support::postern()
-        .args(["probe", "sts-mxmismatch.test", "--json", "--config", cfg.to_str().unwrap()])
+        .args([
+            "probe",
+            "sts-mxmismatch.test",
+            "--json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -62,8 +78,15 @@ fn probe_verdicts() {
     assert!(sts["expires"].as_str().is_some(), "{v:#}");
     assert_eq!(sts["hosts"][0]["matches"], false, "{v:#}");
     // Text output, too.
-    let out = support::postern().args(["probe", "dane-ok.test", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = support::postern()
+        .args(["probe", "dane-ok.test", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("verdict  dane"), "{text}");
-    assert_eq!(world.spool("dane-ok").len(), before, "probing sends no mail");
+    assert_eq!(
+        world.spool("dane-ok").len(),
+        before,
+        "probing sends no mail"
+    );
 }

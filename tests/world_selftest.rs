@@ -69,7 +69,11 @@ fn world(script: &Path, args: &[&str], log: &Path, limit: Duration) -> bool {
         sleep(Duration::from_millis(100));
     };
     let text = fs::read_to_string(log).unwrap_or_default();
-    println!("---- world.sh {} ({:.1} s)", args.join(" "), start.elapsed().as_secs_f64());
+    println!(
+        "---- world.sh {} ({:.1} s)",
+        args.join(" "),
+        start.elapsed().as_secs_f64()
+    );
     print!("{text}");
     match status {
         Some(s) if s.success() => true,
@@ -94,7 +98,12 @@ struct World<'a> {
 impl Drop for World<'_> {
     fn drop(&mut self) {
         let dir = self.dir.to_str().expect("utf-8 path");
-        let down = world(self.script, &["down", dir], &self.dir.join("down.log"), Duration::from_secs(60));
+        let down = world(
+            self.script,
+            &["down", dir],
+            &self.dir.join("down.log"),
+            Duration::from_secs(60),
+        );
         if down && !self.keep && !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
         } else {
@@ -124,10 +133,20 @@ fn world_selftest() {
         .expect("open world lock");
     lock.lock().expect("lock the world");
 
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let dir = PathBuf::from(format!("/tmp/postern-world-selftest-{}-{nanos}", std::process::id()));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = PathBuf::from(format!(
+        "/tmp/postern-world-selftest-{}-{nanos}",
+        std::process::id()
+    ));
     let dir_s = dir.to_str().unwrap().to_string();
-    let mut guard = World { script: &script, dir: dir.clone(), keep: false };
+    let mut guard = World {
+        script: &script,
+        dir: dir.clone(),
+        keep: false,
+    };
     // `up` creates the directory; its log lives beside it until then
     let up_log = PathBuf::from(format!("{dir_s}.up.log"));
     // generous: on a fresh machine `up` first installs the Debian packages
@@ -136,10 +155,18 @@ fn world_selftest() {
     assert!(up, "world.sh up failed");
 
     let selftest_log = dir.join("selftest.log");
-    let ok = world(&script, &["selftest", &dir_s], &selftest_log, Duration::from_secs(300));
+    let ok = world(
+        &script,
+        &["selftest", &dir_s],
+        &selftest_log,
+        Duration::from_secs(300),
+    );
     let summary = fs::read_to_string(&selftest_log).unwrap_or_default();
     let last = summary.lines().last().unwrap_or("").to_string();
     guard.keep = !ok;
     assert!(ok, "world selftest failed: {last}");
-    assert!(last.ends_with(" passed, 0 failed"), "unexpected summary line: {last}");
+    assert!(
+        last.ends_with(" passed, 0 failed"),
+        "unexpected summary line: {last}"
+    );
 }

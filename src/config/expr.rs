@@ -225,7 +225,11 @@ pub struct SyntaxError {
 
 impl fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "syntax error at column {}: {}", self.column, self.message)
+        write!(
+            f,
+            "syntax error at column {}: {}",
+            self.column, self.message
+        )
     }
 }
 
@@ -327,12 +331,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SyntaxError> {
             '=' => return err(col, "'=' is not an operator; use '==' to compare"),
             '&' => return err(col, "'&' is not an operator; use '&&'"),
             '|' => return err(col, "'|' is not an operator; use '||'"),
-            '"' => {
-                return err(
-                    col,
-                    "strings are written in single quotes, e.g. 'default'",
-                )
-            }
+            '"' => return err(col, "strings are written in single quotes, e.g. 'default'"),
             other => return err(col, format!("unexpected character '{other}'")),
         };
         out.push((tok, col));
@@ -354,7 +353,10 @@ impl Parser {
         self.toks.get(self.pos).map(|(t, _)| t)
     }
     fn col(&self) -> usize {
-        self.toks.get(self.pos).map(|(_, c)| *c).unwrap_or(self.end_col)
+        self.toks
+            .get(self.pos)
+            .map(|(_, c)| *c)
+            .unwrap_or(self.end_col)
     }
     fn bump(&mut self) -> Option<Tok> {
         let t = self.toks.get(self.pos).map(|(t, _)| t.clone());
@@ -457,11 +459,17 @@ impl Parser {
             self.pos += 1;
             let a = self.or()?;
             if self.bump() != Some(Tok::Comma) {
-                return err(self.col_prev(), format!("{w} takes two arguments: expected ','"));
+                return err(
+                    self.col_prev(),
+                    format!("{w} takes two arguments: expected ','"),
+                );
             }
             let b = self.or()?;
             if self.bump() != Some(Tok::RParen) {
-                return err(self.col_prev(), format!("{w} takes two arguments: expected ')'"));
+                return err(
+                    self.col_prev(),
+                    format!("{w} takes two arguments: expected ')'"),
+                );
             }
             return Ok(Node::Call(func, Box::new(a), Box::new(b)));
         }
@@ -497,7 +505,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let node = p.or()?;
     if p.peek().is_some() {
         let col = p.col();
-        return err(col, "unexpected text after the expression (missing && or ||?)");
+        return err(
+            col,
+            "unexpected text after the expression (missing && or ||?)",
+        );
     }
     Ok(node)
 }
@@ -566,11 +577,7 @@ impl Node {
         self.eval_with(&|v| vars.get(v), &|_| None)
     }
 
-    fn eval_with(
-        &self,
-        var: &dyn Fn(Var) -> Value,
-        atom: &dyn Fn(&Node) -> Option<bool>,
-    ) -> Value {
+    fn eval_with(&self, var: &dyn Fn(Var) -> Value, atom: &dyn Fn(&Node) -> Option<bool>) -> Value {
         if let Some(b) = atom(self) {
             return Value::Bool(b);
         }
@@ -718,7 +725,10 @@ impl Expression {
             .iter()
             .enumerate()
             .map(|(i, b)| (format!(".match[{i}].then"), &b.then))
-            .chain(std::iter::once((self.results().last().unwrap().0.clone(), &self.otherwise)));
+            .chain(std::iter::once((
+                self.results().last().unwrap().0.clone(),
+                &self.otherwise,
+            )));
         for (path, text) in results {
             match text.node.type_of(allowed) {
                 Ok(t) if t == want => {}
@@ -827,7 +837,10 @@ mod reachability {
             (total <= MAX_COMBINATIONS).then_some(Space { vars, atoms })
         }
 
-        fn for_each(&self, mut f: impl FnMut(&dyn Fn(Var) -> Value, &dyn Fn(&Node) -> Option<bool>)) {
+        fn for_each(
+            &self,
+            mut f: impl FnMut(&dyn Fn(Var) -> Value, &dyn Fn(&Node) -> Option<bool>),
+        ) {
             let mut idx = vec![0usize; self.vars.len()];
             loop {
                 for bits in 0u64..(1u64 << self.atoms.len()) {
@@ -885,7 +898,11 @@ mod reachability {
         out.into_iter().collect()
     }
 
-    fn collect<'a>(n: &'a Node, consts: &mut BTreeMap<Var, BTreeSet<Value>>, atoms: &mut Vec<&'a Node>) {
+    fn collect<'a>(
+        n: &'a Node,
+        consts: &mut BTreeMap<Var, BTreeSet<Value>>,
+        atoms: &mut Vec<&'a Node>,
+    ) {
         match n {
             Node::Lit(_) => {}
             Node::Var(v) => {
@@ -927,10 +944,11 @@ impl Text {
     fn parse_json(source: serde_json::Value) -> Result<Text, String> {
         let node = match &source {
             serde_json::Value::Bool(b) => Node::Lit(Value::Bool(*b)),
-            serde_json::Value::Number(n) => Node::Lit(Value::Int(
-                n.as_i64()
-                    .ok_or_else(|| format!("{n} is not an integer the expression language knows"))?,
-            )),
+            serde_json::Value::Number(n) => {
+                Node::Lit(Value::Int(n.as_i64().ok_or_else(|| {
+                    format!("{n} is not an integer the expression language knows")
+                })?))
+            }
             serde_json::Value::String(s) => parse(s).map_err(|e| e.to_string())?,
             _ => return Err("expected an expression: a string, number or boolean".into()),
         };
@@ -968,7 +986,9 @@ impl<'de> Deserialize<'de> for Expression {
         impl<'de> Visitor<'de> for V {
             type Value = Expression;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an expression: a string, number, boolean or {\"match\": [...], \"else\": ...}")
+                f.write_str(
+                    "an expression: a string, number, boolean or {\"match\": [...], \"else\": ...}",
+                )
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Expression, E> {
                 Ok(Expression::constant(Value::Bool(v)))
@@ -990,7 +1010,9 @@ impl<'de> Deserialize<'de> for Expression {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Expression, A::Error> {
                 let form = MatchForm::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 let otherwise = form.otherwise.ok_or_else(|| {
-                    de::Error::custom("an expression object needs an \"else\" (the value when no \"if\" holds)")
+                    de::Error::custom(
+                        "an expression object needs an \"else\" (the value when no \"if\" holds)",
+                    )
                 })?;
                 Ok(Expression {
                     branches: form
@@ -1044,7 +1066,11 @@ mod tests {
     #[test]
     fn the_three_spellings_of_a_constant_agree() {
         for j in [r#""'default'""#, r#"{"else": "'default'"}"#, r#""default""#] {
-            assert_eq!(expr(j).eval(&Vars::default()), Value::Str("default".into()), "{j}");
+            assert_eq!(
+                expr(j).eval(&Vars::default()),
+                Value::Str("default".into()),
+                "{j}"
+            );
         }
     }
 
@@ -1079,8 +1105,14 @@ mod tests {
     #[test]
     fn functions_and_negation() {
         let e = expr(r#""ends_with(mx, '.example.org') && !starts_with(mx, 'backup')""#);
-        assert_eq!(e.eval(&vars(0, "none", "mx1.example.org")), Value::Bool(true));
-        assert_eq!(e.eval(&vars(0, "none", "backup.example.org")), Value::Bool(false));
+        assert_eq!(
+            e.eval(&vars(0, "none", "mx1.example.org")),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            e.eval(&vars(0, "none", "backup.example.org")),
+            Value::Bool(false)
+        );
         let c = expr(r#""contains(rcpt_domain, 'corp')""#);
         let mut v = Vars::default();
         v.rcpt_domain = "mail.corp.example".into();
@@ -1107,7 +1139,9 @@ mod tests {
 
     #[test]
     fn type_errors_are_found() {
-        let e = expr(r#"{"match": [{"if": "retry_num == 'x'", "then": "'a'"}, {"if": "mx", "then": "1"}], "else": "'b'"}"#);
+        let e = expr(
+            r#"{"match": [{"if": "retry_num == 'x'", "then": "'a'"}, {"if": "mx", "then": "1"}], "else": "'b'"}"#,
+        );
         let errs = e.type_errors(&Var::ALL, Type::Str);
         let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, [".match[0].if", ".match[1].if", ".match[1].then"]);
@@ -1115,9 +1149,18 @@ mod tests {
 
     #[test]
     fn bare_words_are_constants() {
-        assert_eq!(expr(r#""disable-tls""#).eval(&Vars::default()), Value::Str("disable-tls".into()));
-        assert_eq!(expr(r#""daily""#).eval(&Vars::default()), Value::Str("daily".into()));
-        assert_eq!(expr(r#""26214400""#).eval(&Vars::default()), Value::Int(26214400));
+        assert_eq!(
+            expr(r#""disable-tls""#).eval(&Vars::default()),
+            Value::Str("disable-tls".into())
+        );
+        assert_eq!(
+            expr(r#""daily""#).eval(&Vars::default()),
+            Value::Str("daily".into())
+        );
+        assert_eq!(
+            expr(r#""26214400""#).eval(&Vars::default()),
+            Value::Int(26214400)
+        );
     }
 
     #[test]
@@ -1141,7 +1184,9 @@ mod tests {
     // Printing a parsed node back and parsing again gives the same tree.
     fn print(n: &Node) -> String {
         match n {
-            Node::Lit(Value::Str(s)) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+            Node::Lit(Value::Str(s)) => {
+                format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+            }
             Node::Lit(v) => v.to_string(),
             Node::Var(v) => v.name().to_string(),
             Node::Not(i) => format!("!({})", print(i)),
@@ -1162,14 +1207,25 @@ mod tests {
                 inner.clone().prop_map(|n| Node::Not(Box::new(n))),
                 (
                     proptest::sample::select(vec![
-                        BinOp::Eq, BinOp::Ne, BinOp::Lt, BinOp::Le, BinOp::Gt, BinOp::Ge, BinOp::And, BinOp::Or
+                        BinOp::Eq,
+                        BinOp::Ne,
+                        BinOp::Lt,
+                        BinOp::Le,
+                        BinOp::Gt,
+                        BinOp::Ge,
+                        BinOp::And,
+                        BinOp::Or
                     ]),
                     inner.clone(),
                     inner.clone()
                 )
                     .prop_map(|(op, a, b)| Node::Bin(op, Box::new(a), Box::new(b))),
                 (
-                    proptest::sample::select(vec![Func::StartsWith, Func::EndsWith, Func::Contains]),
+                    proptest::sample::select(vec![
+                        Func::StartsWith,
+                        Func::EndsWith,
+                        Func::Contains
+                    ]),
                     inner.clone(),
                     inner
                 )

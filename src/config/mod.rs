@@ -59,7 +59,11 @@ impl fmt::Display for Problem {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let path = if self.path.is_empty() { "(top level)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
         write!(f, "{kind}: {path}: {}", self.message)
     }
 }
@@ -101,12 +105,8 @@ pub fn load_file(path: &Path, opts: Options) -> Result<Loaded, Vec<Problem>> {
 
 /// Checks a configuration given as text.
 pub fn load_str(text: &str, opts: Options) -> Result<Loaded, Vec<Problem>> {
-    let mut root: Value = serde_json::from_str(text).map_err(|e| {
-        vec![Problem::error(
-            "",
-            format!("not valid JSON: {e}"),
-        )]
-    })?;
+    let mut root: Value = serde_json::from_str(text)
+        .map_err(|e| vec![Problem::error("", format!("not valid JSON: {e}"))])?;
     let mut problems = Vec::new();
     let secrets = Secrets::resolve(&mut root, opts.offline, &mut problems);
     let config = typed(root, &mut problems);
@@ -137,7 +137,10 @@ pub fn embedded_default() -> Loaded {
 /// section rather than stopping at the first.
 fn typed(root: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     let Value::Object(map) = root else {
-        problems.push(Problem::error("", "the configuration must be a JSON object"));
+        problems.push(Problem::error(
+            "",
+            "the configuration must be a JSON object",
+        ));
         return None;
     };
     let before = problems.len();
@@ -201,11 +204,7 @@ fn serde_problem(section: &str, e: &serde_path_to_error::Error<serde_json::Error
 fn rewrite_unknown_field(path: &str, msg: &str) -> Option<Problem> {
     let rest = msg.strip_prefix("unknown field `")?;
     let (field, rest) = rest.split_once('`')?;
-    let expected: Vec<&str> = rest
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     // serde_path_to_error reports the path of the unknown key itself.
     let parent = path
         .strip_suffix(field)
@@ -214,7 +213,11 @@ fn rewrite_unknown_field(path: &str, msg: &str) -> Option<Problem> {
     Some(unknown_key(parent, field, expected.into_iter()))
 }
 
-fn unknown_key<'a>(parent: &str, key: &str, known: impl Iterator<Item = &'a str> + Clone) -> Problem {
+fn unknown_key<'a>(
+    parent: &str,
+    key: &str,
+    known: impl Iterator<Item = &'a str> + Clone,
+) -> Problem {
     let path = if parent.is_empty() {
         key.to_string()
     } else {
@@ -250,11 +253,7 @@ pub fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Opt
 impl Config {
     /// Defaults that depend on other keys.
     fn fill_defaults(&mut self) {
-        let hostname = self
-            .server
-            .hostname
-            .clone()
-            .unwrap_or_else(system_hostname);
+        let hostname = self.server.hostname.clone().unwrap_or_else(system_hostname);
         self.server.hostname = Some(hostname.clone());
         let domain = hostname
             .split_once('.')
@@ -265,12 +264,14 @@ impl Config {
             self.reports.submitter = Some(hostname.clone());
         }
         let r = &mut self.reports.tls;
-        r.from_name.get_or_insert_with(|| expr::Expression::string("Report Subsystem"));
+        r.from_name
+            .get_or_insert_with(|| expr::Expression::string("Report Subsystem"));
         r.from_address
             .get_or_insert_with(|| expr::Expression::string(&format!("noreply-tls@{domain}")));
         r.subject
             .get_or_insert_with(|| expr::Expression::string("TLS Aggregate Report"));
-        r.org_name.get_or_insert_with(|| expr::Expression::string(&domain));
+        r.org_name
+            .get_or_insert_with(|| expr::Expression::string(&domain));
         r.send_frequency
             .get_or_insert_with(|| expr::Expression::string("daily"));
         r.max_report_size
@@ -307,7 +308,11 @@ mod tests {
     fn errors(json: &str) -> Vec<String> {
         match load_str(json, Options { offline: true }) {
             Ok(l) => panic!("expected errors, got a config: {:?}", l.warnings),
-            Err(p) => p.iter().filter(|p| p.is_error()).map(|p| p.to_string()).collect(),
+            Err(p) => p
+                .iter()
+                .filter(|p| p.is_error())
+                .map(|p| p.to_string())
+                .collect(),
         }
     }
 
@@ -333,7 +338,8 @@ mod tests {
 
     #[test]
     fn several_sections_report_each_problem() {
-        let e = errors(r#"{"server": {"maxConnections": "many"}, "outbound": {"expire": "5 days"}}"#);
+        let e =
+            errors(r#"{"server": {"maxConnections": "many"}, "outbound": {"expire": "5 days"}}"#);
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("error: server.maxConnections: "), "{e:?}");
         assert!(e[1].starts_with("error: outbound.expire: "), "{e:?}");
@@ -341,14 +347,19 @@ mod tests {
 
     #[test]
     fn expression_errors_have_the_inner_path_and_column() {
-        let e = errors(r#"{"outbound": {"tls": {"match": [{"if": "retry_num >", "then": "'x'"}], "else": "'default'"}}}"#);
+        let e = errors(
+            r#"{"outbound": {"tls": {"match": [{"if": "retry_num >", "then": "'x'"}], "else": "'default'"}}}"#,
+        );
         assert_eq!(e, ["error: outbound.tls.match[0].if: syntax error at column 12: unexpected end of expression"]);
     }
 
     #[test]
     fn did_you_mean_is_conservative() {
         let known = ["hostname", "listeners", "tls"];
-        assert_eq!(did_you_mean("hostnam", known.iter().copied()), Some("hostname"));
+        assert_eq!(
+            did_you_mean("hostnam", known.iter().copied()),
+            Some("hostname")
+        );
         assert_eq!(did_you_mean("tsl", known.iter().copied()), Some("tls"));
         assert_eq!(did_you_mean("xyz", known.iter().copied()), None);
         assert_eq!(did_you_mean("banana", known.iter().copied()), None);

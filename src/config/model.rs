@@ -105,7 +105,10 @@ impl TlsSettings {
             enable: self.enable.or(base.enable),
             implicit: self.implicit.or(base.implicit),
             timeout: self.timeout.or(base.timeout),
-            certificate: self.certificate.clone().or_else(|| base.certificate.clone()),
+            certificate: self
+                .certificate
+                .clone()
+                .or_else(|| base.certificate.clone()),
             sni: self.sni.clone().or_else(|| base.sni.clone()),
             protocols: self.protocols.clone().or_else(|| base.protocols.clone()),
             ciphers: self.ciphers.clone().or_else(|| base.ciphers.clone()),
@@ -704,7 +707,11 @@ impl<'de> Deserialize<'de> for TlsaUsage {
             .split_whitespace()
             .map(|p| p.parse::<u8>())
             .collect::<Result<_, _>>()
-            .map_err(|_| de::Error::custom(format!("'{s}' is not \"usage selector matching\", e.g. \"3 1 1\"")))?;
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "'{s}' is not \"usage selector matching\", e.g. \"3 1 1\""
+                ))
+            })?;
         let [usage, selector, matching] = nums[..] else {
             return Err(de::Error::custom(format!(
                 "'{s}' is not \"usage selector matching\", e.g. \"3 1 1\""
@@ -730,7 +737,10 @@ impl<'de> Deserialize<'de> for TlsaUsage {
 
 impl Serialize for TlsaUsage {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{} {} {}", self.usage, self.selector, self.matching))
+        s.serialize_str(&format!(
+            "{} {} {}",
+            self.usage, self.selector, self.matching
+        ))
     }
 }
 

@@ -49,13 +49,20 @@ impl Secrets {
         secrets
     }
 
-    fn walk(&mut self, v: &mut Value, path: &mut Vec<Segment>, offline: bool, problems: &mut Vec<Problem>) {
+    fn walk(
+        &mut self,
+        v: &mut Value,
+        path: &mut Vec<Segment>,
+        offline: bool,
+        problems: &mut Vec<Problem>,
+    ) {
         match v {
             Value::String(s) if s.contains("%{") => {
                 match expand(s, offline) {
                     Ok((text, found)) => {
                         if !offline {
-                            self.values.extend(found.into_iter().filter(|f| f.len() >= 3));
+                            self.values
+                                .extend(found.into_iter().filter(|f| f.len() >= 3));
                             *s = text;
                         }
                     }
@@ -101,6 +108,7 @@ impl Secrets {
         }
     }
 
+    #[cfg(test)]
     pub fn is_secret_path(&self, path: &str) -> bool {
         self.paths.iter().any(|p| path_text(p) == path)
     }
@@ -209,7 +217,10 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(v["a"]["b"][0], "xhunter22y");
         assert_eq!(v["c"], "envsecret");
-        assert_eq!(s.scrub("oops hunter22 and envsecret"), "oops <redacted> and <redacted>");
+        assert_eq!(
+            s.scrub("oops hunter22 and envsecret"),
+            "oops <redacted> and <redacted>"
+        );
         s.redact(&mut v);
         assert_eq!(v["a"]["b"][0], "<redacted>");
         assert!(s.is_secret_path("a.b[0]"));

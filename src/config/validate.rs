@@ -29,7 +29,10 @@ pub fn check(c: &Config, opts: Options, out: &mut Vec<Problem>) {
 fn listeners(c: &Config, out: &mut Vec<Problem>) {
     let s = &c.server;
     if s.max_connections == 0 {
-        out.push(Problem::error("server.maxConnections", "must be at least 1"));
+        out.push(Problem::error(
+            "server.maxConnections",
+            "must be at least 1",
+        ));
     }
     tls_names("server.tls", &s.tls, c, out);
     let mut seen: BTreeMap<SocketAddr, &str> = BTreeMap::new();
@@ -37,7 +40,9 @@ fn listeners(c: &Config, out: &mut Vec<Problem>) {
         let path = format!("server.listeners.{id}");
         if id.is_empty()
             || id.len() > 255
-            || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+            || !id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
         {
             out.push(Problem::error(
                 &path,
@@ -53,7 +58,10 @@ fn listeners(c: &Config, out: &mut Vec<Problem>) {
             }
         }
         if l.max_connections == Some(0) {
-            out.push(Problem::error(format!("{path}.maxConnections"), "must be at least 1"));
+            out.push(Problem::error(
+                format!("{path}.maxConnections"),
+                "must be at least 1",
+            ));
         }
         tls_names(&format!("{path}.tls"), &l.tls, c, out);
         let eff = l.tls.over(&s.tls);
@@ -65,7 +73,9 @@ fn listeners(c: &Config, out: &mut Vec<Problem>) {
             if !c.certificates.contains_key(cert) {
                 out.push(Problem::error(
                     format!("{path}.tls.implicit"),
-                    format!("implicit TLS needs a certificate, and certificates.{cert} does not exist"),
+                    format!(
+                        "implicit TLS needs a certificate, and certificates.{cert} does not exist"
+                    ),
                 ));
             }
         }
@@ -81,14 +91,24 @@ fn tls_names(path: &str, t: &TlsSettings, c: &Config, out: &mut Vec<Problem>) {
     }
     for (i, sni) in t.sni.iter().flatten().enumerate() {
         if !c.certificates.contains_key(&sni.certificate) {
-            out.push(dangling(format!("{path}.sni[{i}].certificate"), &sni.certificate, c));
+            out.push(dangling(
+                format!("{path}.sni[{i}].certificate"),
+                &sni.certificate,
+                c,
+            ));
         }
         if sni.subject.is_empty() {
-            out.push(Problem::error(format!("{path}.sni[{i}].subject"), "must not be empty"));
+            out.push(Problem::error(
+                format!("{path}.sni[{i}].subject"),
+                "must not be empty",
+            ));
         }
     }
     if t.protocols.as_ref().is_some_and(|p| p.is_empty()) {
-        out.push(Problem::error(format!("{path}.protocols"), "must list at least one TLS version"));
+        out.push(Problem::error(
+            format!("{path}.protocols"),
+            "must list at least one TLS version",
+        ));
     }
     if let Some(ciphers) = &t.ciphers {
         let has_suite = ciphers.iter().any(|c| c.0.starts_with("TLS"));
@@ -105,7 +125,10 @@ fn dangling(path: String, name: &str, c: &Config) -> Problem {
     let hint = super::did_you_mean(name, c.certificates.keys().map(String::as_str))
         .map(|m| format!(" (did you mean '{m}'?)"))
         .unwrap_or_default();
-    Problem::error(path, format!("no certificate named '{name}' in certificates{hint}"))
+    Problem::error(
+        path,
+        format!("no certificate named '{name}' in certificates{hint}"),
+    )
 }
 
 fn certificates(c: &Config, opts: Options, out: &mut Vec<Problem>) {
@@ -128,18 +151,30 @@ fn session(s: &Session, out: &mut Vec<Problem>) {
         }
     }
     if s.max_message_size < 1024 {
-        out.push(Problem::error("session.maxMessageSize", "must be at least 1024 bytes"));
+        out.push(Problem::error(
+            "session.maxMessageSize",
+            "must be at least 1024 bytes",
+        ));
     }
     if s.max_recipients == 0 {
-        out.push(Problem::error("session.maxRecipients", "must be at least 1"));
+        out.push(Problem::error(
+            "session.maxRecipients",
+            "must be at least 1",
+        ));
     }
     for (name, u) in &s.auth.users {
         if u.secret.is_empty() {
-            out.push(Problem::error(format!("session.auth.users.{name}.secret"), "must not be empty"));
+            out.push(Problem::error(
+                format!("session.auth.users.{name}.secret"),
+                "must not be empty",
+            ));
         }
     }
     if !s.auth.users.is_empty() && s.auth.mechanisms.is_empty() {
-        out.push(Problem::error("session.auth.mechanisms", "users are configured but no mechanism is enabled"));
+        out.push(Problem::error(
+            "session.auth.mechanisms",
+            "users are configured but no mechanism is enabled",
+        ));
     }
 }
 
@@ -153,7 +188,9 @@ pub fn check_domain(d: &str) -> Result<(), String> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_');
+            && label
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '_');
         if !ok {
             return Err(format!("'{d}' is not a domain name"));
         }
@@ -168,12 +205,14 @@ fn outbound(o: &Outbound, opts: Options, out: &mut Vec<Problem>) {
     let relay_names: Vec<&str> = o.relays.keys().map(String::as_str).collect();
     expression("outbound.route", &o.route, &Var::ALL, Type::Str, out, |v| {
         let name = v.as_str().unwrap_or_default();
-        (name == "mx" || relay_names.contains(&name)).then_some(()).ok_or_else(|| {
-            format!(
-                "route '{name}' is neither 'mx' nor a relay in outbound.relays{}",
-                hint(name, relay_names.iter().copied())
-            )
-        })
+        (name == "mx" || relay_names.contains(&name))
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "route '{name}' is neither 'mx' nor a relay in outbound.relays{}",
+                    hint(name, relay_names.iter().copied())
+                )
+            })
     });
     expression("outbound.tls", &o.tls, &Var::ALL, Type::Str, out, |v| {
         let name = v.as_str().unwrap_or_default();
@@ -189,14 +228,20 @@ fn outbound(o: &Outbound, opts: Options, out: &mut Vec<Problem>) {
     }
     for (i, d) in o.retry.iter().enumerate() {
         if d.as_std().is_zero() {
-            out.push(Problem::error(format!("outbound.retry[{i}]"), "a retry delay must be positive"));
+            out.push(Problem::error(
+                format!("outbound.retry[{i}]"),
+                "a retry delay must be positive",
+            ));
         }
     }
     for (i, d) in o.notify.iter().enumerate() {
         if *d >= o.expire {
             out.push(Problem::warning(
                 format!("outbound.notify[{i}]"),
-                format!("{d} is not before outbound.expire ({}): this delay notice is never sent", o.expire),
+                format!(
+                    "{d} is not before outbound.expire ({}): this delay notice is never sent",
+                    o.expire
+                ),
             ));
         }
     }
@@ -207,7 +252,10 @@ fn outbound(o: &Outbound, opts: Options, out: &mut Vec<Problem>) {
         out.push(Problem::error("outbound.concurrency", "must be at least 1"));
     }
     if o.per_domain_concurrency == 0 {
-        out.push(Problem::error("outbound.perDomainConcurrency", "must be at least 1"));
+        out.push(Problem::error(
+            "outbound.perDomainConcurrency",
+            "must be at least 1",
+        ));
     }
     if o.mx_port == 0 {
         out.push(Problem::error("outbound.mxPort", "must be a port number"));
@@ -225,7 +273,10 @@ fn relay(path: &str, r: &Relay, out: &mut Vec<Problem>) {
         out.push(Problem::error(format!("{path}.host"), "must not be empty"));
     }
     if r.port == 0 {
-        out.push(Problem::error(format!("{path}.port"), "must be a port number"));
+        out.push(Problem::error(
+            format!("{path}.port"),
+            "must be a port number",
+        ));
     }
     let loopback = r
         .host
@@ -301,7 +352,10 @@ fn resolver(r: &Resolver, opts: Options, out: &mut Vec<Problem>) {
         }
     }
     if r.nameservers.as_ref().is_some_and(|n| n.is_empty()) {
-        out.push(Problem::error("resolver.nameservers", "must list at least one nameserver (or be left out to use /etc/resolv.conf)"));
+        out.push(Problem::error(
+            "resolver.nameservers",
+            "must list at least one nameserver (or be left out to use /etc/resolv.conf)",
+        ));
     }
     if r.attempts == 0 {
         out.push(Problem::error("resolver.attempts", "must be at least 1"));
@@ -334,7 +388,14 @@ fn reports(c: &Config, out: &mut Vec<Problem>) {
     ];
     for (key, e) in strings {
         if let Some(e) = e {
-            expression(&format!("reports.tls.{key}"), e, &vars, Type::Str, out, |_| Ok(()));
+            expression(
+                &format!("reports.tls.{key}"),
+                e,
+                &vars,
+                Type::Str,
+                out,
+                |_| Ok(()),
+            );
         }
     }
     if let Some(e) = &t.send_frequency {
@@ -355,7 +416,10 @@ fn reports(c: &Config, out: &mut Vec<Problem>) {
     }
     for (domain, k) in &c.dkim {
         if k.selector.is_empty() {
-            out.push(Problem::error(format!("dkim.{domain}.selector"), "must not be empty"));
+            out.push(Problem::error(
+                format!("dkim.{domain}.selector"),
+                "must not be empty",
+            ));
         }
     }
 }
@@ -373,7 +437,10 @@ fn tlsa(c: &Config, out: &mut Vec<Problem>) {
             out.push(dangling(format!("{path}.certificate"), &r.certificate, c));
         }
         if r.usages.is_empty() {
-            out.push(Problem::error(format!("{path}.usages"), "must list at least one record form"));
+            out.push(Problem::error(
+                format!("{path}.usages"),
+                "must list at least one record form",
+            ));
         }
         if r.ttl == 0 {
             out.push(Problem::error(format!("{path}.ttl"), "must be positive"));
@@ -395,7 +462,10 @@ fn tlsa(c: &Config, out: &mut Vec<Problem>) {
                 if !in_zone(&r.host, zone) {
                     out.push(Problem::error(
                         format!("{path}.host"),
-                        format!("{} is not inside zone {zone} of provider '{}'", r.host, r.provider),
+                        format!(
+                            "{} is not inside zone {zone} of provider '{}'",
+                            r.host, r.provider
+                        ),
                     ));
                 }
             }
@@ -406,13 +476,19 @@ fn tlsa(c: &Config, out: &mut Vec<Problem>) {
         let zone = match p {
             Provider::Rfc2136(p) => {
                 if p.key.secret.is_empty() {
-                    out.push(Problem::error(format!("{path}.key.secret"), "must not be empty"));
+                    out.push(Problem::error(
+                        format!("{path}.key.secret"),
+                        "must not be empty",
+                    ));
                 }
                 &p.zone
             }
             Provider::Cloudflare(p) => {
                 if p.api_token.is_empty() {
-                    out.push(Problem::error(format!("{path}.apiToken"), "must not be empty"));
+                    out.push(Problem::error(
+                        format!("{path}.apiToken"),
+                        "must not be empty",
+                    ));
                 }
                 &p.zone
             }

@@ -71,7 +71,14 @@ pub async fn deliver(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<
     if route != "mx" {
         return match ctx.config.outbound.relays.get(&route) {
             Some(relay) => to_relay(ctx, &route, relay, rcpts).await,
-            None => (defer_all(rcpts, &format!("route '{route}' names no relay"), "connection"), Trace::default()),
+            None => (
+                defer_all(
+                    rcpts,
+                    &format!("route '{route}' names no relay"),
+                    "connection",
+                ),
+                Trace::default(),
+            ),
         };
     }
     to_mx(ctx, domain, rcpts).await
@@ -84,7 +91,11 @@ fn vars(ctx: &Context<'_>, domain: &str, mx: &str) -> Vars {
         mx: mx.to_string(),
         rcpt_domain: domain.to_string(),
         sender: ctx.sender.to_string(),
-        sender_domain: ctx.sender.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+        sender_domain: ctx
+            .sender
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -97,23 +108,36 @@ fn strategy(ctx: &Context<'_>, domain: &str, mx: &str) -> (String, Strategy) {
     let strategies = ctx.config.outbound.strategies();
     // check-config guarantees constant results exist; a computed name that
     // does not falls back to the strictest reading of `default`.
-    let s = strategies.get(&name).or_else(|| strategies.get("default")).cloned().unwrap_or_default();
+    let s = strategies
+        .get(&name)
+        .or_else(|| strategies.get("default"))
+        .cloned()
+        .unwrap_or_default();
     (name, s.effective())
 }
 
 /// `[192.0.2.1]` / `[IPv6:2001:db8::1]` → the address.
 fn literal_ip(domain: &str) -> Option<IpAddr> {
     let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    let inner = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")).unwrap_or(inner);
+    let inner = inner
+        .strip_prefix("IPv6:")
+        .or_else(|| inner.strip_prefix("ipv6:"))
+        .unwrap_or(inner);
     inner.parse().ok()
 }
 
 fn defer_all(rcpts: &[String], why: &str, kind: &'static str) -> Vec<Outcome> {
-    rcpts.iter().map(|_| Outcome::Deferred(why.to_string(), kind)).collect()
+    rcpts
+        .iter()
+        .map(|_| Outcome::Deferred(why.to_string(), kind))
+        .collect()
 }
 
 fn fail_all(rcpts: &[String], why: &str, kind: &'static str) -> Vec<Outcome> {
-    rcpts.iter().map(|_| Outcome::Failed(why.to_string(), kind)).collect()
+    rcpts
+        .iter()
+        .map(|_| Outcome::Failed(why.to_string(), kind))
+        .collect()
 }
 
 fn timeouts(cfg: &Config, tls: std::time::Duration) -> Timeouts {
@@ -130,16 +154,29 @@ fn timeouts(cfg: &Config, tls: std::time::Duration) -> Timeouts {
 }
 
 /// The MX hosts of `domain`, in order, or the outcome for everyone.
-async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matters: bool) -> Result<(Vec<String>, bool, String), Vec<Outcome>> {
+async fn mx_hosts(
+    ctx: &Context<'_>,
+    domain: &str,
+    rcpts: &[String],
+    dnssec_matters: bool,
+) -> Result<(Vec<String>, bool, String), Vec<Outcome>> {
     match ctx.resolver.mx(domain).await {
         Ok(answer) => {
             if let Security::Bogus(why) = &answer.security {
                 if dnssec_matters {
-                    return Err(defer_all(rcpts, &format!("MX of {domain}: DNSSEC bogus ({why})"), "dns"));
+                    return Err(defer_all(
+                        rcpts,
+                        &format!("MX of {domain}: DNSSEC bogus ({why})"),
+                        "dns",
+                    ));
                 }
             }
             if answer.records.len() == 1 && answer.records[0].exchange.is_empty() {
-                return Err(fail_all(rcpts, &format!("556 5.1.10 {domain} does not accept mail (null MX, RFC 7505)"), "dns"));
+                return Err(fail_all(
+                    rcpts,
+                    &format!("556 5.1.10 {domain} does not accept mail (null MX, RFC 7505)"),
+                    "dns",
+                ));
             }
             let mut hosts: Vec<(u16, String)> = answer
                 .records
@@ -149,21 +186,48 @@ async fn mx_hosts(ctx: &Context<'_>, domain: &str, rcpts: &[String], dnssec_matt
                 .collect();
             hosts.sort_by_key(|(p, _)| *p);
             if hosts.is_empty() {
-                return Err(defer_all(rcpts, &format!("{domain} has no usable MX host"), "dns"));
+                return Err(defer_all(
+                    rcpts,
+                    &format!("{domain} has no usable MX host"),
+                    "dns",
+                ));
             }
-            Ok((hosts.into_iter().map(|(_, h)| h).collect(), answer.security.is_secure(), answer.security.as_str().to_string()))
+            Ok((
+                hosts.into_iter().map(|(_, h)| h).collect(),
+                answer.security.is_secure(),
+                answer.security.as_str().to_string(),
+            ))
         }
         // A denial whose proof could not be checked may be forged: it must
         // neither switch to the implicit MX nor bounce the message.
-        Err(LookupError::NoData { security: Security::Indeterminate(why) } | LookupError::NxDomain { security: Security::Indeterminate(why) })
-            if dnssec_matters =>
-        {
-            Err(defer_all(rcpts, &format!("MX of {domain}: DNSSEC status indeterminate ({why})"), "dns"))
-        }
+        Err(
+            LookupError::NoData {
+                security: Security::Indeterminate(why),
+            }
+            | LookupError::NxDomain {
+                security: Security::Indeterminate(why),
+            },
+        ) if dnssec_matters => Err(defer_all(
+            rcpts,
+            &format!("MX of {domain}: DNSSEC status indeterminate ({why})"),
+            "dns",
+        )),
         // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
-        Err(LookupError::NoData { security }) => Ok((vec![domain.to_string()], security.is_secure(), format!("{} (no MX: implicit MX)", security.as_str()))),
-        Err(LookupError::NxDomain { .. }) => Err(fail_all(rcpts, &format!("550 5.1.2 domain {domain} does not exist"), "dns")),
-        Err(e) => Err(defer_all(rcpts, &format!("MX lookup for {domain} failed: {e}"), "dns")),
+        Err(LookupError::NoData { security }) => Ok((
+            vec![domain.to_string()],
+            security.is_secure(),
+            format!("{} (no MX: implicit MX)", security.as_str()),
+        )),
+        Err(LookupError::NxDomain { .. }) => Err(fail_all(
+            rcpts,
+            &format!("550 5.1.2 domain {domain} does not exist"),
+            "dns",
+        )),
+        Err(e) => Err(defer_all(
+            rcpts,
+            &format!("MX lookup for {domain} failed: {e}"),
+            "dns",
+        )),
     }
 }
 
@@ -173,7 +237,14 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
     let (hosts, mx_secure) = if literal_ip(domain).is_some() {
         (vec![domain.to_string()], false)
     } else {
-        match mx_hosts(ctx, domain, rcpts, domain_strategy.dane != Requirement::Disable).await {
+        match mx_hosts(
+            ctx,
+            domain,
+            rcpts,
+            domain_strategy.dane != Requirement::Disable,
+        )
+        .await
+        {
             Ok((h, secure, status)) => {
                 trace.mx_dnssec = status;
                 (h, secure)
@@ -191,6 +262,7 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         trace.sts = Some(serde_json::json!({
             "source": l.source,
             "note": l.note,
+            "fetchFailure": l.fetch_failure,
             "mode": l.policy.as_ref().map(|p| format!("{:?}", p.mode).to_lowercase()),
             "mx": l.policy.as_ref().map(|p| p.mx.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
             "maxAge": l.policy.as_ref().map(|p| p.max_age),
@@ -200,34 +272,57 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
     }
     if policy.is_none() && domain_strategy.mta_sts == Requirement::Require {
         let why = sts.map(|l| l.note).unwrap_or_default();
-        return (defer_all(rcpts, &format!("MTA-STS is required, but {domain} has no policy ({why})"), "mta-sts"), trace);
+        return (
+            defer_all(
+                rcpts,
+                &format!("MTA-STS is required, but {domain} has no policy ({why})"),
+                "mta-sts",
+            ),
+            trace,
+        );
     }
-    if let Some(p) = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Testing) {
+    if let Some(p) = policy
+        .as_ref()
+        .filter(|p| p.mode == crate::mta_sts::Mode::Testing)
+    {
         // RFC 8461 §5: deliver as without a policy, but say what enforce
         // would have refused (TLS-RPT reports it as well).
         for h in hosts.iter().filter(|h| !p.matches_mx(h)) {
             tracing::warn!(id = ctx.message_id, domain, mx = %h, "MTA-STS testing: this MX is not in the policy; enforce mode would refuse it");
         }
     }
-    let enforce = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Enforce);
+    let enforce = policy
+        .as_ref()
+        .filter(|p| p.mode == crate::mta_sts::Mode::Enforce);
     let hosts: Vec<String> = match enforce {
         Some(p) => {
-            let (ok, refused): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| p.matches_mx(h));
+            let (ok, refused): (Vec<String>, Vec<String>) =
+                hosts.into_iter().partition(|h| p.matches_mx(h));
             if ok.is_empty() {
-                let why = format!("no MX host of {domain} ({}) matches its MTA-STS policy (enforce)", refused.join(", "));
+                let why = format!(
+                    "no MX host of {domain} ({}) matches its MTA-STS policy (enforce)",
+                    refused.join(", ")
+                );
                 return (defer_all(rcpts, &why, "mta-sts"), trace);
             }
             ok
         }
         None => hosts,
     };
-    let mut last: (String, &'static str) = (format!("no MX host of {domain} could be reached"), "connection");
+    let mut last: (String, &'static str) = (
+        format!("no MX host of {domain} could be reached"),
+        "connection",
+    );
     for host in &hosts {
         let (name, strat) = strategy(ctx, domain, host);
         trace.mx = Some(host.clone());
         trace.strategy = Some(name.clone());
         let resolved = match literal_ip(host) {
-            Some(ip) => Ok(crate::dns::Answer { records: vec![ip], security: Security::Insecure, canonical_name: None }),
+            Some(ip) => Ok(crate::dns::Answer {
+                records: vec![ip],
+                security: Security::Insecure,
+                canonical_name: None,
+            }),
             None => ctx.resolver.ips(host).await,
         };
         let (ips, host_secure, canonical) = match resolved {
@@ -248,7 +343,16 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 continue;
             }
         };
-        let dane = match dane_plan(ctx, &strat, domain, host, canonical.as_deref(), mx_secure && host_secure).await {
+        let dane = match dane_plan(
+            ctx,
+            &strat,
+            domain,
+            host,
+            canonical.as_deref(),
+            mx_secure && host_secure,
+        )
+        .await
+        {
             Ok(d) => {
                 if let (Some(h), Some(d)) = (trace.hosts.last_mut(), &d) {
                     h["tlsa"] = serde_json::json!(d.records);
@@ -267,16 +371,28 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         for ip in ips {
             trace.ip = Some(ip);
             let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
-            let tls_name = if literal_ip(host).is_some() { ip.to_string() } else { host.clone() };
+            let tls_name = if literal_ip(host).is_some() {
+                ip.to_string()
+            } else {
+                host.clone()
+            };
             let mut plan = Plan::from_strategy(&strat, &tls_name);
-            trace.policy = if plan.starttls == Requirement::Disable { "plaintext" } else { "pkix" };
+            trace.policy = if plan.starttls == Requirement::Disable {
+                "plaintext"
+            } else {
+                "pkix"
+            };
             trace.verified = !plan.allow_invalid;
             if let Some(d) = &dane {
                 // DANE takes precedence over MTA-STS.
                 plan.starttls = Requirement::Require;
                 plan.config = Some(d.config.clone());
                 plan.dane = true;
-                trace.policy = if d.authenticated { "dane" } else { "dane-unusable" };
+                trace.policy = if d.authenticated {
+                    "dane"
+                } else {
+                    "dane-unusable"
+                };
                 trace.verified = d.authenticated;
             } else if enforce.is_some() {
                 // RFC 8461 §4.2: STARTTLS and a PKIX-valid certificate for
@@ -348,7 +464,9 @@ async fn dane_plan(
     }
     if !secure {
         if strat.dane == Requirement::Require {
-            return Err(format!("DANE is required, but the MX or address records of {host} are not DNSSEC-secure"));
+            return Err(format!(
+                "DANE is required, but the MX or address records of {host} are not DNSSEC-secure"
+            ));
         }
         return Ok(None);
     }
@@ -362,17 +480,29 @@ async fn dane_plan(
         let name = format!("_{port}._tcp.{base}");
         match ctx.resolver.tlsa(&name).await {
             Ok(a) if a.security.is_secure() && !a.records.is_empty() => {
-                found = Some(a.records.into_iter().map(|(u, s, m, d)| crate::dane::Tlsa::new(u, s, m, d)).collect());
+                found = Some(
+                    a.records
+                        .into_iter()
+                        .map(|(u, s, m, d)| crate::dane::Tlsa::new(u, s, m, d))
+                        .collect(),
+                );
                 break;
             }
             Ok(_) => {}
-            Err(LookupError::NoData { security } | LookupError::NxDomain { security }) if !matches!(security, Security::Bogus(_) | Security::Indeterminate(_)) => {}
-            Err(e) => return Err(format!("TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery")),
+            Err(LookupError::NoData { security } | LookupError::NxDomain { security })
+                if !matches!(security, Security::Bogus(_) | Security::Indeterminate(_)) => {}
+            Err(e) => {
+                return Err(format!(
+                    "TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery"
+                ))
+            }
         }
     }
     let Some(records) = found else {
         if strat.dane == Requirement::Require {
-            return Err(format!("DANE is required, but {host} publishes no TLSA records"));
+            return Err(format!(
+                "DANE is required, but {host} publishes no TLSA records"
+            ));
         }
         return Ok(None);
     };
@@ -385,7 +515,9 @@ async fn dane_plan(
     if let Some(c) = canonical {
         names.push(c.to_string());
     }
-    let verifier = std::sync::Arc::new(crate::dane::DaneVerifier::new(records, names).accept_when_no_usable_records());
+    let verifier = std::sync::Arc::new(
+        crate::dane::DaneVerifier::new(records, names).accept_when_no_usable_records(),
+    );
     let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -393,18 +525,39 @@ async fn dane_plan(
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     if !authenticated && strat.dane == Requirement::Require {
-        return Err(format!("DANE is required, but {host} has only unusable TLSA records"));
+        return Err(format!(
+            "DANE is required, but {host} has only unusable TLSA records"
+        ));
     }
-    Ok(Some(DanePlan { config: std::sync::Arc::new(config), verifier, records: listed, authenticated }))
+    Ok(Some(DanePlan {
+        config: std::sync::Arc::new(config),
+        verifier,
+        records: listed,
+        authenticated,
+    }))
 }
 
-async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
-    let mut trace = Trace { mx: Some(relay.host.clone()), strategy: Some(format!("relay:{name}")), ..Trace::default() };
+async fn to_relay(
+    ctx: &Context<'_>,
+    name: &str,
+    relay: &Relay,
+    rcpts: &[String],
+) -> (Vec<Outcome>, Trace) {
+    let mut trace = Trace {
+        mx: Some(relay.host.clone()),
+        strategy: Some(format!("relay:{name}")),
+        ..Trace::default()
+    };
     let ips: Vec<IpAddr> = match relay.host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => match ctx.resolver.ips(&relay.host).await {
             Ok(a) => a.records,
-            Err(e) => return (defer_all(rcpts, &format!("relay {name} ({}): {e}", relay.host), "dns"), trace),
+            Err(e) => {
+                return (
+                    defer_all(rcpts, &format!("relay {name} ({}): {e}", relay.host), "dns"),
+                    trace,
+                )
+            }
         },
     };
     let plan = Plan {
@@ -420,12 +573,23 @@ async fn to_relay(ctx: &Context<'_>, name: &str, relay: &Relay, rcpts: &[String]
         tls_name: relay.host.clone(),
         tls_timeout: std::time::Duration::from_secs(180),
         lmtp: relay.protocol == RelayProtocol::Lmtp,
-        auth: relay.auth.as_ref().map(|a| (a.username.clone(), a.secret.clone())),
+        auth: relay
+            .auth
+            .as_ref()
+            .map(|a| (a.username.clone(), a.secret.clone())),
     };
     let mut last = (format!("relay {name} unreachable"), "connection");
     for ip in ips {
         trace.ip = Some(ip);
-        match transaction(ctx, SocketAddr::new(ip, relay.port), &plan, rcpts, &mut trace).await {
+        match transaction(
+            ctx,
+            SocketAddr::new(ip, relay.port),
+            &plan,
+            rcpts,
+            &mut trace,
+        )
+        .await
+        {
             Ok(outcomes) => {
                 log_attempt(ctx, name, &trace, &outcomes, None);
                 return (outcomes, trace);
@@ -475,10 +639,22 @@ impl Plan {
 
 /// Connects and runs one transaction. `Err` means this host failed as a
 /// whole (try the next); `Ok` carries a result per recipient.
-async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[String], trace: &mut Trace) -> Result<Vec<Outcome>, ClientError> {
+async fn transaction(
+    ctx: &Context<'_>,
+    peer: SocketAddr,
+    plan: &Plan,
+    rcpts: &[String],
+    trace: &mut Trace,
+) -> Result<Vec<Outcome>, ClientError> {
     let key = format!(
         "{peer}|{}|{:?}|{}|{}|{}|{}|{}",
-        plan.tls_name, plan.starttls, plan.implicit, plan.allow_invalid, plan.dane, plan.sts, plan.lmtp
+        plan.tls_name,
+        plan.starttls,
+        plan.implicit,
+        plan.allow_invalid,
+        plan.dane,
+        plan.sts,
+        plan.lmtp
     );
     let pool = ctx.pool.filter(|_| !ctx.dry_run && plan.auth.is_none());
     if let Some((mut c, uses)) = pool.and_then(|p| p.take(&key)) {
@@ -507,7 +683,9 @@ async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[
             Requirement::Disable => {}
             Requirement::Optional if !c.offers("STARTTLS") => {}
             Requirement::Require if !c.offers("STARTTLS") => {
-                return Err(ClientError::Tls("STARTTLS is required but the server does not offer it".into()));
+                return Err(ClientError::Tls(
+                    "STARTTLS is required but the server does not offer it".into(),
+                ));
             }
             _ => c.starttls(tls_config, &plan.tls_name, hostname).await?,
         }
@@ -518,7 +696,11 @@ async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[
         c.quit().await;
         return Ok(rcpts
             .iter()
-            .map(|_| Outcome::Delivered(format!("probe: would deliver (STARTTLS offered: {offered})")))
+            .map(|_| {
+                Outcome::Delivered(format!(
+                    "probe: would deliver (STARTTLS offered: {offered})"
+                ))
+            })
             .collect());
     }
     if let Some((user, secret)) = &plan.auth {
@@ -532,16 +714,29 @@ async fn transaction(ctx: &Context<'_>, peer: SocketAddr, plan: &Plan, rcpts: &[
     Ok(outcomes)
 }
 
-async fn send(c: &mut Client, ctx: &Context<'_>, rcpts: &[String]) -> Result<Vec<Outcome>, ClientError> {
+async fn send(
+    c: &mut Client,
+    ctx: &Context<'_>,
+    rcpts: &[String],
+) -> Result<Vec<Outcome>, ClientError> {
     if ctx.smtputf8 && !c.offers("SMTPUTF8") {
-        return Ok(fail_all(rcpts, "553 5.6.7 the message needs SMTPUTF8, which the receiving server does not offer", "unexpected-reply"));
+        return Ok(fail_all(
+            rcpts,
+            "553 5.6.7 the message needs SMTPUTF8, which the receiving server does not offer",
+            "unexpected-reply",
+        ));
     }
-    let r = c.mail_from(ctx.sender, ctx.message.len(), ctx.smtputf8).await?;
+    let r = c
+        .mail_from(ctx.sender, ctx.message.len(), ctx.smtputf8)
+        .await?;
     if !r.is_positive() {
         if r.is_permanent() {
             return Ok(fail_all(rcpts, &r.text(), "unexpected-reply"));
         }
-        return Err(ClientError::Reply { stage: "MAIL", reply: r });
+        return Err(ClientError::Reply {
+            stage: "MAIL",
+            reply: r,
+        });
     }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     let mut accepted = Vec::new();
@@ -555,7 +750,10 @@ async fn send(c: &mut Client, ctx: &Context<'_>, rcpts: &[String]) -> Result<Vec
     }
     if accepted.is_empty() {
         let _ = c.rset().await;
-        return Ok(outcomes.into_iter().map(|o| o.expect("every recipient answered")).collect());
+        return Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every recipient answered"))
+            .collect());
     }
     let replies = match c.data(ctx.message, accepted.len()).await {
         Ok(r) => r,
@@ -570,10 +768,20 @@ async fn send(c: &mut Client, ctx: &Context<'_>, rcpts: &[String]) -> Result<Vec
         }
     };
     for (n, i) in accepted.iter().enumerate() {
-        let r = replies.get(n).or(replies.first()).expect("at least one reply");
-        outcomes[*i] = Some(if r.is_positive() { Outcome::Delivered(r.text()) } else { reply_outcome(r) });
+        let r = replies
+            .get(n)
+            .or(replies.first())
+            .expect("at least one reply");
+        outcomes[*i] = Some(if r.is_positive() {
+            Outcome::Delivered(r.text())
+        } else {
+            reply_outcome(r)
+        });
     }
-    Ok(outcomes.into_iter().map(|o| o.expect("every recipient answered")).collect())
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every recipient answered"))
+        .collect())
 }
 
 fn reply_outcome(r: &Reply) -> Outcome {
@@ -585,16 +793,28 @@ fn reply_outcome(r: &Reply) -> Outcome {
 }
 
 /// The one structured log line of an attempt on a host.
-fn log_attempt(ctx: &Context<'_>, domain: &str, t: &Trace, outcomes: &[Outcome], error: Option<&ClientError>) {
+fn log_attempt(
+    ctx: &Context<'_>,
+    domain: &str,
+    t: &Trace,
+    outcomes: &[Outcome],
+    error: Option<&ClientError>,
+) {
     let result = match (error, outcomes.first()) {
         (Some(_), _) => "host-failed",
-        (None, Some(Outcome::Delivered(_))) if outcomes.iter().all(|o| matches!(o, Outcome::Delivered(_))) => "delivered",
+        (None, Some(Outcome::Delivered(_)))
+            if outcomes.iter().all(|o| matches!(o, Outcome::Delivered(_))) =>
+        {
+            "delivered"
+        }
         (None, _) if outcomes.iter().any(|o| matches!(o, Outcome::Failed(..))) => "some-failed",
         _ => "deferred",
     };
     let detail = match (error, outcomes.first()) {
         (Some(e), _) => e.to_string(),
-        (None, Some(Outcome::Delivered(r) | Outcome::Deferred(r, _) | Outcome::Failed(r, _))) => r.clone(),
+        (None, Some(Outcome::Delivered(r) | Outcome::Deferred(r, _) | Outcome::Failed(r, _))) => {
+            r.clone()
+        }
         _ => String::new(),
     };
     tracing::info!(

@@ -31,24 +31,10 @@ impl Reply {
     pub fn text(&self) -> String {
         format!("{} {}", self.code, self.lines.join(" / "))
     }
-    /// `x.y.z` from the first line when the server uses enhanced codes.
-    pub fn enhanced(&self) -> Option<String> {
-        let first = self.lines.first()?.split_whitespace().next()?;
-        let parts: Vec<&str> = first.split('.').collect();
-        (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
-            .then(|| first.to_string())
-    }
     pub fn has_extension(&self, name: &str) -> bool {
         self.lines.iter().skip(1).any(|l| {
             let kw = l.split_whitespace().next().unwrap_or("");
             kw.eq_ignore_ascii_case(name)
-        })
-    }
-    pub fn extension_args(&self, name: &str) -> Option<Vec<String>> {
-        self.lines.iter().skip(1).find_map(|l| {
-            let mut words = l.split_whitespace();
-            let kw = words.next()?;
-            kw.eq_ignore_ascii_case(name).then(|| words.map(|w| w.to_ascii_uppercase()).collect())
         })
     }
 }
@@ -61,7 +47,10 @@ pub enum ClientError {
     Io(String),
     Tls(String),
     /// The server answered something other than the expected class.
-    Reply { stage: &'static str, reply: Reply },
+    Reply {
+        stage: &'static str,
+        reply: Reply,
+    },
     Protocol(String),
 }
 
@@ -97,7 +86,11 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -107,7 +100,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -145,7 +142,6 @@ pub struct Timeouts {
 pub struct Client {
     stream: Stream,
     buf: Vec<u8>,
-    pub peer: SocketAddr,
     pub timeouts: Timeouts,
     /// The last EHLO/LHLO reply (its extensions).
     pub capabilities: Option<Reply>,
@@ -157,7 +153,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(peer: SocketAddr, timeouts: Timeouts, lmtp: bool) -> Result<Client, ClientError> {
+    pub async fn connect(
+        peer: SocketAddr,
+        timeouts: Timeouts,
+        lmtp: bool,
+    ) -> Result<Client, ClientError> {
         let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(peer))
             .await
             .map_err(|_| ClientError::Connect(format!("{peer}: timed out")))?
@@ -166,7 +166,6 @@ impl Client {
         Ok(Client {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
-            peer,
             timeouts,
             capabilities: None,
             tls: None,
@@ -176,45 +175,79 @@ impl Client {
     }
 
     /// Implicit TLS right after connecting (relays with `tls: implicit`).
-    pub async fn implicit_tls(&mut self, config: Arc<rustls::ClientConfig>, name: &str) -> Result<(), ClientError> {
+    pub async fn implicit_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<(), ClientError> {
         self.handshake(config, name).await
     }
 
     pub async fn greeting(&mut self) -> Result<Reply, ClientError> {
         let r = self.read_reply(self.timeouts.greeting, "greeting").await?;
         if r.code != 220 {
-            return Err(ClientError::Reply { stage: "greeting", reply: r });
+            return Err(ClientError::Reply {
+                stage: "greeting",
+                reply: r,
+            });
         }
-        self.greeting_name = r.lines.first().and_then(|l| l.split_whitespace().next()).unwrap_or("").to_string();
+        self.greeting_name = r
+            .lines
+            .first()
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("")
+            .to_string();
         Ok(r)
     }
 
     /// EHLO (or LHLO), falling back to HELO when EHLO is refused.
     pub async fn hello(&mut self, name: &str) -> Result<(), ClientError> {
         let verb = if self.lmtp { "LHLO" } else { "EHLO" };
-        let r = self.command(&format!("{verb} {name}"), self.timeouts.ehlo, "EHLO").await?;
+        let r = self
+            .command(&format!("{verb} {name}"), self.timeouts.ehlo, "EHLO")
+            .await?;
         if r.code == 250 {
             self.capabilities = Some(r);
             return Ok(());
         }
         if self.lmtp || !r.is_permanent() {
-            return Err(ClientError::Reply { stage: "EHLO", reply: r });
+            return Err(ClientError::Reply {
+                stage: "EHLO",
+                reply: r,
+            });
         }
-        let r = self.command(&format!("HELO {name}"), self.timeouts.ehlo, "HELO").await?;
+        let r = self
+            .command(&format!("HELO {name}"), self.timeouts.ehlo, "HELO")
+            .await?;
         if r.code != 250 {
-            return Err(ClientError::Reply { stage: "HELO", reply: r });
+            return Err(ClientError::Reply {
+                stage: "HELO",
+                reply: r,
+            });
         }
-        self.capabilities = Some(Reply { code: 250, lines: vec![] });
+        self.capabilities = Some(Reply {
+            code: 250,
+            lines: vec![],
+        });
         Ok(())
     }
 
     pub fn offers(&self, extension: &str) -> bool {
-        self.capabilities.as_ref().is_some_and(|c| c.has_extension(extension))
+        self.capabilities
+            .as_ref()
+            .is_some_and(|c| c.has_extension(extension))
     }
 
     /// STARTTLS, the handshake, and EHLO again (RFC 3207 §4.2).
-    pub async fn starttls(&mut self, config: Arc<rustls::ClientConfig>, server_name: &str, ehlo_name: &str) -> Result<(), ClientError> {
-        let r = self.command("STARTTLS", self.timeouts.ehlo, "STARTTLS").await?;
+    pub async fn starttls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+        ehlo_name: &str,
+    ) -> Result<(), ClientError> {
+        let r = self
+            .command("STARTTLS", self.timeouts.ehlo, "STARTTLS")
+            .await?;
         if r.code != 220 {
             return Err(ClientError::Tls(format!("STARTTLS refused: {}", r.text())));
         }
@@ -223,7 +256,11 @@ impl Client {
         self.hello(ehlo_name).await
     }
 
-    async fn handshake(&mut self, config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<(), ClientError> {
+    async fn handshake(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<(), ClientError> {
         // Anything the server sent before the handshake is not trusted.
         self.buf.clear();
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
@@ -242,7 +279,10 @@ impl Client {
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "TLS",
         };
-        let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
         self.tls = Some(format!("{version} {suite}"));
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
@@ -252,14 +292,24 @@ impl Client {
     pub async fn auth_plain(&mut self, user: &str, secret: &str) -> Result<(), ClientError> {
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{secret}"));
-        let r = self.command(&format!("AUTH PLAIN {token}"), self.timeouts.mail, "AUTH").await?;
+        let r = self
+            .command(&format!("AUTH PLAIN {token}"), self.timeouts.mail, "AUTH")
+            .await?;
         if r.code != 235 {
-            return Err(ClientError::Reply { stage: "AUTH", reply: r });
+            return Err(ClientError::Reply {
+                stage: "AUTH",
+                reply: r,
+            });
         }
         Ok(())
     }
 
-    pub async fn mail_from(&mut self, sender: &str, size: usize, smtputf8: bool) -> Result<Reply, ClientError> {
+    pub async fn mail_from(
+        &mut self,
+        sender: &str,
+        size: usize,
+        smtputf8: bool,
+    ) -> Result<Reply, ClientError> {
         let mut cmd = format!("MAIL FROM:<{sender}>");
         if self.offers("SIZE") {
             cmd.push_str(&format!(" SIZE={size}"));
@@ -271,15 +321,23 @@ impl Client {
     }
 
     pub async fn rcpt_to(&mut self, rcpt: &str) -> Result<Reply, ClientError> {
-        self.command(&format!("RCPT TO:<{rcpt}>"), self.timeouts.rcpt, "RCPT").await
+        self.command(&format!("RCPT TO:<{rcpt}>"), self.timeouts.rcpt, "RCPT")
+            .await
     }
 
     /// DATA with the message dot-stuffed; returns one reply, or (LMTP) one
     /// per accepted recipient, in order.
-    pub async fn data(&mut self, message: &[u8], accepted: usize) -> Result<Vec<Reply>, ClientError> {
+    pub async fn data(
+        &mut self,
+        message: &[u8],
+        accepted: usize,
+    ) -> Result<Vec<Reply>, ClientError> {
         let r = self.command("DATA", self.timeouts.data, "DATA").await?;
         if r.code != 354 {
-            return Err(ClientError::Reply { stage: "DATA", reply: r });
+            return Err(ClientError::Reply {
+                stage: "DATA",
+                reply: r,
+            });
         }
         let body = dot_stuff(message);
         self.write(&body).await?;
@@ -304,7 +362,12 @@ impl Client {
         .await;
     }
 
-    pub async fn command(&mut self, line: &str, timeout: Duration, stage: &'static str) -> Result<Reply, ClientError> {
+    pub async fn command(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        stage: &'static str,
+    ) -> Result<Reply, ClientError> {
         let mut bytes = line.as_bytes().to_vec();
         bytes.extend_from_slice(b"\r\n");
         self.write(&bytes).await?;
@@ -312,11 +375,21 @@ impl Client {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await.map_err(|e| ClientError::Io(e.to_string()))?;
-        self.stream.flush().await.map_err(|e| ClientError::Io(e.to_string()))
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))
     }
 
-    async fn read_reply(&mut self, timeout: Duration, stage: &'static str) -> Result<Reply, ClientError> {
+    async fn read_reply(
+        &mut self,
+        timeout: Duration,
+        stage: &'static str,
+    ) -> Result<Reply, ClientError> {
         tokio::time::timeout(timeout, self.read_reply_inner())
             .await
             .map_err(|_| ClientError::Timeout(stage))?
@@ -330,11 +403,15 @@ impl Client {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\r', '\n']);
             if text.len() < 3 || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                return Err(ClientError::Protocol(format!("malformed reply line: {text:.100}")));
+                return Err(ClientError::Protocol(format!(
+                    "malformed reply line: {text:.100}"
+                )));
             }
             let this_code: u16 = text[..3].parse().unwrap_or(0);
             if code != 0 && this_code != code {
-                return Err(ClientError::Protocol("reply codes differ within a multiline reply".into()));
+                return Err(ClientError::Protocol(
+                    "reply codes differ within a multiline reply".into(),
+                ));
             }
             code = this_code;
             lines.push(text.get(4..).unwrap_or("").to_string());
@@ -356,7 +433,11 @@ impl Client {
                 return Err(ClientError::Protocol("reply line too long".into()));
             }
             let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await.map_err(|e| ClientError::Io(e.to_string()))?;
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| ClientError::Io(e.to_string()))?;
             if n == 0 {
                 return Err(ClientError::Io("connection closed by the server".into()));
             }
@@ -400,11 +481,20 @@ mod tests {
 
     #[test]
     fn reply_helpers() {
-        let r = Reply { code: 250, lines: vec!["mx.example".into(), "PIPELINING".into(), "SIZE 1000".into(), "STARTTLS".into()] };
+        let r = Reply {
+            code: 250,
+            lines: vec![
+                "mx.example".into(),
+                "PIPELINING".into(),
+                "SIZE 1000".into(),
+                "STARTTLS".into(),
+            ],
+        };
         assert!(r.has_extension("starttls"));
-        assert_eq!(r.extension_args("SIZE"), Some(vec!["1000".to_string()]));
-        let r = Reply { code: 550, lines: vec!["5.1.1 No such user".into()] };
-        assert_eq!(r.enhanced().as_deref(), Some("5.1.1"));
+        let r = Reply {
+            code: 550,
+            lines: vec!["5.1.1 No such user".into()],
+        };
         assert!(r.is_permanent());
     }
 }

@@ -53,10 +53,17 @@ pub fn build(
     };
     let mut human = format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n");
     for l in lines {
-        let why = l.recipient.last_error.as_deref().unwrap_or("no reason recorded");
+        let why = l
+            .recipient
+            .last_error
+            .as_deref()
+            .unwrap_or("no reason recorded");
         human.push_str(&format!("<{}>: {}\r\n", l.recipient.address, one_line(why)));
     }
-    let mut status = format!("Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\nArrival-Date: {arrival}\r\n", original.id);
+    let mut status = format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\nArrival-Date: {arrival}\r\n",
+        original.id
+    );
     for l in lines {
         status.push_str(&format!(
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\n",
@@ -66,7 +73,11 @@ pub fn build(
             status.push_str(&format!("Remote-MTA: dns; {mta}\r\n"));
         }
         if let Some(e) = &l.recipient.last_error {
-            let code = if e.len() >= 3 && e.as_bytes()[..3].iter().all(u8::is_ascii_digit) { "smtp" } else { "x-postern" };
+            let code = if e.len() >= 3 && e.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+                "smtp"
+            } else {
+                "x-postern"
+            };
             status.push_str(&format!("Diagnostic-Code: {code}; {}\r\n", one_line(e)));
         }
         if let Kind::Delayed = kind {
@@ -114,7 +125,13 @@ pub fn build(
         size: message.len() as u64,
         received_at: now,
         smtputf8: original.smtputf8,
-        source: Source { listener: "dsn".into(), ip: String::new(), helo: hostname.into(), tls: None, auth_user: None },
+        source: Source {
+            listener: "dsn".into(),
+            ip: String::new(),
+            helo: hostname.into(),
+            tls: None,
+            auth_user: None,
+        },
         attempts: 0,
         next_attempt: now,
         notified: 0,
@@ -131,7 +148,11 @@ pub fn status_of(r: &Recipient, permanent: bool) -> String {
         let _code = words.next();
         if let Some(enh) = words.next() {
             let parts: Vec<&str> = enh.split('.').collect();
-            if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+            if parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            {
                 return enh.to_string();
             }
         }
@@ -146,7 +167,9 @@ pub fn status_of(r: &Recipient, permanent: bool) -> String {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The original message's header block (up to the first empty line).
@@ -187,14 +210,27 @@ mod tests {
     #[test]
     fn a_bounce_names_the_recipient_status_and_remote_reply() {
         let o = original("alice@example.org");
-        let line = Line { recipient: &o.recipients[0], status: status_of(&o.recipients[0], true), remote_mta: Some("mx.example.net".into()) };
-        let (env, msg) = build("mx1.example.org", &o, b"Subject: hi\r\n\r\nbody", Kind::Failed, &[line]).unwrap();
+        let line = Line {
+            recipient: &o.recipients[0],
+            status: status_of(&o.recipients[0], true),
+            remote_mta: Some("mx.example.net".into()),
+        };
+        let (env, msg) = build(
+            "mx1.example.org",
+            &o,
+            b"Subject: hi\r\n\r\nbody",
+            Kind::Failed,
+            &[line],
+        )
+        .unwrap();
         let text = String::from_utf8(msg).unwrap();
         assert_eq!(env.sender, "");
         assert!(env.internal);
         assert_eq!(env.recipients[0].address, "alice@example.org");
         assert!(text.contains("report-type=delivery-status"));
-        assert!(text.contains("Final-Recipient: rfc822; bob@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; bob@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 No such user"));
         assert!(text.contains("Remote-MTA: dns; mx.example.net"));
         assert!(text.contains("Subject: hi"));
@@ -203,11 +239,19 @@ mod tests {
     #[test]
     fn never_a_dsn_for_a_dsn() {
         let o = original("");
-        let line = Line { recipient: &o.recipients[0], status: "5.0.0".into(), remote_mta: None };
+        let line = Line {
+            recipient: &o.recipients[0],
+            status: "5.0.0".into(),
+            remote_mta: None,
+        };
         assert!(build("h", &o, b"", Kind::Failed, &[line]).is_none());
         let mut o = original("a@b.c");
         o.internal = true;
-        let line = Line { recipient: &o.recipients[0], status: "5.0.0".into(), remote_mta: None };
+        let line = Line {
+            recipient: &o.recipients[0],
+            status: "5.0.0".into(),
+            remote_mta: None,
+        };
         assert!(build("h", &o, b"", Kind::Failed, &[line]).is_none());
     }
 }

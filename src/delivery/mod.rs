@@ -73,7 +73,13 @@ impl Engine {
                     let me = self.clone();
                     tokio::spawn(async move {
                         let tools = me.tools();
-                        sts::refresh_due(&me.shared.store, &tools.resolver, &tools.fetch_tls, Duration::from_secs(60)).await;
+                        sts::refresh_due(
+                            &me.shared.store,
+                            &tools.resolver,
+                            &tools.fetch_tls,
+                            Duration::from_secs(60),
+                        )
+                        .await;
                     });
                 }
             }
@@ -81,18 +87,29 @@ impl Engine {
                 return;
             }
             let store = self.shared.store.clone();
-            let due = tokio::task::spawn_blocking(move || due_entries(&store, queue::now_secs(), 1000))
-                .await
-                .unwrap_or_default();
+            let due =
+                tokio::task::spawn_blocking(move || due_entries(&store, queue::now_secs(), 1000))
+                    .await
+                    .unwrap_or_default();
             for (skey, id) in due {
-                if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                if !self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone())
+                {
                     continue;
                 }
-                let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+                let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let me = self.clone();
                 tokio::spawn(async move {
                     me.deliver(&id, skey).await;
-                    me.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    me.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
                     drop(permit);
                 });
             }
@@ -122,7 +139,10 @@ impl Engine {
             Ok(Ok(Some(x))) => x,
             Ok(Ok(None)) => {
                 // A schedule entry whose message is gone: drop the entry.
-                let _ = self.shared.store.write(Batch::default().delete("schedule", &skey), true);
+                let _ = self
+                    .shared
+                    .store
+                    .write(Batch::default().delete("schedule", &skey), true);
                 return;
             }
             Ok(Err(e)) => {
@@ -146,13 +166,18 @@ impl Engine {
         let mut permits = Vec::new();
         let mut remote: BTreeMap<usize, String> = BTreeMap::new();
         for (domain, idx) in by_domain {
-            let rcpts: Vec<String> = idx.iter().map(|i| env.recipients[*i].address.clone()).collect();
+            let rcpts: Vec<String> = idx
+                .iter()
+                .map(|i| env.recipients[*i].address.clone())
+                .collect();
             let last_error = idx
                 .iter()
                 .find_map(|i| env.recipients[*i].error_kind.clone())
                 .unwrap_or_else(|| "none".to_string());
             let slot = self.domain_slot(&domain, cfg.config.outbound.per_domain_concurrency);
-            let Ok(permit) = slot.acquire_owned().await else { return };
+            let Ok(permit) = slot.acquire_owned().await else {
+                return;
+            };
             permits.push(permit);
             let ctx = attempt::Context {
                 config: &cfg.config,
@@ -196,24 +221,41 @@ impl Engine {
             }
         }
         env.attempts += 1;
-        self.record(&cfg, env, &body, skey, newly_failed, remote).await;
+        self.record(&cfg, env, &body, skey, newly_failed, remote)
+            .await;
         drop(permits);
     }
 
     /// Writes the result of an attempt: done, or rescheduled; with the DSNs
     /// it causes, all in one synced batch.
-    async fn record(&self, cfg: &Loaded, mut env: Envelope, body: &[u8], old_skey: Vec<u8>, mut newly_failed: Vec<usize>, remote: BTreeMap<usize, String>) {
+    async fn record(
+        &self,
+        cfg: &Loaded,
+        mut env: Envelope,
+        body: &[u8],
+        old_skey: Vec<u8>,
+        mut newly_failed: Vec<usize>,
+        remote: BTreeMap<usize, String>,
+    ) {
         let now = queue::now_secs();
         let ob = &cfg.config.outbound;
         let open: Vec<usize> = (0..env.recipients.len())
-            .filter(|i| matches!(env.recipients[*i].status, Status::Pending | Status::Deferred))
+            .filter(|i| {
+                matches!(
+                    env.recipients[*i].status,
+                    Status::Pending | Status::Deferred
+                )
+            })
             .collect();
         let expired = now >= env.received_at + ob.expire.as_std().as_secs();
         if expired && !open.is_empty() {
             for i in &open {
                 let r = &mut env.recipients[*i];
                 let why = r.last_error.clone().unwrap_or_default();
-                r.last_error = Some(format!("gave up after {} ({} attempts); last error: {why}", ob.expire, env.attempts));
+                r.last_error = Some(format!(
+                    "gave up after {} ({} attempts); last error: {why}",
+                    ob.expire, env.attempts
+                ));
                 r.status = Status::Failed;
                 newly_failed.push(*i);
             }
@@ -233,7 +275,10 @@ impl Engine {
         }
         let still_open = !expired && !open.is_empty();
         if still_open {
-            let notify_at = ob.notify.get(env.notified as usize).map(|d| env.received_at + d.as_std().as_secs());
+            let notify_at = ob
+                .notify
+                .get(env.notified as usize)
+                .map(|d| env.received_at + d.as_std().as_secs());
             if notify_at.is_some_and(|t| now >= t) {
                 let lines: Vec<dsn::Line<'_>> = open
                     .iter()
@@ -243,11 +288,23 @@ impl Engine {
                         remote_mta: remote.get(i).cloned(),
                     })
                     .collect();
-                dsns.extend(dsn::build(&hostname, &env, body, dsn::Kind::Delayed, &lines));
+                dsns.extend(dsn::build(
+                    &hostname,
+                    &env,
+                    body,
+                    dsn::Kind::Delayed,
+                    &lines,
+                ));
                 env.notified += 1;
             }
-            let step = (env.attempts as usize).saturating_sub(1).min(ob.retry.len().saturating_sub(1));
-            let delay = ob.retry.get(step).map(|d| d.as_std()).unwrap_or(Duration::from_secs(300));
+            let step = (env.attempts as usize)
+                .saturating_sub(1)
+                .min(ob.retry.len().saturating_sub(1));
+            let delay = ob
+                .retry
+                .get(step)
+                .map(|d| d.as_std())
+                .unwrap_or(Duration::from_secs(300));
             // Never later than the expiry, so a message bounces on time.
             let expire_at = env.received_at + ob.expire.as_std().as_secs();
             env.next_attempt = (now + delay.as_secs().max(1)).min(expire_at.max(now + 1));
@@ -264,17 +321,29 @@ impl Engine {
                 .iter()
                 .map(|(e, m)| {
                     let v = serde_json::to_vec(e).unwrap_or_default();
-                    (e.id.clone().into_bytes(), v, m.clone(), queue::schedule_key(e.next_attempt, &e.id))
+                    (
+                        e.id.clone().into_bytes(),
+                        v,
+                        m.clone(),
+                        queue::schedule_key(e.next_attempt, &e.id),
+                    )
                 })
                 .collect();
             let mut batch = Batch::default().delete("schedule", &old_skey);
             if still_open {
-                batch = batch.put("queue", env.id.as_bytes(), &env_bytes).put("schedule", &new_skey, b"");
+                batch = batch
+                    .put("queue", env.id.as_bytes(), &env_bytes)
+                    .put("schedule", &new_skey, b"");
             } else {
-                batch = batch.delete("queue", env.id.as_bytes()).delete("messages", env.id.as_bytes());
+                batch = batch
+                    .delete("queue", env.id.as_bytes())
+                    .delete("messages", env.id.as_bytes());
             }
             for (k, v, m, s) in &dsn_rows {
-                batch = batch.put("queue", k, v).put("messages", k, m).put("schedule", s, b"");
+                batch = batch
+                    .put("queue", k, v)
+                    .put("messages", k, m)
+                    .put("schedule", s, b"");
             }
             store.write(batch, true).map_err(|e| e.to_string())
         })
@@ -286,8 +355,12 @@ impl Engine {
                 }
                 self.shared.wake.notify_one();
             }
-            Ok(Err(e)) => tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried"),
-            Err(e) => tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried")
+            }
+            Err(e) => {
+                tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried")
+            }
         }
     }
 }
@@ -299,7 +372,11 @@ fn pending_by_domain(env: &Envelope) -> Vec<(String, Vec<usize>)> {
         if !matches!(r.status, Status::Pending | Status::Deferred) {
             continue;
         }
-        let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default();
+        let domain = r
+            .address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_default();
         match out.iter_mut().find(|(d, _)| *d == domain) {
             Some((_, v)) => v.push(i),
             None => out.push((domain, vec![i])),

@@ -42,14 +42,18 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.entry(key).or_default().push((client, Instant::now(), uses));
+        idle.entry(key)
+            .or_default()
+            .push((client, Instant::now(), uses));
     }
 
     /// Closes connections idle for too long.
     pub fn reap(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         for list in idle.values_mut() {
-            let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, since, _)| since.elapsed() < IDLE);
+            let (keep, old): (Vec<_>, Vec<_>) = list
+                .drain(..)
+                .partition(|(_, since, _)| since.elapsed() < IDLE);
             *list = keep;
             for (client, _, _) in old {
                 tokio::spawn(client.quit());

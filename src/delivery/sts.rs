@@ -42,19 +42,34 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
             fetch_failure: None,
             expires_at: cached.as_ref().map(|c| c.expires_at),
         },
-        Plan::NoPolicy { reason } => Lookup { policy: None, source: "none", note: reason, fetch_failure: None, expires_at: None },
+        Plan::NoPolicy { reason } => Lookup {
+            policy: None,
+            source: "none",
+            note: reason,
+            fetch_failure: None,
+            expires_at: None,
+        },
         Plan::Fetch { id, .. } => match fetch(ctx.resolver, ctx.fetch_tls, domain, timeout).await {
             Ok(policy) => {
                 if let Some(store) = ctx.store {
                     let c = CachedPolicy::new(domain, &id, &policy, now);
                     let bytes = c.to_bytes();
-                    if let Err(e) = store.write(crate::store::Batch::default().put("mta-sts", key.as_bytes(), &bytes), true) {
+                    if let Err(e) = store.write(
+                        crate::store::Batch::default().put("mta-sts", key.as_bytes(), &bytes),
+                        true,
+                    ) {
                         tracing::warn!(domain, error = %e, "cannot cache the MTA-STS policy");
                     }
                 }
                 tracing::info!(domain, id = %id, mode = ?policy.mode, max_age = policy.max_age, "MTA-STS policy fetched");
                 let expires_at = Some(now + u64::from(policy.max_age));
-                Lookup { policy: Some(policy), source: "fetch", note: String::new(), fetch_failure: None, expires_at }
+                Lookup {
+                    policy: Some(policy),
+                    source: "fetch",
+                    note: String::new(),
+                    fetch_failure: None,
+                    expires_at,
+                }
             }
             Err(e) => {
                 let kind = e.result_type();
@@ -67,7 +82,13 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
                         fetch_failure: Some(kind),
                         expires_at: cached.as_ref().map(|c| c.expires_at),
                     },
-                    None => Lookup { policy: None, source: "none", note: format!("policy fetch failed: {e}"), fetch_failure: Some(kind), expires_at: None },
+                    None => Lookup {
+                        policy: None,
+                        source: "none",
+                        note: format!("policy fetch failed: {e}"),
+                        fetch_failure: Some(kind),
+                        expires_at: None,
+                    },
                 }
             }
         },
@@ -75,23 +96,41 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
 }
 
 /// Fetches with postern's own resolver for `mta-sts.<domain>`.
-async fn fetch(resolver: &crate::dns::Resolver, tls: &mta_sts::FetchTls, domain: &str, timeout: Duration) -> Result<Policy, mta_sts::FetchError> {
+async fn fetch(
+    resolver: &crate::dns::Resolver,
+    tls: &mta_sts::FetchTls,
+    domain: &str,
+    timeout: Duration,
+) -> Result<Policy, mta_sts::FetchError> {
     let host = mta_sts::policy_host(domain);
     let addrs: Vec<SocketAddr> = match resolver.ips(&host).await {
-        Ok(a) => a.records.into_iter().map(|ip| SocketAddr::new(ip, 443)).collect(),
+        Ok(a) => a
+            .records
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 443))
+            .collect(),
         Err(e) => return Err(mta_sts::FetchError::Dns(format!("{host}: {e}"))),
     };
-    mta_sts::fetch_with_addrs(tls, domain, timeout, &addrs).await.map(|f| f.policy)
+    mta_sts::fetch_with_addrs(tls, domain, timeout, &addrs)
+        .await
+        .map(|f| f.policy)
 }
 
 /// `mtaSts.refresh`: refetches cached policies that are about to expire
 /// (RFC 8461 §10.2), one at a time, so a domain whose policy server is
 /// briefly down keeps a valid policy. A failure keeps the cached one.
-pub async fn refresh_due(store: &crate::store::Store, resolver: &crate::dns::Resolver, tls: &mta_sts::FetchTls, timeout: Duration) {
+pub async fn refresh_due(
+    store: &crate::store::Store,
+    resolver: &crate::dns::Resolver,
+    tls: &mta_sts::FetchTls,
+    timeout: Duration,
+) {
     let now = crate::queue::now_secs();
     let rows = store.scan("mta-sts").unwrap_or_default();
     for (key, value) in rows {
-        let Ok(cached) = CachedPolicy::from_bytes(&value) else { continue };
+        let Ok(cached) = CachedPolicy::from_bytes(&value) else {
+            continue;
+        };
         let margin = ((cached.expires_at.saturating_sub(cached.fetched_at)) / 4).max(300);
         if !mta_sts::needs_refresh(&cached, now, margin) {
             continue;
@@ -100,15 +139,22 @@ pub async fn refresh_due(store: &crate::store::Store, resolver: &crate::dns::Res
             Ok(a) => mta_sts::parse_txt(&a.records),
             Err(_) => continue,
         };
-        let Some(id) = txt.id().map(str::to_string) else { continue };
+        let Some(id) = txt.id().map(str::to_string) else {
+            continue;
+        };
         match fetch(resolver, tls, &cached.domain, timeout).await {
             Ok(policy) => {
                 let fresh = CachedPolicy::new(&cached.domain, &id, &policy, now);
                 let bytes = fresh.to_bytes();
-                let _ = store.write(crate::store::Batch::default().put("mta-sts", &key, &bytes), true);
+                let _ = store.write(
+                    crate::store::Batch::default().put("mta-sts", &key, &bytes),
+                    true,
+                );
                 tracing::info!(domain = %cached.domain, id = %id, "MTA-STS policy refreshed before expiry");
             }
-            Err(e) => tracing::warn!(domain = %cached.domain, error = %e, "MTA-STS refresh failed; the cached policy stays in force"),
+            Err(e) => {
+                tracing::warn!(domain = %cached.domain, error = %e, "MTA-STS refresh failed; the cached policy stays in force")
+            }
         }
     }
 }

@@ -85,7 +85,10 @@ pub enum CachedBecause {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Plan {
     /// Apply the cached policy (returned parsed).
-    UseCached { policy: Policy, because: CachedBecause },
+    UseCached {
+        policy: Policy,
+        because: CachedBecause,
+    },
     /// Fetch the policy and, on success, store it under `id`. `fallback` is
     /// true when an unexpired cached policy exists for
     /// [`after_fetch_failure`] to keep.
@@ -138,10 +141,16 @@ mod tests {
     use super::super::txt::{parse_txt, TxtRecord};
     use super::*;
 
-    const ENFORCE: &str = "version: STSv1\r\nmode: enforce\r\nmx: mx.example.com\r\nmax_age: 86400\r\n";
+    const ENFORCE: &str =
+        "version: STSv1\r\nmode: enforce\r\nmx: mx.example.com\r\nmax_age: 86400\r\n";
 
     fn cached(id: &str, fetched_at: u64) -> CachedPolicy {
-        CachedPolicy::new("Example.COM.", id, &Policy::parse(ENFORCE).unwrap(), fetched_at)
+        CachedPolicy::new(
+            "Example.COM.",
+            id,
+            &Policy::parse(ENFORCE).unwrap(),
+            fetched_at,
+        )
     }
 
     fn txt(id: &str) -> TxtResult {
@@ -226,7 +235,10 @@ mod tests {
             }
         );
         // one second before expiry it is still used
-        assert!(matches!(plan(&txt("a1"), Some(&c), 87399), Plan::UseCached { .. }));
+        assert!(matches!(
+            plan(&txt("a1"), Some(&c), 87399),
+            Plan::UseCached { .. }
+        ));
     }
 
     #[test]
@@ -259,7 +271,10 @@ mod tests {
                 reason: "no v=STSv1 TXT record".into()
             }
         );
-        assert!(matches!(plan(&TxtResult::Multiple(2), None, 5), Plan::NoPolicy { .. }));
+        assert!(matches!(
+            plan(&TxtResult::Multiple(2), None, 5),
+            Plan::NoPolicy { .. }
+        ));
         assert!(matches!(
             plan(&TxtResult::LookupFailed("timeout".into()), None, 5),
             Plan::NoPolicy { .. }
@@ -296,14 +311,18 @@ mod tests {
     #[test]
     fn fetch_failure_keeps_unexpired_cache() {
         let c = cached("a1", 1000);
-        assert_eq!(after_fetch_failure(Some(&c), 2000).unwrap().mode, Mode::Enforce);
+        assert_eq!(
+            after_fetch_failure(Some(&c), 2000).unwrap().mode,
+            Mode::Enforce
+        );
         assert_eq!(after_fetch_failure(Some(&c), 87400), None);
         assert_eq!(after_fetch_failure(None, 2000), None);
     }
 
     #[test]
     fn max_age_zero_is_never_used_from_cache() {
-        let p = Policy::parse("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 0\n").unwrap();
+        let p =
+            Policy::parse("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 0\n").unwrap();
         let c = CachedPolicy::new("example.com", "a1", &p, 1000);
         assert!(c.is_expired(1000));
         assert_eq!(
@@ -322,6 +341,9 @@ mod tests {
         assert!(!needs_refresh(&c, 83799, 3600));
         assert!(needs_refresh(&c, 83800, 3600));
         assert!(needs_refresh(&c, 87399, 3600));
-        assert!(!needs_refresh(&c, 87400, 3600), "expired: not a proactive refresh");
+        assert!(
+            !needs_refresh(&c, 87400, 3600),
+            "expired: not a proactive refresh"
+        );
     }
 }

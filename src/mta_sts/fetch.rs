@@ -50,7 +50,10 @@ pub enum FetchError {
     #[error("the policy host's certificate is not valid: {0}")]
     Tls(String),
     #[error("the policy URL answered with redirect {status}{}; redirects are not followed", location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default())]
-    Redirect { status: u16, location: Option<String> },
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
     #[error("the policy URL answered with HTTP status {0}, not 200")]
     Status(u16),
     #[error("the policy has Content-Type {0:?}, not text/plain")]
@@ -105,17 +108,22 @@ impl FetchTls {
             }
         }
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?;
             let mut added = 0;
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?;
+                let cert =
+                    cert.map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?;
                 roots
                     .add(cert)
                     .map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?;
                 added += 1;
             }
             if added == 0 {
-                return Err(FetchError::Setup(format!("{}: no PEM certificate", path.display())));
+                return Err(FetchError::Setup(format!(
+                    "{}: no PEM certificate",
+                    path.display()
+                )));
             }
         }
         if roots.is_empty() {
@@ -188,14 +196,18 @@ pub async fn fetch_with_addrs(
     // never build a URL out of something that is not a host name
     let bare = domain.strip_suffix('.').unwrap_or(domain);
     if let Err(reason) = super::policy::to_a_labels(bare) {
-        return Err(FetchError::Setup(format!("{domain:?} is not a domain name: {reason}")));
+        return Err(FetchError::Setup(format!(
+            "{domain:?} is not a domain name: {reason}"
+        )));
     }
     let url = policy_url(domain);
     let mut builder = client_builder(tls);
     if !addrs.is_empty() {
         builder = builder.resolve_to_addrs(&policy_host(domain), addrs);
     }
-    let client = builder.build().map_err(|e| FetchError::Setup(error_chain(&e)))?;
+    let client = builder
+        .build()
+        .map_err(|e| FetchError::Setup(error_chain(&e)))?;
     match tokio::time::timeout(timeout, get_policy(&client, &url)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(timeout)),
@@ -243,7 +255,10 @@ async fn get_policy(client: &reqwest::Client, url: &str) -> Result<Fetched, Fetc
         return Err(FetchError::Status(status.as_u16()));
     }
     check_content_type(response.headers().get(reqwest::header::CONTENT_TYPE))?;
-    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
         return Err(FetchError::TooBig);
     }
     let peer = response.remote_addr();
@@ -305,14 +320,19 @@ fn classify(e: reqwest::Error) -> FetchError {
 
 /// The error and its sources. `io::Error::source` skips the error it wraps
 /// (it returns that error's source), so wrapped errors are visited too.
-fn chain<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     let mut stack = vec![e];
     std::iter::from_fn(move || {
         let err = stack.pop()?;
         if let Some(source) = err.source() {
             stack.push(source);
         }
-        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             stack.push(inner);
         }
         Some(err)
@@ -362,7 +382,10 @@ mod tests {
         assert!(!ok("text/plainx; charset=utf-8"));
         assert!(!ok("application/octet-stream"));
         assert!(!ok(""));
-        assert!(matches!(check_content_type(None), Err(FetchError::ContentType(_))));
+        assert!(matches!(
+            check_content_type(None),
+            Err(FetchError::ContentType(_))
+        ));
     }
 
     #[test]
@@ -379,7 +402,10 @@ mod tests {
 
     #[test]
     fn result_types() {
-        assert_eq!(FetchError::Tls("x".into()).result_type(), "sts-webpki-invalid");
+        assert_eq!(
+            FetchError::Tls("x".into()).result_type(),
+            "sts-webpki-invalid"
+        );
         assert_eq!(
             FetchError::Policy(PolicyError::Empty).result_type(),
             "sts-policy-invalid"
@@ -410,7 +436,9 @@ mod tests {
 
     #[test]
     fn missing_ca_file_is_a_setup_error() {
-        let e = FetchTls::load(Some(Path::new("/nonexistent/ca.pem"))).err().unwrap();
+        let e = FetchTls::load(Some(Path::new("/nonexistent/ca.pem")))
+            .err()
+            .unwrap();
         assert!(matches!(e, FetchError::Setup(_)), "{e}");
         let dir = std::env::temp_dir().join(format!("postern-sts-empty-ca-{}", std::process::id()));
         std::fs::write(&dir, "not a certificate\n").unwrap();
@@ -503,9 +531,14 @@ mod tests {
                 let _ = s.write_all(b"not tls at all\r\n").await;
                 let _ = s.shutdown().await;
             });
-            let e = fetch_with_addrs(&tls(), "example.test", Duration::from_secs(5), &[closed, open])
-                .await
-                .unwrap_err();
+            let e = fetch_with_addrs(
+                &tls(),
+                "example.test",
+                Duration::from_secs(5),
+                &[closed, open],
+            )
+            .await
+            .unwrap_err();
             match &e {
                 FetchError::Connect(m) => assert!(m.starts_with("TLS handshake failed"), "{m}"),
                 other => panic!("{other:?}"),
@@ -600,7 +633,8 @@ mod tests {
             .unwrap_or(Err(FetchError::Timeout(Duration::from_secs(5))))
     }
 
-    const POLICY: &str = "version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmax_age: 86400\r\n";
+    const POLICY: &str =
+        "version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmax_age: 86400\r\n";
 
     /// A valid policy padded with an unknown field to exactly `len` bytes.
     fn padded_policy(len: usize) -> String {
@@ -724,7 +758,9 @@ mod tests {
                 .dns_resolver(Arc::new(NoSuchName))
                 .build()
                 .unwrap();
-            let e = get_policy(&client, &policy_url("example.test")).await.unwrap_err();
+            let e = get_policy(&client, &policy_url("example.test"))
+                .await
+                .unwrap_err();
             assert!(matches!(e, FetchError::Dns(_)), "{e:?}");
             assert!(e.to_string().contains("no such name"), "{e}");
         });

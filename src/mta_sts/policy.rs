@@ -58,7 +58,11 @@ pub enum PolicyError {
     #[error("line {line}: max_age {value} is larger than the maximum of 31557600 seconds")]
     MaxAgeTooLarge { line: usize, value: u64 },
     #[error("line {line}: mx pattern {value:?}: {reason}")]
-    BadMx { line: usize, value: String, reason: String },
+    BadMx {
+        line: usize,
+        value: String,
+        reason: String,
+    },
     #[error("required field {0:?} is missing")]
     Missing(&'static str),
     #[error("mode {0} requires at least one mx pattern, and there is none")]
@@ -84,7 +88,9 @@ impl Pattern {
             None => (false, text),
         };
         if rest.contains('*') || text == "*" {
-            return Err("'*' is allowed only as the whole leftmost label, followed by a domain".into());
+            return Err(
+                "'*' is allowed only as the whole leftmost label, followed by a domain".into(),
+            );
         }
         let domain = to_a_labels(rest)?;
         Ok(Pattern { wildcard, domain })
@@ -155,7 +161,10 @@ impl Policy {
 
     /// Parses a policy text (RFC 8461 §3.2).
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
-        if text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n')).is_empty() {
+        if text
+            .trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+            .is_empty()
+        {
             return Err(PolicyError::Empty);
         }
         // a leading byte order mark is not in the ABNF, but harmless
@@ -172,7 +181,8 @@ impl Policy {
                 // break) are tolerated; see the module documentation
                 continue;
             }
-            let (name, value) = split_field(raw).map_err(|reason| PolicyError::Malformed { line, reason })?;
+            let (name, value) =
+                split_field(raw).map_err(|reason| PolicyError::Malformed { line, reason })?;
             match name {
                 "version" if version.is_none() => {
                     if value != "STSv1" {
@@ -197,7 +207,10 @@ impl Policy {
                     });
                 }
                 "max_age" if max_age.is_none() => {
-                    if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    if value.is_empty()
+                        || value.len() > 10
+                        || !value.bytes().all(|b| b.is_ascii_digit())
+                    {
                         return Err(PolicyError::BadMaxAge {
                             line,
                             value: value.into(),
@@ -279,7 +292,9 @@ fn split_field(line: &str) -> Result<(&str, &str), String> {
         return Err(format!("field {name:?} has no value"));
     }
     if let Some(c) = value.chars().find(|&c| c.is_control() && c != '\t') {
-        return Err(format!("field {name:?}: control character {c:?} in the value"));
+        return Err(format!(
+            "field {name:?}: control character {c:?} in the value"
+        ));
     }
     Ok((name, value))
 }
@@ -317,7 +332,8 @@ pub(crate) fn to_a_labels(name: &str) -> Result<String, String> {
     let ascii = if name.is_ascii() {
         name.to_ascii_lowercase()
     } else {
-        idna::domain_to_ascii(name).map_err(|_| "not a valid internationalized domain name".to_string())?
+        idna::domain_to_ascii(name)
+            .map_err(|_| "not a valid internationalized domain name".to_string())?
     };
     // A-labels written by hand (xn--…) must be valid Punycode, too
     if ascii.split('.').any(|l| l.starts_with("xn--")) {
@@ -334,7 +350,10 @@ pub(crate) fn to_a_labels(name: &str) -> Result<String, String> {
         if label.len() > 63 {
             return Err(format!("label {label:?} longer than 63 octets"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(format!(
                 "label {label:?} has characters other than letters, digits and '-'"
             ));
@@ -398,14 +417,16 @@ mod tests {
 
     #[test]
     fn valid_mixed_line_endings_and_no_final_break() {
-        let p = parse("version: STSv1\r\nmode: testing\nmx: mx.example.com\r\nmax_age: 604800").unwrap();
+        let p = parse("version: STSv1\r\nmode: testing\nmx: mx.example.com\r\nmax_age: 604800")
+            .unwrap();
         assert_eq!(p.mode, Mode::Testing);
         assert_eq!(p.max_age, 604800);
     }
 
     #[test]
     fn valid_any_field_order() {
-        let p = parse("max_age: 3600\nmx: mx.example.com\nmode: enforce\nversion: STSv1\n").unwrap();
+        let p =
+            parse("max_age: 3600\nmx: mx.example.com\nmode: enforce\nversion: STSv1\n").unwrap();
         assert_eq!((p.mode, p.max_age), (Mode::Enforce, 3600));
     }
 
@@ -419,7 +440,10 @@ mod tests {
 
     #[test]
     fn valid_whitespace_after_colon_and_at_end_of_line() {
-        let p = parse("version:STSv1\nmode:\t enforce \t\nmx:   mx.example.com  \r\nmax_age: 86400\t\r\n").unwrap();
+        let p = parse(
+            "version:STSv1\nmode:\t enforce \t\nmx:   mx.example.com  \r\nmax_age: 86400\t\r\n",
+        )
+        .unwrap();
         assert_eq!(p.mode, Mode::Enforce);
         assert!(p.matches_mx("mx.example.com"));
     }
@@ -435,7 +459,10 @@ mod tests {
 
     #[test]
     fn valid_blank_lines_tolerated() {
-        let p = parse("version: STSv1\n\nmode: enforce\r\n \t\r\nmx: mx.example.com\nmax_age: 86400\n\n\n").unwrap();
+        let p = parse(
+            "version: STSv1\n\nmode: enforce\r\n \t\r\nmx: mx.example.com\nmax_age: 86400\n\n\n",
+        )
+        .unwrap();
         assert_eq!(p.mode, Mode::Enforce);
         assert_eq!(p.policy_strings().len(), 4);
     }
@@ -513,7 +540,10 @@ mod tests {
     fn max_age_one_over_maximum() {
         assert!(matches!(
             err(&with_max_age("31557601")),
-            PolicyError::MaxAgeTooLarge { value: 31557601, .. }
+            PolicyError::MaxAgeTooLarge {
+                value: 31557601,
+                ..
+            }
         ));
     }
 
@@ -535,25 +565,43 @@ mod tests {
 
     #[test]
     fn max_age_negative() {
-        assert!(matches!(err(&with_max_age("-1")), PolicyError::BadMaxAge { .. }));
+        assert!(matches!(
+            err(&with_max_age("-1")),
+            PolicyError::BadMaxAge { .. }
+        ));
     }
 
     #[test]
     fn max_age_plus_sign() {
-        assert!(matches!(err(&with_max_age("+86400")), PolicyError::BadMaxAge { .. }));
+        assert!(matches!(
+            err(&with_max_age("+86400")),
+            PolicyError::BadMaxAge { .. }
+        ));
     }
 
     #[test]
     fn max_age_non_numeric() {
-        assert!(matches!(err(&with_max_age("one day")), PolicyError::BadMaxAge { .. }));
-        assert!(matches!(err(&with_max_age("86400s")), PolicyError::BadMaxAge { .. }));
-        assert!(matches!(err(&with_max_age("8.64e4")), PolicyError::BadMaxAge { .. }));
+        assert!(matches!(
+            err(&with_max_age("one day")),
+            PolicyError::BadMaxAge { .. }
+        ));
+        assert!(matches!(
+            err(&with_max_age("86400s")),
+            PolicyError::BadMaxAge { .. }
+        ));
+        assert!(matches!(
+            err(&with_max_age("8.64e4")),
+            PolicyError::BadMaxAge { .. }
+        ));
     }
 
     #[test]
     fn max_age_non_ascii_digits() {
         // Arabic-Indic digits are Unicode digits, but not DIGIT
-        assert!(matches!(err(&with_max_age("٨٦٤٠٠")), PolicyError::BadMaxAge { .. }));
+        assert!(matches!(
+            err(&with_max_age("٨٦٤٠٠")),
+            PolicyError::BadMaxAge { .. }
+        ));
     }
 
     // ---- malformed policies
@@ -643,7 +691,10 @@ mod tests {
     #[test]
     fn field_names_are_case_sensitive() {
         // "Mode" is an unknown (ignored) field, so mode is missing
-        assert_eq!(err(&GOOD.replace("mode:", "Mode:")), PolicyError::Missing("mode"));
+        assert_eq!(
+            err(&GOOD.replace("mode:", "Mode:")),
+            PolicyError::Missing("mode")
+        );
     }
 
     #[test]
@@ -804,7 +855,9 @@ mod tests {
         assert_eq!(p.mx[0].to_string(), "mx.example.com");
         assert!(p.matches_mx("mx.example.com"));
         assert!(p.matches_mx("MX.EXAMPLE.COM"));
-        assert!(Pattern::parse("*.EXAMPLE.com").unwrap().matches("Mx1.example.COM"));
+        assert!(Pattern::parse("*.EXAMPLE.com")
+            .unwrap()
+            .matches("Mx1.example.COM"));
     }
 
     #[test]
@@ -852,7 +905,13 @@ mod tests {
     #[test]
     fn odd_hosts_never_match() {
         let p = parse(&with_mx("*.example.com")).unwrap();
-        for host in ["", ".", "*.example.com", "a b.example.com", "a..example.com"] {
+        for host in [
+            "",
+            ".",
+            "*.example.com",
+            "a b.example.com",
+            "a..example.com",
+        ] {
             assert!(!p.matches_mx(host), "{host:?}");
         }
     }

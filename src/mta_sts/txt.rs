@@ -60,7 +60,9 @@ impl fmt::Display for TxtResult {
             TxtResult::Found(r) => write!(f, "id={}", r.id),
             TxtResult::NotFound => f.write_str("no v=STSv1 TXT record"),
             TxtResult::Multiple(n) => write!(f, "{n} v=STSv1 TXT records (exactly one is allowed)"),
-            TxtResult::Invalid { record, reason } => write!(f, "invalid TXT record {record:?}: {reason}"),
+            TxtResult::Invalid { record, reason } => {
+                write!(f, "invalid TXT record {record:?}: {reason}")
+            }
             TxtResult::LookupFailed(e) => write!(f, "TXT lookup failed: {e}"),
         }
     }
@@ -126,7 +128,10 @@ pub fn parse_record(record: &str) -> Result<TxtRecord, String> {
         }
         if name == "id" {
             if id.is_none() {
-                if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                if value.is_empty()
+                    || value.len() > 32
+                    || !value.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
                     return Err(format!("id {value:?} is not 1 to 32 letters and digits"));
                 }
                 id = Some(value.to_string());
@@ -180,7 +185,10 @@ mod tests {
 
     #[test]
     fn valid_records() {
-        assert_eq!(classify(&["v=STSv1; id=20160831085700Z;"]), found("20160831085700Z"));
+        assert_eq!(
+            classify(&["v=STSv1; id=20160831085700Z;"]),
+            found("20160831085700Z")
+        );
         assert_eq!(classify(&["v=STSv1; id=world1"]), found("world1"));
         assert_eq!(classify(&["v=STSv1;id=abc"]), found("abc"));
         assert_eq!(classify(&["v=STSv1 ; id=abc ; "]), found("abc"));
@@ -201,7 +209,10 @@ mod tests {
 
     #[test]
     fn other_records_ignored() {
-        assert_eq!(classify(&["v=spf1 -all", "v=STSv1; id=a1;", "hello"]), found("a1"));
+        assert_eq!(
+            classify(&["v=spf1 -all", "v=STSv1; id=a1;", "hello"]),
+            found("a1")
+        );
         assert_eq!(classify(&["v=spf1 -all", "something"]), TxtResult::NotFound);
         assert_eq!(classify(&[] as &[&str]), TxtResult::NotFound);
         // not the version token: v=STSv10, lower case, leading space
@@ -213,10 +224,19 @@ mod tests {
 
     #[test]
     fn multiple_records_no_policy() {
-        assert_eq!(classify(&["v=STSv1; id=a;", "v=STSv1; id=b;"]), TxtResult::Multiple(2));
+        assert_eq!(
+            classify(&["v=STSv1; id=a;", "v=STSv1; id=b;"]),
+            TxtResult::Multiple(2)
+        );
         // even when one of them is malformed, or both are identical
-        assert_eq!(classify(&["v=STSv1; id=a;", "v=STSv1; id=a;"]), TxtResult::Multiple(2));
-        assert_eq!(classify(&["v=STSv1; id=a;", "v=STSv1"]), TxtResult::Multiple(2));
+        assert_eq!(
+            classify(&["v=STSv1; id=a;", "v=STSv1; id=a;"]),
+            TxtResult::Multiple(2)
+        );
+        assert_eq!(
+            classify(&["v=STSv1; id=a;", "v=STSv1"]),
+            TxtResult::Multiple(2)
+        );
     }
 
     #[test]

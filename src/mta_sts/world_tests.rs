@@ -130,8 +130,14 @@ fn fetch_against_world_nginx() {
         .expect("open world lock");
     lock.lock().expect("lock the world");
 
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let dir = PathBuf::from(format!("/tmp/postern-sts-fetch-{}-{nanos}", std::process::id()));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = PathBuf::from(format!(
+        "/tmp/postern-sts-fetch-{}-{nanos}",
+        std::process::id()
+    ));
     let dir_s = dir.to_str().unwrap().to_string();
     let up_log = PathBuf::from(format!("{dir_s}.up.log"));
     let guard = World {
@@ -154,18 +160,33 @@ fn fetch_against_world_nginx() {
         .unwrap();
     rt.block_on(async {
         // good policies, through `fetch` (which loads the roots itself)
-        let f = fetch("sts-enforce.test", Some(&ca), FETCH_TIMEOUT, at("sts-enforce.test"))
-            .await
-            .expect("sts-enforce");
+        let f = fetch(
+            "sts-enforce.test",
+            Some(&ca),
+            FETCH_TIMEOUT,
+            at("sts-enforce.test"),
+        )
+        .await
+        .expect("sts-enforce");
         assert_eq!(f.policy.mode, Mode::Enforce);
         assert_eq!(f.policy.max_age, 86400);
         assert_eq!(
-            f.policy.mx.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            f.policy
+                .mx
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
             ["mx.sts-enforce.test"]
         );
         assert!(f.policy.matches_mx("mx.sts-enforce.test"));
-        assert!(f.policy.text.contains("\r\n"), "the world serves CRLF policies");
-        assert_eq!(f.url, "https://mta-sts.sts-enforce.test/.well-known/mta-sts.txt");
+        assert!(
+            f.policy.text.contains("\r\n"),
+            "the world serves CRLF policies"
+        );
+        assert_eq!(
+            f.url,
+            "https://mta-sts.sts-enforce.test/.well-known/mta-sts.txt"
+        );
         assert_eq!(f.peer, Some(SocketAddr::new(nginx, 443)));
 
         // the rest with one FetchTls, as a long-running caller would
@@ -176,7 +197,11 @@ fn fetch_against_world_nginx() {
             async move {
                 let result = fetch_with(&tls, domain, FETCH_TIMEOUT, resolve).await;
                 match &result {
-                    Ok(f) => println!("{domain}: mode {}, {} mx pattern(s)", f.policy.mode, f.policy.mx.len()),
+                    Ok(f) => println!(
+                        "{domain}: mode {}, {} mx pattern(s)",
+                        f.policy.mode,
+                        f.policy.mx.len()
+                    ),
                     Err(e) => println!("{domain}: {e} [{}]", e.result_type()),
                 }
                 result
@@ -188,21 +213,30 @@ fn fetch_against_world_nginx() {
         assert!(!p.matches_mx("mx.sts-testing.test"));
         assert!(p.matches_mx("mx.elsewhere.sts-testing.test"));
 
-        let p = get("sts-mxmismatch.test").await.expect("sts-mxmismatch").policy;
+        let p = get("sts-mxmismatch.test")
+            .await
+            .expect("sts-mxmismatch")
+            .policy;
         assert_eq!(p.mode, Mode::Enforce);
         assert_eq!(p.mx.len(), 2);
         assert!(!p.matches_mx("mx.sts-mxmismatch.test"));
         assert!(p.matches_mx("a.other.sts-mxmismatch.test"));
         assert!(!p.matches_mx("a.b.other.sts-mxmismatch.test"));
 
-        let p = get("sts-invalidcert.test").await.expect("sts-invalidcert").policy;
+        let p = get("sts-invalidcert.test")
+            .await
+            .expect("sts-invalidcert")
+            .policy;
         assert!(p.matches_mx("mx.invalidcert.test"));
         let p = get("dane-sts.test").await.expect("dane-sts").policy;
         assert!(p.matches_mx("mx.dane-ok.test"));
 
         // the failures, each its own variant
         match get("sts-redirect.test").await {
-            Err(FetchError::Redirect { status: 301, location }) => {
+            Err(FetchError::Redirect {
+                status: 301,
+                location,
+            }) => {
                 assert_eq!(
                     location.as_deref(),
                     Some("https://mta-sts.sts-redirect.test/redirected.txt")
@@ -229,13 +263,27 @@ fn fetch_against_world_nginx() {
 
         // a name nginx has no server for: its default certificate is for
         // another name, which must fail the name check
-        match fetch_with(&tls, "no-such-policy.test", FETCH_TIMEOUT, at("no-such-policy.test")).await {
+        match fetch_with(
+            &tls,
+            "no-such-policy.test",
+            FETCH_TIMEOUT,
+            at("no-such-policy.test"),
+        )
+        .await
+        {
             Err(e @ FetchError::Tls(_)) => println!("no-such-policy.test: {e}"),
             other => panic!("unknown name: {other:?}"),
         }
 
         // without the test CA the good policy is not trusted
-        match fetch("sts-enforce.test", None, FETCH_TIMEOUT, at("sts-enforce.test")).await {
+        match fetch(
+            "sts-enforce.test",
+            None,
+            FETCH_TIMEOUT,
+            at("sts-enforce.test"),
+        )
+        .await
+        {
             Err(e @ FetchError::Tls(_)) => println!("sts-enforce.test without the test CA: {e}"),
             other => panic!("no test CA: {other:?}"),
         }
@@ -263,7 +311,14 @@ fn fetch_against_world_nginx() {
         "world.sh stop-nginx failed"
     );
     rt.block_on(async {
-        match fetch("sts-enforce.test", Some(&ca), FETCH_TIMEOUT, at("sts-enforce.test")).await {
+        match fetch(
+            "sts-enforce.test",
+            Some(&ca),
+            FETCH_TIMEOUT,
+            at("sts-enforce.test"),
+        )
+        .await
+        {
             Err(e @ FetchError::Connect(_)) => {
                 println!("sts-enforce.test with nginx stopped: {e}");
                 assert_eq!(e.result_type(), "sts-policy-fetch-error")

@@ -123,17 +123,23 @@ pub fn list(store: &Store) -> Result<Vec<Envelope>, String> {
     for (key, value) in rows {
         match serde_json::from_slice::<Envelope>(&value) {
             Ok(e) => out.push(e),
-            Err(e) => tracing::error!(id = %String::from_utf8_lossy(&key), error = %e, "unreadable queue record"),
+            Err(e) => {
+                tracing::error!(id = %String::from_utf8_lossy(&key), error = %e, "unreadable queue record")
+            }
         }
     }
     Ok(out)
 }
 
 pub fn get(store: &Store, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, String> {
-    let Some(env) = store.get("queue", id.as_bytes()).map_err(|e| e.to_string())? else {
+    let Some(env) = store
+        .get("queue", id.as_bytes())
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
-    let env: Envelope = serde_json::from_slice(&env).map_err(|e| format!("queue record {id}: {e}"))?;
+    let env: Envelope =
+        serde_json::from_slice(&env).map_err(|e| format!("queue record {id}: {e}"))?;
     let body = store
         .get("messages", id.as_bytes())
         .map_err(|e| e.to_string())?
@@ -160,7 +166,12 @@ mod tests {
         let env = Envelope {
             id: new_id(),
             sender: "a@example.org".into(),
-            recipients: vec![Recipient { address: "b@example.net".into(), status: Status::Pending, last_error: None, error_kind: None }],
+            recipients: vec![Recipient {
+                address: "b@example.net".into(),
+                status: Status::Pending,
+                last_error: None,
+                error_kind: None,
+            }],
             size: 5,
             received_at: now_secs(),
             smtputf8: false,

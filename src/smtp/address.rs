@@ -15,7 +15,10 @@ impl Mailbox {
         if local.is_empty() || !(valid_domain(&domain) || valid_literal(&domain)) {
             return None;
         }
-        Some(Mailbox { local: local.to_string(), domain })
+        Some(Mailbox {
+            local: local.to_string(),
+            domain,
+        })
     }
 
     /// `[192.0.2.1]` or `[IPv6:…]`.
@@ -57,7 +60,9 @@ pub fn valid_literal(d: &str) -> bool {
         return false;
     };
     match inner.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("ipv6:") => inner[5..].parse::<std::net::Ipv6Addr>().is_ok(),
+        Some(p) if p.eq_ignore_ascii_case("ipv6:") => {
+            inner[5..].parse::<std::net::Ipv6Addr>().is_ok()
+        }
         _ => inner.parse::<std::net::Ipv4Addr>().is_ok(),
     }
 }
@@ -95,10 +100,16 @@ mod tests {
 
     #[test]
     fn routing_forms() {
-        for a in ["u%f.test@example.org", "f.test!u@example.org", "a@b@example.org"] {
+        for a in [
+            "u%f.test@example.org",
+            "f.test!u@example.org",
+            "a@b@example.org",
+        ] {
             assert!(Mailbox::parse(a).unwrap().has_routing(), "{a}");
         }
-        assert!(!Mailbox::parse("first.last+tag@example.org").unwrap().has_routing());
+        assert!(!Mailbox::parse("first.last+tag@example.org")
+            .unwrap()
+            .has_routing());
         assert!(Mailbox::parse("u@[127.0.0.1]").unwrap().is_ip_literal());
         assert!(Mailbox::parse("@example.org").is_none());
         assert!(Mailbox::parse("nodomain").is_none());

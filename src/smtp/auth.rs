@@ -65,15 +65,26 @@ mod tests {
 
     #[test]
     fn plain_forms() {
-        assert_eq!(split_plain("\0app\0pw"), Some(("".into(), "app".into(), "pw".into())));
-        assert_eq!(split_plain("other\0app\0pw"), Some(("other".into(), "app".into(), "pw".into())));
+        assert_eq!(
+            split_plain("\0app\0pw"),
+            Some(("".into(), "app".into(), "pw".into()))
+        );
+        assert_eq!(
+            split_plain("other\0app\0pw"),
+            Some(("other".into(), "app".into(), "pw".into()))
+        );
         assert_eq!(split_plain("app\0pw"), None);
     }
 
     #[test]
     fn verify_needs_user_and_password() {
         let mut users = BTreeMap::new();
-        users.insert("app".to_string(), crate::config::User { secret: "pw".into() });
+        users.insert(
+            "app".to_string(),
+            crate::config::User {
+                secret: "pw".into(),
+            },
+        );
         assert!(verify(&users, "app", "pw"));
         assert!(!verify(&users, "app", "pw2"));
         assert!(!verify(&users, "nobody", "pw"));

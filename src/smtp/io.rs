@@ -18,7 +18,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -28,7 +32,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -53,9 +61,10 @@ impl AsyncWrite for Stream {
 
 #[derive(Debug)]
 pub enum ConnError {
+    // The error itself is only read through Debug in the session's log line.
     Closed,
     Timeout,
-    Io(io::Error),
+    Io(#[allow(dead_code)] io::Error),
 }
 
 impl From<io::Error> for ConnError {
@@ -83,7 +92,13 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: Stream, idle: Duration) -> Self {
-        Conn { stream, buf: Vec::with_capacity(4096), out: Vec::with_capacity(1024), idle, tls: None }
+        Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            out: Vec::with_capacity(1024),
+            idle,
+            tls: None,
+        }
     }
 
     /// Queues a reply; it is sent before the next read that would block.
@@ -137,7 +152,11 @@ impl Conn {
     }
 
     /// Takes exactly `n` bytes (BDAT), handing them to `sink` as they come.
-    pub async fn read_exact_into(&mut self, mut n: usize, mut sink: impl FnMut(&[u8])) -> Result<(), ConnError> {
+    pub async fn read_exact_into(
+        &mut self,
+        mut n: usize,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), ConnError> {
         loop {
             let take = n.min(self.buf.len());
             sink(&self.buf[..take]);
@@ -153,7 +172,11 @@ impl Conn {
     /// Upgrades to TLS. Bytes the client sent after STARTTLS, before the
     /// handshake, are dropped: acting on them would let a man in the middle
     /// inject commands into the encrypted session (CVE-2011-0411).
-    pub async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>, timeout: Duration) -> Result<(), ConnError> {
+    pub async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
         self.flush().await?;
         self.buf.clear();
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {

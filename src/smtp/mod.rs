@@ -14,10 +14,19 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub async fn serve(shared: Arc<Shared>, listener: String, mut stream: TcpStream, peer: SocketAddr, over_limit: bool) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: String,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+) {
     let cfg = shared.config();
     if over_limit {
-        let msg = format!("421 4.7.0 {} Too many connections, try again later\r\n", cfg.config.hostname());
+        let msg = format!(
+            "421 4.7.0 {} Too many connections, try again later\r\n",
+            cfg.config.hostname()
+        );
         let _ = stream.write_all(msg.as_bytes()).await;
         let _ = stream.shutdown().await;
         return;
@@ -32,5 +41,7 @@ pub async fn serve(shared: Arc<Shared>, listener: String, mut stream: TcpStream,
         }
     }
     tracing::debug!(%listener, %peer, "smtp session");
-    session::Session::new(shared, listener, peer, conn, tls).run().await;
+    session::Session::new(shared, listener, peer, conn, tls)
+        .run()
+        .await;
 }

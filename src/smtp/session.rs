@@ -54,7 +54,13 @@ enum Flow {
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, listener: String, peer: SocketAddr, conn: Conn, tls: Option<ListenerTls>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: String,
+        peer: SocketAddr,
+        conn: Conn,
+        tls: Option<ListenerTls>,
+    ) -> Self {
         let cfg = shared.config();
         Session {
             shared,
@@ -97,7 +103,10 @@ impl Session {
 
     async fn end(&mut self, e: ConnError) {
         if let ConnError::Timeout = e {
-            let msg = format!("421 4.4.2 {} Idle timeout, closing connection", self.hostname());
+            let msg = format!(
+                "421 4.4.2 {} Idle timeout, closing connection",
+                self.hostname()
+            );
             self.conn.reply(&msg);
             self.conn.close().await;
         }
@@ -106,7 +115,9 @@ impl Session {
 
     async fn command(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
         let (lifted, literal) = super::address::lift_literal(line);
-        let parsed = Request::parse(&mut lifted.iter()).map(|r| r.into_owned()).map(|r| restore_literal(r, literal));
+        let parsed = Request::parse(&mut lifted.iter())
+            .map(|r| r.into_owned())
+            .map(|r| restore_literal(r, literal));
         let request = match parsed {
             Ok(r) => r,
             Err(e) => {
@@ -121,9 +132,15 @@ impl Session {
             Request::Mail { from } => self.mail(from, line),
             Request::Rcpt { to } => self.rcpt(to.address, line),
             Request::Data => return self.data().await,
-            Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last).await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => return self.bdat(chunk_size, is_last).await,
             Request::StartTls => return self.starttls().await,
-            Request::Auth { mechanism, initial_response } => return self.auth(mechanism, initial_response).await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(mechanism, initial_response).await,
             Request::Rset => {
                 self.tx = None;
                 self.conn.reply("250 2.0.0 OK");
@@ -134,9 +151,13 @@ impl Session {
                 self.conn.reply(&msg);
                 return Ok(Flow::Close);
             }
-            Request::Vrfy { .. } => self.conn.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
+            Request::Vrfy { .. } => self
+                .conn
+                .reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
             Request::Expn { .. } => self.conn.reply("502 5.5.1 EXPN not available"),
-            Request::Help { .. } => self.conn.reply("214 2.0.0 See RFC 5321; postern speaks ESMTP"),
+            Request::Help { .. } => self
+                .conn
+                .reply("214 2.0.0 See RFC 5321; postern speaks ESMTP"),
             Request::Lhlo { .. } => self.conn.reply("500 5.5.1 LHLO is for LMTP; this is SMTP"),
             Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
                 self.conn.reply("502 5.5.1 Command not implemented")
@@ -204,16 +225,24 @@ impl Session {
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !from.address.is_ascii() && !smtputf8 {
-            return self.conn.reply("553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter");
+            return self
+                .conn
+                .reply("553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter");
         }
         if !from.address.is_empty() && Mailbox::parse(&from.address).is_none() {
             return self.conn.reply("501 5.1.7 Bad sender address syntax");
         }
         let max = self.cfg.config.session.max_message_size;
         if from.size as u64 > max || size_overflows(raw) {
-            return self.conn.reply(&format!("552 5.3.4 Message size exceeds fixed maximum of {max} bytes"));
+            return self.conn.reply(&format!(
+                "552 5.3.4 Message size exceeds fixed maximum of {max} bytes"
+            ));
         }
-        self.tx = Some(Transaction { sender: from.address, smtputf8, ..Default::default() });
+        self.tx = Some(Transaction {
+            sender: from.address,
+            smtputf8,
+            ..Default::default()
+        });
         self.conn.reply("250 2.1.0 Sender OK");
     }
 
@@ -223,7 +252,10 @@ impl Session {
         };
         let address = if address.is_empty() {
             // smtp-proto reads <postmaster> (RFC 5321 §4.5.1) as empty.
-            if !String::from_utf8_lossy(raw).to_ascii_lowercase().contains("<postmaster>") {
+            if !String::from_utf8_lossy(raw)
+                .to_ascii_lowercase()
+                .contains("<postmaster>")
+            {
                 return self.conn.reply("501 5.1.3 Bad recipient address syntax");
             }
             let domain = self
@@ -239,7 +271,9 @@ impl Session {
             address
         };
         if !address.is_ascii() && !tx.smtputf8 {
-            return self.conn.reply("553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter");
+            return self
+                .conn
+                .reply("553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter");
         }
         let Some(mailbox) = Mailbox::parse(&address) else {
             return self.conn.reply("501 5.1.3 Bad recipient address syntax");
@@ -282,10 +316,18 @@ impl Session {
 
     fn in_relay_networks(&self) -> bool {
         let ip = match self.peer.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
-        self.cfg.config.session.relay_networks.iter().any(|n| n.contains(&ip))
+        self.cfg
+            .config
+            .session
+            .relay_networks
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     async fn data(&mut self) -> Result<Flow, ConnError> {
@@ -338,7 +380,8 @@ impl Session {
             .await?;
         tx.chunks_oversize = oversize;
         if !last {
-            self.conn.reply(&format!("250 2.0.0 {size} octets received"));
+            self.conn
+                .reply(&format!("250 2.0.0 {size} octets received"));
             return Ok(Flow::Continue);
         }
         let message = tx.chunks.take().unwrap_or_default();
@@ -351,7 +394,9 @@ impl Session {
         let Some(tx) = self.tx.take() else { return };
         if oversize {
             let max = self.cfg.config.session.max_message_size;
-            return self.conn.reply(&format!("552 5.3.4 Message size exceeds fixed maximum of {max} bytes"));
+            return self.conn.reply(&format!(
+                "552 5.3.4 Message size exceeds fixed maximum of {max} bytes"
+            ));
         }
         let id = queue::new_id();
         let mut message = self.received_header(&id, &tx).into_bytes();
@@ -363,7 +408,12 @@ impl Session {
             recipients: tx
                 .recipients
                 .iter()
-                .map(|a| Recipient { address: a.clone(), status: Status::Pending, last_error: None, error_kind: None })
+                .map(|a| Recipient {
+                    address: a.clone(),
+                    status: Status::Pending,
+                    last_error: None,
+                    error_kind: None,
+                })
                 .collect(),
             size: message.len() as u64,
             received_at: now,
@@ -382,7 +432,8 @@ impl Session {
         };
         let store = self.shared.store.clone();
         let env2 = env.clone();
-        let stored = tokio::task::spawn_blocking(move || queue::enqueue(&store, &env2, &message)).await;
+        let stored =
+            tokio::task::spawn_blocking(move || queue::enqueue(&store, &env2, &message)).await;
         match stored {
             Ok(Ok(())) => {
                 tracing::info!(id = %id, from = %env.sender, rcpts = env.recipients.len(), size = env.size,
@@ -392,17 +443,23 @@ impl Session {
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot store an accepted message");
-                self.conn.reply("451 4.3.0 Temporary storage failure, try again later");
+                self.conn
+                    .reply("451 4.3.0 Temporary storage failure, try again later");
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage task failed");
-                self.conn.reply("451 4.3.0 Temporary storage failure, try again later");
+                self.conn
+                    .reply("451 4.3.0 Temporary storage failure, try again later");
             }
         }
     }
 
     fn received_header(&self, id: &str, tx: &Transaction) -> String {
-        let with = match (self.conn.tls.is_some(), self.auth_user.is_some(), self.esmtp) {
+        let with = match (
+            self.conn.tls.is_some(),
+            self.auth_user.is_some(),
+            self.esmtp,
+        ) {
             (true, true, _) => "ESMTPSA",
             (true, false, _) => "ESMTPS",
             (false, true, _) => "ESMTPA",
@@ -478,13 +535,21 @@ impl Session {
             self.conn.reply(r);
             return Ok(Flow::Continue);
         }
-        let plain = mechanism == smtp_proto::AUTH_PLAIN && auth_cfg.mechanisms.contains(&AuthMechanism::Plain);
-        let login = mechanism == smtp_proto::AUTH_LOGIN && auth_cfg.mechanisms.contains(&AuthMechanism::Login);
+        let plain = mechanism == smtp_proto::AUTH_PLAIN
+            && auth_cfg.mechanisms.contains(&AuthMechanism::Plain);
+        let login = mechanism == smtp_proto::AUTH_LOGIN
+            && auth_cfg.mechanisms.contains(&AuthMechanism::Login);
         let credentials = if plain {
-            let response = if initial.is_empty() { self.challenge("").await? } else { auth::decode(&initial) };
+            let response = if initial.is_empty() {
+                self.challenge("").await?
+            } else {
+                auth::decode(&initial)
+            };
             match response {
                 Decoded::Ok(s) => match auth::split_plain(&s) {
-                    Some((authz, user, pass)) if authz.is_empty() || authz == user => Ok((user, pass)),
+                    Some((authz, user, pass)) if authz.is_empty() || authz == user => {
+                        Ok((user, pass))
+                    }
                     // Well-formed, but asks to act as someone else: refused
                     // like wrong credentials (no proxy authorization).
                     Some((_, user, _)) => return self.auth_failed(&user).await,
@@ -513,8 +578,15 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    async fn login_exchange(&mut self, initial: String) -> Result<Result<(String, String), &'static str>, ConnError> {
-        let user = if initial.is_empty() { self.challenge(&auth::b64("Username:")).await? } else { auth::decode(&initial) };
+    async fn login_exchange(
+        &mut self,
+        initial: String,
+    ) -> Result<Result<(String, String), &'static str>, ConnError> {
+        let user = if initial.is_empty() {
+            self.challenge(&auth::b64("Username:")).await?
+        } else {
+            auth::decode(&initial)
+        };
         let user = match user {
             Decoded::Ok(u) => u,
             Decoded::Cancelled => return Ok(Err("501 5.0.0 Authentication cancelled")),
@@ -541,10 +613,12 @@ impl Session {
         tracing::warn!(peer = %self.peer, user = %sanitize(user), failures = self.auth_failures, "authentication failed");
         tokio::time::sleep(Duration::from_millis(500) * self.auth_failures).await;
         if self.auth_failures >= MAX_AUTH_FAILURES {
-            self.conn.reply("421 4.7.0 Too many authentication failures, closing connection");
+            self.conn
+                .reply("421 4.7.0 Too many authentication failures, closing connection");
             return Ok(Flow::Close);
         }
-        self.conn.reply("535 5.7.8 Authentication credentials invalid");
+        self.conn
+            .reply("535 5.7.8 Authentication credentials invalid");
         Ok(Flow::Continue)
     }
 }
@@ -577,10 +651,7 @@ fn size_overflows(raw: &[u8]) -> bool {
 
 /// Keeps client-supplied text from breaking a header or a log line.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(255).collect()
 }
 
 fn parse_error_reply(e: &ParseError, line: &[u8]) -> String {

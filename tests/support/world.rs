@@ -45,10 +45,22 @@ impl World {
             return None;
         }
         let lock = lock();
-        let dir = tempfile::Builder::new().prefix("postern-world-").tempdir_in("/tmp").expect("temp dir");
-        let out = Command::new("bash").arg(script()).arg("up").arg(dir.path()).output().expect("run world.sh");
+        let dir = tempfile::Builder::new()
+            .prefix("postern-world-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("up")
+            .arg(dir.path())
+            .output()
+            .expect("run world.sh");
         if !out.status.success() {
-            let _ = Command::new("bash").arg(script()).arg("down").arg(dir.path()).output();
+            let _ = Command::new("bash")
+                .arg(script())
+                .arg("down")
+                .arg(dir.path())
+                .output();
             panic!(
                 "world.sh up failed:\n{}\n{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -61,11 +73,18 @@ impl World {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
             .collect();
-        Some(World { dir, env, _lock: lock })
+        Some(World {
+            dir,
+            env,
+            _lock: lock,
+        })
     }
 
     pub fn get(&self, key: &str) -> &str {
-        self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("world.env has no {key}"))
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("world.env has no {key}"))
     }
 
     pub fn path(&self) -> &Path {
@@ -81,7 +100,11 @@ impl World {
             .args(&args[1..])
             .output()
             .expect("world.sh");
-        assert!(out.status.success(), "world.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "world.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The world's postern configuration, changed by `edit`, written to a
@@ -123,7 +146,11 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).arg("down").arg(self.dir.path()).output();
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("down")
+            .arg(self.dir.path())
+            .output();
     }
 }
 
@@ -144,7 +171,11 @@ impl Postern {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("start postern");
-        let p = Postern { child, config: config.to_path_buf(), log };
+        let p = Postern {
+            child,
+            config: config.to_path_buf(),
+            log,
+        };
         p.wait_smtp(smtp);
         p
     }
@@ -157,7 +188,10 @@ impl Postern {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("postern did not listen on {addr}; log:\n{}", self.log_text());
+        panic!(
+            "postern did not listen on {addr}; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -172,7 +206,11 @@ impl Postern {
             .args(["--json", "--config", self.config.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "queue {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "queue {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("queue --json is JSON")
     }
 
@@ -180,7 +218,11 @@ impl Postern {
     pub fn wait_log(&self, needles: &[&str], within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Some(l) = self.log_text().lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            if let Some(l) = self
+                .log_text()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
                 return Some(l.to_string());
             }
             std::thread::sleep(Duration::from_millis(200));
