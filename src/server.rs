@@ -83,6 +83,11 @@ pub async fn run(
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
     };
+    // Signal handlers before READY=1: systemd may send SIGHUP at once, and
+    // SIGHUP's default action would end the process.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let queued = store.count("queue").unwrap_or(0);
     let tls = crate::tls::listener_configs(cfg)?;
     let opened = listener::open_all(cfg, passed)?;
@@ -120,9 +125,6 @@ pub async fn run(
     tracing::info!(storage = %data, queued, "postern ready");
     systemd::ready(&status_line(&shared));
 
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut status_tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
