@@ -35,12 +35,7 @@ struct World {
 }
 
 fn world_sh() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/world/world.sh");
-    if here.exists() {
-        here
-    } else {
-        PathBuf::from("/work/main/tests/world/world.sh")
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/world/world.sh")
 }
 
 impl World {
