@@ -18,6 +18,7 @@ mod smtp;
 mod store;
 mod systemd;
 mod tls;
+mod tlsa;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -181,7 +182,10 @@ fn main() -> ExitCode {
             name,
             records,
         }) => tlsa_verify(&chain, &name, &records),
-        Command::Tlsa(_) => not_yet("tlsa status/sync", "TLSA auto-update"),
+        Command::Tlsa(TlsaCommand::Status { config }) => tlsa_command(config.as_deref(), None),
+        Command::Tlsa(TlsaCommand::Sync { dry_run, config }) => {
+            tlsa_command(config.as_deref(), Some(dry_run))
+        }
         Command::Reports(_) => not_yet("reports", "TLS reporting"),
     }
 }
@@ -374,6 +378,57 @@ fn probe_command(domain: &str, common: Common) -> ExitCode {
                 ExitCode::from(EXIT_CHECK_FAILED)
             } else {
                 ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// `tlsa status` (`sync: None`) or `tlsa sync`: exit 0 when in sync or the
+/// step succeeded, 1 when DNS differs or no progress could be made.
+fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode {
+    tls::install_provider();
+    let loaded = match path {
+        None => config::embedded_default(),
+        Some(p) => match config::load_file(p, config::Options::default()) {
+            Ok(l) => l,
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let report = runtime.block_on(async {
+        match sync {
+            Some(dry_run) => Ok(tlsa::commands::sync(&loaded.config, dry_run).await),
+            None => match server::delivery_tools(&loaded.config).await {
+                Ok(tools) => Ok(tlsa::commands::status(&loaded.config, &tools.resolver).await),
+                Err(e) => Err(e),
+            },
+        }
+    });
+    match report {
+        Ok(r) => {
+            print!("{}", r.text);
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CHECK_FAILED)
             }
         }
         Err(e) => {

@@ -8,6 +8,7 @@
 //! * [`rollover`]: the gated rollover (RFC 7671 §8.1) as a pure state
 //!   machine.
 
+pub mod commands;
 pub mod readback;
 pub mod rfc2136;
 pub mod rollover;

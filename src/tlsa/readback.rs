@@ -73,17 +73,30 @@ pub async fn read(resolver: &Resolver, primary: SocketAddr, zone: &str, owner: &
         views.push(ServerView { ns, addr, records });
     }
     let validated = validated(resolver, owner).await;
-    Served { owner: owner.to_string(), servers: views, unresolved, validated }
+    Served {
+        owner: owner.to_string(),
+        servers: views,
+        unresolved,
+        validated,
+    }
 }
 
 /// The validating resolver's view.
-pub async fn validated(resolver: &Resolver, owner: &str) -> Result<(Vec<String>, Security), LookupError> {
+pub async fn validated(
+    resolver: &Resolver,
+    owner: &str,
+) -> Result<(Vec<String>, Security), LookupError> {
     match resolver.tlsa(owner).await {
         Ok(answer) => {
-            let set = answer.records.into_iter().map(|(u, s, m, d)| Tlsa::new(u, s, m, d).to_string());
+            let set = answer
+                .records
+                .into_iter()
+                .map(|(u, s, m, d)| Tlsa::new(u, s, m, d).to_string());
             Ok((sorted(set.collect()), answer.security))
         }
-        Err(LookupError::NoData { security }) | Err(LookupError::NxDomain { security }) => Ok((Vec::new(), security)),
+        Err(LookupError::NoData { security }) | Err(LookupError::NxDomain { security }) => {
+            Ok((Vec::new(), security))
+        }
         Err(e) => Err(e),
     }
 }
@@ -105,17 +118,27 @@ pub async fn zone_servers(
                 _ => None,
             })
             .collect::<Vec<_>>(),
-        Err(why) => return (vec![(format!("{primary} (NS set unreadable: {why})"), primary)], Vec::new()),
+        Err(why) => {
+            return (
+                vec![(format!("{primary} (NS set unreadable: {why})"), primary)],
+                Vec::new(),
+            )
+        }
     };
     let mut servers = Vec::new();
     let mut unresolved = Vec::new();
     for name in names {
         match resolver.ips(&name).await {
-            Ok(answer) => servers.extend(answer.records.into_iter().map(|ip| (name.clone(), SocketAddr::new(ip, 53)))),
+            Ok(answer) => servers.extend(
+                answer
+                    .records
+                    .into_iter()
+                    .map(|ip| (name.clone(), SocketAddr::new(ip, 53))),
+            ),
             Err(e) => unresolved.push((name, e.to_string())),
         }
     }
-    servers.sort_by(|a, b| a.1.cmp(&b.1));
+    servers.sort_by_key(|s| s.1);
     servers.dedup_by(|a, b| a.1 == b.1);
     (servers, unresolved)
 }
@@ -128,7 +151,13 @@ pub async fn query_tlsa(server: SocketAddr, owner: &str) -> Result<Vec<String>, 
         .into_iter()
         .filter_map(|r| match r {
             RData::TLSA(t) => Some(
-                Tlsa::new(t.cert_usage.into(), t.selector.into(), t.matching.into(), t.cert_data).to_string(),
+                Tlsa::new(
+                    t.cert_usage.into(),
+                    t.selector.into(),
+                    t.matching.into(),
+                    t.cert_data,
+                )
+                .to_string(),
             ),
             _ => None,
         })
@@ -145,9 +174,13 @@ async fn query(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Vec<
     let mut message = Message::query();
     message.metadata.recursion_desired = false;
     let mut q = Query::new();
-    q.set_name(qname.clone()).set_query_class(DNSClass::IN).set_query_type(rtype);
+    q.set_name(qname.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(rtype);
     message.add_query(q);
-    let bytes = message.to_vec().map_err(|e| format!("encoding the query: {e}"))?;
+    let bytes = message
+        .to_vec()
+        .map_err(|e| format!("encoding the query: {e}"))?;
 
     let mut answer = exchange(server, &bytes, false).await?;
     if answer.metadata.truncation {
@@ -159,7 +192,9 @@ async fn query(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Vec<
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain if answer.metadata.authoritative => {}
         ResponseCode::NoError | ResponseCode::NXDomain => {
-            return Err(format!("{server} is not authoritative for {name} (no AA flag)"))
+            return Err(format!(
+                "{server} is not authoritative for {name} (no AA flag)"
+            ))
         }
         other => return Err(format!("{server} answered {other} for {name} {rtype}")),
     }
@@ -199,11 +234,18 @@ mod tests {
     #[test]
     fn all_servers_have_needs_every_server() {
         let a: SocketAddr = "192.0.2.1:53".parse().unwrap();
-        let view = |records| ServerView { ns: "ns".into(), addr: a, records };
+        let view = |records| ServerView {
+            ns: "ns".into(),
+            addr: a,
+            records,
+        };
         let r = "3 1 1 aa".to_string();
         let mut s = Served {
             owner: "x".into(),
-            servers: vec![view(Ok(vec![r.clone(), "3 1 1 bb".into()])), view(Ok(vec![r.clone()]))],
+            servers: vec![
+                view(Ok(vec![r.clone(), "3 1 1 bb".into()])),
+                view(Ok(vec![r.clone()])),
+            ],
             unresolved: vec![],
             validated: Ok((vec![], Security::Secure)),
         };

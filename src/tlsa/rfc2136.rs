@@ -61,11 +61,19 @@ impl TsigKeyMaterial {
         };
         let secret = base64::engine::general_purpose::STANDARD
             .decode(secret_base64.trim())
-            .map_err(|e| UpdateError::Input(format!("TSIG secret of key {name}: not base64 ({e})")))?;
+            .map_err(|e| {
+                UpdateError::Input(format!("TSIG secret of key {name}: not base64 ({e})"))
+            })?;
         if secret.is_empty() {
-            return Err(UpdateError::Input(format!("TSIG secret of key {name} is empty")));
+            return Err(UpdateError::Input(format!(
+                "TSIG secret of key {name} is empty"
+            )));
         }
-        Ok(TsigKeyMaterial { name: name.to_string(), algorithm, secret })
+        Ok(TsigKeyMaterial {
+            name: name.to_string(),
+            algorithm,
+            secret,
+        })
     }
 
     fn signer(&self) -> Result<TSigner, UpdateError> {
@@ -89,7 +97,11 @@ pub enum UpdateError {
     Refused { server: SocketAddr, zone: String },
     /// NOTAUTH without a TSIG error, or NOTZONE: the server is not the
     /// primary for the zone, or the name is outside it.
-    NotAuthoritative { server: SocketAddr, zone: String, rcode: String },
+    NotAuthoritative {
+        server: SocketAddr,
+        zone: String,
+        rcode: String,
+    },
     /// SERVFAIL: the server failed while applying it (e.g. signing).
     ServFail { server: SocketAddr },
     /// The prerequisite failed (NXRRSET/YXRRSET): the set changed since it
@@ -162,7 +174,17 @@ pub async fn apply(
     add: &[String],
     remove: &[String],
 ) -> Result<(), UpdateError> {
-    send(server, zone, key, owner, ttl, add, remove, Prerequisite::None).await
+    send(
+        server,
+        zone,
+        key,
+        owner,
+        ttl,
+        add,
+        remove,
+        Prerequisite::None,
+    )
+    .await
 }
 
 /// Like [`apply`], but only if the set is exactly `current` right now
@@ -180,7 +202,17 @@ pub async fn apply_checked(
     add: &[String],
     remove: &[String],
 ) -> Result<(), UpdateError> {
-    send(server, zone, key, owner, ttl, add, remove, Prerequisite::Exactly(current)).await
+    send(
+        server,
+        zone,
+        key,
+        owner,
+        ttl,
+        add,
+        remove,
+        Prerequisite::Exactly(current),
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,20 +235,33 @@ async fn send(
     let bytes = message
         .to_vec()
         .map_err(|e| UpdateError::Input(format!("encoding the update: {e}")))?;
-    let answer = wire::tcp(server, &bytes, TIMEOUT).await.map_err(|e| match e {
-        wire::WireError::Timeout => UpdateError::Timeout { server },
-        wire::WireError::Io(e) => UpdateError::Io { server, detail: e.to_string() },
+    let answer = wire::tcp(server, &bytes, TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            wire::WireError::Timeout => UpdateError::Timeout { server },
+            wire::WireError::Io(e) => UpdateError::Io {
+                server,
+                detail: e.to_string(),
+            },
+        })?;
+    let response = Message::from_vec(&answer).map_err(|e| UpdateError::BadResponse {
+        server,
+        detail: format!("unparsable: {e}"),
     })?;
-    let response = Message::from_vec(&answer)
-        .map_err(|e| UpdateError::BadResponse { server, detail: format!("unparsable: {e}") })?;
     if response.metadata.id != message.metadata.id {
-        return Err(UpdateError::BadResponse { server, detail: "answer to another message (ID mismatch)".into() });
+        return Err(UpdateError::BadResponse {
+            server,
+            detail: "answer to another message (ID mismatch)".into(),
+        });
     }
     check_rcode(server, zone, &response)?;
     // Only a signed NOERROR proves the change came from the key holder.
     verifier
         .verify(&answer)
-        .map_err(|e| UpdateError::BadResponse { server, detail: format!("TSIG of the answer does not verify: {e}") })?;
+        .map_err(|e| UpdateError::BadResponse {
+            server,
+            detail: format!("TSIG of the answer does not verify: {e}"),
+        })?;
     Ok(())
 }
 
@@ -234,13 +279,18 @@ fn build_update(
     let zone_name = fqdn(zone)?;
     let owner_name = fqdn(owner)?;
     if !zone_name.zone_of(&owner_name) {
-        return Err(UpdateError::Input(format!("{owner} is not inside zone {zone}")));
+        return Err(UpdateError::Input(format!(
+            "{owner} is not inside zone {zone}"
+        )));
     }
     let mut message = Message::query();
     message.metadata.op_code = OpCode::Update;
     message.metadata.recursion_desired = false;
     let mut zone_query = Query::new();
-    zone_query.set_name(zone_name).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    zone_query
+        .set_name(zone_name)
+        .set_query_class(DNSClass::IN)
+        .set_query_type(RecordType::SOA);
     message.add_query(zone_query);
 
     if let Prerequisite::Exactly(current) = prerequisite {
@@ -264,7 +314,8 @@ fn build_update(
 }
 
 fn tlsa_record(owner: &Name, ttl: u32, class: DNSClass, text: &str) -> Result<Record, UpdateError> {
-    let t = Tlsa::from_str(text).map_err(|e| UpdateError::Input(format!("TLSA record {text:?}: {e}")))?;
+    let t = Tlsa::from_str(text)
+        .map_err(|e| UpdateError::Input(format!("TLSA record {text:?}: {e}")))?;
     let rdata = TLSA::new(t.usage.into(), t.selector.into(), t.matching.into(), t.data);
     let mut record = Record::from_rdata(owner.clone(), ttl, RData::TLSA(rdata));
     record.dns_class = class;
@@ -272,36 +323,50 @@ fn tlsa_record(owner: &Name, ttl: u32, class: DNSClass, text: &str) -> Result<Re
 }
 
 fn fqdn(name: &str) -> Result<Name, UpdateError> {
-    let mut n = Name::from_ascii(name).map_err(|e| UpdateError::Input(format!("name {name:?}: {e}")))?;
+    let mut n =
+        Name::from_ascii(name).map_err(|e| UpdateError::Input(format!("name {name:?}: {e}")))?;
     n.set_fqdn(true);
     Ok(n)
 }
 
 /// Maps the RCODE, and for NOTAUTH the TSIG error, to an [`UpdateError`].
 fn check_rcode(server: SocketAddr, zone: &str, response: &Message) -> Result<(), UpdateError> {
-    let tsig_error = response.signature().and_then(|s| s.data.error.clone());
+    let tsig_error = response.signature().and_then(|s| s.data.error);
     let zone = zone.to_string();
     match response.metadata.response_code {
         ResponseCode::NoError => Ok(()),
-        ResponseCode::NotAuth | ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME
+        ResponseCode::NotAuth
+        | ResponseCode::BADSIG
+        | ResponseCode::BADKEY
+        | ResponseCode::BADTIME
             if tsig_error.is_some() || response.metadata.response_code != ResponseCode::NotAuth =>
         {
-            Err(UpdateError::Auth { server, detail: auth_detail(response.metadata.response_code, tsig_error) })
+            Err(UpdateError::Auth {
+                server,
+                detail: auth_detail(response.metadata.response_code, tsig_error),
+            })
         }
-        ResponseCode::NotAuth | ResponseCode::NotZone => {
-            Err(UpdateError::NotAuthoritative { server, zone, rcode: response.metadata.response_code.to_string() })
-        }
+        ResponseCode::NotAuth | ResponseCode::NotZone => Err(UpdateError::NotAuthoritative {
+            server,
+            zone,
+            rcode: response.metadata.response_code.to_string(),
+        }),
         ResponseCode::Refused => Err(UpdateError::Refused { server, zone }),
         ResponseCode::ServFail => Err(UpdateError::ServFail { server }),
         ResponseCode::NXRRSet | ResponseCode::YXRRSet => Err(UpdateError::Changed { server }),
-        other => Err(UpdateError::Rcode { server, rcode: other.to_string() }),
+        other => Err(UpdateError::Rcode {
+            server,
+            rcode: other.to_string(),
+        }),
     }
 }
 
 fn auth_detail(rcode: ResponseCode, tsig_error: Option<TsigError>) -> String {
     let what = match tsig_error {
         Some(TsigError::BadSig) => "BADSIG: wrong secret".to_string(),
-        Some(TsigError::BadKey) => "BADKEY: the server does not know this key name and algorithm".to_string(),
+        Some(TsigError::BadKey) => {
+            "BADKEY: the server does not know this key name and algorithm".to_string()
+        }
         Some(TsigError::BadTime) => "BADTIME: the clocks differ by more than the fudge".to_string(),
         Some(other) => format!("{other:?}"),
         None => rcode.to_string(),
@@ -310,7 +375,10 @@ fn auth_detail(rcode: ResponseCode, tsig_error: Option<TsigError>) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -322,8 +390,15 @@ mod tests {
 
     #[test]
     fn one_message_holds_deletes_and_adds() {
-        let m = build_update("example.org", "_25._tcp.mx.example.org", 300, &[R2.into()], &[R1.into()], Prerequisite::None)
-            .unwrap();
+        let m = build_update(
+            "example.org",
+            "_25._tcp.mx.example.org",
+            300,
+            &[R2.into()],
+            &[R1.into()],
+            Prerequisite::None,
+        )
+        .unwrap();
         assert_eq!(m.metadata.op_code, OpCode::Update);
         assert_eq!(m.queries.len(), 1);
         assert!(m.answers.is_empty(), "no prerequisite");
@@ -337,20 +412,60 @@ mod tests {
     #[test]
     fn compare_and_swap_lists_the_whole_current_set() {
         let cur = [R1.to_string()];
-        let m = build_update("example.org", "_25._tcp.mx.example.org", 300, &[R2.into()], &[R1.into()], Prerequisite::Exactly(&cur))
-            .unwrap();
+        let m = build_update(
+            "example.org",
+            "_25._tcp.mx.example.org",
+            300,
+            &[R2.into()],
+            &[R1.into()],
+            Prerequisite::Exactly(&cur),
+        )
+        .unwrap();
         assert_eq!(m.answers.len(), 1);
-        assert_eq!((m.answers[0].dns_class, m.answers[0].ttl), (DNSClass::IN, 0));
-        let m = build_update("example.org", "_25._tcp.mx.example.org", 300, &[R2.into()], &[], Prerequisite::Exactly(&[]))
-            .unwrap();
-        assert_eq!(m.answers[0].dns_class, DNSClass::NONE, "RRset does not exist");
-        assert!(matches!(m.answers[0].data, RData::Update0(RecordType::TLSA)));
+        assert_eq!(
+            (m.answers[0].dns_class, m.answers[0].ttl),
+            (DNSClass::IN, 0)
+        );
+        let m = build_update(
+            "example.org",
+            "_25._tcp.mx.example.org",
+            300,
+            &[R2.into()],
+            &[],
+            Prerequisite::Exactly(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            m.answers[0].dns_class,
+            DNSClass::NONE,
+            "RRset does not exist"
+        );
+        assert!(matches!(
+            m.answers[0].data,
+            RData::Update0(RecordType::TLSA)
+        ));
     }
 
     #[test]
     fn refuses_names_outside_the_zone_and_bad_input() {
-        assert!(build_update("example.org", "_25._tcp.mx.example.net", 1, &[R1.into()], &[], Prerequisite::None).is_err());
-        assert!(build_update("example.org", "_25._tcp.mx.example.org", 1, &["3 1 1 zz".into()], &[], Prerequisite::None).is_err());
+        assert!(build_update(
+            "example.org",
+            "_25._tcp.mx.example.net",
+            1,
+            &[R1.into()],
+            &[],
+            Prerequisite::None
+        )
+        .is_err());
+        assert!(build_update(
+            "example.org",
+            "_25._tcp.mx.example.org",
+            1,
+            &["3 1 1 zz".into()],
+            &[],
+            Prerequisite::None
+        )
+        .is_err());
         assert!(TsigKeyMaterial::new("k.", "hmac-md5", "AAAA").is_err());
         assert!(TsigKeyMaterial::new("k.", "hmac-sha256", "!!").is_err());
         let k = TsigKeyMaterial::new("k.", "HMAC-SHA512", "AAAA").unwrap();

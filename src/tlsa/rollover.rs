@@ -21,7 +21,11 @@ pub enum State {
     /// `new` is published beside `old`; the certificate for `old` is
     /// still served. `visible_since`: when every authoritative server was
     /// first seen serving `new` (unix seconds), reset if one loses it.
-    Published { old: Vec<String>, new: Vec<String>, visible_since: Option<u64> },
+    Published {
+        old: Vec<String>,
+        new: Vec<String>,
+        visible_since: Option<u64>,
+    },
     /// Listeners serve the new certificate; `old` is still in DNS.
     Switched { old: Vec<String>, new: Vec<String> },
 }
@@ -51,7 +55,10 @@ pub enum Action {
     ServeFilesNow,
     /// One update: add `add`, remove `remove` (records of an abandoned,
     /// never-served intermediate key only).
-    Publish { add: Vec<String>, remove: Vec<String> },
+    Publish {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
     /// Keep serving the old certificate. `until`: earliest time the wait
     /// can end (`None` while not every server serves the new records).
     Wait { until: Option<u64>, reason: String },
@@ -66,7 +73,11 @@ pub enum Action {
 pub fn step(state: &State, f: &Facts) -> (Action, State) {
     match state {
         State::Idle => idle(f),
-        State::Published { old, new, visible_since } => published(old, new, *visible_since, f),
+        State::Published {
+            old,
+            new,
+            visible_since,
+        } => published(old, new, *visible_since, f),
         State::Switched { old, new } => {
             let remove = minus(old, new);
             (Action::Remove { remove }, State::Idle)
@@ -80,36 +91,93 @@ fn idle(f: &Facts) -> (Action, State) {
         return (Action::ServeFilesNow, State::Idle);
     }
     let add = minus(&f.files, &f.serving);
-    let next = State::Published { old: f.serving.clone(), new: f.files.clone(), visible_since: None };
+    let next = State::Published {
+        old: f.serving.clone(),
+        new: f.files.clone(),
+        visible_since: None,
+    };
     if add.is_empty() {
         // the new set is a subset of the old: already published
-        return (Action::Wait { until: None, reason: "checking the new records on every server".into() }, next);
+        return (
+            Action::Wait {
+                until: None,
+                reason: "checking the new records on every server".into(),
+            },
+            next,
+        );
     }
-    (Action::Publish { add, remove: Vec::new() }, next)
+    (
+        Action::Publish {
+            add,
+            remove: Vec::new(),
+        },
+        next,
+    )
 }
 
-fn published(old: &[String], new: &[String], visible_since: Option<u64>, f: &Facts) -> (Action, State) {
+fn published(
+    old: &[String],
+    new: &[String],
+    visible_since: Option<u64>,
+    f: &Facts,
+) -> (Action, State) {
     if f.files != new {
         // renewed again before the switch: publish the newest, drop the
         // intermediate records nobody ever served
         let add = minus(&f.files, old);
-        let remove: Vec<String> = minus(new, old).into_iter().filter(|r| !f.files.contains(r)).collect();
-        let next = State::Published { old: old.to_vec(), new: f.files.clone(), visible_since: None };
+        let remove: Vec<String> = minus(new, old)
+            .into_iter()
+            .filter(|r| !f.files.contains(r))
+            .collect();
+        let next = State::Published {
+            old: old.to_vec(),
+            new: f.files.clone(),
+            visible_since: None,
+        };
         return (Action::Publish { add, remove }, next);
     }
     if !f.all_servers_have_new {
-        let next = State::Published { old: old.to_vec(), new: new.to_vec(), visible_since: None };
+        let next = State::Published {
+            old: old.to_vec(),
+            new: new.to_vec(),
+            visible_since: None,
+        };
         let reason = "the new records are not yet served by every authoritative server".to_string();
-        return (Action::Wait { until: None, reason }, next);
+        return (
+            Action::Wait {
+                until: None,
+                reason,
+            },
+            next,
+        );
     }
     let since = visible_since.unwrap_or(f.now);
     let until = since.saturating_add(u64::from(f.hold_ttls) * u64::from(f.ttl));
-    let next_waiting = State::Published { old: old.to_vec(), new: new.to_vec(), visible_since: Some(since) };
+    let next_waiting = State::Published {
+        old: old.to_vec(),
+        new: new.to_vec(),
+        visible_since: Some(since),
+    };
     if f.now < until {
-        let reason = format!("{} × TTL {}s for caches to pick up the new records", f.hold_ttls, f.ttl);
-        return (Action::Wait { until: Some(until), reason }, next_waiting);
+        let reason = format!(
+            "{} × TTL {}s for caches to pick up the new records",
+            f.hold_ttls, f.ttl
+        );
+        return (
+            Action::Wait {
+                until: Some(until),
+                reason,
+            },
+            next_waiting,
+        );
     }
-    (Action::Switch, State::Switched { old: old.to_vec(), new: new.to_vec() })
+    (
+        Action::Switch,
+        State::Switched {
+            old: old.to_vec(),
+            new: new.to_vec(),
+        },
+    )
 }
 
 /// Records of `a` not in `b`.
@@ -126,7 +194,14 @@ mod tests {
     }
 
     fn facts(now: u64, serving: &[&str], files: &[&str], all: bool) -> Facts {
-        Facts { now, serving: v(serving), files: v(files), all_servers_have_new: all, ttl: 60, hold_ttls: 2 }
+        Facts {
+            now,
+            serving: v(serving),
+            files: v(files),
+            all_servers_have_new: all,
+            ttl: 60,
+            hold_ttls: 2,
+        }
     }
 
     #[test]
@@ -137,38 +212,94 @@ mod tests {
 
     #[test]
     fn publish_wait_switch_remove() {
-        let (a, s) = step(&State::Idle, &facts(100, &["3 1 1 aa"], &["3 1 1 bb"], false));
-        assert_eq!(a, Action::Publish { add: v(&["3 1 1 bb"]), remove: vec![] });
+        let (a, s) = step(
+            &State::Idle,
+            &facts(100, &["3 1 1 aa"], &["3 1 1 bb"], false),
+        );
+        assert_eq!(
+            a,
+            Action::Publish {
+                add: v(&["3 1 1 bb"]),
+                remove: vec![]
+            }
+        );
         // not everywhere yet
         let (a, s) = step(&s, &facts(110, &["3 1 1 aa"], &["3 1 1 bb"], false));
         assert!(matches!(a, Action::Wait { until: None, .. }));
         // everywhere: hold 2 × 60 s from now
         let (a, s) = step(&s, &facts(120, &["3 1 1 aa"], &["3 1 1 bb"], true));
-        assert!(matches!(a, Action::Wait { until: Some(240), .. }), "{a:?}");
+        assert!(
+            matches!(
+                a,
+                Action::Wait {
+                    until: Some(240),
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
         // a restart in the middle keeps the persisted state: still waiting
         let (a, s) = step(&s, &facts(239, &["3 1 1 aa"], &["3 1 1 bb"], true));
-        assert!(matches!(a, Action::Wait { until: Some(240), .. }));
+        assert!(matches!(
+            a,
+            Action::Wait {
+                until: Some(240),
+                ..
+            }
+        ));
         let (a, s) = step(&s, &facts(240, &["3 1 1 aa"], &["3 1 1 bb"], true));
         assert_eq!(a, Action::Switch);
         let (a, s) = step(&s, &facts(241, &["3 1 1 bb"], &["3 1 1 bb"], true));
-        assert_eq!(a, Action::Remove { remove: v(&["3 1 1 aa"]) });
+        assert_eq!(
+            a,
+            Action::Remove {
+                remove: v(&["3 1 1 aa"])
+            }
+        );
         assert_eq!(s, State::Idle);
     }
 
     #[test]
     fn a_server_losing_the_record_restarts_the_hold() {
-        let s = State::Published { old: v(&["a"]), new: v(&["b"]), visible_since: Some(0) };
+        let s = State::Published {
+            old: v(&["a"]),
+            new: v(&["b"]),
+            visible_since: Some(0),
+        };
         let (_, s) = step(&s, &facts(100, &["a"], &["b"], false));
         let (a, _) = step(&s, &facts(200, &["a"], &["b"], true));
-        assert!(matches!(a, Action::Wait { until: Some(320), .. }));
+        assert!(matches!(
+            a,
+            Action::Wait {
+                until: Some(320),
+                ..
+            }
+        ));
     }
 
     #[test]
     fn second_renewal_during_the_wait_replaces_the_intermediate() {
-        let s = State::Published { old: v(&["a"]), new: v(&["b"]), visible_since: Some(0) };
+        let s = State::Published {
+            old: v(&["a"]),
+            new: v(&["b"]),
+            visible_since: Some(0),
+        };
         let (a, s) = step(&s, &facts(10, &["a"], &["c"], true));
-        assert_eq!(a, Action::Publish { add: v(&["c"]), remove: v(&["b"]) });
-        assert_eq!(s, State::Published { old: v(&["a"]), new: v(&["c"]), visible_since: None });
+        assert_eq!(
+            a,
+            Action::Publish {
+                add: v(&["c"]),
+                remove: v(&["b"])
+            }
+        );
+        assert_eq!(
+            s,
+            State::Published {
+                old: v(&["a"]),
+                new: v(&["c"]),
+                visible_since: None
+            }
+        );
     }
 
     #[test]

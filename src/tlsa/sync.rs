@@ -27,13 +27,17 @@ pub fn desired(chain_pem: &str, usages: &[(u8, u8, u8)]) -> Result<Vec<String>, 
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate chain: {e}"))?;
-    let leaf = chain.first().ok_or("certificate chain: no certificate in the PEM")?;
+    let leaf = chain
+        .first()
+        .ok_or("certificate chain: no certificate in the PEM")?;
     let mut out = Vec::new();
     for &(usage, selector, matching) in usages {
         let cert = match usage {
             1 | 3 => leaf,
             _ => chain.get(1).ok_or_else(|| {
-                format!("usage {usage} needs the issuer certificate, but the chain holds only the leaf")
+                format!(
+                    "usage {usage} needs the issuer certificate, but the chain holds only the leaf"
+                )
             })?,
         };
         let record = record_for(cert, usage, selector, matching)
@@ -48,7 +52,9 @@ pub fn desired(chain_pem: &str, usages: &[(u8, u8, u8)]) -> Result<Vec<String>, 
 /// Puts `"3 1 1 ABCD"` (any case, extra spaces) in the canonical form
 /// used for comparing sets.
 pub fn canonical(record: &str) -> Result<String, String> {
-    Tlsa::from_str(record).map(|t| t.to_string()).map_err(|e| format!("TLSA {record:?}: {e}"))
+    Tlsa::from_str(record)
+        .map(|t| t.to_string())
+        .map_err(|e| format!("TLSA {record:?}: {e}"))
 }
 
 /// One atomic change of a TLSA set.
@@ -69,8 +75,16 @@ impl Change {
 /// through an empty or partial state.
 pub fn plan(desired: &[String], served: &[String]) -> Change {
     Change {
-        add: desired.iter().filter(|d| !served.contains(d)).cloned().collect(),
-        remove: served.iter().filter(|s| !desired.contains(s)).cloned().collect(),
+        add: desired
+            .iter()
+            .filter(|d| !served.contains(d))
+            .cloned()
+            .collect(),
+        remove: served
+            .iter()
+            .filter(|s| !desired.contains(s))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -117,8 +131,14 @@ impl std::error::Error for SyncError {}
 /// One `sync` step for `mode: off`: read the primary's set, and if it is
 /// not `desired`, apply the difference in one update that only succeeds
 /// if the set is still what was read. Running it again is a no-op.
-pub async fn sync_once(target: &Target, desired: &[String], dry_run: bool) -> Result<Outcome, SyncError> {
-    let current = readback::query_tlsa(target.server, &target.owner).await.map_err(SyncError::Read)?;
+pub async fn sync_once(
+    target: &Target,
+    desired: &[String],
+    dry_run: bool,
+) -> Result<Outcome, SyncError> {
+    let current = readback::query_tlsa(target.server, &target.owner)
+        .await
+        .map_err(SyncError::Read)?;
     let change = plan(desired, &current);
     if change.is_empty() {
         return Ok(Outcome::NoChange);
@@ -168,7 +188,9 @@ pub enum Status {
 pub fn status(desired: &[String], served: &Served) -> Status {
     let mut problems = Vec::new();
     for (ns, why) in &served.unresolved {
-        problems.push(format!("authoritative server {ns}: address not resolvable ({why})"));
+        problems.push(format!(
+            "authoritative server {ns}: address not resolvable ({why})"
+        ));
     }
     if served.servers.is_empty() {
         problems.push("no authoritative server could be asked".into());
@@ -219,7 +241,10 @@ pub fn status_text(name: &str, owner: &str, desired: &[String], served: &Served)
             served.servers.len()
         ),
         Status::Drift(problems) => {
-            let mut s = format!("{name}: drift at {owner} (want {}):\n", list_or_none(desired));
+            let mut s = format!(
+                "{name}: drift at {owner} (want {}):\n",
+                list_or_none(desired)
+            );
             for p in problems {
                 let _ = writeln!(s, "  - {p}");
             }
@@ -255,7 +280,13 @@ mod tests {
     #[test]
     fn plan_adds_and_removes_together() {
         let c = plan(&s(&["3 1 1 aa", "2 1 1 cc"]), &s(&["3 1 1 aa", "3 1 1 bb"]));
-        assert_eq!(c, Change { add: s(&["2 1 1 cc"]), remove: s(&["3 1 1 bb"]) });
+        assert_eq!(
+            c,
+            Change {
+                add: s(&["2 1 1 cc"]),
+                remove: s(&["3 1 1 bb"])
+            }
+        );
         assert!(plan(&s(&["3 1 1 aa"]), &s(&["3 1 1 aa"])).is_empty());
     }
 
@@ -278,7 +309,9 @@ mod tests {
         let mut want = vec![want_ee, want_ta];
         want.sort();
         assert_eq!(got, want);
-        assert!(desired(&leaf.pem(), &[(2, 1, 1)]).unwrap_err().contains("issuer"));
+        assert!(desired(&leaf.pem(), &[(2, 1, 1)])
+            .unwrap_err()
+            .contains("issuer"));
         assert!(desired("junk", &[(3, 1, 1)]).is_err());
     }
 
@@ -287,12 +320,20 @@ mod tests {
         assert_eq!(canonical(" 3  1 1 ABcd ").unwrap(), "3 1 1 abcd");
     }
 
-    fn served(server_sets: Vec<Result<Vec<String>, String>>, validated: Vec<String>, sec: Security) -> Served {
+    fn served(
+        server_sets: Vec<Result<Vec<String>, String>>,
+        validated: Vec<String>,
+        sec: Security,
+    ) -> Served {
         Served {
             owner: "_25._tcp.mx.example.org".into(),
             servers: server_sets
                 .into_iter()
-                .map(|records| ServerView { ns: "ns1.example.org".into(), addr: "192.0.2.1:53".parse().unwrap(), records })
+                .map(|records| ServerView {
+                    ns: "ns1.example.org".into(),
+                    addr: "192.0.2.1:53".parse().unwrap(),
+                    records,
+                })
                 .collect(),
             unresolved: vec![],
             validated: Ok((validated, sec)),
@@ -302,17 +343,37 @@ mod tests {
     #[test]
     fn status_in_sync_and_drift() {
         let want = s(&["3 1 1 aa"]);
-        assert_eq!(status(&want, &served(vec![Ok(want.clone())], want.clone(), Security::Secure)), Status::InSync);
-        let Status::Drift(p) = status(&want, &served(vec![Ok(s(&["3 1 1 bb"]))], vec![], Security::Secure)) else {
+        assert_eq!(
+            status(
+                &want,
+                &served(vec![Ok(want.clone())], want.clone(), Security::Secure)
+            ),
+            Status::InSync
+        );
+        let Status::Drift(p) = status(
+            &want,
+            &served(vec![Ok(s(&["3 1 1 bb"]))], vec![], Security::Secure),
+        ) else {
             panic!()
         };
         assert!(p.iter().any(|l| l.contains("missing 3 1 1 aa")), "{p:?}");
         assert!(p.iter().any(|l| l.contains("extra 3 1 1 bb")), "{p:?}");
-        let Status::Drift(p) = status(&want, &served(vec![Ok(want.clone())], want.clone(), Security::Insecure)) else {
+        let Status::Drift(p) = status(
+            &want,
+            &served(vec![Ok(want.clone())], want.clone(), Security::Insecure),
+        ) else {
             panic!()
         };
         assert!(p[0].contains("insecure"), "{p:?}");
-        let text = status_text("mx1", "_25._tcp.mx.example.org", &want, &served(vec![Err("timeout".into())], want.clone(), Security::Secure));
-        assert!(text.contains("drift") && text.contains("no answer: timeout"), "{text}");
+        let text = status_text(
+            "mx1",
+            "_25._tcp.mx.example.org",
+            &want,
+            &served(vec![Err("timeout".into())], want.clone(), Security::Secure),
+        );
+        assert!(
+            text.contains("drift") && text.contains("no answer: timeout"),
+            "{text}"
+        );
     }
 }

@@ -28,7 +28,11 @@ impl std::fmt::Display for WireError {
 
 /// Sends one message over a fresh TCP connection and reads one answer.
 /// `timeout` bounds the whole exchange, connect included.
-pub async fn tcp(server: SocketAddr, request: &[u8], timeout: Duration) -> Result<Vec<u8>, WireError> {
+pub async fn tcp(
+    server: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, WireError> {
     tokio::time::timeout(timeout, tcp_inner(server, request))
         .await
         .map_err(|_| WireError::Timeout)?
@@ -52,7 +56,11 @@ async fn tcp_inner(server: SocketAddr, request: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Sends one message over UDP and returns the first datagram whose ID
 /// matches (the first two bytes); others are stray and ignored.
-pub async fn udp(server: SocketAddr, request: &[u8], timeout: Duration) -> Result<Vec<u8>, WireError> {
+pub async fn udp(
+    server: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, WireError> {
     tokio::time::timeout(timeout, udp_inner(server, request))
         .await
         .map_err(|_| WireError::Timeout)?
@@ -60,7 +68,13 @@ pub async fn udp(server: SocketAddr, request: &[u8], timeout: Duration) -> Resul
 }
 
 async fn udp_inner(server: SocketAddr, request: &[u8]) -> io::Result<Vec<u8>> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal");
     let socket = UdpSocket::bind(bind).await?;
     socket.connect(server).await?;
     socket.send(request).await?;

@@ -1,0 +1,141 @@
+//! `postern tlsa status` and `postern tlsa sync` for the records of
+//! `tlsa.records` (SPEC §1, §2.7).
+//!
+//! Until the gated rollover (SPEC §2.7) drives the certificate switch,
+//! `sync` in `rollover.mode: "gate"` only ever *adds* the records of the
+//! certificate in use: removing a record is the step that can break DANE
+//! senders, and it waits for the rollover to prove nothing serves the old
+//! key. `mode: "off"` makes DNS exactly match the certificate (add and remove
+//! in one UPDATE).
+
+use super::readback;
+use super::rfc2136::TsigKeyMaterial;
+use super::sync::{self, Outcome, Target};
+use crate::config::{Config, Provider, RolloverMode, TlsaRecord, TsigAlgorithm};
+use crate::dns::Resolver;
+
+/// Result of a command: the text to print and whether everything is right.
+pub struct Report {
+    pub text: String,
+    pub ok: bool,
+}
+
+fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
+    let provider = cfg
+        .tlsa
+        .providers
+        .get(&r.provider)
+        .ok_or_else(|| format!("no provider named '{}'", r.provider))?;
+    match provider {
+        Provider::Rfc2136(p) => {
+            let alg = match p.key.algorithm {
+                TsigAlgorithm::HmacSha256 => "hmac-sha256",
+                TsigAlgorithm::HmacSha384 => "hmac-sha384",
+                TsigAlgorithm::HmacSha512 => "hmac-sha512",
+            };
+            let key =
+                TsigKeyMaterial::new(&p.key.name, alg, &p.key.secret).map_err(|e| e.to_string())?;
+            Ok(Target {
+                server: p.server.0,
+                zone: p.zone.clone(),
+                key,
+                owner: readback::owner_name(&r.host, r.port),
+                ttl: r.ttl,
+            })
+        }
+        Provider::Cloudflare(_) => {
+            Err("the Cloudflare provider is not available in this build yet".into())
+        }
+    }
+}
+
+fn desired(cfg: &Config, r: &TlsaRecord) -> Result<Vec<String>, String> {
+    let cert = cfg
+        .certificates
+        .get(&r.certificate)
+        .ok_or_else(|| format!("no certificate named '{}'", r.certificate))?;
+    let usages: Vec<(u8, u8, u8)> = r
+        .usages
+        .iter()
+        .map(|u| (u.usage, u.selector, u.matching))
+        .collect();
+    sync::desired(&cert.cert, &usages)
+}
+
+pub async fn status(cfg: &Config, resolver: &Resolver) -> Report {
+    let mut text = String::new();
+    let mut ok = true;
+    for (name, r) in &cfg.tlsa.records {
+        match (target(cfg, r), desired(cfg, r)) {
+            (Ok(t), Ok(want)) => {
+                let served = readback::read(resolver, t.server, &t.zone, &t.owner).await;
+                ok &= matches!(sync::status(&want, &served), sync::Status::InSync);
+                text.push_str(&sync::status_text(name, &t.owner, &want, &served));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                ok = false;
+                text.push_str(&format!("{name}: {e}\n"));
+            }
+        }
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    if cfg.tlsa.records.is_empty() {
+        text.push_str("no TLSA records configured (tlsa.records)\n");
+    }
+    Report { text, ok }
+}
+
+pub async fn sync(cfg: &Config, dry_run: bool) -> Report {
+    let mut text = String::new();
+    let mut ok = true;
+    for (name, r) in &cfg.tlsa.records {
+        let line = match step(cfg, r, dry_run).await {
+            Ok(line) => line,
+            Err(e) => {
+                ok = false;
+                format!("{name}: cannot make progress: {e}")
+            }
+        };
+        text.push_str(&format!("{name}: {line}\n"));
+    }
+    Report { text, ok }
+}
+
+async fn step(cfg: &Config, r: &TlsaRecord, dry_run: bool) -> Result<String, String> {
+    let t = target(cfg, r)?;
+    let mut want = desired(cfg, r)?;
+    if cfg.tlsa.rollover.mode == RolloverMode::Gate {
+        // Keep whatever the primary serves now; only add.
+        let current = readback::query_tlsa(t.server, &t.owner)
+            .await
+            .map_err(|e| format!("reading {}: {e}", t.owner))?;
+        for c in current {
+            if !want.contains(&c) {
+                want.push(c);
+            }
+        }
+    }
+    Ok(
+        match sync::sync_once(&t, &want, dry_run)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Outcome::NoChange => format!("{} in sync, nothing to do", t.owner),
+            Outcome::Applied(c) => format!("updated {}: {}", t.owner, summary(&c)),
+            Outcome::DryRun(c) => format!("would send:\n{}", sync::describe_change(&t, &c)),
+        },
+    )
+}
+
+fn summary(c: &sync::Change) -> String {
+    let mut parts = Vec::new();
+    if !c.add.is_empty() {
+        parts.push(format!("added {}", c.add.join(", ")));
+    }
+    if !c.remove.is_empty() {
+        parts.push(format!("removed {}", c.remove.join(", ")));
+    }
+    parts.join("; ")
+}
