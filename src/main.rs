@@ -11,6 +11,7 @@ mod http;
 mod listener;
 mod logging;
 mod mta_sts;
+mod net;
 mod probe;
 mod queue;
 mod server;
@@ -340,31 +341,37 @@ fn print_queue_table(v: &serde_json::Value) {
     println!("{} message(s)", items.len());
 }
 
+/// What the commands that talk to the network need: the checked
+/// configuration (secrets read) and a runtime.
+fn online_command(
+    path: Option<&std::path::Path>,
+) -> Result<(config::Loaded, tokio::runtime::Runtime), ExitCode> {
+    tls::install_provider();
+    let loaded = match path {
+        None => config::embedded_default(),
+        Some(p) => config::load_file(p, config::Options::default()).map_err(|problems| {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(EXIT_ERROR)
+        })?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_ERROR)
+        })?;
+    Ok((loaded, runtime))
+}
+
 /// Exit 0 when a delivery would go through now, 1 when it would defer or
 /// fail, 2 when the probe itself could not run.
 fn probe_command(domain: &str, common: Common) -> ExitCode {
-    tls::install_provider();
-    let loaded = match &common.config {
-        None => config::embedded_default(),
-        Some(p) => match config::load_file(p, config::Options::default()) {
-            Ok(l) => l,
-            Err(problems) => {
-                for p in &problems {
-                    eprintln!("{p}");
-                }
-                return ExitCode::from(EXIT_ERROR);
-            }
-        },
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_ERROR);
-        }
+    let (loaded, runtime) = match online_command(common.config.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     match runtime.block_on(probe::run(&loaded, domain)) {
         Ok(v) => {
@@ -390,28 +397,9 @@ fn probe_command(domain: &str, common: Common) -> ExitCode {
 /// `tlsa status` (`sync: None`) or `tlsa sync`: exit 0 when in sync or the
 /// step succeeded, 1 when DNS differs or no progress could be made.
 fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode {
-    tls::install_provider();
-    let loaded = match path {
-        None => config::embedded_default(),
-        Some(p) => match config::load_file(p, config::Options::default()) {
-            Ok(l) => l,
-            Err(problems) => {
-                for p in &problems {
-                    eprintln!("{p}");
-                }
-                return ExitCode::from(EXIT_ERROR);
-            }
-        },
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_ERROR);
-        }
+    let (loaded, runtime) = match online_command(path) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let report = runtime.block_on(async {
         match sync {

@@ -7,19 +7,9 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::world::{send, Postern, World};
+use support::world::{send, token, Postern, World};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "{tag}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
 
 fn message(subject: &str) -> String {
     format!("From: sender@dane-ok.test\nTo: someone\nSubject: {subject}\n\nHello from postern.\n")
@@ -28,6 +18,18 @@ fn message(subject: &str) -> String {
 /// The recipient's Received header shows whether Postfix got it over TLS.
 fn over_tls(mail: &str) -> bool {
     mail.contains("(using TLSv1.")
+}
+
+/// `startTls: require` for everything, a short expiry: the bounce comes fast.
+fn require_config(world: &World) -> std::path::PathBuf {
+    world.postern_config("require", |v| {
+        v["outbound"]["tls"] = json!("'strict'");
+        v["outbound"]["tlsStrategies"] = json!({ "strict": { "startTls": "require" } });
+        v["outbound"]["retry"] = json!(["1s"]);
+        v["outbound"]["expire"] = json!("8s");
+        v["outbound"]["notify"] = json!([]);
+        v["storage"]["path"] = json!(world.path().join("data-require"));
+    })
 }
 
 #[test]
@@ -40,7 +42,7 @@ fn delivery_scenarios() {
     let p = Postern::start(&cfg, &smtp);
 
     // STARTTLS with a valid certificate → delivered over TLS.
-    let s = unique("tls-ok");
+    let s = token("tls-ok");
     assert!(send(
         &smtp,
         "sender@dane-ok.test",
@@ -57,7 +59,7 @@ fn delivery_scenarios() {
     // when postern closes an idle connection, Postfix logs how many
     // transactions it carried ("disconnect from … mail=N").
     let log_file = world.get("MX_INSECURE_LOG").to_string();
-    let tokens: Vec<String> = (0..6).map(|i| unique(&format!("reuse{i}"))).collect();
+    let tokens: Vec<String> = (0..6).map(|i| token(&format!("reuse{i}"))).collect();
     for t in &tokens {
         send(
             &smtp,
@@ -94,7 +96,7 @@ fn delivery_scenarios() {
     );
 
     // No STARTTLS offered, startTls optional → plaintext.
-    let s = unique("plain");
+    let s = token("plain");
     send(
         &smtp,
         "sender@dane-ok.test",
@@ -108,7 +110,7 @@ fn delivery_scenarios() {
 
     // Invalid certificate: attempt 1 (default) fails with 'tls', attempt 2
     // under invalid-tls is delivered over TLS.
-    let s = unique("invalidcert");
+    let s = token("invalidcert");
     send(
         &smtp,
         "sender@dane-ok.test",
@@ -147,7 +149,7 @@ fn delivery_scenarios() {
 
     // A handshake that always fails: default, then invalid-tls, then
     // disable-tls delivers in plaintext on the third attempt.
-    let s = unique("badtls");
+    let s = token("badtls");
     send(
         &smtp,
         "sender@dane-ok.test",
@@ -183,7 +185,7 @@ fn delivery_scenarios() {
     );
 
     // 5xx at RCPT → a DSN to the sender carrying the remote reply.
-    let s = unique("reject");
+    let s = token("reject");
     send(
         &smtp,
         "sender@dane-ok.test",
@@ -205,7 +207,7 @@ fn delivery_scenarios() {
     );
 
     // 4xx at RCPT → retried on schedule, still queued.
-    let s = unique("tempfail");
+    let s = token("tempfail");
     let reply = send(
         &smtp,
         "sender@dane-ok.test",
@@ -227,16 +229,9 @@ fn delivery_scenarios() {
     drop(p);
 
     // --- startTls: require to a host without STARTTLS ---------------------
-    let cfg = world.postern_config("require", |v| {
-        v["outbound"]["tls"] = json!("'strict'");
-        v["outbound"]["tlsStrategies"] = json!({ "strict": { "startTls": "require" } });
-        v["outbound"]["retry"] = json!(["1s"]);
-        v["outbound"]["expire"] = json!("8s");
-        v["outbound"]["notify"] = json!([]);
-        v["storage"]["path"] = json!(world.path().join("data-require"));
-    });
+    let cfg = require_config(&world);
     let p = Postern::start(&cfg, &smtp);
-    let s = unique("require");
+    let s = token("require");
     send(
         &smtp,
         "sender@dane-ok.test",
@@ -283,7 +278,7 @@ fn delivery_scenarios() {
         v["storage"]["path"] = json!(world.path().join("data-relays"));
     });
     let p = Postern::start(&cfg, &smtp);
-    let hub = unique("hub");
+    let hub = token("hub");
     send(
         &smtp,
         "sender@dane-ok.test",
@@ -294,7 +289,7 @@ fn delivery_scenarios() {
         .wait_for_mail("insecure", &hub, WAIT)
         .unwrap_or_else(|| panic!("relay hub; log:\n{}", p.log_text()));
     assert!(over_tls(&mail), "the smarthost got it over STARTTLS");
-    let lmtp = unique("lmtp");
+    let lmtp = token("lmtp");
     let reply = send(
         &smtp,
         "sender@dane-ok.test",
@@ -327,20 +322,10 @@ fn delivery_scenarios() {
     let _ = sink.kill();
     let _ = sink.wait();
     drop(p);
-    let p = Postern::start(
-        &world.postern_config("require", |v| {
-            v["outbound"]["tls"] = json!("'strict'");
-            v["outbound"]["tlsStrategies"] = json!({ "strict": { "startTls": "require" } });
-            v["outbound"]["retry"] = json!(["1s"]);
-            v["outbound"]["expire"] = json!("8s");
-            v["outbound"]["notify"] = json!([]);
-            v["storage"]["path"] = json!(world.path().join("data-require"));
-        }),
-        &smtp,
-    );
+    let p = Postern::start(&require_config(&world), &smtp);
 
     // --- null MX → immediate bounce ---------------------------------------
-    let s = unique("nullmx");
+    let s = token("nullmx");
     send(
         &smtp,
         "sender@dane-ok.test",

@@ -6,19 +6,9 @@ mod support;
 
 use std::process::Command;
 use std::time::Duration;
-use support::world::{send, Postern, World};
+use support::world::{send, token, Postern, World};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn token(tag: &str) -> String {
-    format!(
-        "{tag}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
 
 fn msg(subject: &str) -> String {
     format!("From: sender@dane-ok.test\nSubject: {subject}\n\nMTA-STS test.\n")

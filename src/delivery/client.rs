@@ -3,15 +3,12 @@
 //! about policy: the caller says whether to use STARTTLS and with which
 //! rustls configuration, and reads back what happened.
 
-use std::io;
+use crate::net::Stream;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 /// A server reply: code, enhanced status (if any) and text lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,54 +72,6 @@ impl std::fmt::Display for ClientError {
             ClientError::Tls(e) => write!(f, "TLS: {e}"),
             ClientError::Reply { stage, reply } => write!(f, "{stage}: {}", reply.text()),
             ClientError::Protocol(e) => write!(f, "protocol: {e}"),
-        }
-    }
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Swapping,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
         }
     }
 }
@@ -263,9 +212,10 @@ impl Client {
     ) -> Result<(), ClientError> {
         // Anything the server sent before the handshake is not trusted.
         self.buf.clear();
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
-            return Err(ClientError::Tls("TLS is already active".into()));
-        };
+        let tcp = self
+            .stream
+            .take_plain()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| ClientError::Tls(format!("bad server name {server_name}: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(config);
@@ -284,7 +234,7 @@ impl Client {
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default();
         self.tls = Some(format!("{version} {suite}"));
-        self.stream = Stream::Tls(Box::new(tls));
+        self.stream = Stream::Tls(Box::new(tls.into()));
         Ok(())
     }
 

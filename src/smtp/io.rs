@@ -1,63 +1,11 @@
 //! The connection under a session: plain or TLS, with a read buffer for
 //! line framing and a write buffer so pipelined replies go out together.
 
+pub use crate::net::Stream;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only while STARTTLS swaps one for the other.
-    Swapping,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
-}
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug)]
 pub enum ConnError {
@@ -179,15 +127,13 @@ impl Conn {
     ) -> Result<(), ConnError> {
         self.flush().await?;
         self.buf.clear();
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
-            return Err(ConnError::Io(io::Error::other("already TLS")));
-        };
+        let tcp = self.stream.take_plain()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| ConnError::Timeout)??;
         self.tls = Some(crate::tls::describe(tls.get_ref().1));
-        self.stream = Stream::Tls(Box::new(tls));
+        self.stream = Stream::Tls(Box::new(tls.into()));
         Ok(())
     }
 

@@ -238,6 +238,15 @@ impl Drop for Postern {
     }
 }
 
+/// A string no other message of the run contains (to find a message again).
+pub fn token(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{nanos}")
+}
+
 /// Sends one message with a minimal SMTP dialogue; returns the final reply.
 pub fn send(addr: &str, from: &str, to: &[&str], body: &str) -> String {
     let s = TcpStream::connect(addr).expect("connect");
