@@ -25,6 +25,9 @@ pub enum Request {
     Retry { id: String },
     RetryAll,
     Delete { id: String },
+    ReportsList,
+    ReportsShow { id: String },
+    ReportsSendNow,
 }
 
 /// Where the daemon puts its socket (SPEC §2.8).
@@ -88,6 +91,7 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::ReportsSendNow) => reports_send_now(&shared).await,
             Ok(req) => {
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || execute(&shared, req))
@@ -141,6 +145,9 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
             reschedule_now(shared, env)?;
             Ok(json!({"retry": [id]}))
         }
+        Request::ReportsList => reports_list(store),
+        Request::ReportsShow { id } => reports_show(store, &id),
+        Request::ReportsSendNow => Err("send-now is asynchronous".into()),
         Request::RetryAll => {
             let mut ids = Vec::new();
             for env in queue::list(store)? {
@@ -150,6 +157,76 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
             Ok(json!({"retry": ids}))
         }
     }
+}
+
+/// Open aggregates (pending) and sent reports, one line each.
+fn reports_list(store: &crate::store::Store) -> Result<Value, String> {
+    let mut out = Vec::new();
+    for a in crate::tlsrpt::aggregate::open(store)? {
+        out.push(json!({
+            "id": format!("pending/{}/{}", a.domain, a.period_start),
+            "domain": a.domain,
+            "status": "pending",
+            "begin": crate::tlsrpt::report::rfc3339(a.begin),
+            "end": crate::tlsrpt::report::rfc3339(a.period_end),
+            "sessions": a.sessions(),
+            "failures": a.policies.iter().map(|p| p.failure_total()).sum::<u64>(),
+        }));
+    }
+    for s in crate::tlsrpt::send::sent(store)? {
+        out.push(json!({
+            "id": s.report_id,
+            "domain": s.domain,
+            "status": "sent",
+            "begin": crate::tlsrpt::report::rfc3339(s.begin),
+            "end": crate::tlsrpt::report::rfc3339(s.end),
+            "sessions": s.sessions,
+            "deliveries": s.deliveries,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// One report: a sent one with its JSON and deliveries, or a pending
+/// aggregate with its counts so far.
+fn reports_show(store: &crate::store::Store, id: &str) -> Result<Value, String> {
+    if let Some(rest) = id.strip_prefix("pending/") {
+        let (domain, start) = rest.rsplit_once('/').ok_or("bad pending report id")?;
+        let key = crate::tlsrpt::aggregate::agg_key(start.parse().map_err(|_| "bad pending report id")?, domain);
+        let bytes = store
+            .get("reports", key.as_bytes())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no pending report {id}"))?;
+        return serde_json::from_slice(&bytes).map_err(|e| e.to_string());
+    }
+    let bytes = store
+        .get("reports", format!("sent/{id}").as_bytes())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no report {id}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Closes every open aggregate now and sends its report.
+async fn reports_send_now(shared: &Shared) -> Result<Value, String> {
+    let cfg = shared.config();
+    let tools = crate::server::delivery_tools(&cfg.config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sent = crate::tlsrpt::send::send_due(
+        &cfg.config,
+        &shared.store,
+        &tools.resolver,
+        &tools.fetch_tls,
+        queue::now_secs(),
+        true,
+    )
+    .await?;
+    shared.wake.notify_one();
+    let summary: Vec<Value> = sent
+        .iter()
+        .map(|s| json!({"id": s.report_id, "domain": s.domain, "sessions": s.sessions, "deliveries": s.deliveries}))
+        .collect();
+    Ok(Value::Array(summary))
 }
 
 fn schedule_key(env: &Envelope) -> Vec<u8> {

@@ -20,6 +20,7 @@ mod store;
 mod systemd;
 mod tls;
 mod tlsa;
+mod tlsrpt;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -187,7 +188,7 @@ fn main() -> ExitCode {
         Command::Tlsa(TlsaCommand::Sync { dry_run, config }) => {
             tlsa_command(config.as_deref(), Some(dry_run))
         }
-        Command::Reports(_) => not_yet("reports", "TLS reporting"),
+        Command::Reports(r) => reports_command(r),
     }
 }
 
@@ -288,6 +289,43 @@ fn queue_command(q: QueueCommand) -> ExitCode {
         }
         Ok(v) if is_list => {
             print_queue_table(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn reports_command(r: ReportsCommand) -> ExitCode {
+    let (common, request) = match r {
+        ReportsCommand::List(c) => (c, control::Request::ReportsList),
+        ReportsCommand::Show { id, common } => (common, control::Request::ReportsShow { id }),
+        ReportsCommand::SendNow(c) => (c, control::Request::ReportsSendNow),
+    };
+    let cfg = match client_config(common.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let is_list = matches!(request, control::Request::ReportsList);
+    match control::call(&cfg, &request) {
+        Ok(v) if is_list && !common.json => {
+            println!("{:<60}  {:<8}  {:>8}  BEGIN -> END", "ID", "STATUS", "SESSIONS");
+            for r in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<60}  {:<8}  {:>8}  {} -> {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["status"].as_str().unwrap_or(""),
+                    r["sessions"].as_u64().unwrap_or(0),
+                    r["begin"].as_str().unwrap_or(""),
+                    r["end"].as_str().unwrap_or(""),
+                );
+            }
             ExitCode::SUCCESS
         }
         Ok(v) => {
@@ -424,13 +462,6 @@ fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode 
             ExitCode::from(EXIT_ERROR)
         }
     }
-}
-
-/// A command whose capability has not landed in this build says so plainly
-/// instead of printing something that looks like an answer.
-fn not_yet(command: &str, capability: &str) -> ExitCode {
-    eprintln!("postern {command}: not available in this build yet (it arrives with {capability})");
-    ExitCode::from(EXIT_ERROR)
 }
 
 fn check_config(file: &std::path::Path, offline: bool, print: bool) -> ExitCode {

@@ -248,6 +248,8 @@ use rustls_pki_types::{ServerName, UnixTime};
 pub struct ClientTls {
     pkix: Arc<ClientConfig>,
     insecure: Arc<ClientConfig>,
+    /// The PKIX check on its own, for judging a chain after the fact.
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
 }
 
 impl ClientTls {
@@ -276,6 +278,10 @@ impl ClientTls {
             }
         }
         let roots = Arc::new(roots);
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .map_err(|e| e.to_string())?;
         let pkix = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -292,12 +298,32 @@ impl ClientTls {
         Ok(ClientTls {
             pkix: Arc::new(pkix),
             insecure: Arc::new(insecure),
+            webpki,
         })
     }
 
     /// PKIX: a chain to a trusted root, valid now, for the host name.
     pub fn pkix(&self) -> Arc<ClientConfig> {
         self.pkix.clone()
+    }
+
+    /// What the PKIX check would have said of a chain accepted without it
+    /// (MTA-STS `testing` reports what `enforce` would have refused):
+    /// `None` when valid for `host`, else the RFC 8460 result type.
+    pub fn pkix_verdict(&self, chain: &[CertificateDer<'static>], host: &str) -> Option<&'static str> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Some("certificate-not-trusted");
+        };
+        let Ok(name) = ServerName::try_from(host.to_string()) else {
+            return Some("certificate-host-mismatch");
+        };
+        match self
+            .webpki
+            .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+        {
+            Ok(_) => None,
+            Err(e) => Some(crate::tlsrpt::event::result_type_of_rustls(&e)),
+        }
     }
 
     /// `allowInvalidCerts`: any certificate, but the handshake signature is

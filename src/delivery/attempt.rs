@@ -7,6 +7,7 @@ use crate::config::expr::{Value, Vars};
 use crate::config::{Config, Relay, RelayProtocol, RelayTls, Requirement, Strategy};
 use crate::dns::{LookupError, Resolver, Security};
 use crate::tls::ClientTls;
+use crate::tlsrpt::{Event, PolicyKey, Session};
 use std::net::{IpAddr, SocketAddr};
 
 /// What became of one recipient.
@@ -57,6 +58,12 @@ pub struct Trace {
     pub ip: Option<IpAddr>,
     pub tls: Option<String>,
     pub strategy: Option<String>,
+    /// What TLS-RPT counts of this attempt (recorded by the engine).
+    pub tlsrpt: Vec<Event>,
+    /// Where the current session is, for TLS-RPT failure details.
+    pub session: Session,
+    /// The last transaction ran on a pooled connection (no new TLS session).
+    pub reused: bool,
 }
 
 pub async fn deliver(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
@@ -159,11 +166,16 @@ async fn mx_hosts(
     domain: &str,
     rcpts: &[String],
     dnssec_matters: bool,
+    events: &mut Vec<Event>,
 ) -> Result<(Vec<String>, bool, String), Vec<Outcome>> {
+    let dnssec_invalid = |why: &str| {
+        Event::failure(PolicyKey::tlsa(Vec::new(), domain), "dnssec-invalid", &Session::default(), why)
+    };
     match ctx.resolver.mx(domain).await {
         Ok(answer) => {
             if let Security::Bogus(why) = &answer.security {
                 if dnssec_matters {
+                    events.push(dnssec_invalid(&format!("MX: DNSSEC bogus ({why})")));
                     return Err(defer_all(
                         rcpts,
                         &format!("MX of {domain}: DNSSEC bogus ({why})"),
@@ -207,11 +219,14 @@ async fn mx_hosts(
             | LookupError::NxDomain {
                 security: Security::Indeterminate(why),
             },
-        ) if dnssec_matters => Err(defer_all(
-            rcpts,
-            &format!("MX of {domain}: DNSSEC status indeterminate ({why})"),
-            "dns",
-        )),
+        ) if dnssec_matters => {
+            events.push(dnssec_invalid(&format!("MX: DNSSEC indeterminate ({why})")));
+            Err(defer_all(
+                rcpts,
+                &format!("MX of {domain}: DNSSEC status indeterminate ({why})"),
+                "dns",
+            ))
+        }
         // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
         Err(LookupError::NoData { security }) => Ok((
             vec![domain.to_string()],
@@ -242,6 +257,7 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             domain,
             rcpts,
             domain_strategy.dane != Requirement::Disable,
+            &mut trace.tlsrpt,
         )
         .await
         {
@@ -258,6 +274,12 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         None
     };
     let policy = sts.as_ref().and_then(|l| l.policy.clone());
+    if let (Some(l), None) = (&sts, &policy) {
+        if let Some(result_type) = l.fetch_failure {
+            // RFC 8460 §4.3.2.1: the policy could not be had at all.
+            trace.tlsrpt.push(Event::failure(PolicyKey::sts(None), result_type, &Session::default(), &l.note));
+        }
+    }
     if let Some(l) = &sts {
         trace.sts = Some(serde_json::json!({
             "source": l.source,
@@ -299,6 +321,13 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
             let (ok, refused): (Vec<String>, Vec<String>) =
                 hosts.into_iter().partition(|h| p.matches_mx(h));
             if ok.is_empty() {
+                for h in &refused {
+                    let at = Session {
+                        mx: Some(h.clone()),
+                        ..Session::default()
+                    };
+                    trace.tlsrpt.push(Event::failure(PolicyKey::sts(Some(p)), "validation-failure", &at, "MX host not listed in the MTA-STS policy"));
+                }
                 let why = format!(
                     "no MX host of {domain} ({}) matches its MTA-STS policy (enforce)",
                     refused.join(", ")
@@ -359,10 +388,15 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 }
                 d
             }
-            Err(why) => {
+            Err((why, result_type)) => {
                 if let Some(h) = trace.hosts.last_mut() {
                     h["result"] = serde_json::json!(format!("not used: {why}"));
                 }
+                let at = Session {
+                    mx: Some(host.clone()),
+                    ..Session::default()
+                };
+                trace.tlsrpt.push(Event::failure(PolicyKey::tlsa(Vec::new(), host), result_type, &at, &why));
                 tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
                 last = (why, "dane");
                 continue;
@@ -405,6 +439,10 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 trace.verified = true;
             }
             let result = transaction(ctx, peer, &plan, rcpts, &mut trace).await;
+            let testing = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Testing);
+            if let Some(event) = session_event(ctx, host, &plan, dane.as_ref(), enforce.or(testing), &result, &trace) {
+                trace.tlsrpt.push(event);
+            }
             if let Some(h) = trace.hosts.last_mut() {
                 h["ip"] = serde_json::json!(ip.to_string());
                 h["tls"] = serde_json::json!(trace.tls.clone().unwrap_or_else(|| "none".into()));
@@ -439,12 +477,66 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
     (defer_all(rcpts, &last.0, last.1), trace)
 }
 
+/// What TLS-RPT counts of one session on `host` (`None`: nothing — no
+/// connection, a reused one, or TLS switched off by the strategy). The
+/// policy is DANE's when it applied, else MTA-STS's (`enforce`, or
+/// `testing`: then what `enforce` would have refused is the failure).
+fn session_event(
+    ctx: &Context<'_>,
+    host: &str,
+    plan: &Plan,
+    dane: Option<&DanePlan>,
+    sts: Option<&crate::mta_sts::Policy>,
+    result: &Result<Vec<Outcome>, ClientError>,
+    trace: &Trace,
+) -> Option<Event> {
+    if ctx.dry_run || trace.reused {
+        return None;
+    }
+    let policy = match (dane, sts) {
+        (Some(d), _) => PolicyKey::tlsa(d.strings.clone(), host),
+        (None, Some(p)) => PolicyKey::sts(Some(p)),
+        (None, None) => PolicyKey::none(),
+    };
+    let fail = |result_type: &str, why: &str| {
+        Some(Event::failure(policy.clone(), result_type, &trace.session, why))
+    };
+    if let Err(ClientError::Tls(f)) = result {
+        // The DANE verifier knows better than rustls' error which check failed.
+        let result_type = dane
+            .and_then(|d| d.verifier.outcome())
+            .and_then(|o| o.tlsrpt_result_type())
+            .unwrap_or(f.result_type);
+        return fail(result_type, &f.message);
+    }
+    if trace.tls.is_none() {
+        if result.is_err() || (plan.starttls == Requirement::Disable && !plan.implicit) {
+            return None;
+        }
+        return fail("starttls-not-supported", "the server does not offer STARTTLS");
+    }
+    if let (None, Some(p)) = (dane, sts) {
+        if !p.matches_mx(host) {
+            return fail("validation-failure", "MX host not listed in the MTA-STS policy");
+        }
+        if let Some(result_type) = trace.session.pkix {
+            return fail(result_type, "certificate accepted without PKIX validation");
+        }
+    }
+    if dane.is_some_and(|d| !d.authenticated) {
+        return fail("tlsa-invalid", "no usable TLSA record: encrypted, not authenticated");
+    }
+    Some(Event::success(policy))
+}
+
 /// The TLS a DANE host gets (RFC 7672).
 struct DanePlan {
     config: std::sync::Arc<rustls::ClientConfig>,
     verifier: std::sync::Arc<crate::dane::DaneVerifier>,
     /// The records as found, each with whether it is usable (for probe).
     records: Vec<serde_json::Value>,
+    /// The TLSA RRset as presentation text (TLS-RPT's policy-string).
+    strings: Vec<String>,
     /// Usable TLSA records exist (else: encrypt without authentication).
     authenticated: bool,
 }
@@ -458,14 +550,15 @@ async fn dane_plan(
     host: &str,
     canonical: Option<&str>,
     secure: bool,
-) -> Result<Option<DanePlan>, String> {
+) -> Result<Option<DanePlan>, (String, &'static str)> {
     if strat.dane == Requirement::Disable {
         return Ok(None);
     }
     if !secure {
         if strat.dane == Requirement::Require {
-            return Err(format!(
-                "DANE is required, but the MX or address records of {host} are not DNSSEC-secure"
+            return Err((
+                format!("DANE is required, but the MX or address records of {host} are not DNSSEC-secure"),
+                "dane-required",
             ));
         }
         return Ok(None);
@@ -492,21 +585,24 @@ async fn dane_plan(
             Err(LookupError::NoData { security } | LookupError::NxDomain { security })
                 if !matches!(security, Security::Bogus(_) | Security::Indeterminate(_)) => {}
             Err(e) => {
-                return Err(format!(
-                    "TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery"
+                return Err((
+                    format!("TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery"),
+                    "dnssec-invalid",
                 ))
             }
         }
     }
     let Some(records) = found else {
         if strat.dane == Requirement::Require {
-            return Err(format!(
-                "DANE is required, but {host} publishes no TLSA records"
+            return Err((
+                format!("DANE is required, but {host} publishes no TLSA records"),
+                "dane-required",
             ));
         }
         return Ok(None);
     };
     let authenticated = records.iter().any(|r| r.is_usable());
+    let strings: Vec<String> = records.iter().map(|r| r.to_string()).collect();
     let listed: Vec<serde_json::Value> = records
         .iter()
         .map(|r| serde_json::json!({"record": r.to_string(), "usable": r.usability().err().map(|e| e.to_string()).unwrap_or_else(|| "usable".into())}))
@@ -520,19 +616,21 @@ async fn dane_plan(
     );
     let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| (e.to_string(), "validation-failure"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     if !authenticated && strat.dane == Requirement::Require {
-        return Err(format!(
-            "DANE is required, but {host} has only unusable TLSA records"
+        return Err((
+            format!("DANE is required, but {host} has only unusable TLSA records"),
+            "tlsa-invalid",
         ));
     }
     Ok(Some(DanePlan {
         config: std::sync::Arc::new(config),
         verifier,
         records: listed,
+        strings,
         authenticated,
     }))
 }
@@ -657,17 +755,26 @@ async fn transaction(
         plan.lmtp
     );
     let pool = ctx.pool.filter(|_| !ctx.dry_run && plan.auth.is_none());
+    trace.tls = None;
+    trace.reused = false;
     if let Some((mut c, uses)) = pool.and_then(|p| p.take(&key)) {
         // A connection that went stale fails before anything is committed
         // (at MAIL or RCPT): then a new connection is made below.
         if let Ok(outcomes) = send(&mut c, ctx, rcpts).await {
             trace.tls = c.tls.clone();
+            trace.reused = true;
             pool.expect("taken from it").put(key, c, uses + 1);
             return Ok(outcomes);
         }
     }
     let hostname = ctx.config.hostname();
+    trace.session = Session {
+        mx: trace.mx.clone(),
+        receiving_ip: Some(peer.ip()),
+        ..Session::default()
+    };
     let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
+    trace.session.sending_ip = c.local_ip;
     let tls_config = match &plan.config {
         Some(c) => c.clone(),
         None if plan.allow_invalid => ctx.tls.insecure(),
@@ -677,20 +784,26 @@ async fn transaction(
         c.implicit_tls(tls_config.clone(), &plan.tls_name).await?;
     }
     c.greeting().await?;
+    trace.session.helo = Some(c.greeting_name.clone());
     c.hello(hostname).await?;
     if !plan.implicit {
         match plan.starttls {
             Requirement::Disable => {}
             Requirement::Optional if !c.offers("STARTTLS") => {}
             Requirement::Require if !c.offers("STARTTLS") => {
-                return Err(ClientError::Tls(
-                    "STARTTLS is required but the server does not offer it".into(),
+                return Err(ClientError::tls(
+                    "STARTTLS is required but the server does not offer it",
+                    "starttls-not-supported",
                 ));
             }
             _ => c.starttls(tls_config, &plan.tls_name, hostname).await?,
         }
     }
     trace.tls = c.tls.clone();
+    trace.session.pkix = match (&trace.tls, plan.allow_invalid) {
+        (Some(_), true) => ctx.tls.pkix_verdict(&c.peer_chain, &plan.tls_name),
+        _ => None,
+    };
     if ctx.dry_run {
         let offered = c.offers("STARTTLS");
         c.quit().await;

@@ -42,7 +42,7 @@ pub enum ClientError {
     Connect(String),
     Timeout(&'static str),
     Io(String),
-    Tls(String),
+    Tls(TlsFailure),
     /// The server answered something other than the expected class.
     Reply {
         stage: &'static str,
@@ -51,7 +51,21 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// A failed STARTTLS or handshake, with its RFC 8460 result type.
+#[derive(Debug)]
+pub struct TlsFailure {
+    pub message: String,
+    pub result_type: &'static str,
+}
+
 impl ClientError {
+    pub fn tls(message: impl Into<String>, result_type: &'static str) -> ClientError {
+        ClientError::Tls(TlsFailure {
+            message: message.into(),
+            result_type,
+        })
+    }
+
     /// The `last_error` value of SPEC §2 for this failure.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -69,7 +83,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Connect(e) => write!(f, "connect: {e}"),
             ClientError::Timeout(stage) => write!(f, "timeout waiting for the {stage} reply"),
             ClientError::Io(e) => write!(f, "connection lost: {e}"),
-            ClientError::Tls(e) => write!(f, "TLS: {e}"),
+            ClientError::Tls(e) => write!(f, "TLS: {}", e.message),
             ClientError::Reply { stage, reply } => write!(f, "{stage}: {}", reply.text()),
             ClientError::Protocol(e) => write!(f, "protocol: {e}"),
         }
@@ -99,6 +113,10 @@ pub struct Client {
     pub lmtp: bool,
     /// The name the server gave in its greeting (for TLS-RPT's receiving-mx-helo).
     pub greeting_name: String,
+    /// Our address on this connection (TLS-RPT's sending-mta-ip).
+    pub local_ip: Option<std::net::IpAddr>,
+    /// The chain the server presented, once TLS is up.
+    pub peer_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl Client {
@@ -112,7 +130,10 @@ impl Client {
             .map_err(|_| ClientError::Connect(format!("{peer}: timed out")))?
             .map_err(|e| ClientError::Connect(format!("{peer}: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        let local_ip = tcp.local_addr().ok().map(|a| a.ip());
         Ok(Client {
+            local_ip,
+            peer_chain: Vec::new(),
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
             timeouts,
@@ -198,7 +219,10 @@ impl Client {
             .command("STARTTLS", self.timeouts.ehlo, "STARTTLS")
             .await?;
         if r.code != 220 {
-            return Err(ClientError::Tls(format!("STARTTLS refused: {}", r.text())));
+            return Err(ClientError::tls(
+                format!("STARTTLS refused: {}", r.text()),
+                "starttls-not-supported",
+            ));
         }
         self.handshake(config, server_name).await?;
         self.capabilities = None;
@@ -215,15 +239,26 @@ impl Client {
         let tcp = self
             .stream
             .take_plain()
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+            .map_err(|e| ClientError::tls(e.to_string(), "validation-failure"))?;
         let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| ClientError::Tls(format!("bad server name {server_name}: {e}")))?;
+            .map_err(|e| {
+                ClientError::tls(
+                    format!("bad server name {server_name}: {e}"),
+                    "validation-failure",
+                )
+            })?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = tokio::time::timeout(self.timeouts.tls, connector.connect(name, tcp))
             .await
-            .map_err(|_| ClientError::Tls("handshake timed out".into()))?
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+            .map_err(|_| ClientError::tls("handshake timed out", "validation-failure"))?
+            .map_err(|e| {
+                ClientError::tls(e.to_string(), crate::tlsrpt::event::result_type_of_io(&e))
+            })?;
         let conn = tls.get_ref().1;
+        self.peer_chain = conn
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",

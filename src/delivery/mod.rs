@@ -66,7 +66,13 @@ impl Engine {
     pub async fn run(self: Arc<Self>) {
         let mut stopping = self.shared.stopping.clone();
         let mut last_refresh = tokio::time::Instant::now();
+        let mut last_reports = tokio::time::Instant::now();
         loop {
+            if last_reports.elapsed() > Duration::from_secs(60) {
+                last_reports = tokio::time::Instant::now();
+                let me = self.clone();
+                tokio::spawn(async move { me.send_reports().await });
+            }
             if last_refresh.elapsed() > Duration::from_secs(300) {
                 last_refresh = tokio::time::Instant::now();
                 if self.shared.config().config.mta_sts.refresh {
@@ -119,6 +125,20 @@ impl Engine {
                 _ = self.shared.wake.notified() => {}
                 _ = stopping.changed() => {}
             }
+        }
+    }
+
+    /// Sends the TLS reports whose period has ended.
+    async fn send_reports(&self) {
+        let cfg = self.shared.config();
+        let tools = self.tools();
+        let now = queue::now_secs();
+        match crate::tlsrpt::send::send_due(&cfg.config, &self.shared.store, &tools.resolver, &tools.fetch_tls, now, false).await {
+            Ok(sent) if sent.iter().any(|s| s.deliveries.iter().any(|d| d.result == "queued")) => {
+                self.shared.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot send TLS reports"),
         }
     }
 
@@ -195,6 +215,10 @@ impl Engine {
                 dry_run: false,
             };
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
+            // RFC 8460 §3: no reports about report messages (nor DSNs).
+            if !env.internal {
+                crate::tlsrpt::record(&cfg.config, &self.shared.store, &tools.resolver, &domain, &trace.tlsrpt).await;
+            }
             for (i, o) in idx.iter().zip(outcomes) {
                 let r = &mut env.recipients[*i];
                 match o {

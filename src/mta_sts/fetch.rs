@@ -137,6 +137,17 @@ impl FetchTls {
 
     /// A configuration over roots the caller already has (for instance
     /// the ones loaded for outbound SMTP).
+    /// A client builder for other HTTPS uses of the same roots (TLS-RPT
+    /// POSTs): PKIX-checked, no redirects, no proxy.
+    pub fn https_client(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(self.config.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(true)
+            .user_agent(concat!("postern/", env!("CARGO_PKG_VERSION"), " (TLS-RPT)"))
+    }
+
     pub fn from_roots(roots: Arc<RootCertStore>) -> Result<FetchTls, FetchError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -345,7 +356,7 @@ fn find_rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::
 
 /// "a: b: c" from an error and its sources, without repeats (wrappers often
 /// repeat their source's message).
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
+pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur = Some(e);
     while let Some(err) = cur {
