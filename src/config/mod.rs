@@ -272,6 +272,9 @@ impl Config {
             .get_or_insert_with(|| expr::Expression::string("TLS Aggregate Report"));
         r.org_name
             .get_or_insert_with(|| expr::Expression::string(&domain));
+        // RFC 8460 §4.4 requires contact-info in every report.
+        r.contact_info
+            .get_or_insert_with(|| expr::Expression::string(&format!("postmaster@{domain}")));
         r.send_frequency
             .get_or_insert_with(|| expr::Expression::string("daily"));
         r.max_report_size

@@ -57,7 +57,7 @@ lc() { tr 'A-F' 'a-f' | tr -d ' '; }
 
 SIGNED="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail nostarttls
  wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
-INSECURE="insecure sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-redirect sts-404
+INSECURE="insecure sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-redirect sts-404
  sts-ctype sts-big sts-badcert"
 
 expect_dns test. SOA secure
@@ -118,9 +118,12 @@ q _25._tcp.mx.dane-ok.test. TLSA +tcp
 [ $AD = 1 ] && pass "dns resolver answers over TCP with AD" || fail "dns resolver answers over TCP with AD" "status=$ST"
 q _smtp._tls.dane-ok.test. TXT
 answers TXT | grep -q 'v=TLSRPTv1; rua=mailto:' && pass "dns dane-ok _smtp._tls TXT has a mailto: rua" || fail "dns dane-ok _smtp._tls TXT has a mailto: rua"
+q "$WORLD_DKIM_SELECTOR._domainkey.postern.test." TXT
+want=$(openssl pkey -in "$WORLD_DKIM_KEY" -pubout -outform DER | tail -c 32 | base64 -w0)
+answers TXT | grep -q "v=DKIM1; k=ed25519; p=$want" && pass "dns DKIM key of postern.test matches WORLD_DKIM_KEY" || fail "dns DKIM key of postern.test matches WORLD_DKIM_KEY"
 q _smtp._tls.sts-enforce.test. TXT
 answers TXT | grep -q 'v=TLSRPTv1; rua=https://' && pass "dns sts-enforce _smtp._tls TXT has an https: rua" || fail "dns sts-enforce _smtp._tls TXT has an https: rua"
-for d in sts-enforce sts-testing sts-mxmismatch sts-invalidcert dane-sts sts-redirect sts-404 sts-ctype sts-big sts-badcert; do
+for d in sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert dane-sts sts-redirect sts-404 sts-ctype sts-big sts-badcert; do
   q "_mta-sts.$d.test." TXT; t=$(answers TXT)
   q "mta-sts.$d.test." A; a=$(answers A)
   [[ $t == *"v=STSv1; id="* ]] && [ "$a" = "$WORLD_NGINX_IP" ] \
@@ -286,7 +289,7 @@ fetch() { # domain [curl args] -> "$CODE $CTYPE $SIZE" in $RES, body in $TMP/bod
   RES=$(curl -sS --max-time 5 --cacert "$WORLD_CA" --resolve "mta-sts.$d.test:443:${ip:-0.0.0.0}" -o "$TMP/body" \
         -w '%{http_code} %{content_type} %{size_download}' "$@" "https://mta-sts.$d.test/.well-known/mta-sts.txt" 2>"$TMP/err"); CRC=$?
 }
-for pair in sts-enforce:enforce sts-testing:testing sts-mxmismatch:enforce sts-invalidcert:enforce dane-sts:enforce; do
+for pair in sts-enforce:enforce sts-testing:testing sts-testing-badcert:testing sts-mxmismatch:enforce sts-invalidcert:enforce dane-sts:enforce; do
   d=${pair%%:*} mode=${pair#*:}
   fetch "$d"
   [ $CRC = 0 ] && [[ $RES == "200 text/plain"* ]] && grep -q '^version: STSv1' "$TMP/body" && grep -q "^mode: $mode" "$TMP/body" \

@@ -31,6 +31,7 @@ TSIG_ALG=hmac-sha256
 TLSRPT_MAILTO="mailto:tlsrpt@reports.test"
 TLSRPT_HTTPS="https://tlsrpt.test/v1/report"
 STS_ID="world1"
+DKIM_SELECTOR="world"       # world._domainkey.postern.test: postern's TLS-RPT signing key
 
 # Receiving MTAs: id | ip | host name | certificate | behaviour
 #   certificate: ca (test CA, name = host), wrongname (test CA, other name),
@@ -64,12 +65,12 @@ sts-fetch|127.0.2.20|mx.sts-redirect.test|multi:mx.sts-redirect.test,mx.sts-404.
 # bogus = signed, but the DS in test. matches no key of the child.
 SIGNED_ZONES="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail
  nostarttls wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
-INSECURE_ZONES="insecure sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-wrongname sts-redirect
- sts-404 sts-ctype sts-big sts-badcert"
+INSECURE_ZONES="insecure sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname
+ sts-redirect sts-404 sts-ctype sts-big sts-badcert"
 BOGUS_ZONES="bogus"
 # MTA-STS domains (each gets _mta-sts TXT and mta-sts.<d> -> nginx)
-STS_DOMAINS="sts-enforce sts-testing sts-mxmismatch sts-invalidcert sts-wrongname dane-sts sts-redirect
- sts-404 sts-ctype sts-big sts-badcert"
+STS_DOMAINS="sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname dane-sts
+ sts-redirect sts-404 sts-ctype sts-big sts-badcert"
 
 log() { printf 'world: %s\n' "$*" >&2; }
 T0=$(date +%s%N)
@@ -260,6 +261,8 @@ make_pki() {
   gen_leaf nginx-default.test ca nginx-default.test
   gen_leaf tlsrpt.test ca tlsrpt.test
   gen_leaf mx.postern.test ca mx.postern.test
+  openssl genpkey -algorithm ed25519 -out "$S/pki/dkim.key" 2>/dev/null
+  chmod 600 "$S/pki/dkim.key"
 }
 
 # ---------------------------------------------------------------- DNS
@@ -329,9 +332,13 @@ write_child_zone() { # zone-label
         echo "@ MX 0 ." ;;
       rcpt-reject) std_mx rcpt-reject.test rcpt-reject ;;
       rcpt-tempfail) std_mx rcpt-tempfail.test rcpt-tempfail ;;
-      reports) std_mx reports.test reports ;;
+      reports)      # reports to itself: a report about report mail would loop
+        std_mx reports.test reports; tlsrpt_txt "$TLSRPT_MAILTO" ;;
       postern)      # postern's own domain; TLSA for mx.postern.test is published by the tests
-        printf '@ MX 10 mx.postern.test.\nmx A %s\n' "$POSTERN_IP" ;;
+        printf '@ MX 10 mx.postern.test.\nmx A %s\n' "$POSTERN_IP"
+        # the key postern DKIM-signs its TLS reports with (RFC 8463 ed25519)
+        printf '%s._domainkey TXT "v=DKIM1; k=ed25519; p=%s"\n' "$DKIM_SELECTOR" \
+          "$(openssl pkey -in "$S/pki/dkim.key" -pubout -outform DER | tail -c 32 | base64 -w0)" ;;
       insecure)     # unsigned: this TLSA must be ignored (it matches nothing)
         std_mx insecure.test insecure
         echo "_25._tcp.mx TLSA 3 1 1 $NOMATCH_HASH" ;;
@@ -345,6 +352,8 @@ write_child_zone() { # zone-label
       sts-mxmismatch)
         std_mx sts-mxmismatch.test sts-mxmismatch; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
       sts-invalidcert)
+        echo "@ MX 10 mx.invalidcert.test."; sts_txt; tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      sts-testing-badcert)  # testing; the MX matches, but its certificate is self-signed
         echo "@ MX 10 mx.invalidcert.test."; sts_txt; tlsrpt_txt "$TLSRPT_MAILTO" ;;
       sts-wrongname)  # enforce; the MX's certificate (test CA) is for another name
         echo "@ MX 10 mx.wrongname.test."; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
@@ -710,6 +719,7 @@ write_nginx() {
   for d in $STS_DOMAINS; do mkdir -p "$www/$d/.well-known"; done
   sts_policy enforce mx.sts-enforce.test > "$www/sts-enforce/.well-known/mta-sts.txt"
   sts_policy testing mx.elsewhere.sts-testing.test > "$www/sts-testing/.well-known/mta-sts.txt"
+  sts_policy testing mx.invalidcert.test > "$www/sts-testing-badcert/.well-known/mta-sts.txt"
   sts_policy enforce mx.elsewhere.sts-mxmismatch.test '*.other.sts-mxmismatch.test' > "$www/sts-mxmismatch/.well-known/mta-sts.txt"
   sts_policy enforce mx.invalidcert.test > "$www/sts-invalidcert/.well-known/mta-sts.txt"
   sts_policy enforce mx.wrongname.test > "$www/sts-wrongname/.well-known/mta-sts.txt"
@@ -817,6 +827,9 @@ WORLD_TLSRPT_URL=$TLSRPT_HTTPS
 WORLD_TLSRPT_MAILTO=$TLSRPT_MAILTO
 WORLD_TLSRPT_DIR=$S/tlsrpt
 WORLD_STS_ID=$STS_ID
+WORLD_DKIM_KEY=$S/pki/dkim.key
+WORLD_DKIM_SELECTOR=$DKIM_SELECTOR
+WORLD_DKIM_DOMAIN=postern.test
 WORLD_POSTERN_CONFIG=$S/postern.json
 WORLD_POSTERN_SMTP=$POSTERN_IP:$POSTERN_PORT
 WORLD_POSTERN_IP=$POSTERN_IP
@@ -874,6 +887,17 @@ write_postern_json() {
     "attempts": 2
   },
   "mtaSts": { "caFile": "$ca", "refresh": true },
+  "reports": {
+    "submitter": "mx.postern.test",
+    "tls": { "orgName": "'postern test world'", "contactInfo": "'postmaster@postern.test'",
+             "fromName": "'postern TLS reports'", "fromAddress": "'noreply-tls@postern.test'",
+             "subject": "'TLS report'", "sendFrequency": "'daily'", "maxReportSize": 1048576,
+             "dkimSignDomain": "'postern.test'" }
+  },
+  "dkim": {
+    "postern.test": { "selector": "$DKIM_SELECTOR", "algorithm": "ed25519-sha256",
+                      "privateKey": "%{file:$S/pki/dkim.key}%" }
+  },
   "tlsa": {
     "providers": {
       "world": { "type": "rfc2136", "server": "$KNOT_IP:53", "zone": "postern.test",
