@@ -237,3 +237,69 @@ fn mta_sts_scenarios() {
     );
     world.ctl(&["start-nginx"]);
 }
+
+/// `mtaSts.refresh` (RFC 8461 §10.2): a cached policy nearing expiry is
+/// refetched in the background, without a TXT id change and without mail
+/// for the domain. Seen from outside: the policy server switches to one
+/// that lists another MX; only a refresh can make postern know it.
+#[test]
+fn proactive_refresh_replaces_a_policy_nearing_expiry() {
+    let Some(world) = World::up() else { return };
+    let smtp = world.get("WORLD_POSTERN_SMTP").to_string();
+    let cfg = world.postern_config("sts-refresh", |_| {});
+    let file = world
+        .path()
+        .join("www/sts-enforce/.well-known/mta-sts.txt");
+    // max_age 200 s: within the refresh margin (a quarter of the lifetime,
+    // at least 5 minutes) from the moment it is fetched.
+    std::fs::write(
+        &file,
+        "version: STSv1\r\nmode: enforce\r\nmx: mx.sts-enforce.test\r\nmax_age: 200\r\n",
+    )
+    .unwrap();
+    let p = Postern::start(&cfg, &smtp);
+    let first = token("refresh-first");
+    send(&smtp, "sender@dane-ok.test", &["user@sts-enforce.test"], &msg(&first));
+    world
+        .wait_for_mail("sts-enforce", &first, WAIT)
+        .unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
+    assert!(p
+        .wait_log(&["MTA-STS policy fetched", "sts-enforce.test"], WAIT)
+        .is_some());
+    drop(p);
+
+    // Same TXT id, new policy: a delivery alone would keep using the cache.
+    std::fs::write(
+        &file,
+        "version: STSv1\r\nmode: enforce\r\nmx: mx.elsewhere.sts-enforce.test\r\nmax_age: 86400\r\n",
+    )
+    .unwrap();
+    let p = Postern::start(&cfg, &smtp);
+    assert!(
+        p.wait_log(
+            &["MTA-STS policy refreshed before expiry", "sts-enforce.test"],
+            WAIT
+        )
+        .is_some(),
+        "no background refresh:\n{}",
+        p.log_text()
+    );
+    let id = queued_id(&send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-enforce.test"],
+        &msg(&token("refresh-second")),
+    ));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let shown = p.queue(&["show", &id]);
+        if shown["attempts"].as_u64().unwrap_or(0) >= 1 {
+            let r = &shown["recipients"][0];
+            assert_eq!(r["status"], "deferred", "{shown:#}");
+            assert_eq!(r["errorKind"], "mta-sts", "the refreshed policy is enforced: {shown:#}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never attempted:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

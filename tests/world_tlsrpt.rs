@@ -188,6 +188,15 @@ fn counts(r: &Value) -> BTreeMap<String, (u64, u64, Vec<String>)> {
     out
 }
 
+/// An MTA-STS domain whose policy fetch failed: the failure under `sts`,
+/// the session itself (delivered over TLS) under `no-policy-found`.
+fn fetch_failed(result_type: &str) -> BTreeMap<String, (u64, u64, Vec<String>)> {
+    BTreeMap::from([
+        ("sts".to_string(), c(0, 1, &[result_type])),
+        ("no-policy-found".to_string(), c(1, 0, &[])),
+    ])
+}
+
 fn c(s: u64, f: u64, types: &[&str]) -> (u64, u64, Vec<String>) {
     (s, f, types.iter().map(|t| t.to_string()).collect())
 }
@@ -228,11 +237,16 @@ fn tls_reports_by_mail_and_https() {
     let p = Postern::start(&cfg, &smtp);
     let msg = |t: &str| format!("From: sender@postern.test\nSubject: {t}\n\nTLS-RPT test.\n");
 
-    // Delivered: good DANE, no STARTTLS, STS fetch error (404).
+    // Delivered: good DANE, no STARTTLS, and MTA-STS policies that cannot
+    // be fetched (404, redirect, wrong type, too big, bad certificate).
     let delivered = [
         ("dane-ok", "dane-ok.test"),
         ("nostarttls", "nostarttls.test"),
         ("sts-fetch", "sts-404.test"),
+        ("sts-fetch", "sts-redirect.test"),
+        ("sts-fetch", "sts-ctype.test"),
+        ("sts-fetch", "sts-big.test"),
+        ("sts-fetch", "sts-badcert.test"),
     ];
     for (mx, domain) in delivered {
         let t = token(domain);
@@ -272,12 +286,15 @@ fn tls_reports_by_mail_and_https() {
     pending_domains.sort();
     assert_eq!(
         pending_domains,
-        ["dane-bad.test", "dane-ok.test", "nostarttls.test", "sts-404.test", "sts-mxmismatch.test", "sts-testing-badcert.test"]
+        [
+            "dane-bad.test", "dane-ok.test", "nostarttls.test", "sts-404.test", "sts-badcert.test", "sts-big.test",
+            "sts-ctype.test", "sts-mxmismatch.test", "sts-redirect.test", "sts-testing-badcert.test"
+        ]
     );
 
     let sent = reports(&p, &["send-now"]);
     let sent = sent.as_array().unwrap();
-    assert_eq!(sent.len(), 6, "{sent:?}");
+    assert_eq!(sent.len(), 10, "{sent:?}");
     for r in sent {
         for d in r["deliveries"].as_array().unwrap() {
             let ok = if d["uri"].as_str().unwrap().starts_with("mailto:") { "queued" } else { "posted" };
@@ -288,13 +305,11 @@ fn tls_reports_by_mail_and_https() {
     let expected: BTreeMap<&str, BTreeMap<String, (u64, u64, Vec<String>)>> = [
         ("dane-ok.test", BTreeMap::from([("tlsa".to_string(), c(1, 0, &[]))])),
         ("nostarttls.test", BTreeMap::from([("no-policy-found".to_string(), c(0, 1, &["starttls-not-supported"]))])),
-        (
-            "sts-404.test",
-            BTreeMap::from([
-                ("sts".to_string(), c(0, 1, &["sts-policy-fetch-error"])),
-                ("no-policy-found".to_string(), c(1, 0, &[])),
-            ]),
-        ),
+        ("sts-404.test", fetch_failed("sts-policy-fetch-error")),
+        ("sts-redirect.test", fetch_failed("sts-policy-fetch-error")),
+        ("sts-ctype.test", fetch_failed("sts-policy-fetch-error")),
+        ("sts-big.test", fetch_failed("sts-policy-fetch-error")),
+        ("sts-badcert.test", fetch_failed("sts-webpki-invalid")),
         ("dane-bad.test", BTreeMap::from([("tlsa".to_string(), c(0, 1, &["validation-failure"]))])),
         ("sts-mxmismatch.test", BTreeMap::from([("sts".to_string(), c(0, 1, &["validation-failure"]))])),
         (
@@ -340,11 +355,11 @@ fn tls_reports_by_mail_and_https() {
     let mail_domains: Vec<&str> = by_mail.keys().map(|s| s.as_str()).collect();
     assert_eq!(mail_domains, ["dane-bad.test", "dane-ok.test", "nostarttls.test", "sts-testing-badcert.test"]);
 
-    // https: sts-404, sts-mxmismatch, dane-bad.
+    // https: the sts-* fetch failures, sts-mxmismatch, dane-bad.
     let dir = std::path::PathBuf::from(world.get("WORLD_TLSRPT_DIR"));
     let mut by_https = BTreeMap::new();
     let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline && by_https.len() < 3 {
+    while Instant::now() < deadline && by_https.len() < 7 {
         by_https.clear();
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = e.path();
@@ -361,7 +376,13 @@ fn tls_reports_by_mail_and_https() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let https_domains: Vec<&str> = by_https.keys().map(|s| s.as_str()).collect();
-    assert_eq!(https_domains, ["dane-bad.test", "sts-404.test", "sts-mxmismatch.test"]);
+    assert_eq!(
+        https_domains,
+        [
+            "dane-bad.test", "sts-404.test", "sts-badcert.test", "sts-big.test", "sts-ctype.test",
+            "sts-mxmismatch.test", "sts-redirect.test"
+        ]
+    );
     assert_eq!(by_https["dane-bad.test"], by_mail["dane-bad.test"], "both rua get the same report");
 
     for (domain, want) in &expected {
@@ -389,7 +410,7 @@ fn tls_reports_by_mail_and_https() {
     let after = reports(&p, &["list"]);
     let still: Vec<&Value> = after.as_array().unwrap().iter().filter(|r| r["status"] == "pending").collect();
     assert!(still.is_empty(), "no report about report mail: {still:?}");
-    assert_eq!(after.as_array().unwrap().iter().filter(|r| r["status"] == "sent").count(), 6);
+    assert_eq!(after.as_array().unwrap().iter().filter(|r| r["status"] == "sent").count(), 10);
     let one = reports(&p, &["show", sent[0]["id"].as_str().unwrap()]);
     assert!(one["report"]["policies"].is_array(), "{one}");
 }

@@ -65,7 +65,11 @@ impl Engine {
     /// The scheduler loop; returns when the daemon stops.
     pub async fn run(self: Arc<Self>) {
         let mut stopping = self.shared.stopping.clone();
-        let mut last_refresh = tokio::time::Instant::now();
+        // The first MTA-STS refresh pass runs 10 s after start (policies may
+        // have neared expiry while postern was down), then every 5 minutes.
+        let mut last_refresh = tokio::time::Instant::now()
+            .checked_sub(Duration::from_secs(290))
+            .unwrap_or_else(tokio::time::Instant::now);
         let mut last_reports = tokio::time::Instant::now();
         loop {
             if last_reports.elapsed() > Duration::from_secs(60) {

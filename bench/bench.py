@@ -1,0 +1,605 @@
+#!/usr/bin/env python3
+"""postern vs Postfix relay benchmark (driven by bench/run.sh; see bench/README.md).
+
+Everything runs on loopback (127.0.4.0/24) and is torn down by PID at the end,
+also on failure or Ctrl-C.
+
+  127.0.4.1:25      smtp-sink            plain sink
+  127.0.4.2:25      Postfix smtpd        STARTTLS sink (self-signed cert); before-queue
+                                         proxy to the smtp-sink below, so nothing is queued
+  127.0.4.3:10025   smtp-sink            counts what the STARTTLS sink accepted
+  127.0.4.10:2525   postern              relay under test (fresh storage each run)
+  127.0.4.11:25     Postfix              relay under test (fresh instance each run)
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+N = int(os.environ.get("BENCH_MESSAGES", "5000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
+SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
+STALL = float(os.environ.get("BENCH_STALL", "60"))  # give up when the sink count stalls this long
+LEGS = os.environ.get("BENCH_LEGS", "plain,starttls").split(",")
+RELAYS = os.environ.get("BENCH_RELAYS", "postern,postfix").split(",")
+KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+POSTERN_BIN = os.environ.get("POSTERN_BIN", "/var/cache/postern-release/release/postern")
+
+SINK_PLAIN = ("127.0.4.1", 25)
+SINK_TLS = ("127.0.4.2", 25)
+SINK_TLS_COUNTER = ("127.0.4.3", 10025)
+POSTERN_ADDR = ("127.0.4.10", 2525)
+POSTFIX_ADDR = ("127.0.4.11", 25)
+FROM, TO = "a@bench.test", "b@sink.test"
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ processes
+def proc_start(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    f = s.rsplit(")", 1)[1].split()
+    return None if f[0] in ("Z", "X") else f[19]  # a zombie is gone for our purposes
+
+
+def proc_table():
+    """{pid: (ppid, starttime)}"""
+    t = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        f = s.rsplit(")", 1)[1].split()
+        t[int(d)] = (int(f[1]), f[19])
+    return t
+
+
+def descendants(root, table=None):
+    table = table or proc_table()
+    kids = {}
+    for p, (pp, _) in table.items():
+        kids.setdefault(pp, []).append(p)
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in table:
+            out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+class Tracked:
+    """A process tree we started: killed by PID (guarded by start time) on stop()."""
+
+    def __init__(self, name, pid, stop_cmd=None, sig=signal.SIGTERM):
+        self.name, self.pid, self.stop_cmd, self.sig = name, pid, stop_cmd, sig
+        self.start = proc_start(pid)
+        if self.start is None:
+            raise Fail(f"{name} (pid {pid}) is not running")
+
+    def alive(self):
+        return self.start is not None and proc_start(self.pid) == self.start
+
+    def stop(self):
+        if not self.alive():
+            return
+        table = proc_table()
+        victims = {p: table[p][1] for p in descendants(self.pid, table)}
+        if self.stop_cmd:
+            subprocess.run(self.stop_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            try:
+                os.kill(self.pid, self.sig)
+            except ProcessLookupError:
+                pass
+        for _ in range(100):
+            if all(proc_start(p) != st for p, st in victims.items()):
+                break
+            time.sleep(0.1)
+        for p, st in victims.items():
+            if proc_start(p) == st:
+                log(f"killing leftover pid {p} of {self.name}")
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.start = None
+
+
+TRACKED = []
+CHILDREN = []  # Popen objects we started directly (reaped at the end)
+
+
+def spawn(name, argv, out_path, sig=signal.SIGTERM, **kw):
+    f = open(out_path, "ab")
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
+    f.close()
+    CHILDREN.append(p)
+    t = Tracked(name, p.pid, sig=sig)
+    TRACKED.append(t)
+    return p, t
+
+
+def wait_listen(addr, what, timeout=20):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(addr, timeout=1) as s:
+                s.recv(512)  # the greeting
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise Fail(f"{what} did not start listening on {addr[0]}:{addr[1]}")
+
+
+def port_free(addr):
+    import socket
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------ sinks
+def sink_count(path):
+    """The last 'mesg=N' of an smtp-sink -c counter."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 200))
+            tail = f.read().decode("ascii", "replace")
+    except OSError:
+        return 0
+    m = re.findall(r"mesg=(\d+)", tail)
+    return int(m[-1]) if m else 0
+
+
+MASTER_CF = """\
+{listen}  inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+PF_COMMON = """\
+compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+maillog_file = {d}/maillog
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = {host}
+mydomain = bench.test
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+local_transport = error:local delivery disabled
+relay_domains =
+alias_maps =
+alias_database =
+# the smtpd listener binds its address in master.cf (Postfix refuses addresses that are
+# not configured on an interface in inet_interfaces, and 127.0.4.x is only covered by lo's /8)
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtpd_client_connection_count_limit = 0
+smtpd_relay_restrictions = permit_mynetworks, reject
+biff = no
+"""
+
+
+def postfix_instance(name, d, ip, extra):
+    """Write and start a Postfix instance in directory d; return its Tracked master."""
+    for sub in ("conf", "queue", "data"):
+        os.makedirs(f"{d}/{sub}", exist_ok=True)
+    shutil.chown(f"{d}/data", "postfix")
+    with open(f"{d}/conf/main.cf", "w") as f:
+        f.write(f"# bench/bench.py: {name}\n")
+        f.write(PF_COMMON.format(d=d, host=f"{name}.bench.test"))
+        f.write(extra)
+    with open(f"{d}/conf/master.cf", "w") as f:
+        f.write(MASTER_CF.format(listen=f"{ip}:25"))
+    r = subprocess.run(["postfix", "-c", f"{d}/conf", "start"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise Fail(f"postfix {name} failed to start: {r.stdout.decode(errors='replace')}")
+    pidf = f"{d}/queue/pid/master.pid"
+    for _ in range(100):
+        if os.path.exists(pidf) and open(pidf).read().strip():
+            break
+        time.sleep(0.05)
+    else:
+        raise Fail(f"postfix {name}: no master.pid")
+    t = Tracked(f"postfix {name}", int(open(pidf).read().strip()),
+                stop_cmd=["postfix", "-c", f"{d}/conf", "stop"])
+    TRACKED.append(t)
+    wait_listen((ip, 25), f"postfix {name}")
+    return t
+
+
+def start_sinks(tmp):
+    os.makedirs(f"{tmp}/sinks", exist_ok=True)
+    spawn("smtp-sink plain", ["smtp-sink", "-u", "nobody", "-c", f"{SINK_PLAIN[0]}:{SINK_PLAIN[1]}", "1024"],
+          f"{tmp}/sinks/plain.count", sig=signal.SIGKILL)
+    spawn("smtp-sink tls-counter", ["smtp-sink", "-u", "nobody", "-c",
+                                    f"{SINK_TLS_COUNTER[0]}:{SINK_TLS_COUNTER[1]}", "1024"],
+          f"{tmp}/sinks/tls.count", sig=signal.SIGKILL)
+    wait_listen(SINK_PLAIN, "smtp-sink (plain)")
+    wait_listen(SINK_TLS_COUNTER, "smtp-sink (counter behind the STARTTLS sink)")
+    key, crt = f"{tmp}/sinks/sink.key", f"{tmp}/sinks/sink.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=sink.bench.test",
+                    "-addext", "subjectAltName=DNS:sink.bench.test"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.chmod(key, 0o600)
+    postfix_instance("tls-sink", f"{tmp}/pf-sink", SINK_TLS[0], f"""\
+smtpd_tls_security_level = may
+smtpd_tls_chain_files = {key}, {crt}
+smtpd_tls_loglevel = 0
+# accept with STARTTLS, queue nothing: the message goes straight to the counting smtp-sink
+smtpd_proxy_filter = {SINK_TLS_COUNTER[0]}:{SINK_TLS_COUNTER[1]}
+""")
+
+
+# ------------------------------------------------------------------ relays
+def start_postern(d, leg):
+    os.makedirs(d, exist_ok=True)
+    if leg == "plain":
+        relay = {"host": SINK_PLAIN[0], "port": SINK_PLAIN[1], "tls": "none"}
+    else:
+        relay = {"host": SINK_TLS[0], "port": SINK_TLS[1], "tls": "starttls", "allowInvalidCerts": True}
+    cfg = {
+        "server": {"hostname": "postern.bench.test",
+                   "listeners": {"smtp": {"bind": f"{POSTERN_ADDR[0]}:{POSTERN_ADDR[1]}", "protocol": "smtp"}}},
+        "session": {"relayNetworks": ["127.0.0.0/8"]},
+        "outbound": {"route": {"match": [], "else": "'sink'"}, "relays": {"sink": relay}},
+        "storage": {"path": f"{d}/data"},
+    }
+    with open(f"{d}/postern.json", "w") as f:
+        json.dump(cfg, f, indent=1)
+    _, t = spawn("postern", [POSTERN_BIN, "serve", "--config", f"{d}/postern.json"], f"{d}/postern.log")
+    try:
+        wait_listen(POSTERN_ADDR, "postern")
+    except Fail:
+        raise Fail("postern did not start; log:\n" + tail(f"{d}/postern.log"))
+    return t, POSTERN_ADDR, f"{d}/postern.log"
+
+
+def start_postfix_relay(d, leg):
+    if leg == "plain":
+        extra = f"relayhost = [{SINK_PLAIN[0]}]:{SINK_PLAIN[1]}\nsmtp_tls_security_level = none\n"
+    else:
+        extra = f"relayhost = [{SINK_TLS[0]}]:{SINK_TLS[1]}\nsmtp_tls_security_level = encrypt\n"
+    extra += "smtpd_tls_security_level = none\n"
+    t = postfix_instance("relay", d, POSTFIX_ADDR[0], extra)
+    return t, POSTFIX_ADDR, f"{d}/maillog"
+
+
+def tail(path, n=30):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# ------------------------------------------------------------------ measurements
+def make_body(size):
+    hdr = f"From: <{FROM}>\r\nTo: <{TO}>\r\nSubject: bench probe\r\n\r\n"
+    line = "x" * 76 + "\r\n"
+    body = hdr
+    while len(body) < size:
+        body += line
+    return body.encode() + b".\r\n"
+
+
+class Prober(threading.Thread):
+    """One message per connection, back to back, while smtp-source runs: DATA-end -> 250 latency."""
+
+    def __init__(self, addr):
+        super().__init__(daemon=True)
+        self.addr, self.stop_evt = addr, threading.Event()
+        self.lat, self.errors = [], 0
+        self.body = make_body(SIZE)
+
+    def run(self):
+        while not self.stop_evt.is_set():
+            try:
+                s = smtplib.SMTP(self.addr[0], self.addr[1], local_hostname="probe.bench.test", timeout=120)
+                s.ehlo()
+                if s.mail(FROM)[0] != 250 or s.rcpt(TO)[0] not in (250, 251):
+                    raise Fail("MAIL/RCPT refused")
+                s.putcmd("data")
+                if s.getreply()[0] != 354:
+                    raise Fail("DATA refused")
+                t0 = time.perf_counter()
+                s.send(self.body)
+                code, _ = s.getreply()
+                t1 = time.perf_counter()
+                if code != 250:
+                    raise Fail(f"end of data: {code}")
+                self.lat.append(t1 - t0)
+                try:
+                    s.quit()
+                except Exception:
+                    pass
+            except Exception as e:
+                self.errors += 1
+                if self.errors <= 3:
+                    log(f"probe: {e}")
+                time.sleep(0.05)
+
+
+def percentile(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def cpu_seconds(root):
+    """utime+stime of the tree, plus what its reaped children used (cutime+cstime of the root)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    tot = 0
+    for p in descendants(root):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fl = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tot += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+    return tot / tck
+
+
+def run_one(tmp, relay, leg, i):
+    d = f"{tmp}/{relay}-{leg}-{i}"
+    counter = f"{tmp}/sinks/plain.count" if leg == "plain" else f"{tmp}/sinks/tls.count"
+    t, addr, logf = (start_postern if relay == "postern" else start_postfix_relay)(d, leg)
+    sampler = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_sample", str(t.pid), f"{d}/rss"],
+                               stdin=subprocess.DEVNULL)
+    CHILDREN.append(sampler)
+    TRACKED.append(Tracked("rss sampler", sampler.pid))
+    try:
+        time.sleep(0.3)
+        c0 = sink_count(counter)
+        cpu0 = cpu_seconds(t.pid)
+        prober = Prober(addr)
+        t0 = time.perf_counter()
+        prober.start()
+        src = subprocess.run(["smtp-source", "-s", str(SESSIONS), "-m", str(N), "-l", str(SIZE),
+                              "-f", FROM, "-t", TO, f"{addr[0]}:{addr[1]}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        t_acc = time.perf_counter() - t0
+        prober.stop_evt.set()
+        prober.join(130)
+        if src.returncode != 0 or src.stdout.strip():
+            raise Fail(f"smtp-source against {relay}: rc={src.returncode}: "
+                       f"{src.stdout.decode(errors='replace')[-2000:]}\nrelay log:\n{tail(logf)}")
+        total = N + len(prober.lat)
+        last, last_t = sink_count(counter) - c0, time.perf_counter()
+        while last < total:
+            time.sleep(0.1)
+            c = sink_count(counter) - c0
+            now = time.perf_counter()
+            if c != last:
+                last, last_t = c, now
+            elif now - last_t > STALL:
+                raise Fail(f"{relay}/{leg}: the sink has {c} of {total} messages and nothing moved for "
+                           f"{STALL:.0f} s\nrelay log:\n{tail(logf)}")
+        t_e2e = time.perf_counter() - t0
+        cpu = cpu_seconds(t.pid) - cpu0
+    finally:
+        sampler.send_signal(signal.SIGTERM)
+        try:
+            sampler.wait(10)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+        t.stop()
+    with open(f"{d}/rss") as f:
+        rss, pss, nproc = (int(x) for x in f.read().split())
+    if last > total:
+        log(f"note: the sink counted {last - total} more than sent (duplicates?)")
+    r = {
+        "accept_rate": total / t_acc,
+        "e2e_rate": total / t_e2e,
+        "p50_ms": percentile(prober.lat, 50) * 1000,
+        "p99_ms": percentile(prober.lat, 99) * 1000,
+        "rss_mib": rss / 1024,
+        "pss_mib": pss / 1024,
+        "cpu_s": cpu,
+        "t_acc": t_acc, "t_e2e": t_e2e, "probes": len(prober.lat), "probe_errors": prober.errors,
+        "max_procs": nproc,
+    }
+    log(f"{relay:7s} {leg:8s} run {i}: accepted {total} in {t_acc:.2f} s ({r['accept_rate']:.0f}/s), "
+        f"sink complete after {t_e2e:.2f} s ({r['e2e_rate']:.0f}/s), probe p50 {r['p50_ms']:.1f} ms "
+        f"p99 {r['p99_ms']:.1f} ms (n={len(prober.lat)}, errors {prober.errors}), peak RSS "
+        f"{r['rss_mib']:.1f} MiB (PSS {r['pss_mib']:.1f}) in <= {nproc} procs, CPU {cpu:.1f} s")
+    if not KEEP:
+        shutil.rmtree(d, ignore_errors=True)
+    return r
+
+
+def sample_main(root, out):
+    """Subprocess: every 100 ms sum VmRSS (and Pss) over root and its descendants; write the peaks."""
+    root = int(root)
+    peak = [0, 0, 0]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        rss = pss = 0
+        procs = descendants(root)
+        for p in procs:
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    m = re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M)
+                rss += int(m.group(1)) if m else 0
+                with open(f"/proc/{p}/smaps_rollup") as f:
+                    m = re.search(r"^Pss:\s+(\d+)", f.read(), re.M)
+                pss += int(m.group(1)) if m else 0
+            except OSError:
+                pass
+        peak = [max(peak[0], rss), max(peak[1], pss), max(peak[2], len(procs))]
+        time.sleep(0.1)
+    with open(out, "w") as f:
+        f.write(f"{peak[0]} {peak[1]} {peak[2]}\n")
+
+
+# ------------------------------------------------------------------ report
+METRICS = [  # key, label, better
+    ("accept_rate", "accept rate (msg/s)", "higher"),
+    ("e2e_rate", "end-to-end rate (msg/s)", "higher"),
+    ("p50_ms", "p50 accept latency (ms)", "lower"),
+    ("p99_ms", "p99 accept latency (ms)", "lower"),
+    ("rss_mib", "peak RSS, sum (MiB)", "lower"),
+    ("pss_mib", "peak PSS, sum (MiB)", "lower"),
+    ("cpu_s", "CPU time (s)", "lower"),
+]
+
+
+def fmt(x):
+    if x != x:
+        return "n/a"
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def report(results):
+    out = []
+    out.append(f"{N} messages x {SIZE} B, {SESSIONS} smtp-source sessions (+1 latency probe session), "
+               f"{RUNS} runs each; median [min-max]\n")
+    for leg in LEGS:
+        out.append(f"\n### outbound leg: {leg}\n")
+        out.append("| metric | postern | Postfix | postern/Postfix |")
+        out.append("| --- | --- | --- | --- |")
+        for key, label, _ in METRICS:
+            cells, med = [], {}
+            for relay in ("postern", "postfix"):
+                xs = [r[key] for r in results.get((relay, leg), [])]
+                if xs:
+                    med[relay] = statistics.median(xs)
+                    cells.append(f"{fmt(med[relay])} [{fmt(min(xs))}-{fmt(max(xs))}]")
+                else:
+                    cells.append("-")
+            ratio = (f"{med['postern'] / med['postfix']:.2f}"
+                     if "postern" in med and "postfix" in med and med["postfix"] else "-")
+            out.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
+    # targets of issue 11
+    def med(relay, leg, key):
+        xs = [r[key] for r in results.get((relay, leg), [])]
+        return statistics.median(xs) if xs else None
+    if "starttls" in LEGS and all(med(r, "starttls", "e2e_rate") for r in ("postern", "postfix")):
+        out.append("\n### targets (issue 11, STARTTLS outbound leg)\n")
+        e = med("postern", "starttls", "e2e_rate") / med("postfix", "starttls", "e2e_rate")
+        p = med("postern", "starttls", "p99_ms") / med("postfix", "starttls", "p99_ms")
+        m = med("postern", "starttls", "rss_mib") / med("postfix", "starttls", "rss_mib")
+        out.append(f"- end-to-end >= 2x Postfix: {e:.2f}x -> {'MET' if e >= 2 else 'NOT MET'}")
+        out.append(f"- p99 accept latency <= Postfix: {p:.2f}x -> {'MET' if p <= 1 else 'NOT MET'}")
+        out.append(f"- peak RSS <= 1/2 Postfix: {m:.2f}x -> {'MET' if m <= 0.5 else 'NOT MET'}")
+    return "\n".join(out)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (ports 25 on 127.0.4.x, Postfix instances)")
+    if "postern" in RELAYS and not os.access(POSTERN_BIN, os.X_OK):
+        sys.exit(f"bench: no postern binary at {POSTERN_BIN} (set POSTERN_BIN)")
+    busy = [a for a in (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if not port_free(a)]
+    if busy:
+        sys.exit(f"bench: already in use: {busy} (another bench still running?)")
+    tmp = tempfile.mkdtemp(prefix="postern-bench.", dir="/var/tmp")  # on disk, not tmpfs
+    os.chmod(tmp, 0o755)  # Postfix daemons drop privileges and must traverse it
+
+    def on_signal(signum, _):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    results, rc = {}, 0
+    t_start = time.time()
+    try:
+        log(f"work dir {tmp}; {N} messages, {RUNS} runs, legs {LEGS}, relays {RELAYS}")
+        start_sinks(tmp)
+        for i in range(1, RUNS + 1):
+            for leg in LEGS:
+                for relay in RELAYS:
+                    results.setdefault((relay, leg), []).append(run_one(tmp, relay, leg, i))
+    except Fail as e:
+        log(f"error: {e}")
+        rc = 1
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e})")
+        rc = 130
+    finally:
+        for t in reversed(TRACKED):
+            t.stop()
+        for p in CHILDREN:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if KEEP:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if results:
+        with open(os.environ.get("BENCH_JSON", os.devnull), "w") as f:
+            json.dump({f"{k[0]}/{k[1]}": v for k, v in results.items()}, f, indent=1)
+        print(report(results))
+    log(f"total {time.time() - t_start:.0f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_sample":
+        sample_main(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(main())
