@@ -28,6 +28,11 @@ pub enum Request {
     ReportsList,
     ReportsShow { id: String },
     ReportsSendNow,
+    TlsaSync {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    TlsaStatus,
 }
 
 /// Where the daemon puts its socket (SPEC §2.8).
@@ -92,6 +97,14 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
     while let Ok(Some(line)) = lines.next_line().await {
         let answer = match serde_json::from_str::<Request>(&line) {
             Ok(Request::ReportsSendNow) => reports_send_now(&shared).await,
+            Ok(Request::TlsaSync { dry_run }) => {
+                let (text, ok) = crate::server::tlsa_step(&shared, dry_run).await;
+                Ok(json!({"text": text, "ok": ok}))
+            }
+            Ok(Request::TlsaStatus) => {
+                let (text, ok) = crate::server::tlsa_status(&shared).await;
+                Ok(json!({"text": text, "ok": ok}))
+            }
             Ok(req) => {
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || execute(&shared, req))
@@ -147,7 +160,9 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         }
         Request::ReportsList => reports_list(store),
         Request::ReportsShow { id } => reports_show(store, &id),
-        Request::ReportsSendNow => Err("send-now is asynchronous".into()),
+        Request::ReportsSendNow | Request::TlsaSync { .. } | Request::TlsaStatus => {
+            Err("handled asynchronously".into())
+        }
         Request::RetryAll => {
             let mut ids = Vec::new();
             for env in queue::list(store)? {
@@ -256,7 +271,6 @@ fn reschedule_now(shared: &Shared, mut env: Envelope) -> Result<(), String> {
 
 /// Sends one request to the daemon and returns its result.
 pub fn call(cfg: &Config, req: &Request) -> Result<Value, String> {
-    use std::io::{BufRead, Write};
     let candidates = client_candidates(cfg);
     let path = candidates.iter().find(|p| p.exists()).ok_or_else(|| {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
@@ -265,12 +279,31 @@ pub fn call(cfg: &Config, req: &Request) -> Result<Value, String> {
             tried.join(", ")
         )
     })?;
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot connect to {}: {e}; is postern running?",
             path.display()
         )
     })?;
+    exchange(stream, req)
+}
+
+/// Like [`call`], but `Ok(None)` when no daemon is listening (the caller
+/// then does the work itself).
+pub fn call_if_running(cfg: &Config, req: &Request) -> Result<Option<Value>, String> {
+    let Some(path) = client_candidates(cfg).into_iter().find(|p| p.exists()) else {
+        return Ok(None);
+    };
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(stream) => exchange(stream, req).map(Some),
+        // a socket file left behind by a daemon that is gone
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(format!("cannot connect to {}: {e}", path.display())),
+    }
+}
+
+fn exchange(mut stream: std::os::unix::net::UnixStream, req: &Request) -> Result<Value, String> {
+    use std::io::{BufRead, Write};
     let mut text = serde_json::to_string(req).map_err(|e| e.to_string())?;
     text.push('\n');
     stream

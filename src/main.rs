@@ -439,19 +439,24 @@ fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode 
         Ok(x) => x,
         Err(code) => return code,
     };
-    let report = runtime.block_on(async {
-        match sync {
-            Some(dry_run) => Ok(tlsa::commands::sync(&loaded.config, dry_run).await),
-            None => match server::delivery_tools(&loaded.config).await {
-                Ok(tools) => Ok(tlsa::commands::status(&loaded.config, &tools.resolver).await),
-                Err(e) => Err(e),
-            },
-        }
-    });
-    match report {
-        Ok(r) => {
-            print!("{}", r.text);
-            if r.ok {
+    // A running daemon holds the store (rollover state) and serves the
+    // certificate, so it does the step; without one, do it here.
+    let request = match sync {
+        Some(dry_run) => control::Request::TlsaSync { dry_run },
+        None => control::Request::TlsaStatus,
+    };
+    let result = match control::call_if_running(&loaded.config, &request) {
+        Ok(Some(v)) => Ok((
+            v["text"].as_str().unwrap_or_default().to_string(),
+            v["ok"].as_bool().unwrap_or(false),
+        )),
+        Ok(None) => runtime.block_on(tlsa_without_daemon(&loaded, sync)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((text, ok)) => {
+            print!("{text}");
+            if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_CHECK_FAILED)
@@ -461,6 +466,31 @@ fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode 
             eprintln!("error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+async fn tlsa_without_daemon(loaded: &config::Loaded, sync: Option<bool>) -> Result<(String, bool), String> {
+    let cfg = &loaded.config;
+    let files = tlsa::gate::files_now(loaded);
+    let with_files = tlsa::gate::with_served(cfg, &files);
+    if cfg.tlsa.rollover.mode == config::RolloverMode::Off || cfg.tlsa.records.is_empty() {
+        let r = match sync {
+            Some(dry_run) => tlsa::commands::sync(&with_files, dry_run).await,
+            None => {
+                let tools = server::delivery_tools(cfg).await?;
+                tlsa::commands::status(&with_files, &tools.resolver).await
+            }
+        };
+        return Ok((r.text, r.ok));
+    }
+    let store = store::Store::open(&cfg.storage.path).map_err(|e| e.to_string())?;
+    let tools = server::delivery_tools(cfg).await?;
+    match sync {
+        Some(dry_run) => {
+            let r = tlsa::gate::step(cfg, &store, &tools.resolver, &files, queue::now_secs(), dry_run).await;
+            Ok((r.lines.join("\n") + "\n", r.ok))
+        }
+        None => Ok(tlsa::gate::status(cfg, &store, &tools.resolver, &files).await),
     }
 }
 

@@ -39,6 +39,15 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+    /// Builds the listeners' TLS again from the certificate files as they
+    /// are now (renewed in place), through the TLSA rollover gate.
+    pub fn reload_certificates(&self) -> Result<(), String> {
+        let loaded = self.config();
+        let tls = crate::tls::listener_configs(&served_config(&loaded, &self.store)?)?;
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        Ok(())
+    }
+
     fn set_config(&self, new: Loaded, tls: HashMap<String, Option<ListenerTls>>) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
@@ -89,7 +98,7 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let queued = store.count("queue").unwrap_or(0);
-    let tls = crate::tls::listener_configs(cfg)?;
+    let tls = crate::tls::listener_configs(&served_config(&loaded, &store)?)?;
     let opened = listener::open_all(cfg, passed)?;
     let control_path = crate::control::daemon_path(cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -120,6 +129,7 @@ pub async fn run(
         delivery_tools(&shared.config().config).await?,
     );
     let engine_task = tokio::spawn(engine.clone().run());
+    let certificates_task = tokio::spawn(watch_certificates(shared.clone()));
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -156,6 +166,7 @@ pub async fn run(
     }
     control.abort();
     engine_task.abort();
+    certificates_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
@@ -166,6 +177,93 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configuration the listeners' TLS is built from: the certificate
+/// files as they are now, except where a gated TLSA rollover keeps serving
+/// the previous certificate (SPEC §2.7).
+fn served_config(loaded: &Loaded, store: &Store) -> Result<crate::config::Config, String> {
+    let files = crate::tlsa::gate::files_now(loaded);
+    let served = crate::tlsa::gate::served(&loaded.config, store, &files)?;
+    Ok(crate::tlsa::gate::with_served(&loaded.config, &served))
+}
+
+/// Watches the certificate files (every 10 s: ACME clients replace them in
+/// place, and polling sees a rename as well as a rewrite). A change, or a
+/// rollover under way, runs one step of TLSA maintenance; a new certificate
+/// the gate lets through is served at once.
+async fn watch_certificates(shared: Arc<Shared>) {
+    let mut last: Option<std::collections::BTreeMap<String, crate::tlsa::gate::CertFiles>> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let loaded = shared.config();
+        let files = crate::tlsa::gate::files_now(&loaded);
+        let changed = last.as_ref().is_some_and(|l| *l != files);
+        let first = last.is_none();
+        last = Some(files.clone());
+        let rolling = crate::tlsa::gate::gated(&loaded.config)
+            .iter()
+            .any(|n| crate::tlsa::gate::load_state(&shared.store, n) != crate::tlsa::rollover::State::Idle);
+        if changed {
+            tracing::info!("certificate files changed");
+            if let Err(e) = shared.reload_certificates() {
+                tracing::error!("cannot serve the renewed certificate files: {e}; the previous ones stay in use");
+            }
+        }
+        if loaded.config.tlsa.records.is_empty() || !(changed || rolling || first) {
+            continue;
+        }
+        let (_text, _ok) = tlsa_step(&shared, false).await;
+    }
+}
+
+/// One step of TLSA maintenance in the daemon (also what `tlsa sync` asks
+/// for over the control socket): the gated rollover, or in `mode: off` the
+/// records made to match the files. Returns the text and whether all went
+/// well.
+pub async fn tlsa_step(shared: &Arc<Shared>, dry_run: bool) -> (String, bool) {
+    let _one = crate::tlsa::gate::STEPPING.lock().await;
+    let loaded = shared.config();
+    let files = crate::tlsa::gate::files_now(&loaded);
+    if loaded.config.tlsa.rollover.mode == crate::config::RolloverMode::Off {
+        let cfg = crate::tlsa::gate::with_served(&loaded.config, &files);
+        let r = crate::tlsa::commands::sync(&cfg, dry_run).await;
+        return (r.text, r.ok);
+    }
+    let tools = match delivery_tools(&loaded.config).await {
+        Ok(t) => t,
+        Err(e) => return (format!("{e}\n"), false),
+    };
+    let now = crate::queue::now_secs();
+    let r = crate::tlsa::gate::step(&loaded.config, &shared.store, &tools.resolver, &files, now, dry_run).await;
+    if r.switched {
+        if let Err(e) = shared.reload_certificates() {
+            tracing::error!("TLSA rollover: cannot switch the listeners: {e}");
+        } else {
+            tracing::info!("TLSA rollover: listeners switched to the renewed certificate");
+        }
+    }
+    let mut text = r.lines.join("\n");
+    text.push('\n');
+    (text, r.ok)
+}
+
+/// `tlsa status` inside the daemon.
+pub async fn tlsa_status(shared: &Arc<Shared>) -> (String, bool) {
+    let loaded = shared.config();
+    let tools = match delivery_tools(&loaded.config).await {
+        Ok(t) => t,
+        Err(e) => return (format!("{e}\n"), false),
+    };
+    if loaded.config.tlsa.rollover.mode == crate::config::RolloverMode::Off {
+        let files = crate::tlsa::gate::files_now(&loaded);
+        let cfg = crate::tlsa::gate::with_served(&loaded.config, &files);
+        let r = crate::tlsa::commands::status(&cfg, &tools.resolver).await;
+        return (r.text, r.ok);
+    }
+    let files = crate::tlsa::gate::files_now(&loaded);
+    crate::tlsa::gate::status(&loaded.config, &shared.store, &tools.resolver, &files).await
 }
 
 /// The resolver and the client TLS roots deliveries use. DNSSEC that cannot
@@ -221,7 +319,7 @@ async fn reload(shared: &Arc<Shared>, path: Option<&std::path::Path>) {
     match path {
         None => tracing::info!("reload: running on the embedded default; nothing to read"),
         Some(p) => match config::load_file(p, config::Options::default()) {
-            Ok(new) => match crate::tls::listener_configs(&new.config) {
+            Ok(new) => match served_config(&new, &shared.store).and_then(|c| crate::tls::listener_configs(&c)) {
                 Err(e) => {
                     tracing::error!("reload failed: {e}; the previous configuration stays in force")
                 }

@@ -13,6 +13,7 @@ mod validate;
 
 pub use model::*;
 
+use std::collections::BTreeMap;
 use secrets::Secrets;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -73,6 +74,10 @@ impl fmt::Display for Problem {
 pub struct Loaded {
     pub config: Config,
     pub secrets: Secrets,
+    /// `certificates.<name>.cert` / `.privateKey` as written, references
+    /// unexpanded: the TLSA rollover reads the files behind them again
+    /// (an ACME client renews them in place).
+    pub certificate_sources: BTreeMap<String, (String, String)>,
     /// Warnings found while checking; errors make [`load`] fail.
     pub warnings: Vec<Problem>,
 }
@@ -108,6 +113,7 @@ pub fn load_str(text: &str, opts: Options) -> Result<Loaded, Vec<Problem>> {
     let mut root: Value = serde_json::from_str(text)
         .map_err(|e| vec![Problem::error("", format!("not valid JSON: {e}"))])?;
     let mut problems = Vec::new();
+    let certificate_sources = certificate_sources(&root);
     let secrets = Secrets::resolve(&mut root, opts.offline, &mut problems);
     let config = typed(root, &mut problems);
     let config = config.map(|mut c| {
@@ -122,10 +128,26 @@ pub fn load_str(text: &str, opts: Options) -> Result<Loaded, Vec<Problem>> {
         Some(config) if !problems.iter().any(Problem::is_error) => Ok(Loaded {
             config,
             secrets,
+            certificate_sources,
             warnings: problems,
         }),
         _ => Err(problems),
     }
+}
+
+fn certificate_sources(root: &Value) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    if let Some(certs) = root.get("certificates").and_then(Value::as_object) {
+        for (name, c) in certs {
+            if let (Some(cert), Some(key)) = (
+                c.get("cert").and_then(Value::as_str),
+                c.get("privateKey").and_then(Value::as_str),
+            ) {
+                out.insert(name.clone(), (cert.to_string(), key.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// The embedded default (`postern serve` without `--config`).

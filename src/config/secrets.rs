@@ -126,6 +126,11 @@ fn lookup_mut<'a>(root: &'a mut Value, path: &[Segment]) -> Option<&'a mut Value
     Some(cur)
 }
 
+/// `s` with its references read now (files again from disk).
+pub fn expand_now(s: &str) -> Result<String, String> {
+    expand(s, false).map(|(text, _)| text)
+}
+
 /// Expands the references in `s`; returns the new text and the values read.
 fn expand(s: &str, offline: bool) -> Result<(String, Vec<String>), String> {
     let mut out = String::new();

@@ -20,7 +20,7 @@ pub struct Report {
     pub ok: bool,
 }
 
-fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
+pub fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
     let provider = cfg
         .tlsa
         .providers

@@ -9,6 +9,7 @@
 //!   machine.
 
 pub mod commands;
+pub mod gate;
 pub mod readback;
 pub mod rfc2136;
 pub mod rollover;

@@ -13,14 +13,16 @@
 //! listeners → remove the old records (one update). At no moment does DNS
 //! hold a set that fails to match the certificate served.
 
-/// Persisted rollover state of one TLSA record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Persisted rollover state of one certificate's TLSA records.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
 pub enum State {
     /// Serving a certificate whose records are (or should be) in DNS.
     Idle,
     /// `new` is published beside `old`; the certificate for `old` is
     /// still served. `visible_since`: when every authoritative server was
     /// first seen serving `new` (unix seconds), reset if one loses it.
+    #[serde(rename_all = "camelCase")]
     Published {
         old: Vec<String>,
         new: Vec<String>,

@@ -253,19 +253,14 @@ pub fn send(addr: &str, from: &str, to: &[&str], body: &str) -> String {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    let mut reply = || {
-        let mut last = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).expect("read reply");
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                last = line;
-                break;
-            }
+    let mut reply = || loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read reply");
+        if line.len() < 4 || line.as_bytes()[3] != b'-' {
+            break line;
         }
-        last
     };
-    let mut cmd = |w: &mut TcpStream, c: &str| w.write_all(format!("{c}\r\n").as_bytes()).unwrap();
+    let cmd = |w: &mut TcpStream, c: &str| w.write_all(format!("{c}\r\n").as_bytes()).unwrap();
     reply();
     cmd(&mut w, "EHLO client.test");
     reply();
