@@ -3,7 +3,7 @@
 # signed with TSIG; unsigned updates are refused; a new key is published
 # first, served only after holdTtls × TTL, and the old record is removed
 # last — at no moment does DNS fail to match the served certificate.
-# Hermetic twin: tests/world_tlsa.rs (see README.md).
+# Hermetic twins: tests/world_tlsa.rs, tests/world_tlsa_rollover.rs (see README.md).
 {
   pkgs,
   lib,
@@ -149,6 +149,10 @@ in
             if hash_b in records and first_both is None:
                 first_both = time.time()
                 assert now_served == hash_a, "the new key was served before its record was published"
+                # a restart in the middle of the wait must not switch early
+                postern.succeed("systemctl restart postern.service")
+                postern.wait_for_open_port(25)
+                assert served() == hash_a, "a restart during the wait switched early"
             if now_served == hash_b and switched is None:
                 switched = time.time()
             if records == [hash_b] and now_served == hash_b:
@@ -160,5 +164,20 @@ in
         # holdTtls (2) x TTL (5 s), less the polling interval
         assert switched - first_both >= 8, f"switched {switched - first_both:.1f} s after publishing"
         assert_secure(postern, f"TLSA {OWNER}")
+
+    with subtest("a renewal that keeps the key: served at once, DNS unchanged"):
+        before = postern.succeed(
+            "openssl s_client -starttls smtp -connect 127.0.0.1:25 </dev/null 2>/dev/null"
+            " | openssl x509 -noout -serial"
+        )
+        install_certificate("postern-b2")
+        postern.wait_until_succeeds(
+            "test \"$(openssl s_client -starttls smtp -connect 127.0.0.1:25 </dev/null 2>/dev/null"
+            f" | openssl x509 -noout -serial)\" != '{before.strip()}'",
+            timeout=60,
+        )
+        assert sync() == 0
+        assert published() == [hash_b], published()
+        assert served() == hash_b
   '';
 }

@@ -42,6 +42,14 @@ pkgs.runCommand "postern-test-pki" { nativeBuildInputs = [ pkgs.openssl ]; } ''
   leaf web mta-sts.sts-enforce.test mta-sts.sts-mxmismatch.test mta-sts.sts-wrongname.test
   leaf postern-a mx.postern.test
   leaf postern-b mx.postern.test
+  # a renewal of postern-b that keeps its key (same TLSA record)
+  openssl req -new -key postern-b.key -out postern-b2.csr -subj "/CN=mx.postern.test"
+  printf 'subjectAltName=DNS:mx.postern.test\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > postern-b2.ext
+  openssl x509 -req -in postern-b2.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+    -days 3650 -extfile postern-b2.ext -out postern-b2.crt
+  cat postern-b2.crt ca.pem > postern-b2.pem
+  cp postern-b.key postern-b2.key
+  rm postern-b2.csr postern-b2.ext
 
   # Not issued by the test CA: the STARTTLS fallback's "invalid-tls" case.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
