@@ -159,6 +159,16 @@ let
 
   supplementaryGroups = cfg.supplementaryGroups ++ optional acmeEnabled acmeCert.group;
 
+  # `tlsa.rollover.export` writes the switched-to certificate for another
+  # server: its directories must be writable inside ProtectSystem=strict.
+  rolloverExport = ((cfg.settings.tlsa or { }).rollover or { }).export or null;
+  exportDirectories = lib.optionals (rolloverExport != null) (
+    lib.unique [
+      (dirOf rolloverExport.cert)
+      (dirOf rolloverExport.privateKey)
+    ]
+  );
+
   # Shared by the daemon and the TLSA sync: the same (dynamic) user, state,
   # secrets and confinement.
   sandbox = {
@@ -168,7 +178,7 @@ let
     SupplementaryGroups = supplementaryGroups;
     StateDirectory = stateDirectory;
     StateDirectoryMode = "0700";
-    ReadWritePaths = optional (!storageInVarLib) storagePath;
+    ReadWritePaths = optional (!storageInVarLib) storagePath ++ exportDirectories;
     LoadCredential = loadCredential;
     UMask = "0077";
 

@@ -128,6 +128,13 @@ let
       acmeCertificate = "mx1.example.org";
     };
   };
+  withExport = evalConfig (with' {
+    services.postern.settings.tlsa.rollover.export = {
+      cert = "/var/lib/postern-export/fullchain.pem";
+      privateKey = "/var/lib/postern-export/key.pem";
+      reload = [ "true" ];
+    };
+  });
   defaults = evalConfig { services.postern.enable = true; };
   disabled = evalConfig { services.postern.enable = false; };
 
@@ -441,6 +448,16 @@ let
       Unit = "postern-tlsa-sync.service";
     })
     (eq "acme: no path unit without tlsa.autoUpdate" acmeNoTimer.systemd.paths { })
+
+    # --- tlsa.rollover.export
+    (eq "export: its directory is writable for the daemon"
+      withExport.systemd.services.postern.serviceConfig.ReadWritePaths
+      [ "/var/lib/postern-export" ]
+    )
+    (eq "export: nothing extra is writable without it"
+      full.systemd.services.postern.serviceConfig.ReadWritePaths
+      [ ]
+    )
 
     # --- enable = false
     (eq "disabled: defines no unit"
