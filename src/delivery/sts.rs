@@ -49,6 +49,18 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
             fetch_failure: None,
             expires_at: None,
         },
+        Plan::Fetch { fallback: true, .. } if recently_failed(domain, now) => {
+            // RFC 8461 §5.1 lets the cached policy stand; refetching on every
+            // delivery would add the fetch timeout to each one.
+            let policy = mta_sts::after_fetch_failure(cached.as_ref(), now);
+            Lookup {
+                source: if policy.is_some() { "cache" } else { "none" },
+                note: format!("a refetch failed less than {} s ago; the cached policy stays in force", REFETCH_BACKOFF),
+                fetch_failure: None,
+                expires_at: cached.as_ref().map(|c| c.expires_at),
+                policy,
+            }
+        }
         Plan::Fetch { id, .. } => match fetch(ctx.resolver, ctx.fetch_tls, domain, timeout).await {
             Ok(policy) => {
                 if let Some(store) = ctx.store {
@@ -62,6 +74,7 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
                     }
                 }
                 tracing::info!(domain, id = %id, mode = ?policy.mode, max_age = policy.max_age, "MTA-STS policy fetched");
+                clear_failure(domain);
                 let expires_at = Some(now + u64::from(policy.max_age));
                 Lookup {
                     policy: Some(policy),
@@ -74,6 +87,7 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
             Err(e) => {
                 let kind = e.result_type();
                 tracing::warn!(domain, error = %e, "MTA-STS policy fetch failed");
+                note_failure(domain, now);
                 match mta_sts::after_fetch_failure(cached.as_ref(), now) {
                     Some(p) => Lookup {
                         policy: Some(p),
@@ -93,6 +107,34 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
             }
         },
     }
+}
+
+/// Seconds after a failed refetch during which an unexpired cached policy
+/// is used without trying again.
+const REFETCH_BACKOFF: u64 = 300;
+
+/// Domains whose last policy fetch failed, and when (this process only).
+static FAILED_FETCHES: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
+    std::sync::Mutex::new(None);
+
+fn note_failure(domain: &str, now: u64) {
+    let mut map = FAILED_FETCHES.lock().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(Default::default);
+    map.retain(|_, t| now.saturating_sub(*t) < REFETCH_BACKOFF);
+    map.insert(mta_sts::cache_key(domain), now);
+}
+
+fn clear_failure(domain: &str) {
+    if let Some(m) = FAILED_FETCHES.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        m.remove(&mta_sts::cache_key(domain));
+    }
+}
+
+fn recently_failed(domain: &str, now: u64) -> bool {
+    let map = FAILED_FETCHES.lock().unwrap_or_else(|p| p.into_inner());
+    map.as_ref()
+        .and_then(|m| m.get(&mta_sts::cache_key(domain)))
+        .is_some_and(|t| now.saturating_sub(*t) < REFETCH_BACKOFF)
 }
 
 /// Fetches with postern's own resolver for `mta-sts.<domain>`.
@@ -156,5 +198,23 @@ pub async fn refresh_due(
                 tracing::warn!(domain = %cached.domain, error = %e, "MTA-STS refresh failed; the cached policy stays in force")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_refetch_backs_off_for_five_minutes() {
+        let d = "backoff-test.example";
+        assert!(!recently_failed(d, 1_000));
+        note_failure(d, 1_000);
+        assert!(recently_failed("Backoff-Test.Example.", 1_100), "same domain, any spelling");
+        assert!(recently_failed(d, 1_000 + REFETCH_BACKOFF - 1));
+        assert!(!recently_failed(d, 1_000 + REFETCH_BACKOFF));
+        note_failure(d, 2_000);
+        clear_failure(d);
+        assert!(!recently_failed(d, 2_001), "a successful fetch ends the backoff");
     }
 }
