@@ -141,6 +141,28 @@ fn the_seed_fallback_order_is_a_warning_not_an_error() {
     );
 }
 
+#[test]
+fn a_report_signing_domain_without_a_key_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.json");
+    std::fs::write(
+        &file,
+        r#"{"reports": {"tls": {"dkimSignDomain": "'example.org'"}},
+            "dkim": {"example.com": {"selector": "s1", "algorithm": "ed25519-sha256",
+                                     "privateKey": "%{file:/run/credentials/postern.service/dkim}%"}}}"#,
+    )
+    .unwrap();
+    let o = run(&["check-config", "--offline", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "warning: reports.tls.dkimSignDomain: no dkim.\"example.org\" key: TLS reports for it are sent unsigned"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// (name, configuration, offline?, expected path, expected words)
 const BAD: &[(&str, &str, bool, &str, &str)] = &[
     (

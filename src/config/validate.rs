@@ -414,6 +414,20 @@ fn reports(c: &Config, out: &mut Vec<Problem>) {
                 .ok_or_else(|| "a report size limit must be at least 1024 bytes".to_string())
         });
     }
+    // A report signed by nobody still goes out, but receivers may discard
+    // it; say so when DKIM keys exist but none is for this domain (a typo).
+    if let Some(e) = t.dkim_sign_domain.as_ref().filter(|_| !c.dkim.is_empty()) {
+        for (path, value) in e.results() {
+            if let Some(d) = value.and_then(|v| v.as_str()) {
+                if !d.is_empty() && !c.dkim.contains_key(d) {
+                    out.push(Problem::warning(
+                        format!("reports.tls.dkimSignDomain{path}"),
+                        format!("no dkim.\"{d}\" key: TLS reports for it are sent unsigned"),
+                    ));
+                }
+            }
+        }
+    }
     for (domain, k) in &c.dkim {
         if k.selector.is_empty() {
             out.push(Problem::error(
