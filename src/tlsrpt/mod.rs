@@ -35,16 +35,48 @@ pub async fn record(cfg: &Config, store: &Store, resolver: &Resolver, domain: &s
     if frequency == aggregate::Frequency::Never {
         return;
     }
-    match send::rua(resolver, domain).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return,
-        Err(e) => {
-            tracing::debug!(domain, error = %e, "no TLS-RPT record lookup; attempt not recorded");
-            return;
-        }
-    }
     let now = crate::queue::now_secs();
+    if !asks_for_reports(resolver, domain, now).await {
+        return;
+    }
     if let Err(e) = aggregate::record(store, domain, frequency, now, events) {
         tracing::warn!(domain, error = %e, "cannot record the attempt for TLS-RPT");
     }
+}
+
+/// How long whether a domain publishes `_smtp._tls` is remembered: one
+/// lookup per domain per 10 minutes instead of one per delivery (the rua
+/// list itself is read again when the report is sent).
+const RUA_MEMORY: u64 = 600;
+
+type RuaMemory = std::collections::HashMap<String, (bool, u64)>;
+static KNOWN: std::sync::Mutex<Option<RuaMemory>> = std::sync::Mutex::new(None);
+
+async fn asks_for_reports(resolver: &Resolver, domain: &str, now: u64) -> bool {
+    let key = domain.trim_end_matches('.').to_ascii_lowercase();
+    if let Some((yes, at)) = KNOWN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key).copied())
+    {
+        if now.saturating_sub(at) < RUA_MEMORY {
+            return yes;
+        }
+    }
+    let yes = match send::rua(resolver, domain).await {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            // not remembered: the next attempt asks again
+            tracing::debug!(domain, error = %e, "TLS-RPT record lookup failed; attempt not recorded");
+            return false;
+        }
+    };
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    let map = known.get_or_insert_with(Default::default);
+    if map.len() >= 10_000 {
+        map.retain(|_, (_, at)| now.saturating_sub(*at) < RUA_MEMORY);
+    }
+    map.insert(key, (yes, now));
+    yes
 }
