@@ -780,6 +780,14 @@ pub enum TsigAlgorithm {
 pub struct Cloudflare {
     pub zone: String,
     pub api_token: String,
+    /// postern extension (not in SPEC §2.7): the API base URL, for a test
+    /// double or a proxy; `https://api.cloudflare.com/client/v4` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// postern extension: extra trust roots (PEM) for the API's
+    /// certificate, beside the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

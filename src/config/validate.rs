@@ -18,7 +18,7 @@ pub fn check(c: &Config, opts: Options, out: &mut Vec<Problem>) {
         ca_file("mtaSts.caFile", ca, opts, out);
     }
     reports(c, out);
-    tlsa(c, out);
+    tlsa(c, opts, out);
     if c.storage.path.as_os_str().is_empty() {
         out.push(Problem::error("storage.path", "must not be empty"));
     }
@@ -440,7 +440,7 @@ fn reports(c: &Config, out: &mut Vec<Problem>) {
 
 // ------------------------------------------------------------------ tlsa
 
-fn tlsa(c: &Config, out: &mut Vec<Problem>) {
+fn tlsa(c: &Config, opts: Options, out: &mut Vec<Problem>) {
     let t = &c.tlsa;
     for (name, r) in &t.records {
         let path = format!("tlsa.records.{name}");
@@ -504,6 +504,14 @@ fn tlsa(c: &Config, out: &mut Vec<Problem>) {
                         "must not be empty",
                     ));
                 }
+                if let Some(url) = &p.api_url {
+                    if let Err(e) = check_api_url(url) {
+                        out.push(Problem::error(format!("{path}.apiUrl"), e));
+                    }
+                }
+                if let Some(ca) = &p.ca_file {
+                    ca_file(&format!("{path}.caFile"), ca, opts, out);
+                }
                 &p.zone
             }
         };
@@ -517,6 +525,19 @@ fn tlsa(c: &Config, out: &mut Vec<Problem>) {
             "0 switches certificates as soon as the new record is published; caches may still hold the old set",
         ));
     }
+}
+
+/// The token travels in a header to this URL, so only HTTPS, and nothing
+/// that would be dropped or misread when paths are appended to it.
+fn check_api_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if parsed.scheme() != "https" {
+        return Err("must be an https:// URL (the API token is sent to it)".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err("must be a base URL without query, fragment or user name, e.g. https://api.cloudflare.com/client/v4".into());
+    }
+    Ok(())
 }
 
 fn in_zone(host: &str, zone: &str) -> bool {

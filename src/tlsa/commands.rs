@@ -8,6 +8,8 @@
 //! key. `mode: "off"` makes DNS exactly match the certificate (add and remove
 //! in one UPDATE).
 
+use super::cloudflare;
+use super::provider::Provider as Backend;
 use super::readback;
 use super::rfc2136::TsigKeyMaterial;
 use super::sync::{self, Outcome, Target};
@@ -26,7 +28,7 @@ pub fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
         .providers
         .get(&r.provider)
         .ok_or_else(|| format!("no provider named '{}'", r.provider))?;
-    match provider {
+    let backend = match provider {
         Provider::Rfc2136(p) => {
             let alg = match p.key.algorithm {
                 TsigAlgorithm::HmacSha256 => "hmac-sha256",
@@ -35,18 +37,21 @@ pub fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
             };
             let key =
                 TsigKeyMaterial::new(&p.key.name, alg, &p.key.secret).map_err(|e| e.to_string())?;
-            Ok(Target {
+            Backend::Rfc2136 {
                 server: p.server.0,
                 zone: p.zone.clone(),
                 key,
-                owner: readback::owner_name(&r.host, r.port),
-                ttl: r.ttl,
-            })
+            }
         }
-        Provider::Cloudflare(_) => {
-            Err("the Cloudflare provider is not available in this build yet".into())
+        Provider::Cloudflare(p) => {
+            Backend::Cloudflare(cloudflare::Api::new(&r.provider, p).map_err(|e| e.to_string())?)
         }
-    }
+    };
+    Ok(Target {
+        provider: backend,
+        owner: readback::owner_name(&r.host, r.port),
+        ttl: r.ttl,
+    })
 }
 
 fn desired(cfg: &Config, r: &TlsaRecord) -> Result<Vec<String>, String> {
@@ -68,9 +73,9 @@ pub async fn status(cfg: &Config, resolver: &Resolver) -> Report {
     for (name, r) in &cfg.tlsa.records {
         match (target(cfg, r), desired(cfg, r)) {
             (Ok(t), Ok(want)) => {
-                let served = readback::read(resolver, t.server, &t.zone, &t.owner).await;
-                ok &= matches!(sync::status(&want, &served), sync::Status::InSync);
-                text.push_str(&sync::status_text(name, &t.owner, &want, &served));
+                let view = t.provider.view(resolver, &t.owner).await;
+                ok &= matches!(view.status(&want), sync::Status::InSync);
+                text.push_str(&view.text(name, &t.owner, &want));
             }
             (Err(e), _) | (_, Err(e)) => {
                 ok = false;
@@ -107,11 +112,13 @@ async fn step(cfg: &Config, r: &TlsaRecord, dry_run: bool) -> Result<String, Str
     let t = target(cfg, r)?;
     let mut want = desired(cfg, r)?;
     if cfg.tlsa.rollover.mode == RolloverMode::Gate {
-        // Keep whatever the primary serves now; only add.
-        let current = readback::query_tlsa(t.server, &t.owner)
+        // Keep whatever the provider holds now; only add.
+        let current = t
+            .provider
+            .current(&t.owner)
             .await
             .map_err(|e| format!("reading {}: {e}", t.owner))?;
-        for c in current {
+        for c in current.records() {
             if !want.contains(&c) {
                 want.push(c);
             }
@@ -124,7 +131,7 @@ async fn step(cfg: &Config, r: &TlsaRecord, dry_run: bool) -> Result<String, Str
         {
             Outcome::NoChange => format!("{} in sync, nothing to do", t.owner),
             Outcome::Applied(c) => format!("updated {}: {}", t.owner, summary(&c)),
-            Outcome::DryRun(c) => format!("would send:\n{}", sync::describe_change(&t, &c)),
+            Outcome::DryRun { step, .. } => format!("would send:\n{step}"),
         },
     )
 }

@@ -228,8 +228,8 @@ async fn everywhere(cfg: &Config, resolver: &Resolver, name: &str, set: &[String
     for (_, r) in records_of(cfg, name) {
         let t = commands::target(cfg, r)?;
         let wanted = at_owner(set, &t.owner);
-        let served = readback::read(resolver, t.server, &t.zone, &t.owner).await;
-        if !served.all_servers_have(&wanted) {
+        let view = t.provider.view(resolver, &t.owner).await;
+        if !view.all_have(&wanted) {
             return Ok(false);
         }
     }
@@ -428,9 +428,9 @@ pub async fn status(cfg: &Config, store: &Store, resolver: &Resolver, files: &BT
             match commands::target(cfg, r) {
                 Ok(t) => {
                     let want = at_owner(&target, &t.owner);
-                    let served = readback::read(resolver, t.server, &t.zone, &t.owner).await;
-                    ok &= matches!(sync::status(&want, &served), sync::Status::InSync);
-                    text.push_str(&sync::status_text(id, &t.owner, &want, &served));
+                    let view = t.provider.view(resolver, &t.owner).await;
+                    ok &= matches!(view.status(&want), sync::Status::InSync);
+                    text.push_str(&view.text(id, &t.owner, &want));
                     if !text.ends_with('\n') {
                         text.push('\n');
                     }

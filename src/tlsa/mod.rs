@@ -1,6 +1,9 @@
 //! SPEC §2.7: keeping the operator's own TLSA records right.
 //!
-//! * [`rfc2136`]: one atomic, TSIG-signed UPDATE per change.
+//! * [`provider`]: read, change atomically, describe, show — for
+//!   either provider:
+//! * [`rfc2136`]: one atomic, TSIG-signed UPDATE per change;
+//! * [`cloudflare`]: one atomic batch call per change (API v4).
 //! * [`readback`]: what DNS serves — every authoritative server of the
 //!   zone, and the validating resolver.
 //! * [`sync`]: the records a certificate chain needs, the plan that gets
@@ -8,8 +11,10 @@
 //! * [`rollover`]: the gated rollover (RFC 7671 §8.1) as a pure state
 //!   machine.
 
+pub mod cloudflare;
 pub mod commands;
 pub mod gate;
+pub mod provider;
 pub mod readback;
 pub mod rfc2136;
 pub mod rollover;

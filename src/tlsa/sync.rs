@@ -2,10 +2,11 @@
 //! certificate chain needs, the one change that gets DNS there, and the
 //! explanation of where things stand.
 //!
-//! The plan is computed against the provider's primary server (the source
-//! of truth for the update) and applied with a compare-and-swap on that
-//! set, so two hosts syncing at once cannot interleave; the status also
-//! shows every authoritative server and the validating resolver.
+//! The plan is computed against the provider's own view (the RFC 2136
+//! primary, or the Cloudflare API's record list) and applied with a
+//! compare-and-swap on that set, so two hosts syncing at once cannot
+//! interleave; for RFC 2136 the status also shows every authoritative
+//! server and the validating resolver (see [`super::provider`]).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,10 +15,11 @@ use std::str::FromStr;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::readback::{self, Served};
-use super::rfc2136::{self, TsigKeyMaterial, UpdateError};
+use super::cloudflare;
+use super::provider::Provider;
+use super::readback::Served;
+use super::rfc2136::UpdateError;
 use crate::dane::{record_for, Tlsa};
-use crate::dns::Resolver;
 
 /// The TLSA records `chain_pem` (leaf first) needs, one per `(usage,
 /// selector, matching)` of `usages`: usages 3 and 1 from the leaf, 2 and 0
@@ -91,10 +93,7 @@ pub fn plan(desired: &[String], served: &[String]) -> Change {
 /// One record's target: where it lives and how to change it.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// The provider's primary server, for updates and as the reference set.
-    pub server: SocketAddr,
-    pub zone: String,
-    pub key: TsigKeyMaterial,
+    pub provider: Provider,
     /// `_25._tcp.mx.example.org`
     pub owner: String,
     pub ttl: u32,
@@ -103,18 +102,20 @@ pub struct Target {
 /// What one `sync` step did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The primary already holds exactly the desired set.
+    /// The provider already holds exactly the desired set.
     NoChange,
-    /// This change was sent and accepted (or, with `dry_run`, would be).
+    /// This change was sent and accepted.
     Applied(Change),
-    DryRun(Change),
+    /// With `dry_run`: this change, and the step that would send it.
+    DryRun { change: Change, step: String },
 }
 
 #[derive(Debug)]
 pub enum SyncError {
-    /// The primary's current set could not be read; nothing was sent.
+    /// The current set could not be read; nothing was sent.
     Read(String),
     Update(UpdateError),
+    Cloudflare(cloudflare::Error),
 }
 
 impl std::fmt::Display for SyncError {
@@ -122,53 +123,55 @@ impl std::fmt::Display for SyncError {
         match self {
             SyncError::Read(why) => write!(f, "cannot read the current TLSA set: {why}"),
             SyncError::Update(e) => write!(f, "update failed, nothing changed: {e}"),
+            // already says that nothing changed and what to do
+            SyncError::Cloudflare(e @ cloudflare::Error::Changed { .. }) => write!(f, "{e}"),
+            SyncError::Cloudflare(e) => write!(f, "nothing changed: {e}"),
         }
     }
 }
 
 impl std::error::Error for SyncError {}
 
-/// One `sync` step for `mode: off`: read the primary's set, and if it is
-/// not `desired`, apply the difference in one update that only succeeds
-/// if the set is still what was read. Running it again is a no-op.
+/// One `sync` step for `mode: off`: read the provider's set, and if it
+/// is not `desired`, apply the difference in one update that only
+/// succeeds if the set is still what was read. Running it again is a no-op.
 pub async fn sync_once(
     target: &Target,
     desired: &[String],
     dry_run: bool,
 ) -> Result<Outcome, SyncError> {
-    let current = readback::query_tlsa(target.server, &target.owner)
-        .await
-        .map_err(SyncError::Read)?;
-    let change = plan(desired, &current);
+    let current = target.provider.current(&target.owner).await?;
+    let change = plan(desired, &current.records());
     if change.is_empty() {
         return Ok(Outcome::NoChange);
     }
     if dry_run {
-        return Ok(Outcome::DryRun(change));
+        let step = target
+            .provider
+            .describe(&target.owner, target.ttl, &current, &change);
+        return Ok(Outcome::DryRun { change, step });
     }
-    rfc2136::apply_checked(
-        target.server,
-        &target.zone,
-        &target.key,
-        &target.owner,
-        target.ttl,
-        &current,
-        &change.add,
-        &change.remove,
-    )
-    .await
-    .map_err(SyncError::Update)?;
+    target
+        .provider
+        .apply(&target.owner, target.ttl, &current, &change)
+        .await?;
     Ok(Outcome::Applied(change))
 }
 
-/// The planned update in nsupdate form, for `--dry-run` and logs.
-pub fn describe_change(target: &Target, change: &Change) -> String {
-    let mut s = format!("server {}\nzone {}\n", target.server, target.zone);
+/// An RFC 2136 update in nsupdate form, for `--dry-run` and logs.
+pub fn describe_update(
+    server: SocketAddr,
+    zone: &str,
+    owner: &str,
+    ttl: u32,
+    change: &Change,
+) -> String {
+    let mut s = format!("server {server}\nzone {zone}\n");
     for r in &change.remove {
-        let _ = writeln!(s, "update delete {}. TLSA {r}", target.owner);
+        let _ = writeln!(s, "update delete {owner}. TLSA {r}");
     }
     for r in &change.add {
-        let _ = writeln!(s, "update add {}. {} TLSA {r}", target.owner, target.ttl);
+        let _ = writeln!(s, "update add {owner}. {ttl} TLSA {r}");
     }
     s.push_str("send\n");
     s
@@ -220,6 +223,19 @@ pub fn status(desired: &[String], served: &Served) -> Status {
     }
 }
 
+/// Compares `desired` with the one set a provider's API shows.
+pub fn single_status(label: &str, desired: &[String], set: &Result<Vec<String>, String>) -> Status {
+    let problems = match set {
+        Ok(set) => differences(label, desired, set),
+        Err(why) => vec![format!("{label}: cannot read: {why}")],
+    };
+    if problems.is_empty() {
+        Status::InSync
+    } else {
+        Status::Drift(problems)
+    }
+}
+
 fn differences(label: &str, desired: &[String], set: &[String]) -> Vec<String> {
     let change = plan(desired, set);
     let mut out = Vec::new();
@@ -253,18 +269,26 @@ pub fn status_text(name: &str, owner: &str, desired: &[String], served: &Served)
     }
 }
 
+/// The `tlsa status` text for a record whose only view is `label`.
+pub fn text_for(name: &str, owner: &str, desired: &[String], status: Status, label: &str) -> String {
+    match status {
+        Status::InSync => format!("{name}: in sync: {owner} TLSA {} in {label}", desired.join(", ")),
+        Status::Drift(problems) => {
+            let mut s = format!("{name}: drift at {owner} (want {}):\n", list_or_none(desired));
+            for p in problems {
+                let _ = writeln!(s, "  - {p}");
+            }
+            s
+        }
+    }
+}
+
 fn list_or_none(v: &[String]) -> String {
     if v.is_empty() {
         "no records".into()
     } else {
         v.join(", ")
     }
-}
-
-/// Reads what DNS serves and explains it (the `status` command's work).
-pub async fn check(resolver: &Resolver, target: &Target, name: &str, desired: &[String]) -> String {
-    let served = readback::read(resolver, target.server, &target.zone, &target.owner).await;
-    status_text(name, &target.owner, desired, &served)
 }
 
 #[cfg(test)]
