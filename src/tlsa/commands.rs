@@ -100,7 +100,7 @@ pub async fn sync(cfg: &Config, dry_run: bool) -> Report {
             Ok(line) => line,
             Err(e) => {
                 ok = false;
-                format!("{name}: cannot make progress: {e}")
+                format!("cannot make progress: {e}")
             }
         };
         text.push_str(&format!("{name}: {line}\n"));
