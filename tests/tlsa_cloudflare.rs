@@ -3,8 +3,8 @@
 //! one batch call, a second sync that calls nothing, drift repaired in one
 //! batch (record gone, record changed), a concurrent change refused as a
 //! whole, a wrong token refused with a clear message and no change, and
-//! `--dry-run` printing the batch without sending it. The token never
-//! appears in any output.
+//! `--dry-run` printing the batch without sending it; and a gated key
+//! rollover through the API. The token never appears in any output.
 
 mod cloudflare_mock;
 mod support;
@@ -34,6 +34,17 @@ fn out(o: &Output) -> String {
 }
 
 fn config(dir: &Path, mock: &Mock, token_file: &Path, name: &str) -> String {
+    config_with(dir, mock, token_file, name, json!({ "mode": "off" }), 3600)
+}
+
+fn config_with(
+    dir: &Path,
+    mock: &Mock,
+    token_file: &Path,
+    name: &str,
+    rollover: serde_json::Value,
+    ttl: u32,
+) -> String {
     let (cert, key) = (dir.join("mx.crt"), dir.join("mx.key"));
     let ca = dir.join("mock-ca.pem");
     std::fs::write(&ca, &mock.ca_pem).unwrap();
@@ -44,11 +55,11 @@ fn config(dir: &Path, mock: &Mock, token_file: &Path, name: &str) -> String {
         "control": { "socket": dir.join("control.sock") },
         "tlsa": {
             "records": { "mx1": { "host": "mx1.example.org", "port": 25, "certificate": "default",
-                                  "usages": ["3 1 1"], "ttl": 3600, "provider": "cf" } },
+                                  "usages": ["3 1 1"], "ttl": ttl, "provider": "cf" } },
             "providers": { "cf": { "type": "cloudflare", "zone": "example.org",
                                    "apiToken": file(token_file),
                                    "apiUrl": mock.url, "caFile": ca } },
-            "rollover": { "mode": "off" }
+            "rollover": rollover
         }
     });
     let path = dir.join(name);
@@ -218,4 +229,56 @@ fn tlsa_sync_against_a_cloudflare_mock() {
 
     let problems = mock.state().problems.clone();
     assert!(problems.is_empty(), "requests unlike the API: {problems:?}");
+}
+
+/// `rollover.mode: "gate"` (no daemon: `tlsa sync` steps itself): a new
+/// key is published beside the old one, the listeners switch, and only
+/// then is the old record removed — one batch per step, and at every
+/// moment the API holds the record of the certificate being served.
+#[test]
+fn gated_rollover_through_cloudflare() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start(TOKEN);
+    let token_file = dir.path().join("cf-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    support::write_cert(dir.path(), "mx", &["mx1.example.org"]);
+    let gate = json!({ "mode": "gate", "holdTtls": 0 });
+    let cfg = config_with(dir.path(), &mock, &token_file, "gate.json", gate, 60);
+    let c = cfg.as_str();
+    let served = dir.path().join("data/tlsa-served/default/chain.pem");
+    let old = expected_record(&dir.path().join("mx.crt"));
+
+    let o = run(&["tlsa", "sync", "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(texts(&mock), vec![old.clone()]);
+    assert_eq!(mock.state().batch_calls(), 1);
+
+    // Renewal with a new key.
+    support::write_cert(dir.path(), "mx", &["mx1.example.org"]);
+    let new = expected_record(&dir.path().join("mx.crt"));
+    assert_ne!(old, new);
+    let mut steps = Vec::new();
+    for _ in 0..8 {
+        let batches = mock.state().batch_calls();
+        let o = run(&["tlsa", "sync", "--config", c]);
+        assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+        steps.push(out(&o));
+        assert!(mock.state().batch_calls() <= batches + 1, "one batch per step");
+        let serving = expected_record(&served);
+        assert!(
+            texts(&mock).contains(&serving),
+            "the served certificate's record is always in the zone: {steps:?}"
+        );
+        if texts(&mock) == vec![new.clone()] && serving == new {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(texts(&mock), vec![new.clone()], "{steps:?}");
+    assert_eq!(expected_record(&served), new, "{steps:?}");
+    let all = steps.join("");
+    assert!(all.contains("publish") && all.contains("switch") && all.contains("remove"), "{all}");
+    let o = run(&["tlsa", "status", "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(mock.state().problems.is_empty(), "{:?}", mock.state().problems);
 }
