@@ -116,20 +116,32 @@ fn tlsa_sync_against_a_cloudflare_mock() {
     let c = cfg.as_str();
     let want = expected_record(&dir.path().join("mx.crt"));
     let o = run(&["check-config", c]);
-    assert_eq!(o.status.code(), Some(0), "apiUrl and caFile are accepted: {}", out(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "apiUrl and caFile are accepted: {}",
+        out(&o)
+    );
 
     // Nothing published: status reads the API and says what is missing.
     let o = run(&["tlsa", "status", "--config", c]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains(&format!("missing {want}")), "{}", out(&o));
-    assert!(out(&o).contains("Cloudflare API (zone example.org)"), "{}", out(&o));
+    assert!(
+        out(&o).contains("Cloudflare API (zone example.org)"),
+        "{}",
+        out(&o)
+    );
 
     // --dry-run prints the batch call and sends none.
     let o = run(&["tlsa", "sync", "--dry-run", "--config", c]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     let text = out(&o);
     assert!(
-        text.contains(&format!("POST {}/zones/{ZONE_ID}/dns_records/batch", mock.url)),
+        text.contains(&format!(
+            "POST {}/zones/{ZONE_ID}/dns_records/batch",
+            mock.url
+        )),
         "{text}"
     );
     assert!(text.contains(want.split(' ').nth(3).unwrap()), "{text}");
@@ -202,7 +214,11 @@ fn tlsa_sync_against_a_cloudflare_mock() {
         "{}",
         out(&o)
     );
-    assert_eq!(mock.state().records, vec![theirs], "the refused batch changed nothing");
+    assert_eq!(
+        mock.state().records,
+        vec![theirs],
+        "the refused batch changed nothing"
+    );
     let o = run(&["tlsa", "sync", "--config", c]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(texts(&mock), vec![want.clone()]);
@@ -263,7 +279,10 @@ fn gated_rollover_through_cloudflare() {
         let o = run(&["tlsa", "sync", "--config", c]);
         assert_eq!(o.status.code(), Some(0), "{}", out(&o));
         steps.push(out(&o));
-        assert!(mock.state().batch_calls() <= batches + 1, "one batch per step");
+        assert!(
+            mock.state().batch_calls() <= batches + 1,
+            "one batch per step"
+        );
         let serving = expected_record(&served);
         assert!(
             texts(&mock).contains(&serving),
@@ -277,8 +296,15 @@ fn gated_rollover_through_cloudflare() {
     assert_eq!(texts(&mock), vec![new.clone()], "{steps:?}");
     assert_eq!(expected_record(&served), new, "{steps:?}");
     let all = steps.join("");
-    assert!(all.contains("publish") && all.contains("switch") && all.contains("remove"), "{all}");
+    assert!(
+        all.contains("publish") && all.contains("switch") && all.contains("remove"),
+        "{all}"
+    );
     let o = run(&["tlsa", "status", "--config", c]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert!(mock.state().problems.is_empty(), "{:?}", mock.state().problems);
+    assert!(
+        mock.state().problems.is_empty(),
+        "{:?}",
+        mock.state().problems
+    );
 }

@@ -55,7 +55,11 @@ pub struct Api {
 impl fmt::Debug for Api {
     // never print the token
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Cloudflare({} zone {} at {})", self.provider, self.zone, self.base)
+        write!(
+            f,
+            "Cloudflare({} zone {} at {})",
+            self.provider, self.zone, self.base
+        )
     }
 }
 
@@ -257,7 +261,9 @@ pub fn tlsa_data(record: &str) -> Result<TlsaData, String> {
     let canonical = canonical(record)?;
     let parts: Vec<&str> = canonical.split(' ').collect();
     let [u, s, m, hex] = parts[..] else {
-        return Err(format!("TLSA {record:?}: not \"usage selector matching hex\""));
+        return Err(format!(
+            "TLSA {record:?}: not \"usage selector matching hex\""
+        ));
     };
     let num = |x: &str| {
         x.parse::<u8>()
@@ -274,7 +280,12 @@ pub fn tlsa_data(record: &str) -> Result<TlsaData, String> {
 /// The batch that turns the listed set into `listed + add − remove`:
 /// every listed record equal to one of `remove` deleted by id, each of
 /// `add` posted with `ttl`.
-pub fn batch_body(listing: &Listing, owner: &str, ttl: u32, change: &Change) -> Result<BatchBody, String> {
+pub fn batch_body(
+    listing: &Listing,
+    owner: &str,
+    ttl: u32,
+    change: &Change,
+) -> Result<BatchBody, String> {
     let deletes = listing
         .records
         .iter()
@@ -383,7 +394,11 @@ fn result_of<T: DeserializeOwned>(provider: &str, call: &str, env: Envelope) -> 
 
 /// Ids go into URL paths: accept only what Cloudflare's ids look like.
 fn plain_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The zone id of `zone` among the zones listed.
@@ -409,7 +424,12 @@ fn pick_zone(provider: &str, call: &str, zone: &str, zones: Vec<Zone>) -> Result
 /// The TLSA records at `owner` among the records listed, canonical.
 /// Records of another type or name are ignored (the filter is the API's;
 /// a record postern did not ask for must never be deleted by it).
-fn pick_records(provider: &str, call: &str, owner: &str, records: Vec<Record>) -> Result<Vec<Listed>, Error> {
+fn pick_records(
+    provider: &str,
+    call: &str,
+    owner: &str,
+    records: Vec<Record>,
+) -> Result<Vec<Listed>, Error> {
     let bad = |detail: String| Error::BadResponse {
         provider: provider.to_string(),
         call: call.to_string(),
@@ -425,9 +445,17 @@ fn pick_records(provider: &str, call: &str, owner: &str, records: Vec<Record>) -
             return Err(bad(format!("record id {:?} is not an identifier", r.id)));
         }
         let text = match (&r.data, &r.content) {
-            (Some(d), _) => format!("{} {} {} {}", d.usage, d.selector, d.matching_type, d.certificate),
+            (Some(d), _) => format!(
+                "{} {} {} {}",
+                d.usage, d.selector, d.matching_type, d.certificate
+            ),
             (None, Some(c)) => c.clone(),
-            (None, None) => return Err(bad(format!("record {} has neither \"data\" nor \"content\"", r.id))),
+            (None, None) => {
+                return Err(bad(format!(
+                    "record {} has neither \"data\" nor \"content\"",
+                    r.id
+                )))
+            }
         };
         let record = canonical(&text).map_err(|e| bad(format!("record {}: {e}", r.id)))?;
         out.push(Listed { id: r.id, record });
@@ -444,7 +472,11 @@ impl Api {
             provider: provider.to_string(),
             detail,
         };
-        let base = cfg.api_url.as_deref().unwrap_or(DEFAULT_API_URL).trim_end_matches('/');
+        let base = cfg
+            .api_url
+            .as_deref()
+            .unwrap_or(DEFAULT_API_URL)
+            .trim_end_matches('/');
         let parsed = Url::parse(base).map_err(|e| setup(format!("apiUrl: {e}")))?;
         if parsed.scheme() != "https" {
             return Err(setup("apiUrl must be https://".into()));
@@ -454,8 +486,9 @@ impl Api {
             return Err(setup("apiToken is empty".into()));
         }
         // The message must not quote the token, only say what is wrong.
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| setup("apiToken holds characters that cannot go into an HTTP header".into()))?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            setup("apiToken holds characters that cannot go into an HTTP header".into())
+        })?;
         auth.set_sensitive(true);
         let client = client(cfg.ca_file.as_deref()).map_err(setup)?;
         Ok(Api {
@@ -472,7 +505,13 @@ impl Api {
     }
 
     /// One call; the envelope of a successful answer.
-    async fn call(&self, method: Method, url: Url, call: &str, body: Option<Vec<u8>>) -> Result<Envelope, Error> {
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        call: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Envelope, Error> {
         let mut request = self
             .client
             .request(method, url)
@@ -492,10 +531,12 @@ impl Api {
             .await
             .map_err(|e| transport(crate::mta_sts::fetch::error_chain(&e)))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(format!("reading the answer: {}", crate::mta_sts::fetch::error_chain(&e))))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            transport(format!(
+                "reading the answer: {}",
+                crate::mta_sts::fetch::error_chain(&e)
+            ))
+        })?;
         judge(&self.provider, call, status.as_u16(), &bytes)
     }
 
@@ -530,10 +571,19 @@ impl Api {
             let per_page = PER_PAGE.to_string();
             let url = self.url(
                 &path,
-                &[("type", "TLSA"), ("name", owner), ("per_page", &per_page), ("page", &page_text)],
+                &[
+                    ("type", "TLSA"),
+                    ("name", owner),
+                    ("per_page", &per_page),
+                    ("page", &page_text),
+                ],
             )?;
             let env = self.call(Method::GET, url, &call, None).await?;
-            let pages = env.result_info.as_ref().and_then(|i| i.total_pages).unwrap_or(1);
+            let pages = env
+                .result_info
+                .as_ref()
+                .and_then(|i| i.total_pages)
+                .unwrap_or(1);
             let found: Vec<Record> = result_of(&self.provider, &call, env)?;
             records.extend(pick_records(&self.provider, &call, owner, found)?);
             if page >= pages {
@@ -563,7 +613,13 @@ impl Api {
 
     /// Applies `change` to the set `listing` holds, in one batch call that
     /// fails as a whole if a listed record to delete is gone.
-    pub async fn apply(&self, listing: &Listing, owner: &str, ttl: u32, change: &Change) -> Result<(), Error> {
+    pub async fn apply(
+        &self,
+        listing: &Listing,
+        owner: &str,
+        ttl: u32,
+        change: &Change,
+    ) -> Result<(), Error> {
         let body = batch_body(listing, owner, ttl, change).map_err(|detail| Error::Setup {
             provider: self.provider.clone(),
             detail,
@@ -604,7 +660,12 @@ fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
         .user_agent(concat!("postern/", env!("CARGO_PKG_VERSION"), " (TLSA)"))
         .pool_max_idle_per_host(0)
         .build()
-        .map_err(|e| format!("cannot set up the HTTPS client: {}", crate::mta_sts::fetch::error_chain(&e)))
+        .map_err(|e| {
+            format!(
+                "cannot set up the HTTPS client: {}",
+                crate::mta_sts::fetch::error_chain(&e)
+            )
+        })
 }
 
 #[cfg(test)]
@@ -665,7 +726,12 @@ mod tests {
         let e = judge("cf", "GET /zones", 403, denied).unwrap_err();
         assert!(matches!(e, Error::Auth { status: 403, .. }), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("'cf'") && text.contains("Authentication error [10000]") && text.contains("apiToken"), "{text}");
+        assert!(
+            text.contains("'cf'")
+                && text.contains("Authentication error [10000]")
+                && text.contains("apiToken"),
+            "{text}"
+        );
 
         let refused = br#"{"success":false,"errors":[{"code":81044,"message":"Record does not exist.","error_chain":[{"code":1,"message":"inner"}]}]}"#;
         let e = judge("cf", "POST /b", 404, refused).unwrap_err();
@@ -684,7 +750,10 @@ mod tests {
         assert!(matches!(e, Error::BadResponse { .. }), "{e:?}");
         assert!(e.to_string().contains("<html>hello</html>"), "{e}");
         let e = judge("cf", "GET /zones", 502, b"Bad Gateway").unwrap_err();
-        assert!(e.to_string().contains("HTTP 502") && e.to_string().contains("not JSON"), "{e}");
+        assert!(
+            e.to_string().contains("HTTP 502") && e.to_string().contains("not JSON"),
+            "{e}"
+        );
         let e = judge("cf", "GET /zones", 200, b"").unwrap_err();
         assert!(e.to_string().contains("empty body"), "{e}");
         // no "success" field
@@ -695,9 +764,21 @@ mod tests {
         let e = result_of::<Vec<Zone>>("cf", "GET /zones", env).unwrap_err();
         assert!(e.to_string().contains("no \"result\""), "{e}");
         // a result of the wrong shape
-        let env = judge("cf", "GET /zones", 200, br#"{"success":true,"result":{"id":1}}"#).unwrap();
+        let env = judge(
+            "cf",
+            "GET /zones",
+            200,
+            br#"{"success":true,"result":{"id":1}}"#,
+        )
+        .unwrap();
         assert!(result_of::<Vec<Zone>>("cf", "GET /zones", env).is_err());
-        let env = judge("cf", "GET /zones", 200, br#"{"success":true,"result":[{"name":"example.org"}]}"#).unwrap();
+        let env = judge(
+            "cf",
+            "GET /zones",
+            200,
+            br#"{"success":true,"result":[{"name":"example.org"}]}"#,
+        )
+        .unwrap();
         let e = result_of::<Vec<Zone>>("cf", "GET /zones", env).unwrap_err();
         assert!(e.to_string().contains("id"), "{e}");
     }
@@ -716,7 +797,10 @@ mod tests {
             id: "../x".into(),
             name: "example.org".into(),
         }];
-        assert!(matches!(pick_zone("cf", "c", "example.org", weird), Err(Error::BadResponse { .. })));
+        assert!(matches!(
+            pick_zone("cf", "c", "example.org", weird),
+            Err(Error::BadResponse { .. })
+        ));
 
         let records: Vec<Record> = serde_json::from_value(serde_json::json!([
             {"id": "r1", "type": "TLSA", "name": "_25._tcp.mx1.example.org", "content": "3 1 1 AA",
@@ -741,11 +825,16 @@ mod tests {
             ]
         );
         let no_data: Vec<Record> =
-            serde_json::from_value(serde_json::json!([{"id": "r1", "type": "TLSA", "name": "o"}])).unwrap();
-        assert!(pick_records("cf", "c", "o", no_data).unwrap_err().to_string().contains("neither"));
-        let bad_hex: Vec<Record> =
-            serde_json::from_value(serde_json::json!([{"id": "r1", "type": "TLSA", "name": "o", "content": "3 1 1 xyz"}]))
+            serde_json::from_value(serde_json::json!([{"id": "r1", "type": "TLSA", "name": "o"}]))
                 .unwrap();
+        assert!(pick_records("cf", "c", "o", no_data)
+            .unwrap_err()
+            .to_string()
+            .contains("neither"));
+        let bad_hex: Vec<Record> = serde_json::from_value(
+            serde_json::json!([{"id": "r1", "type": "TLSA", "name": "o", "content": "3 1 1 xyz"}]),
+        )
+        .unwrap();
         assert!(pick_records("cf", "c", "o", bad_hex).is_err());
     }
 
@@ -763,7 +852,10 @@ mod tests {
             Ok(api) => {
                 let shown = format!("{api:?}");
                 assert!(!shown.contains("s3cr3t"), "{shown}");
-                assert!(shown.ends_with("at https://127.0.0.1:1/client/v4)"), "{shown}");
+                assert!(
+                    shown.ends_with("at https://127.0.0.1:1/client/v4)"),
+                    "{shown}"
+                );
             }
             Err(e) => assert!(!e.to_string().contains("s3cr3t"), "{e}"),
         }
@@ -772,6 +864,9 @@ mod tests {
             ..cfg
         };
         let e = Api::new("cf", &bad).unwrap_err();
-        assert!(!e.to_string().contains("s3cr3t") && e.to_string().contains("'cf'"), "{e}");
+        assert!(
+            !e.to_string().contains("s3cr3t") && e.to_string().contains("'cf'"),
+            "{e}"
+        );
     }
 }

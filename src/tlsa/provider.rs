@@ -73,7 +73,9 @@ impl View {
     pub fn all_have(&self, wanted: &[String]) -> bool {
         match self {
             View::Dns(served) => served.all_servers_have(wanted),
-            View::Api { set, .. } => set.as_ref().is_ok_and(|s| wanted.iter().all(|w| s.contains(w))),
+            View::Api { set, .. } => set
+                .as_ref()
+                .is_ok_and(|s| wanted.iter().all(|w| s.contains(w))),
         }
     }
 
@@ -81,7 +83,9 @@ impl View {
     pub fn text(&self, name: &str, owner: &str, desired: &[String]) -> String {
         match self {
             View::Dns(served) => super::sync::status_text(name, owner, desired, served),
-            View::Api { label, .. } => super::sync::text_for(name, owner, desired, self.status(desired), label),
+            View::Api { label, .. } => {
+                super::sync::text_for(name, owner, desired, self.status(desired), label)
+            }
         }
     }
 }
@@ -104,18 +108,33 @@ impl Provider {
 
     /// Applies `change` in one atomic step that only succeeds if the set
     /// is still `current`.
-    pub async fn apply(&self, owner: &str, ttl: u32, current: &Current, change: &Change) -> Result<(), SyncError> {
+    pub async fn apply(
+        &self,
+        owner: &str,
+        ttl: u32,
+        current: &Current,
+        change: &Change,
+    ) -> Result<(), SyncError> {
         match (self, current) {
-            (Provider::Rfc2136 { server, zone, key }, Current::Dns(set)) => {
-                rfc2136::apply_checked(*server, zone, key, owner, ttl, set, &change.add, &change.remove)
-                    .await
-                    .map_err(SyncError::Update)
-            }
+            (Provider::Rfc2136 { server, zone, key }, Current::Dns(set)) => rfc2136::apply_checked(
+                *server,
+                zone,
+                key,
+                owner,
+                ttl,
+                set,
+                &change.add,
+                &change.remove,
+            )
+            .await
+            .map_err(SyncError::Update),
             (Provider::Cloudflare(api), Current::Cloudflare(listing)) => api
                 .apply(listing, owner, ttl, change)
                 .await
                 .map_err(SyncError::Cloudflare),
-            _ => Err(SyncError::Read("the set was read from another provider".into())),
+            _ => Err(SyncError::Read(
+                "the set was read from another provider".into(),
+            )),
         }
     }
 
@@ -123,11 +142,15 @@ impl Provider {
     /// terms: nsupdate commands, or the batch call.
     pub fn describe(&self, owner: &str, ttl: u32, current: &Current, change: &Change) -> String {
         match (self, current) {
-            (Provider::Cloudflare(api), Current::Cloudflare(listing)) => api.describe(listing, owner, ttl, change),
+            (Provider::Cloudflare(api), Current::Cloudflare(listing)) => {
+                api.describe(listing, owner, ttl, change)
+            }
             (Provider::Rfc2136 { server, zone, .. }, _) => {
                 super::sync::describe_update(*server, zone, owner, ttl, change)
             }
-            (Provider::Cloudflare(api), Current::Dns(_)) => format!("(batch for zone {})\n", api.zone()),
+            (Provider::Cloudflare(api), Current::Dns(_)) => {
+                format!("(batch for zone {})\n", api.zone())
+            }
         }
     }
 
@@ -135,10 +158,16 @@ impl Provider {
     /// each provider can see).
     pub async fn view(&self, resolver: &Resolver, owner: &str) -> View {
         match self {
-            Provider::Rfc2136 { server, zone, .. } => View::Dns(readback::read(resolver, *server, zone, owner).await),
+            Provider::Rfc2136 { server, zone, .. } => {
+                View::Dns(readback::read(resolver, *server, zone, owner).await)
+            }
             Provider::Cloudflare(api) => View::Api {
                 label: format!("Cloudflare API (zone {})", api.zone()),
-                set: api.list(owner).await.map(|l| l.set()).map_err(|e| e.to_string()),
+                set: api
+                    .list(owner)
+                    .await
+                    .map(|l| l.set())
+                    .map_err(|e| e.to_string()),
             },
         }
     }

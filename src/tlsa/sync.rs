@@ -270,11 +270,23 @@ pub fn status_text(name: &str, owner: &str, desired: &[String], served: &Served)
 }
 
 /// The `tlsa status` text for a record whose only view is `label`.
-pub fn text_for(name: &str, owner: &str, desired: &[String], status: Status, label: &str) -> String {
+pub fn text_for(
+    name: &str,
+    owner: &str,
+    desired: &[String],
+    status: Status,
+    label: &str,
+) -> String {
     match status {
-        Status::InSync => format!("{name}: in sync: {owner} TLSA {} in {label}", desired.join(", ")),
+        Status::InSync => format!(
+            "{name}: in sync: {owner} TLSA {} in {label}",
+            desired.join(", ")
+        ),
         Status::Drift(problems) => {
-            let mut s = format!("{name}: drift at {owner} (want {}):\n", list_or_none(desired));
+            let mut s = format!(
+                "{name}: drift at {owner} (want {}):\n",
+                list_or_none(desired)
+            );
             for p in problems {
                 let _ = writeln!(s, "  - {p}");
             }

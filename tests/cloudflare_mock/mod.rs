@@ -231,7 +231,8 @@ fn handle(
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("");
     let Some(target) = target.strip_prefix(PREFIX) else {
-        s.problems.push(format!("outside the API prefix: {request_line}"));
+        s.problems
+            .push(format!("outside the API prefix: {request_line}"));
         return (404, failure(7000, "No route for that URI"));
     };
     s.calls.push(format!("{method} {target}"));
@@ -254,7 +255,8 @@ fn handle(
         }
         ("GET", p) if p == records_path => {
             if q.get("type").map(String::as_str) != Some("TLSA") {
-                s.problems.push(format!("listing without type=TLSA: {target}"));
+                s.problems
+                    .push(format!("listing without type=TLSA: {target}"));
             }
             let Some(name) = q.get("name") else {
                 s.problems.push(format!("listing without name=: {target}"));
@@ -268,13 +270,13 @@ fn handle(
                 .collect();
             let n = found.len();
             let mut answer = success(Value::Array(found));
-            answer["result_info"] =
-                json!({ "page": 1, "per_page": 100, "count": n, "total_count": n, "total_pages": 1 });
+            answer["result_info"] = json!({ "page": 1, "per_page": 100, "count": n, "total_count": n, "total_pages": 1 });
             (200, answer)
         }
         ("POST", p) if p == batch_path => {
             if headers.get("content-type").map(String::as_str) != Some("application/json") {
-                s.problems.push("batch without Content-Type: application/json".into());
+                s.problems
+                    .push("batch without Content-Type: application/json".into());
             }
             let Ok(v) = serde_json::from_slice::<Value>(body) else {
                 s.problems.push("batch body is not JSON".into());
@@ -302,18 +304,24 @@ fn batch(s: &mut State, v: &Value) -> (u16, Value) {
     };
     for key in obj.keys() {
         if !["deletes", "posts"].contains(&key.as_str()) {
-            s.problems.push(format!("batch key {key:?} (postern only deletes and posts)"));
+            s.problems.push(format!(
+                "batch key {key:?} (postern only deletes and posts)"
+            ));
         }
     }
     let empty = Vec::new();
-    let deletes = obj.get("deletes").and_then(Value::as_array).unwrap_or(&empty);
+    let deletes = obj
+        .get("deletes")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     let posts = obj.get("posts").and_then(Value::as_array).unwrap_or(&empty);
     let mut records = s.records.clone();
     let mut deleted = Vec::new();
     for d in deletes {
         let id = d["id"].as_str().unwrap_or_default();
         if d.as_object().map(|o| o.len()) != Some(1) {
-            s.problems.push(format!("delete with keys other than id: {d}"));
+            s.problems
+                .push(format!("delete with keys other than id: {d}"));
         }
         let Some(i) = records.iter().position(|r| r.id == id) else {
             return (404, failure(81044, "Record does not exist."));
@@ -339,7 +347,8 @@ fn batch(s: &mut State, v: &Value) -> (u16, Value) {
         let mut dsorted = dkeys.clone();
         dsorted.sort();
         if dsorted != ["certificate", "matching_type", "selector", "usage"] {
-            s.problems.push(format!("post data with keys {dkeys:?}: {d}"));
+            s.problems
+                .push(format!("post data with keys {dkeys:?}: {d}"));
         }
         let certificate = d["certificate"].as_str().unwrap_or_default().to_string();
         if p["type"] != "TLSA"
@@ -356,7 +365,8 @@ fn batch(s: &mut State, v: &Value) -> (u16, Value) {
             num("matching_type"),
             p["ttl"].as_u64(),
         ) else {
-            s.problems.push(format!("TLSA post with non-numeric fields: {p}"));
+            s.problems
+                .push(format!("TLSA post with non-numeric fields: {p}"));
             return (400, failure(9000, "DNS record content is invalid."));
         };
         let name = p["name"].as_str().unwrap_or_default().to_string();
