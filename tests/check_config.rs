@@ -446,6 +446,13 @@ const BAD: &[(&str, &str, bool, &str, &str)] = &[
         "not inside zone example.org",
     ),
     (
+        "cloudflare apiUrl that is not https",
+        r#"{"tlsa": {"providers": {"p": {"type": "cloudflare", "zone": "example.org", "apiToken": "t", "apiUrl": "http://127.0.0.1:8080/client/v4"}}}}"#,
+        true,
+        "tlsa.providers.p.apiUrl",
+        "must be an https:// URL",
+    ),
+    (
         "unknown provider type",
         r#"{"tlsa": {"providers": {"p": {"type": "route53", "zone": "example.org"}}}}"#,
         true,
