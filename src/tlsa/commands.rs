@@ -1,19 +1,16 @@
 //! `postern tlsa status` and `postern tlsa sync` for the records of
 //! `tlsa.records` (SPEC §1, §2.7).
 //!
-//! Until the gated rollover (SPEC §2.7) drives the certificate switch,
-//! `sync` in `rollover.mode: "gate"` only ever *adds* the records of the
-//! certificate in use: removing a record is the step that can break DANE
-//! senders, and it waits for the rollover to prove nothing serves the old
-//! key. `mode: "off"` makes DNS exactly match the certificate (add and remove
-//! in one UPDATE).
+//! These are the `rollover.mode: "off"` commands: DNS is made to match the
+//! certificate in the files exactly (add and remove in one atomic change).
+//! In `"gate"` mode, `tlsa sync|status` are [`super::gate`]'s steps instead.
 
 use super::cloudflare;
 use super::provider::Provider as Backend;
 use super::readback;
 use super::rfc2136::TsigKeyMaterial;
 use super::sync::{self, Outcome, Target};
-use crate::config::{Config, Provider, RolloverMode, TlsaRecord, TsigAlgorithm};
+use crate::config::{Config, Provider, TlsaRecord, TsigAlgorithm};
 use crate::dns::Resolver;
 
 /// Result of a command: the text to print and whether everything is right.
@@ -110,20 +107,7 @@ pub async fn sync(cfg: &Config, dry_run: bool) -> Report {
 
 async fn step(cfg: &Config, r: &TlsaRecord, dry_run: bool) -> Result<String, String> {
     let t = target(cfg, r)?;
-    let mut want = desired(cfg, r)?;
-    if cfg.tlsa.rollover.mode == RolloverMode::Gate {
-        // Keep whatever the provider holds now; only add.
-        let current = t
-            .provider
-            .current(&t.owner)
-            .await
-            .map_err(|e| format!("reading {}: {e}", t.owner))?;
-        for c in current.records() {
-            if !want.contains(&c) {
-                want.push(c);
-            }
-        }
-    }
+    let want = desired(cfg, r)?;
     Ok(
         match sync::sync_once(&t, &want, dry_run)
             .await
