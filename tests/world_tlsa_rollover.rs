@@ -180,6 +180,8 @@ fn gated_rollover_never_breaks_dane() {
         std::fs::read_to_string(world.get("WORLD_POSTERN_KEY")).unwrap(),
     );
     install(&live, &chain_a, &key_a);
+    // rollover.export: where another local server would read the certificate
+    let export = world.path().join("export");
     let edit = |v: &mut serde_json::Value| {
         v["certificates"]["default"] = json!({
             "cert": format!("%{{file:{}}}%", live.join("fullchain.pem").display()),
@@ -187,7 +189,9 @@ fn gated_rollover_never_breaks_dane() {
         });
         v["tlsa"]["records"] = json!({ "mx": { "host": "mx.postern.test", "port": 25, "certificate": "default",
                                               "usages": ["3 1 1"], "ttl": 2, "provider": "world" } });
-        v["tlsa"]["rollover"] = json!({ "mode": "gate", "holdTtls": 2 });
+        v["tlsa"]["rollover"] = json!({ "mode": "gate", "holdTtls": 2, "export": {
+            "cert": export.join("fullchain.pem"), "privateKey": export.join("key.pem"),
+            "reload": ["touch", export.join("reloaded").display().to_string()] } });
     };
     let cfg = world.postern_config("gate", edit);
     let cfg2 = world.postern_config("gate-restarted", edit);
@@ -243,6 +247,10 @@ fn gated_rollover_never_breaks_dane() {
     }
     assert!(switched, "no switch within 90 s: {:?}\n{}", phases.lock().unwrap(), p.log_text());
     assert_eq!(leaf(&served_chain(&smtp).unwrap()), leaf(&chain_b), "now the new certificate");
+    // …and the same certificate was exported, then the reload command ran.
+    assert_eq!(std::fs::read_to_string(export.join("fullchain.pem")).unwrap(), chain_b);
+    assert_eq!(std::fs::read_to_string(export.join("key.pem")).unwrap(), key_b);
+    assert!(export.join("reloaded").exists(), "rollover.export.reload ran");
     // Then the old record goes.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -268,6 +276,11 @@ fn gated_rollover_never_breaks_dane() {
     assert!(
         at("publish: new records") < at("switch: the listeners") && at("switch: the listeners") < at("remove: old records"),
         "{log}"
+    );
+
+    assert!(
+        !Path::new(&export.join("fullchain.pem")).exists() || leaf(&std::fs::read_to_string(export.join("fullchain.pem")).unwrap()) != leaf(&chain_a),
+        "the old certificate is never exported"
     );
 
     // Same key, new certificate: DNS unchanged, served at once.

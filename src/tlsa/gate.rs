@@ -371,7 +371,9 @@ fn describe(action: &Action) -> String {
 /// `rollover.export`: the switched-to certificate for another local
 /// server, then its reload command.
 fn export(e: &crate::config::Export, f: &CertFiles) -> Result<(), String> {
-    write_pair(&e.cert, &f.chain, &e.private_key, &f.key)
+    // Reading a secret file drops its final newline; PEM files end with one.
+    let line = |s: &str| if s.ends_with('\n') { s.to_string() } else { format!("{s}\n") };
+    write_pair(&e.cert, &line(&f.chain), &e.private_key, &line(&f.key))
         .map_err(|err| format!("rollover.export: {err}"))?;
     if let Some((program, args)) = e.reload.split_first() {
         let status = std::process::Command::new(program)
