@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -425,6 +426,7 @@ impl Daemon {
             .env_remove("LISTEN_PID")
             .env_remove("JOURNAL_STREAM")
             .env("NO_COLOR", "1")
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -482,6 +484,12 @@ impl Daemon {
     /// SIGKILL, no warning, no cleanup.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The whole process group: under a wrapper (strace) the child
+            // is the wrapper, and killing only it would leave postern running.
+            // SAFETY: kill(2) of the group our own child leads.
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
