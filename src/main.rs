@@ -2,25 +2,7 @@
 //! security. `main` parses the command line and hands over; each command
 //! lives in the module named after what it does.
 
-mod config;
-mod control;
-mod dane;
-mod delivery;
-mod dns;
-mod http;
-mod listener;
-mod logging;
-mod mta_sts;
-mod net;
-mod probe;
-mod queue;
-mod server;
-mod smtp;
-mod store;
-mod systemd;
-mod tls;
-mod tlsa;
-mod tlsrpt;
+use postern::{config, control, dane, logging, probe, queue, server, store, systemd, tls, tlsa};
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,0 +1,23 @@
+//! postern as a library: the modules the `postern` binary is made of,
+//! public so that benchmarks (`benches/`) can call them. The command line
+//! is in `main.rs`.
+
+pub mod config;
+pub mod control;
+pub mod dane;
+pub mod delivery;
+pub mod dns;
+pub mod http;
+pub mod listener;
+pub mod logging;
+pub mod mta_sts;
+pub mod net;
+pub mod probe;
+pub mod queue;
+pub mod server;
+pub mod smtp;
+pub mod store;
+pub mod systemd;
+pub mod tls;
+pub mod tlsa;
+pub mod tlsrpt;
