@@ -30,8 +30,10 @@
 //!   (UDP, TCP fallback on truncation, EDNS0) → `RetryDnsHandle` →
 //!   [`Observed`] (sets CD, records failed sub-queries) → a fresh
 //!   `DnssecDnsHandle` per lookup. A bogus verdict reached while a sub-query
-//!   failed is reported as `Indeterminate`, and nothing is cached across
-//!   lookups (the resolver behind us caches).
+//!   failed is reported as `Indeterminate`. Across lookups only complete
+//!   positive DNSKEY and DS answers are kept, for their TTL (at most 5
+//!   minutes; all dropped when a lookup turns out bogus, in case keys
+//!   rolled): without that, each lookup fetched the whole key chain again.
 //! * The pool turns negative answers into `NoRecordsFound` errors before any
 //!   layer above it sees the header, so the AD bit of a NODATA answer would be
 //!   lost; in trust-ad mode the connection layer ([`Provider`]) copies the AD
@@ -254,6 +256,8 @@ struct Inner {
     deadline: Duration,
     anchors: AnchorConfig,
     resolved: tokio::sync::Mutex<Option<ResolvedAnchors>>,
+    /// Positive DNSKEY and DS answers, for validation (see [`KeyCache`]).
+    keys: KeyCache,
 }
 
 /// EDNS0 UDP payload size (DNS flag day 2020); larger answers come over TCP.
@@ -299,6 +303,7 @@ impl Resolver {
                 deadline,
                 anchors,
                 resolved: tokio::sync::Mutex::new(None),
+                keys: KeyCache::default(),
             }),
         })
     }
@@ -463,6 +468,10 @@ impl Resolver {
         // An anchor zone may have rolled its keys since we expanded them.
         let bogus = matches!(&first, Err(LookupError::Bogus(_)))
             || matches!(&first, Ok(r) if matches!(r.security, Security::Bogus(_)));
+        if bogus && self.inner.mode == Mode::Validate {
+            // Kept keys may be the stale ones (a key rollover): ask again.
+            self.inner.keys.clear();
+        }
         if bogus && self.inner.mode == Mode::Validate && self.forget_stale_anchors().await {
             return match tokio::time::timeout(self.inner.deadline, self.lookup_once(&name, rtype))
                 .await
@@ -484,6 +493,7 @@ impl Resolver {
             inner: inner.pool.clone(),
             log: log.clone(),
             mode: inner.mode,
+            keys: inner.keys.clone(),
         };
         let result = match inner.mode {
             Mode::TrustAd => observed.lookup(query, options).first_answer().await,
@@ -574,6 +584,7 @@ impl Resolver {
             inner: self.inner.pool.clone(),
             log,
             mode: Mode::Validate,
+            keys: self.inner.keys.clone(),
         };
         let mut options = request_options();
         options.edns_set_dnssec_ok = true;
@@ -1079,6 +1090,61 @@ struct Observed {
     inner: RetryDnsHandle<Pool>,
     log: FailLog,
     mode: Mode,
+    keys: KeyCache,
+}
+
+/// Positive DNSKEY and DS answers as they came from the resolver, kept for
+/// their TTL (at most 5 minutes). Without it every lookup fetched the whole
+/// chain of keys again: two thirds of the queries of a delivery to a new
+/// domain (bench/README.md). Only complete positive answers are kept —
+/// failures and denials are asked again, so the `Indeterminate` logic and
+/// hickory's verdicts stay per lookup; the validator checks the signatures
+/// of a kept answer as of a fresh one.
+#[derive(Clone, Default)]
+struct KeyCache(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (DnsResponse, Instant)>>>);
+
+impl KeyCache {
+    const MAX_TTL: Duration = Duration::from_secs(300);
+    const MAX_ENTRIES: usize = 4096;
+
+    fn cacheable(rtype: RecordType) -> bool {
+        matches!(rtype, RecordType::DNSKEY | RecordType::DS)
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn get(&self, name: &Name, rtype: RecordType) -> Option<DnsResponse> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (resp, until) = map.get(&(name.to_lowercase(), rtype))?;
+        (Instant::now() < *until).then(|| resp.clone())
+    }
+
+    fn put(&self, name: &Name, rtype: RecordType, resp: &DnsResponse) {
+        let answers: Vec<&Record> = resp
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == rtype)
+            .collect();
+        if resp.response_code != ResponseCode::NoError || answers.is_empty() {
+            return;
+        }
+        let ttl = resp.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
+        let ttl = Duration::from_secs(u64::from(ttl)).min(Self::MAX_TTL);
+        if ttl.is_zero() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX_ENTRIES {
+            let now = Instant::now();
+            map.retain(|_, (_, until)| *until > now);
+            if map.len() >= Self::MAX_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert((name.to_lowercase(), rtype), (resp.clone(), Instant::now() + ttl));
+    }
 }
 
 impl DnsHandle for Observed {
@@ -1095,7 +1161,18 @@ impl DnsHandle for Observed {
             .first()
             .map(|q| format!("{} {}", display_name(q.name()), q.query_type()))
             .unwrap_or_default();
+        let key = request
+            .queries
+            .first()
+            .filter(|q| self.mode == Mode::Validate && KeyCache::cacheable(q.query_type()))
+            .map(|q| (q.name().clone(), q.query_type()));
+        if let Some((name, rtype)) = &key {
+            if let Some(resp) = self.keys.get(name, *rtype) {
+                return Box::pin(futures_util::stream::once(async move { Ok(resp) }));
+            }
+        }
         let log = self.log.clone();
+        let keys = self.keys.clone();
         Box::pin(self.inner.send(request).map(move |r| match r {
             Ok(mut resp) => {
                 let m = &mut *resp;
@@ -1108,6 +1185,9 @@ impl DnsHandle for Observed {
                         }
                         _ => true,
                     });
+                }
+                if let Some((name, rtype)) = &key {
+                    keys.put(name, *rtype, &resp);
                 }
                 Ok(resp)
             }

@@ -581,6 +581,17 @@ async fn fetch_failures_are_indeterminate(w: &World) {
     );
 
     proxy.set("dane-ok.test", RecordType::DNSKEY, Action::Drop);
+    // Within their TTL, the DNSKEY and DS answers just fetched are kept: the
+    // dropped query is not even sent.
+    check!(
+        "DNSKEY dane-ok.test dropped, kept answer still valid: MX dane-ok.test",
+        status(&r.mx("dane-ok.test").await),
+        |v: &String| v == "answer secure"
+    );
+    // The world's Unbound caps TTLs at 2 s: after that the keys are fetched
+    // again, and the faults below take effect.
+    let expire_keys = || tokio::time::sleep(Duration::from_secs(3));
+    expire_keys().await;
     let t = Instant::now();
     let mx = r.mx("dane-ok.test").await;
     let took = t.elapsed();
@@ -613,6 +624,7 @@ async fn fetch_failures_are_indeterminate(w: &World) {
     );
 
     proxy.set("dane-ok.test", RecordType::DS, Action::ServFail);
+    expire_keys().await;
     let mx = r.mx("dane-ok.test").await;
     check!(
         "DS dane-ok.test SERVFAIL: MX dane-ok.test",
@@ -622,6 +634,7 @@ async fn fetch_failures_are_indeterminate(w: &World) {
     );
 
     proxy.set("test", RecordType::DNSKEY, Action::ServFail);
+    expire_keys().await;
     let mx = r.mx("insecure.test").await;
     check!(
         "DNSKEY test. SERVFAIL: MX insecure.test",

@@ -561,6 +561,8 @@ server:
     qname-minimisation: no
     minimal-responses: no
     edns-buffer-size: 1232
+    # per-type query counters (bench/dns.sh)
+    extended-statistics: yes
 remote-control:
     control-enable: yes
     control-interface: "$S/unbound/control.sock"
