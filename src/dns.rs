@@ -31,7 +31,7 @@
 //!   [`Observed`] (sets CD, records failed sub-queries) → a fresh
 //!   `DnssecDnsHandle` per lookup. A bogus verdict reached while a sub-query
 //!   failed is reported as `Indeterminate`. Across lookups only complete
-//!   positive DNSKEY and DS answers are kept, for their TTL (at most 5
+//!   positive DNSKEY, DS and NS answers are kept, for their TTL (at most 5
 //!   minutes; all dropped when a lookup turns out bogus, in case keys
 //!   rolled): without that, each lookup fetched the whole key chain again.
 //! * The pool turns negative answers into `NoRecordsFound` errors before any
@@ -256,7 +256,7 @@ struct Inner {
     deadline: Duration,
     anchors: AnchorConfig,
     resolved: tokio::sync::Mutex<Option<ResolvedAnchors>>,
-    /// Positive DNSKEY and DS answers, for validation (see [`KeyCache`]).
+    /// Positive DNSKEY, DS and NS answers, for validation (see [`KeyCache`]).
     keys: KeyCache,
 }
 
@@ -1093,7 +1093,7 @@ struct Observed {
     keys: KeyCache,
 }
 
-/// Positive DNSKEY and DS answers as they came from the resolver, kept for
+/// Positive DNSKEY, DS and NS (zone cuts) answers as they came from the resolver, kept for
 /// their TTL (at most 5 minutes). Without it every lookup fetched the whole
 /// chain of keys again: two thirds of the queries of a delivery to a new
 /// domain (bench/README.md). Only complete positive answers are kept —
@@ -1108,7 +1108,7 @@ impl KeyCache {
     const MAX_ENTRIES: usize = 4096;
 
     fn cacheable(rtype: RecordType) -> bool {
-        matches!(rtype, RecordType::DNSKEY | RecordType::DS)
+        matches!(rtype, RecordType::DNSKEY | RecordType::DS | RecordType::NS)
     }
 
     fn clear(&self) {
