@@ -38,6 +38,22 @@ pub enum OpenError {
     Other { path: String, reason: String },
 }
 
+/// Per-family tuning. Message bodies live seconds (accepted, delivered,
+/// deleted): a 16 MiB memtable holds a few thousand of them, so most are
+/// deleted before any flush, without RocksDB's default 64 MiB per family
+/// in memory (bench/README.md: peak memory).
+fn family_options(name: &str) -> Options {
+    let mut o = Options::default();
+    match name {
+        "messages" => {
+            o.set_write_buffer_size(16 << 20);
+            o.set_max_write_buffer_number(3);
+        }
+        _ => o.set_write_buffer_size(4 << 20),
+    }
+    o
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         let shown = path.display().to_string();
@@ -54,7 +70,7 @@ impl Store {
         opts.set_keep_log_file_num(4);
         let families = FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
         let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| {
             let reason = e.into_string();
             if reason.contains("LOCK")
