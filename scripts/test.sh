@@ -12,4 +12,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cargo build --locked
 cargo test --locked --no-fail-fast -- --test-threads=2
+# the benchmarks are not run here (bench/README.md), but they must still build
+cargo check --locked --profile dev --benches
+for f in bench/run.sh bench/dns.sh; do bash -n "$f"; done
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' bench/bench.py
 bash nix/check.sh
