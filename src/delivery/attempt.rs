@@ -839,17 +839,14 @@ async fn send(
             "unexpected-reply",
         ));
     }
+    if c.offers("PIPELINING") {
+        return send_pipelined(c, ctx, rcpts).await;
+    }
     let r = c
         .mail_from(ctx.sender, ctx.message.len(), ctx.smtputf8)
         .await?;
-    if !r.is_positive() {
-        if r.is_permanent() {
-            return Ok(fail_all(rcpts, &r.text(), "unexpected-reply"));
-        }
-        return Err(ClientError::Reply {
-            stage: "MAIL",
-            reply: r,
-        });
+    if let Some(done) = mail_refused(&r, rcpts)? {
+        return Ok(done);
     }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     let mut accepted = Vec::new();
@@ -868,16 +865,89 @@ async fn send(
             .map(|o| o.expect("every recipient answered"))
             .collect());
     }
-    let replies = match c.data(ctx.message, accepted.len()).await {
+    let data = c.data(ctx.message, accepted.len()).await;
+    Ok(finish(outcomes, &accepted, data))
+}
+
+/// [`send`] with PIPELINING: one write for the envelope and DATA.
+async fn send_pipelined(
+    c: &mut Client,
+    ctx: &Context<'_>,
+    rcpts: &[String],
+) -> Result<Vec<Outcome>, ClientError> {
+    let (mail, replies, data) = c
+        .pipelined_envelope(ctx.sender, ctx.message.len(), ctx.smtputf8, rcpts)
+        .await?;
+    if let Some(done) = mail_refused(&mail, rcpts)? {
+        if data.code == 354 {
+            // a server that took DATA after refusing MAIL: end it empty
+            let _ = c.body(b"", 1).await;
+        }
+        return Ok(done);
+    }
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+    let mut accepted = Vec::new();
+    for (i, r) in replies.iter().enumerate() {
+        if r.is_positive() {
+            accepted.push(i);
+        } else {
+            outcomes[i] = Some(reply_outcome(r));
+        }
+    }
+    if accepted.is_empty() {
+        if data.code == 354 {
+            // RFC 2920 §3.1: no recipient, yet DATA was accepted: send the
+            // lone dot, so nothing is delivered.
+            let _ = c.body(b"", 1).await;
+        }
+        let _ = c.rset().await;
+        return Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every recipient answered"))
+            .collect());
+    }
+    let data = if data.code == 354 {
+        c.body(ctx.message, accepted.len()).await
+    } else {
+        Err(ClientError::Reply {
+            stage: "DATA",
+            reply: data,
+        })
+    };
+    Ok(finish(outcomes, &accepted, data))
+}
+
+/// MAIL refused: permanently → every recipient fails; temporarily → the
+/// host failed (`Err`). `Ok(None)`: MAIL was accepted.
+fn mail_refused(r: &Reply, rcpts: &[String]) -> Result<Option<Vec<Outcome>>, ClientError> {
+    if r.is_positive() {
+        return Ok(None);
+    }
+    if r.is_permanent() {
+        return Ok(Some(fail_all(rcpts, &r.text(), "unexpected-reply")));
+    }
+    Err(ClientError::Reply {
+        stage: "MAIL",
+        reply: r.clone(),
+    })
+}
+
+/// The outcome of each recipient once DATA has been answered.
+fn finish(
+    mut outcomes: Vec<Option<Outcome>>,
+    accepted: &[usize],
+    data: Result<Vec<Reply>, ClientError>,
+) -> Vec<Outcome> {
+    let replies = match data {
         Ok(r) => r,
         Err(ClientError::Reply { reply, .. }) => vec![reply],
         Err(e) => {
             // Lost after the data went out: the message may have arrived.
             // Deferring risks a duplicate; failing would risk a loss.
-            for i in &accepted {
+            for i in accepted {
                 outcomes[*i] = Some(Outcome::Deferred(e.to_string(), e.kind()));
             }
-            return Ok(outcomes.into_iter().map(|o| o.expect("set")).collect());
+            return outcomes.into_iter().map(|o| o.expect("set")).collect();
         }
     };
     for (n, i) in accepted.iter().enumerate() {
@@ -891,10 +961,10 @@ async fn send(
             reply_outcome(r)
         });
     }
-    Ok(outcomes
+    outcomes
         .into_iter()
         .map(|o| o.expect("every recipient answered"))
-        .collect())
+        .collect()
 }
 
 fn reply_outcome(r: &Reply) -> Outcome {

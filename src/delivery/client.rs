@@ -289,12 +289,7 @@ impl Client {
         Ok(())
     }
 
-    pub async fn mail_from(
-        &mut self,
-        sender: &str,
-        size: usize,
-        smtputf8: bool,
-    ) -> Result<Reply, ClientError> {
+    fn mail_command(&self, sender: &str, size: usize, smtputf8: bool) -> String {
         let mut cmd = format!("MAIL FROM:<{sender}>");
         if self.offers("SIZE") {
             cmd.push_str(&format!(" SIZE={size}"));
@@ -302,7 +297,43 @@ impl Client {
         if smtputf8 && self.offers("SMTPUTF8") {
             cmd.push_str(" SMTPUTF8");
         }
+        cmd
+    }
+
+    pub async fn mail_from(
+        &mut self,
+        sender: &str,
+        size: usize,
+        smtputf8: bool,
+    ) -> Result<Reply, ClientError> {
+        let cmd = self.mail_command(sender, size, smtputf8);
         self.command(&cmd, self.timeouts.mail, "MAIL").await
+    }
+
+    /// PIPELINING (RFC 2920): MAIL, every RCPT and DATA in one write, then
+    /// their replies in order — one round trip instead of two plus one per
+    /// recipient. DATA is last, as §3.1 requires.
+    pub async fn pipelined_envelope(
+        &mut self,
+        sender: &str,
+        size: usize,
+        smtputf8: bool,
+        rcpts: &[String],
+    ) -> Result<(Reply, Vec<Reply>, Reply), ClientError> {
+        let mut out = self.mail_command(sender, size, smtputf8);
+        out.push_str("\r\n");
+        for r in rcpts {
+            out.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        out.push_str("DATA\r\n");
+        self.write(out.as_bytes()).await?;
+        let mail = self.read_reply(self.timeouts.mail, "MAIL").await?;
+        let mut replies = Vec::with_capacity(rcpts.len());
+        for _ in rcpts {
+            replies.push(self.read_reply(self.timeouts.rcpt, "RCPT").await?);
+        }
+        let data = self.read_reply(self.timeouts.data, "DATA").await?;
+        Ok((mail, replies, data))
     }
 
     pub async fn rcpt_to(&mut self, rcpt: &str) -> Result<Reply, ClientError> {
@@ -324,6 +355,16 @@ impl Client {
                 reply: r,
             });
         }
+        self.body(message, accepted).await
+    }
+
+    /// After `354`: the message, then its reply (LMTP: one per accepted
+    /// recipient, in order).
+    pub async fn body(
+        &mut self,
+        message: &[u8],
+        accepted: usize,
+    ) -> Result<Vec<Reply>, ClientError> {
         let body = dot_stuff(message);
         self.write(&body).await?;
         let n = if self.lmtp { accepted.max(1) } else { 1 };
@@ -481,5 +522,61 @@ mod tests {
             lines: vec!["5.1.1 No such user".into()],
         };
         assert!(r.is_permanent());
+    }
+
+    /// A fake server that answers nothing until MAIL, both RCPTs and DATA
+    /// have all arrived: a client that waited for each reply would hang.
+    #[test]
+    fn the_envelope_goes_out_in_one_flight() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (sock, _) = listener.accept().await.unwrap();
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                w.write_all(b"220 fake\r\n").await.unwrap();
+                let ehlo = lines.next_line().await.unwrap().unwrap();
+                assert!(ehlo.starts_with("EHLO "), "{ehlo}");
+                w.write_all(b"250-fake\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n").await.unwrap();
+                let mut got = Vec::new();
+                while got.last().map(String::as_str) != Some("DATA") {
+                    got.push(lines.next_line().await.unwrap().unwrap());
+                }
+                w.write_all(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n")
+                    .await
+                    .unwrap();
+                let mut body = Vec::new();
+                loop {
+                    let l = lines.next_line().await.unwrap().unwrap();
+                    if l == "." {
+                        break;
+                    }
+                    body.push(l);
+                }
+                w.write_all(b"250 2.0.0 queued as FAKE\r\n").await.unwrap();
+                (got, body)
+            });
+            let t = Duration::from_secs(5);
+            let timeouts = Timeouts { connect: t, greeting: t, ehlo: t, mail: t, rcpt: t, data: t, tls: t };
+            let mut c = Client::connect(addr, timeouts, false).await.unwrap();
+            c.greeting().await.unwrap();
+            c.hello("client.example").await.unwrap();
+            assert!(c.offers("PIPELINING"));
+            let rcpts = vec!["a@example.org".to_string(), "b@example.org".to_string()];
+            let (mail, replies, data) = c.pipelined_envelope("s@example.net", 42, false, &rcpts).await.unwrap();
+            assert_eq!((mail.code, data.code), (250, 354));
+            assert_eq!(replies.iter().map(|r| r.code).collect::<Vec<_>>(), vec![250, 550]);
+            let end = c.body(b"Subject: x\n\n.dot\n", 1).await.unwrap();
+            assert_eq!(end[0].code, 250);
+            let (got, body) = server.await.unwrap();
+            assert_eq!(
+                got,
+                vec!["MAIL FROM:<s@example.net> SIZE=42", "RCPT TO:<a@example.org>", "RCPT TO:<b@example.org>", "DATA"]
+            );
+            assert_eq!(body, vec!["Subject: x", "", "..dot"]);
+        });
     }
 }
