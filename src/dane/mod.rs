@@ -77,16 +77,10 @@ pub mod record;
 pub mod verifier;
 pub mod verify;
 
-// The façade the rest of postern uses; some names serve code that lands
-// later in issue 6 (policy, probe, TLS-RPT), so a binary crate may not use
-// them all yet.
-#[allow(unused_imports)]
+// The façade the rest of postern uses.
 pub use cli::{records_text, verify_report, verify_report_at};
-#[allow(unused_imports)]
 pub use record::{record_for, selected_bytes, spki_der, Tlsa, TlsaError, Unusable};
-#[allow(unused_imports)]
 pub use verifier::{DaneFailure, DaneVerifier, OutcomeSlot};
-#[allow(unused_imports)]
 pub use verify::{verify_chain, verify_chain_with, ChainError, Outcome};
 
 #[cfg(test)]

@@ -77,7 +77,6 @@ impl DaneVerifier {
     /// outcome still says
     /// `NoUsableRecords`. Off by default, so that a verifier built with
     /// the wrong records fails closed.
-    #[allow(dead_code)] // for the policy layer (issue 6), not wired yet
     pub fn accept_when_no_usable_records(mut self) -> Self {
         self.accept_unusable = true;
         self

@@ -84,16 +84,12 @@ pub mod txt;
 #[cfg(test)]
 mod world_tests;
 
-#[allow(unused_imports)] // the module's API; delivery uses part of it so far
 pub use cache::{
     after_fetch_failure, cache_key, needs_refresh, plan, CachedBecause, CachedPolicy, Plan,
 };
-#[allow(unused_imports)]
 pub use fetch::{
     fetch, fetch_with, fetch_with_addrs, policy_host, policy_url, FetchError, FetchTls, Fetched,
     MAX_BODY,
 };
-#[allow(unused_imports)]
 pub use policy::{Mode, Pattern, Policy, PolicyError, MAX_MAX_AGE};
-#[allow(unused_imports)]
 pub use txt::{parse_txt, TxtRecord, TxtResult};

@@ -348,7 +348,7 @@ async fn step_one(
 
 fn describe(action: &Action) -> String {
     match action {
-        Action::Nothing | Action::ServeFilesNow => "in sync: the served certificate's records are published".into(),
+        Action::ServeFilesNow => "in sync: the served certificate's records are published".into(),
         Action::Publish { add, remove } if remove.is_empty() => {
             format!("publish: new records {} beside the old ones; still serving the previous certificate", add.join(", "))
         }

@@ -50,8 +50,6 @@ pub struct Facts {
 /// What the caller must do now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Nothing to roll; `mode: off`-style drift repair may still run.
-    Nothing,
     /// The files hold a new certificate with the same key: serve it at
     /// once, DNS is unaffected.
     ServeFilesNow,
