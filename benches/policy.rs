@@ -69,7 +69,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let c = CachedPolicy::from_bytes(black_box(&cached)).unwrap();
             match mta_sts::plan(black_box(&txt), Some(&c), now) {
-                mta_sts::Plan::UseCached { policy, .. } => black_box(policy.matches_mx("mx2.mx.example.org")),
+                mta_sts::Plan::UseCached { policy, .. } => {
+                    black_box(policy.matches_mx("mx2.mx.example.org"))
+                }
                 _ => unreachable!("the id matches"),
             }
         })

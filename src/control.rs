@@ -21,12 +21,20 @@ use tokio::net::{UnixListener, UnixStream};
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     List,
-    Show { id: String },
-    Retry { id: String },
+    Show {
+        id: String,
+    },
+    Retry {
+        id: String,
+    },
     RetryAll,
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     ReportsList,
-    ReportsShow { id: String },
+    ReportsShow {
+        id: String,
+    },
     ReportsSendNow,
     TlsaSync {
         #[serde(default)]
@@ -207,7 +215,10 @@ fn reports_list(store: &crate::store::Store) -> Result<Value, String> {
 fn reports_show(store: &crate::store::Store, id: &str) -> Result<Value, String> {
     if let Some(rest) = id.strip_prefix("pending/") {
         let (domain, start) = rest.rsplit_once('/').ok_or("bad pending report id")?;
-        let key = crate::tlsrpt::aggregate::agg_key(start.parse().map_err(|_| "bad pending report id")?, domain);
+        let key = crate::tlsrpt::aggregate::agg_key(
+            start.parse().map_err(|_| "bad pending report id")?,
+            domain,
+        );
         let bytes = store
             .get("reports", key.as_bytes())
             .map_err(|e| e.to_string())?
@@ -297,7 +308,14 @@ pub fn call_if_running(cfg: &Config, req: &Request) -> Result<Option<Value>, Str
     match std::os::unix::net::UnixStream::connect(&path) {
         Ok(stream) => exchange(stream, req).map(Some),
         // a socket file left behind by a daemon that is gone
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(format!("cannot connect to {}: {e}", path.display())),
     }
 }

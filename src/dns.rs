@@ -1143,7 +1143,10 @@ impl KeyCache {
                 map.clear();
             }
         }
-        map.insert((name.to_lowercase(), rtype), (resp.clone(), Instant::now() + ttl));
+        map.insert(
+            (name.to_lowercase(), rtype),
+            (resp.clone(), Instant::now() + ttl),
+        );
     }
 }
 

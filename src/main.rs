@@ -297,7 +297,10 @@ fn reports_command(r: ReportsCommand) -> ExitCode {
     let is_list = matches!(request, control::Request::ReportsList);
     match control::call(&cfg, &request) {
         Ok(v) if is_list && !common.json => {
-            println!("{:<60}  {:<8}  {:>8}  BEGIN -> END", "ID", "STATUS", "SESSIONS");
+            println!(
+                "{:<60}  {:<8}  {:>8}  BEGIN -> END",
+                "ID", "STATUS", "SESSIONS"
+            );
             for r in v.as_array().into_iter().flatten() {
                 println!(
                     "{:<60}  {:<8}  {:>8}  {} -> {}",
@@ -451,7 +454,10 @@ fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode 
     }
 }
 
-async fn tlsa_without_daemon(loaded: &config::Loaded, sync: Option<bool>) -> Result<(String, bool), String> {
+async fn tlsa_without_daemon(
+    loaded: &config::Loaded,
+    sync: Option<bool>,
+) -> Result<(String, bool), String> {
     let cfg = &loaded.config;
     let files = tlsa::gate::files_now(loaded);
     let with_files = tlsa::gate::with_served(cfg, &files);
@@ -469,7 +475,15 @@ async fn tlsa_without_daemon(loaded: &config::Loaded, sync: Option<bool>) -> Res
     let tools = server::delivery_tools(cfg).await?;
     match sync {
         Some(dry_run) => {
-            let r = tlsa::gate::step(cfg, &store, &tools.resolver, &files, queue::now_secs(), dry_run).await;
+            let r = tlsa::gate::step(
+                cfg,
+                &store,
+                &tools.resolver,
+                &files,
+                queue::now_secs(),
+                dry_run,
+            )
+            .await;
             Ok((r.lines.join("\n") + "\n", r.ok))
         }
         None => Ok(tlsa::gate::status(cfg, &store, &tools.resolver, &files).await),

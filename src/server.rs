@@ -202,9 +202,9 @@ async fn watch_certificates(shared: Arc<Shared>) {
         let changed = last.as_ref().is_some_and(|l| *l != files);
         let first = last.is_none();
         last = Some(files.clone());
-        let rolling = crate::tlsa::gate::gated(&loaded.config)
-            .iter()
-            .any(|n| crate::tlsa::gate::load_state(&shared.store, n) != crate::tlsa::rollover::State::Idle);
+        let rolling = crate::tlsa::gate::gated(&loaded.config).iter().any(|n| {
+            crate::tlsa::gate::load_state(&shared.store, n) != crate::tlsa::rollover::State::Idle
+        });
         if changed {
             tracing::info!("certificate files changed");
             if let Err(e) = shared.reload_certificates() {
@@ -236,7 +236,15 @@ pub async fn tlsa_step(shared: &Arc<Shared>, dry_run: bool) -> (String, bool) {
         Err(e) => return (format!("{e}\n"), false),
     };
     let now = crate::queue::now_secs();
-    let r = crate::tlsa::gate::step(&loaded.config, &shared.store, &tools.resolver, &files, now, dry_run).await;
+    let r = crate::tlsa::gate::step(
+        &loaded.config,
+        &shared.store,
+        &tools.resolver,
+        &files,
+        now,
+        dry_run,
+    )
+    .await;
     if r.switched {
         if let Err(e) = shared.reload_certificates() {
             tracing::error!("TLSA rollover: cannot switch the listeners: {e}");
@@ -319,7 +327,9 @@ async fn reload(shared: &Arc<Shared>, path: Option<&std::path::Path>) {
     match path {
         None => tracing::info!("reload: running on the embedded default; nothing to read"),
         Some(p) => match config::load_file(p, config::Options::default()) {
-            Ok(new) => match served_config(&new, &shared.store).and_then(|c| crate::tls::listener_configs(&c)) {
+            Ok(new) => match served_config(&new, &shared.store)
+                .and_then(|c| crate::tls::listener_configs(&c))
+            {
                 Err(e) => {
                     tracing::error!("reload failed: {e}; the previous configuration stays in force")
                 }

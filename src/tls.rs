@@ -310,7 +310,11 @@ impl ClientTls {
     /// What the PKIX check would have said of a chain accepted without it
     /// (MTA-STS `testing` reports what `enforce` would have refused):
     /// `None` when valid for `host`, else the RFC 8460 result type.
-    pub fn pkix_verdict(&self, chain: &[CertificateDer<'static>], host: &str) -> Option<&'static str> {
+    pub fn pkix_verdict(
+        &self,
+        chain: &[CertificateDer<'static>],
+        host: &str,
+    ) -> Option<&'static str> {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Some("certificate-not-trusted");
         };

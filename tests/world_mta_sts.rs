@@ -247,9 +247,7 @@ fn proactive_refresh_replaces_a_policy_nearing_expiry() {
     let Some(world) = World::up() else { return };
     let smtp = world.get("WORLD_POSTERN_SMTP").to_string();
     let cfg = world.postern_config("sts-refresh", |_| {});
-    let file = world
-        .path()
-        .join("www/sts-enforce/.well-known/mta-sts.txt");
+    let file = world.path().join("www/sts-enforce/.well-known/mta-sts.txt");
     // max_age 200 s: within the refresh margin (a quarter of the lifetime,
     // at least 5 minutes) from the moment it is fetched.
     std::fs::write(
@@ -259,7 +257,12 @@ fn proactive_refresh_replaces_a_policy_nearing_expiry() {
     .unwrap();
     let p = Postern::start(&cfg, &smtp);
     let first = token("refresh-first");
-    send(&smtp, "sender@dane-ok.test", &["user@sts-enforce.test"], &msg(&first));
+    send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user@sts-enforce.test"],
+        &msg(&first),
+    );
     world
         .wait_for_mail("sts-enforce", &first, WAIT)
         .unwrap_or_else(|| panic!("log:\n{}", p.log_text()));
@@ -296,10 +299,17 @@ fn proactive_refresh_replaces_a_policy_nearing_expiry() {
         if shown["attempts"].as_u64().unwrap_or(0) >= 1 {
             let r = &shown["recipients"][0];
             assert_eq!(r["status"], "deferred", "{shown:#}");
-            assert_eq!(r["errorKind"], "mta-sts", "the refreshed policy is enforced: {shown:#}");
+            assert_eq!(
+                r["errorKind"], "mta-sts",
+                "the refreshed policy is enforced: {shown:#}"
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never attempted:\n{}", p.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never attempted:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

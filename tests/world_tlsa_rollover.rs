@@ -34,7 +34,13 @@ fn out(o: &Output) -> String {
 /// resolver, and whether it came with AD.
 fn dig(resolver: &str) -> (Vec<String>, bool) {
     let o = Command::new("dig")
-        .args(["+dnssec", "+noall", "+answer", "+comments", &format!("@{resolver}")])
+        .args([
+            "+dnssec",
+            "+noall",
+            "+answer",
+            "+comments",
+            &format!("@{resolver}"),
+        ])
         .args(["_25._tcp.mx.postern.test", "TLSA"])
         .output()
         .expect("dig");
@@ -49,8 +55,18 @@ fn dig(resolver: &str) -> (Vec<String>, bool) {
         .lines()
         .filter(|l| !l.starts_with(';') && l.contains("\tTLSA\t"))
         .map(|l| {
-            let f: Vec<&str> = l.split("\tTLSA\t").nth(1).unwrap_or("").split_whitespace().collect();
-            format!("{} {}", f[..3.min(f.len())].join(" "), f.get(3..).unwrap_or(&[]).concat()).to_lowercase()
+            let f: Vec<&str> = l
+                .split("\tTLSA\t")
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            format!(
+                "{} {}",
+                f[..3.min(f.len())].join(" "),
+                f.get(3..).unwrap_or(&[]).concat()
+            )
+            .to_lowercase()
         })
         .collect();
     records.sort();
@@ -61,7 +77,15 @@ fn dig(resolver: &str) -> (Vec<String>, bool) {
 /// listens (postern restarting).
 fn served_chain(smtp: &str) -> Option<String> {
     let o = Command::new("timeout")
-        .args(["10", "openssl", "s_client", "-starttls", "smtp", "-connect", smtp])
+        .args([
+            "10",
+            "openssl",
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-connect",
+            smtp,
+        ])
         .args(["-servername", "mx.postern.test", "-showcerts"])
         .stdin(Stdio::null())
         .output()
@@ -99,7 +123,14 @@ fn issue(world: &World, dir: &Path, tag: &str, key: Option<&str>) -> (String, St
         Some(k) => std::fs::write(&key_path, k).unwrap(),
         None => {
             let ok = Command::new("openssl")
-                .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                ])
                 .arg(&key_path)
                 .status()
                 .unwrap();
@@ -108,18 +139,37 @@ fn issue(world: &World, dir: &Path, tag: &str, key: Option<&str>) -> (String, St
     }
     let cert_path = dir.join(format!("{tag}.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-CA", world.get("WORLD_CA"), "-CAkey", world.get("WORLD_CA_KEY")])
+        .args([
+            "req",
+            "-x509",
+            "-CA",
+            world.get("WORLD_CA"),
+            "-CAkey",
+            world.get("WORLD_CA_KEY"),
+        ])
         .arg("-key")
         .arg(&key_path)
         .arg("-out")
         .arg(&cert_path)
         .args(["-days", "30", "-subj", "/CN=mx.postern.test", "-set_serial"])
-        .arg(format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()))
-        .args(["-addext", "subjectAltName=DNS:mx.postern.test", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg(format!(
+            "{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ))
+        .args([
+            "-addext",
+            "subjectAltName=DNS:mx.postern.test",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .status()
         .unwrap();
     assert!(ok.success(), "openssl req");
-    let chain = std::fs::read_to_string(&cert_path).unwrap() + &std::fs::read_to_string(world.get("WORLD_CA")).unwrap();
+    let chain = std::fs::read_to_string(&cert_path).unwrap()
+        + &std::fs::read_to_string(world.get("WORLD_CA")).unwrap();
     (chain, std::fs::read_to_string(&key_path).unwrap())
 }
 
@@ -134,7 +184,12 @@ fn install(live: &Path, chain: &str, key: &str) {
 
 /// Checks, again and again until stopped, that what the listener serves
 /// verifies against what DNS serves. Returns (checks made, violations).
-fn watcher(smtp: String, resolver: String, scratch: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+fn watcher(
+    smtp: String,
+    resolver: String,
+    scratch: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>)> {
     std::thread::spawn(move || {
         let mut checks = 0;
         let mut bad = Vec::new();
@@ -146,7 +201,14 @@ fn watcher(smtp: String, resolver: String, scratch: PathBuf, stop: Arc<AtomicBoo
             let (records, ad) = dig(&resolver);
             let file = scratch.join("watch-chain.pem");
             std::fs::write(&file, &chain).unwrap();
-            let mut args = vec!["tlsa".to_string(), "verify".into(), "--chain".into(), file.display().to_string(), "--name".into(), "mx.postern.test".into()];
+            let mut args = vec![
+                "tlsa".to_string(),
+                "verify".into(),
+                "--chain".into(),
+                file.display().to_string(),
+                "--name".into(),
+                "mx.postern.test".into(),
+            ];
             for r in &records {
                 args.push("--record".into());
                 args.push(r.clone());
@@ -154,7 +216,11 @@ fn watcher(smtp: String, resolver: String, scratch: PathBuf, stop: Arc<AtomicBoo
             let o = support::postern().args(&args).output().unwrap();
             checks += 1;
             if !ad || records.is_empty() || !o.status.success() {
-                bad.push(format!("served {} vs DNS {records:?} (AD {ad}): {}", &leaf(&chain)[27..60], out(&o)));
+                bad.push(format!(
+                    "served {} vs DNS {records:?} (AD {ad}): {}",
+                    &leaf(&chain)[27..60],
+                    out(&o)
+                ));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -206,18 +272,33 @@ fn gated_rollover_never_breaks_dane() {
     assert!(ad);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let watch = watcher(smtp.clone(), resolver.clone(), world.path().to_path_buf(), stop.clone());
+    let watch = watcher(
+        smtp.clone(),
+        resolver.clone(),
+        world.path().to_path_buf(),
+        stop.clone(),
+    );
 
     // Renewal with a new key.
     let (chain_b, key_b) = issue(&world, &live, "b", None);
     install(&live, &chain_b, &key_b);
     let phases = Arc::new(Mutex::new(Vec::<String>::new()));
     let published = sync(&cfg);
-    assert!(published.contains("publish") || published.contains("wait"), "{published}");
+    assert!(
+        published.contains("publish") || published.contains("wait"),
+        "{published}"
+    );
     phases.lock().unwrap().push(published.clone());
     let status = out(&run(&["tlsa", "status", "--config", cfg.to_str().unwrap()]));
-    assert!(status.contains("waiting") || status.contains("publish"), "{status}");
-    assert_eq!(leaf(&served_chain(&smtp).unwrap()), leaf(&chain_a), "still the old certificate");
+    assert!(
+        status.contains("waiting") || status.contains("publish"),
+        "{status}"
+    );
+    assert_eq!(
+        leaf(&served_chain(&smtp).unwrap()),
+        leaf(&chain_a),
+        "still the old certificate"
+    );
 
     // A restart in the middle of the wait: still the old certificate.
     drop(p);
@@ -245,12 +326,30 @@ fn gated_rollover_never_breaks_dane() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(switched, "no switch within 90 s: {:?}\n{}", phases.lock().unwrap(), p.log_text());
-    assert_eq!(leaf(&served_chain(&smtp).unwrap()), leaf(&chain_b), "now the new certificate");
+    assert!(
+        switched,
+        "no switch within 90 s: {:?}\n{}",
+        phases.lock().unwrap(),
+        p.log_text()
+    );
+    assert_eq!(
+        leaf(&served_chain(&smtp).unwrap()),
+        leaf(&chain_b),
+        "now the new certificate"
+    );
     // …and the same certificate was exported, then the reload command ran.
-    assert_eq!(std::fs::read_to_string(export.join("fullchain.pem")).unwrap(), chain_b);
-    assert_eq!(std::fs::read_to_string(export.join("key.pem")).unwrap(), key_b);
-    assert!(export.join("reloaded").exists(), "rollover.export.reload ran");
+    assert_eq!(
+        std::fs::read_to_string(export.join("fullchain.pem")).unwrap(),
+        chain_b
+    );
+    assert_eq!(
+        std::fs::read_to_string(export.join("key.pem")).unwrap(),
+        key_b
+    );
+    assert!(
+        export.join("reloaded").exists(),
+        "rollover.export.reload ran"
+    );
     // Then the old record goes.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -272,14 +371,20 @@ fn gated_rollover_never_breaks_dane() {
 
     // The order, as the daemons logged it: publish, switch, remove.
     let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap() + &p.log_text();
-    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("no '{what}' step logged:\n{log}"));
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no '{what}' step logged:\n{log}"))
+    };
     assert!(
-        at("publish: new records") < at("switch: the listeners") && at("switch: the listeners") < at("remove: old records"),
+        at("publish: new records") < at("switch: the listeners")
+            && at("switch: the listeners") < at("remove: old records"),
         "{log}"
     );
 
     assert!(
-        !Path::new(&export.join("fullchain.pem")).exists() || leaf(&std::fs::read_to_string(export.join("fullchain.pem")).unwrap()) != leaf(&chain_a),
+        !Path::new(&export.join("fullchain.pem")).exists()
+            || leaf(&std::fs::read_to_string(export.join("fullchain.pem")).unwrap())
+                != leaf(&chain_a),
         "the old certificate is never exported"
     );
 
@@ -288,17 +393,33 @@ fn gated_rollover_never_breaks_dane() {
     install(&live, &chain_c, &key_c);
     let deadline = Instant::now() + Duration::from_secs(30);
     while leaf(&served_chain(&smtp).unwrap()) != leaf(&chain_c) {
-        assert!(Instant::now() < deadline, "the same-key renewal is not served:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the same-key renewal is not served:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let o = sync(&cfg2);
     assert!(o.contains("in sync"), "{o}");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(dig(&resolver).0, records_b, "a same-key renewal changes nothing in DNS");
+    assert_eq!(
+        dig(&resolver).0,
+        records_b,
+        "a same-key renewal changes nothing in DNS"
+    );
 
     stop.store(true, Ordering::SeqCst);
     let (checks, bad) = watch.join().unwrap();
-    eprintln!("watcher: {checks} checks; sync outputs:\n{}", phases.lock().unwrap().join(""));
+    eprintln!(
+        "watcher: {checks} checks; sync outputs:\n{}",
+        phases.lock().unwrap().join("")
+    );
     assert!(checks >= 20, "only {checks} checks");
-    assert!(bad.is_empty(), "the served chain failed DANE against DNS {} times of {checks}:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "the served chain failed DANE against DNS {} times of {checks}:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

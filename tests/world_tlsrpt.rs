@@ -62,9 +62,14 @@ fn gunzip(bytes: &[u8]) -> Value {
 /// date-time format. Panics with the path of the first violation.
 fn validate_rfc8460(r: &Value) {
     fn keys(v: &Value, path: &str, allowed: &[&str], required: &[&str]) {
-        let o = v.as_object().unwrap_or_else(|| panic!("{path}: not an object"));
+        let o = v
+            .as_object()
+            .unwrap_or_else(|| panic!("{path}: not an object"));
         for k in o.keys() {
-            assert!(allowed.contains(&k.as_str()), "{path}.{k}: not an RFC 8460 field");
+            assert!(
+                allowed.contains(&k.as_str()),
+                "{path}.{k}: not an RFC 8460 field"
+            );
         }
         for k in required {
             assert!(o.contains_key(*k), "{path}.{k}: required");
@@ -87,19 +92,44 @@ fn validate_rfc8460(r: &Value) {
     keys(
         r,
         "report",
-        &["organization-name", "date-range", "contact-info", "report-id", "policies"],
-        &["organization-name", "date-range", "contact-info", "report-id", "policies"],
+        &[
+            "organization-name",
+            "date-range",
+            "contact-info",
+            "report-id",
+            "policies",
+        ],
+        &[
+            "organization-name",
+            "date-range",
+            "contact-info",
+            "report-id",
+            "policies",
+        ],
     );
     string(&r["organization-name"], "organization-name");
     string(&r["contact-info"], "contact-info");
     string(&r["report-id"], "report-id");
-    keys(&r["date-range"], "date-range", &["start-datetime", "end-datetime"], &["start-datetime", "end-datetime"]);
-    date_time(&r["date-range"]["start-datetime"], "date-range.start-datetime");
+    keys(
+        &r["date-range"],
+        "date-range",
+        &["start-datetime", "end-datetime"],
+        &["start-datetime", "end-datetime"],
+    );
+    date_time(
+        &r["date-range"]["start-datetime"],
+        "date-range.start-datetime",
+    );
     date_time(&r["date-range"]["end-datetime"], "date-range.end-datetime");
     let policies = r["policies"].as_array().expect("policies: array");
     for (i, p) in policies.iter().enumerate() {
         let path = format!("policies[{i}]");
-        keys(p, &path, &["policy", "summary", "failure-details"], &["policy", "summary"]);
+        keys(
+            p,
+            &path,
+            &["policy", "summary", "failure-details"],
+            &["policy", "summary"],
+        );
         let pol = &p["policy"];
         keys(
             pol,
@@ -108,10 +138,18 @@ fn validate_rfc8460(r: &Value) {
             &["policy-type", "policy-domain"],
         );
         let kind = string(&pol["policy-type"], &format!("{path}.policy.policy-type"));
-        assert!(["tlsa", "sts", "no-policy-found"].contains(&kind.as_str()), "{path}: policy-type {kind}");
+        assert!(
+            ["tlsa", "sts", "no-policy-found"].contains(&kind.as_str()),
+            "{path}: policy-type {kind}"
+        );
         for list in ["policy-string", "mx-host"] {
             if let Some(v) = pol.get(list) {
-                for (j, s) in v.as_array().unwrap_or_else(|| panic!("{path}.{list}: not an array")).iter().enumerate() {
+                for (j, s) in v
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{path}.{list}: not an array"))
+                    .iter()
+                    .enumerate()
+                {
                     string(s, &format!("{path}.policy.{list}[{j}]"));
                 }
             }
@@ -119,36 +157,63 @@ fn validate_rfc8460(r: &Value) {
         keys(
             &p["summary"],
             &format!("{path}.summary"),
-            &["total-successful-session-count", "total-failure-session-count"],
-            &["total-successful-session-count", "total-failure-session-count"],
+            &[
+                "total-successful-session-count",
+                "total-failure-session-count",
+            ],
+            &[
+                "total-successful-session-count",
+                "total-failure-session-count",
+            ],
         );
         count(&p["summary"]["total-successful-session-count"], &path);
         count(&p["summary"]["total-failure-session-count"], &path);
         let mut failed = 0;
-        for (j, d) in p["failure-details"].as_array().into_iter().flatten().enumerate() {
+        for (j, d) in p["failure-details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let dp = format!("{path}.failure-details[{j}]");
             keys(
                 d,
                 &dp,
                 &[
-                    "result-type", "sending-mta-ip", "receiving-mx-hostname", "receiving-mx-helo",
-                    "receiving-ip", "failed-session-count", "additional-information", "failure-reason-code",
+                    "result-type",
+                    "sending-mta-ip",
+                    "receiving-mx-hostname",
+                    "receiving-mx-helo",
+                    "receiving-ip",
+                    "failed-session-count",
+                    "additional-information",
+                    "failure-reason-code",
                 ],
                 &["result-type", "failed-session-count"],
             );
             let t = string(&d["result-type"], &dp);
             assert!(
                 [
-                    "starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
-                    "certificate-not-trusted", "validation-failure", "tlsa-invalid", "dnssec-invalid",
-                    "dane-required", "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid",
+                    "starttls-not-supported",
+                    "certificate-host-mismatch",
+                    "certificate-expired",
+                    "certificate-not-trusted",
+                    "validation-failure",
+                    "tlsa-invalid",
+                    "dnssec-invalid",
+                    "dane-required",
+                    "sts-policy-fetch-error",
+                    "sts-policy-invalid",
+                    "sts-webpki-invalid",
                 ]
                 .contains(&t.as_str()),
                 "{dp}: result-type {t}"
             );
             for ip in ["sending-mta-ip", "receiving-ip"] {
                 if let Some(v) = d.get(ip) {
-                    string(v, &dp).parse::<std::net::IpAddr>().unwrap_or_else(|_| panic!("{dp}.{ip}: not an IP address"));
+                    string(v, &dp)
+                        .parse::<std::net::IpAddr>()
+                        .unwrap_or_else(|_| panic!("{dp}.{ip}: not an IP address"));
                 }
             }
             count(&d["failed-session-count"], &dp);
@@ -179,8 +244,12 @@ fn counts(r: &Value) -> BTreeMap<String, (u64, u64, Vec<String>)> {
         out.insert(
             p["policy"]["policy-type"].as_str().unwrap().to_string(),
             (
-                p["summary"]["total-successful-session-count"].as_u64().unwrap(),
-                p["summary"]["total-failure-session-count"].as_u64().unwrap(),
+                p["summary"]["total-successful-session-count"]
+                    .as_u64()
+                    .unwrap(),
+                p["summary"]["total-failure-session-count"]
+                    .as_u64()
+                    .unwrap(),
                 types,
             ),
         );
@@ -204,14 +273,21 @@ fn c(s: u64, f: u64, types: &[&str]) -> (u64, u64, Vec<String>) {
 /// DKIM-verifies `raw` with mail-auth, looking the key up through the
 /// world's validating resolver.
 fn dkim_passes(world: &World, raw: &[u8]) -> Result<(), String> {
-    use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+    use mail_auth::hickory_resolver::config::{
+        ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+    };
     let ip: std::net::IpAddr = world.get("WORLD_RESOLVER_IP").parse().unwrap();
     let config = ResolverConfig::from_parts(
         None,
         vec![],
-        vec![NameServerConfig::new(ip, true, vec![ConnectionConfig::udp(), ConnectionConfig::tcp()])],
+        vec![NameServerConfig::new(
+            ip,
+            true,
+            vec![ConnectionConfig::udp(), ConnectionConfig::tcp()],
+        )],
     );
-    let auth = mail_auth::MessageAuthenticator::new(config, ResolverOpts::default()).map_err(|e| e.to_string())?;
+    let auth = mail_auth::MessageAuthenticator::new(config, ResolverOpts::default())
+        .map_err(|e| e.to_string())?;
     let msg = mail_auth::AuthenticatedMessage::parse(raw).ok_or("unparseable message")?;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let results = rt.block_on(auth.verify_dkim(&msg));
@@ -250,17 +326,31 @@ fn tls_reports_by_mail_and_https() {
     ];
     for (mx, domain) in delivered {
         let t = token(domain);
-        send(&smtp, "sender@postern.test", &[&format!("user@{domain}")], &msg(&t));
+        send(
+            &smtp,
+            "sender@postern.test",
+            &[&format!("user@{domain}")],
+            &msg(&t),
+        );
         world
             .wait_for_mail(mx, &t, WAIT)
             .unwrap_or_else(|| panic!("{domain} not delivered; log:\n{}", p.log_text()));
     }
     // Deferred: a TLSA record that matches nothing; STS enforce, MX not listed.
     for domain in ["dane-bad.test", "sts-mxmismatch.test"] {
-        let id = queued_id(&send(&smtp, "sender@postern.test", &[&format!("user@{domain}")], &msg(&token(domain))));
+        let id = queued_id(&send(
+            &smtp,
+            "sender@postern.test",
+            &[&format!("user@{domain}")],
+            &msg(&token(domain)),
+        ));
         wait_attempted(&p, &id);
         assert!(
-            p.queue(&["list"]).as_array().unwrap().iter().any(|m| m["id"] == id),
+            p.queue(&["list"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == id),
             "{domain}: must stay queued; log:\n{}",
             p.log_text()
         );
@@ -268,7 +358,12 @@ fn tls_reports_by_mail_and_https() {
     // STS testing, self-signed MX certificate: refused under PKIX, then
     // delivered with invalid-tls — both sessions are failures to report.
     let t = token("sts-testing-badcert");
-    let id = queued_id(&send(&smtp, "sender@postern.test", &["user@sts-testing-badcert.test"], &msg(&t)));
+    let id = queued_id(&send(
+        &smtp,
+        "sender@postern.test",
+        &["user@sts-testing-badcert.test"],
+        &msg(&t),
+    ));
     wait_attempted(&p, &id);
     p.queue(&["retry", &id]);
     world
@@ -287,8 +382,16 @@ fn tls_reports_by_mail_and_https() {
     assert_eq!(
         pending_domains,
         [
-            "dane-bad.test", "dane-ok.test", "nostarttls.test", "sts-404.test", "sts-badcert.test", "sts-big.test",
-            "sts-ctype.test", "sts-mxmismatch.test", "sts-redirect.test", "sts-testing-badcert.test"
+            "dane-bad.test",
+            "dane-ok.test",
+            "nostarttls.test",
+            "sts-404.test",
+            "sts-badcert.test",
+            "sts-big.test",
+            "sts-ctype.test",
+            "sts-mxmismatch.test",
+            "sts-redirect.test",
+            "sts-testing-badcert.test"
         ]
     );
 
@@ -297,24 +400,50 @@ fn tls_reports_by_mail_and_https() {
     assert_eq!(sent.len(), 10, "{sent:?}");
     for r in sent {
         for d in r["deliveries"].as_array().unwrap() {
-            let ok = if d["uri"].as_str().unwrap().starts_with("mailto:") { "queued" } else { "posted" };
+            let ok = if d["uri"].as_str().unwrap().starts_with("mailto:") {
+                "queued"
+            } else {
+                "posted"
+            };
             assert_eq!(d["result"], ok, "{r}");
         }
     }
 
     let expected: BTreeMap<&str, BTreeMap<String, (u64, u64, Vec<String>)>> = [
-        ("dane-ok.test", BTreeMap::from([("tlsa".to_string(), c(1, 0, &[]))])),
-        ("nostarttls.test", BTreeMap::from([("no-policy-found".to_string(), c(0, 1, &["starttls-not-supported"]))])),
+        (
+            "dane-ok.test",
+            BTreeMap::from([("tlsa".to_string(), c(1, 0, &[]))]),
+        ),
+        (
+            "nostarttls.test",
+            BTreeMap::from([(
+                "no-policy-found".to_string(),
+                c(0, 1, &["starttls-not-supported"]),
+            )]),
+        ),
         ("sts-404.test", fetch_failed("sts-policy-fetch-error")),
         ("sts-redirect.test", fetch_failed("sts-policy-fetch-error")),
         ("sts-ctype.test", fetch_failed("sts-policy-fetch-error")),
         ("sts-big.test", fetch_failed("sts-policy-fetch-error")),
         ("sts-badcert.test", fetch_failed("sts-webpki-invalid")),
-        ("dane-bad.test", BTreeMap::from([("tlsa".to_string(), c(0, 1, &["validation-failure"]))])),
-        ("sts-mxmismatch.test", BTreeMap::from([("sts".to_string(), c(0, 1, &["validation-failure"]))])),
+        (
+            "dane-bad.test",
+            BTreeMap::from([("tlsa".to_string(), c(0, 1, &["validation-failure"]))]),
+        ),
+        (
+            "sts-mxmismatch.test",
+            BTreeMap::from([("sts".to_string(), c(0, 1, &["validation-failure"]))]),
+        ),
         (
             "sts-testing-badcert.test",
-            BTreeMap::from([("sts".to_string(), c(0, 2, &["certificate-not-trusted", "certificate-not-trusted"]))]),
+            BTreeMap::from([(
+                "sts".to_string(),
+                c(
+                    0,
+                    2,
+                    &["certificate-not-trusted", "certificate-not-trusted"],
+                ),
+            )]),
         ),
     ]
     .into_iter()
@@ -324,28 +453,58 @@ fn tls_reports_by_mail_and_https() {
     let deadline = Instant::now() + WAIT;
     let mut mails = Vec::new();
     while Instant::now() < deadline {
-        mails = world.spool("reports").into_iter().filter(|m| m.contains("TLS-Report-Domain:")).collect();
+        mails = world
+            .spool("reports")
+            .into_iter()
+            .filter(|m| m.contains("TLS-Report-Domain:"))
+            .collect();
         if mails.len() >= 4 {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(mails.len(), 4, "report mails at reports.test; log:\n{}", p.log_text());
+    assert_eq!(
+        mails.len(),
+        4,
+        "report mails at reports.test; log:\n{}",
+        p.log_text()
+    );
     let mut by_mail = BTreeMap::new();
     for raw in &mails {
         dkim_passes(&world, raw.as_bytes()).unwrap_or_else(|e| panic!("DKIM: {e}\n{raw}"));
-        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).unwrap();
-        let domain = parsed.header("TLS-Report-Domain").unwrap().as_text().unwrap().trim().to_string();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
+        let domain = parsed
+            .header("TLS-Report-Domain")
+            .unwrap()
+            .as_text()
+            .unwrap()
+            .trim()
+            .to_string();
         assert_eq!(
-            parsed.header("TLS-Report-Submitter").unwrap().as_text().unwrap().trim(),
+            parsed
+                .header("TLS-Report-Submitter")
+                .unwrap()
+                .as_text()
+                .unwrap()
+                .trim(),
             "mx.postern.test"
         );
         assert!(raw.contains("Auto-Submitted: auto-generated"));
         assert!(raw.contains("report-type=\"tlsrpt\""));
         let att = parsed.attachment(0).expect("attachment");
         let name = att.attachment_name().unwrap();
-        assert!(name.starts_with(&format!("mx.postern.test!{domain}!")) && name.ends_with(".json.gz"), "{name}");
-        assert_eq!(att.content_type().map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or(""))).as_deref(), Some("application/tlsrpt+gzip"));
+        assert!(
+            name.starts_with(&format!("mx.postern.test!{domain}!")) && name.ends_with(".json.gz"),
+            "{name}"
+        );
+        assert_eq!(
+            att.content_type()
+                .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+                .as_deref(),
+            Some("application/tlsrpt+gzip")
+        );
         let report = gunzip(att.contents());
         validate_rfc8460(&report);
         assert_eq!(report["organization-name"], "postern test world");
@@ -353,7 +512,15 @@ fn tls_reports_by_mail_and_https() {
         by_mail.insert(domain, report);
     }
     let mail_domains: Vec<&str> = by_mail.keys().map(|s| s.as_str()).collect();
-    assert_eq!(mail_domains, ["dane-bad.test", "dane-ok.test", "nostarttls.test", "sts-testing-badcert.test"]);
+    assert_eq!(
+        mail_domains,
+        [
+            "dane-bad.test",
+            "dane-ok.test",
+            "nostarttls.test",
+            "sts-testing-badcert.test"
+        ]
+    );
 
     // https: the sts-* fetch failures, sts-mxmismatch, dane-bad.
     let dir = std::path::PathBuf::from(world.get("WORLD_TLSRPT_DIR"));
@@ -364,12 +531,16 @@ fn tls_reports_by_mail_and_https() {
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = e.path();
             if path.extension().is_some_and(|x| x == "json") {
-                let meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                let meta: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
                 assert_eq!(meta["contentType"], "application/tlsrpt+gzip", "{meta}");
                 let body = std::fs::read(path.with_extension("body")).unwrap();
                 let report = gunzip(&body);
                 validate_rfc8460(&report);
-                let domain = report["policies"][0]["policy"]["policy-domain"].as_str().unwrap().to_string();
+                let domain = report["policies"][0]["policy"]["policy-domain"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 by_https.insert(domain, report);
             }
         }
@@ -379,11 +550,19 @@ fn tls_reports_by_mail_and_https() {
     assert_eq!(
         https_domains,
         [
-            "dane-bad.test", "sts-404.test", "sts-badcert.test", "sts-big.test", "sts-ctype.test",
-            "sts-mxmismatch.test", "sts-redirect.test"
+            "dane-bad.test",
+            "sts-404.test",
+            "sts-badcert.test",
+            "sts-big.test",
+            "sts-ctype.test",
+            "sts-mxmismatch.test",
+            "sts-redirect.test"
         ]
     );
-    assert_eq!(by_https["dane-bad.test"], by_mail["dane-bad.test"], "both rua get the same report");
+    assert_eq!(
+        by_https["dane-bad.test"], by_mail["dane-bad.test"],
+        "both rua get the same report"
+    );
 
     for (domain, want) in &expected {
         let report = by_mail.get(*domain).or(by_https.get(*domain)).unwrap();
@@ -397,20 +576,47 @@ fn tls_reports_by_mail_and_https() {
     assert!(nostarttls["sending-mta-ip"].is_string());
     let dane_ok = &by_mail["dane-ok.test"]["policies"][0]["policy"];
     assert_eq!(dane_ok["mx-host"][0], "mx.dane-ok.test");
-    assert!(dane_ok["policy-string"][0].as_str().unwrap().starts_with("3 1 1 "));
+    assert!(dane_ok["policy-string"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("3 1 1 "));
     let mismatch = &by_https["sts-mxmismatch.test"]["policies"][0];
-    assert!(mismatch["policy"]["policy-string"].as_array().unwrap().iter().any(|l| l == "mode: enforce"));
-    assert_eq!(mismatch["failure-details"][0]["receiving-mx-hostname"], "mx.sts-mxmismatch.test");
+    assert!(mismatch["policy"]["policy-string"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "mode: enforce"));
+    assert_eq!(
+        mismatch["failure-details"][0]["receiving-mx-hostname"],
+        "mx.sts-mxmismatch.test"
+    );
     let testing = &by_mail["sts-testing-badcert.test"]["policies"][0]["policy"];
-    assert!(testing["policy-string"].as_array().unwrap().iter().any(|l| l == "mode: testing"));
+    assert!(testing["policy-string"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "mode: testing"));
 
     // The report mails themselves were delivered (reports.test publishes
     // _smtp._tls too) and are never recorded: nothing pending remains.
     std::thread::sleep(Duration::from_secs(1));
     let after = reports(&p, &["list"]);
-    let still: Vec<&Value> = after.as_array().unwrap().iter().filter(|r| r["status"] == "pending").collect();
+    let still: Vec<&Value> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "pending")
+        .collect();
     assert!(still.is_empty(), "no report about report mail: {still:?}");
-    assert_eq!(after.as_array().unwrap().iter().filter(|r| r["status"] == "sent").count(), 10);
+    assert_eq!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "sent")
+            .count(),
+        10
+    );
     let one = reports(&p, &["show", sent[0]["id"].as_str().unwrap()]);
     assert!(one["report"]["policies"].is_array(), "{one}");
 }

@@ -13,10 +13,10 @@ mod validate;
 
 pub use model::*;
 
-use std::collections::BTreeMap;
 use secrets::Secrets;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 

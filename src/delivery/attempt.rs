@@ -169,7 +169,12 @@ async fn mx_hosts(
     events: &mut Vec<Event>,
 ) -> Result<(Vec<String>, bool, String), Vec<Outcome>> {
     let dnssec_invalid = |why: &str| {
-        Event::failure(PolicyKey::tlsa(Vec::new(), domain), "dnssec-invalid", &Session::default(), why)
+        Event::failure(
+            PolicyKey::tlsa(Vec::new(), domain),
+            "dnssec-invalid",
+            &Session::default(),
+            why,
+        )
     };
     match ctx.resolver.mx(domain).await {
         Ok(answer) => {
@@ -277,7 +282,12 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
     if let (Some(l), None) = (&sts, &policy) {
         if let Some(result_type) = l.fetch_failure {
             // RFC 8460 §4.3.2.1: the policy could not be had at all.
-            trace.tlsrpt.push(Event::failure(PolicyKey::sts(None), result_type, &Session::default(), &l.note));
+            trace.tlsrpt.push(Event::failure(
+                PolicyKey::sts(None),
+                result_type,
+                &Session::default(),
+                &l.note,
+            ));
         }
     }
     if let Some(l) = &sts {
@@ -326,7 +336,12 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                         mx: Some(h.clone()),
                         ..Session::default()
                     };
-                    trace.tlsrpt.push(Event::failure(PolicyKey::sts(Some(p)), "validation-failure", &at, "MX host not listed in the MTA-STS policy"));
+                    trace.tlsrpt.push(Event::failure(
+                        PolicyKey::sts(Some(p)),
+                        "validation-failure",
+                        &at,
+                        "MX host not listed in the MTA-STS policy",
+                    ));
                 }
                 let why = format!(
                     "no MX host of {domain} ({}) matches its MTA-STS policy (enforce)",
@@ -396,7 +411,12 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                     mx: Some(host.clone()),
                     ..Session::default()
                 };
-                trace.tlsrpt.push(Event::failure(PolicyKey::tlsa(Vec::new(), host), result_type, &at, &why));
+                trace.tlsrpt.push(Event::failure(
+                    PolicyKey::tlsa(Vec::new(), host),
+                    result_type,
+                    &at,
+                    &why,
+                ));
                 tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
                 last = (why, "dane");
                 continue;
@@ -439,8 +459,18 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 trace.verified = true;
             }
             let result = transaction(ctx, peer, &plan, rcpts, &mut trace).await;
-            let testing = policy.as_ref().filter(|p| p.mode == crate::mta_sts::Mode::Testing);
-            if let Some(event) = session_event(ctx, host, &plan, dane.as_ref(), enforce.or(testing), &result, &trace) {
+            let testing = policy
+                .as_ref()
+                .filter(|p| p.mode == crate::mta_sts::Mode::Testing);
+            if let Some(event) = session_event(
+                ctx,
+                host,
+                &plan,
+                dane.as_ref(),
+                enforce.or(testing),
+                &result,
+                &trace,
+            ) {
                 trace.tlsrpt.push(event);
             }
             if let Some(h) = trace.hosts.last_mut() {
@@ -499,7 +529,12 @@ fn session_event(
         (None, None) => PolicyKey::none(),
     };
     let fail = |result_type: &str, why: &str| {
-        Some(Event::failure(policy.clone(), result_type, &trace.session, why))
+        Some(Event::failure(
+            policy.clone(),
+            result_type,
+            &trace.session,
+            why,
+        ))
     };
     if let Err(ClientError::Tls(f)) = result {
         // The DANE verifier knows better than rustls' error which check failed.
@@ -513,18 +548,27 @@ fn session_event(
         if result.is_err() || (plan.starttls == Requirement::Disable && !plan.implicit) {
             return None;
         }
-        return fail("starttls-not-supported", "the server does not offer STARTTLS");
+        return fail(
+            "starttls-not-supported",
+            "the server does not offer STARTTLS",
+        );
     }
     if let (None, Some(p)) = (dane, sts) {
         if !p.matches_mx(host) {
-            return fail("validation-failure", "MX host not listed in the MTA-STS policy");
+            return fail(
+                "validation-failure",
+                "MX host not listed in the MTA-STS policy",
+            );
         }
         if let Some(result_type) = trace.session.pkix {
             return fail(result_type, "certificate accepted without PKIX validation");
         }
     }
     if dane.is_some_and(|d| !d.authenticated) {
-        return fail("tlsa-invalid", "no usable TLSA record: encrypted, not authenticated");
+        return fail(
+            "tlsa-invalid",
+            "no usable TLSA record: encrypted, not authenticated",
+        );
     }
     Some(Event::success(policy))
 }
@@ -586,7 +630,9 @@ async fn dane_plan(
                 if !matches!(security, Security::Bogus(_) | Security::Indeterminate(_)) => {}
             Err(e) => {
                 return Err((
-                    format!("TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery"),
+                    format!(
+                    "TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery"
+                ),
                     "dnssec-invalid",
                 ))
             }

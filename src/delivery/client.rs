@@ -240,8 +240,8 @@ impl Client {
             .stream
             .take_plain()
             .map_err(|e| ClientError::tls(e.to_string(), "validation-failure"))?;
-        let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| {
+        let name =
+            rustls_pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| {
                 ClientError::tls(
                     format!("bad server name {server_name}: {e}"),
                     "validation-failure",
@@ -529,7 +529,10 @@ mod tests {
     #[test]
     fn the_envelope_goes_out_in_one_flight() {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -540,14 +543,18 @@ mod tests {
                 w.write_all(b"220 fake\r\n").await.unwrap();
                 let ehlo = lines.next_line().await.unwrap().unwrap();
                 assert!(ehlo.starts_with("EHLO "), "{ehlo}");
-                w.write_all(b"250-fake\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n").await.unwrap();
+                w.write_all(b"250-fake\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+                    .await
+                    .unwrap();
                 let mut got = Vec::new();
                 while got.last().map(String::as_str) != Some("DATA") {
                     got.push(lines.next_line().await.unwrap().unwrap());
                 }
-                w.write_all(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n")
-                    .await
-                    .unwrap();
+                w.write_all(
+                    b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n",
+                )
+                .await
+                .unwrap();
                 let mut body = Vec::new();
                 loop {
                     let l = lines.next_line().await.unwrap().unwrap();
@@ -560,21 +567,40 @@ mod tests {
                 (got, body)
             });
             let t = Duration::from_secs(5);
-            let timeouts = Timeouts { connect: t, greeting: t, ehlo: t, mail: t, rcpt: t, data: t, tls: t };
+            let timeouts = Timeouts {
+                connect: t,
+                greeting: t,
+                ehlo: t,
+                mail: t,
+                rcpt: t,
+                data: t,
+                tls: t,
+            };
             let mut c = Client::connect(addr, timeouts, false).await.unwrap();
             c.greeting().await.unwrap();
             c.hello("client.example").await.unwrap();
             assert!(c.offers("PIPELINING"));
             let rcpts = vec!["a@example.org".to_string(), "b@example.org".to_string()];
-            let (mail, replies, data) = c.pipelined_envelope("s@example.net", 42, false, &rcpts).await.unwrap();
+            let (mail, replies, data) = c
+                .pipelined_envelope("s@example.net", 42, false, &rcpts)
+                .await
+                .unwrap();
             assert_eq!((mail.code, data.code), (250, 354));
-            assert_eq!(replies.iter().map(|r| r.code).collect::<Vec<_>>(), vec![250, 550]);
+            assert_eq!(
+                replies.iter().map(|r| r.code).collect::<Vec<_>>(),
+                vec![250, 550]
+            );
             let end = c.body(b"Subject: x\n\n.dot\n", 1).await.unwrap();
             assert_eq!(end[0].code, 250);
             let (got, body) = server.await.unwrap();
             assert_eq!(
                 got,
-                vec!["MAIL FROM:<s@example.net> SIZE=42", "RCPT TO:<a@example.org>", "RCPT TO:<b@example.org>", "DATA"]
+                vec![
+                    "MAIL FROM:<s@example.net> SIZE=42",
+                    "RCPT TO:<a@example.org>",
+                    "RCPT TO:<b@example.org>",
+                    "DATA"
+                ]
             );
             assert_eq!(body, vec!["Subject: x", "", "..dot"]);
         });

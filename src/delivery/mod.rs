@@ -137,8 +137,21 @@ impl Engine {
         let cfg = self.shared.config();
         let tools = self.tools();
         let now = queue::now_secs();
-        match crate::tlsrpt::send::send_due(&cfg.config, &self.shared.store, &tools.resolver, &tools.fetch_tls, now, false).await {
-            Ok(sent) if sent.iter().any(|s| s.deliveries.iter().any(|d| d.result == "queued")) => {
+        match crate::tlsrpt::send::send_due(
+            &cfg.config,
+            &self.shared.store,
+            &tools.resolver,
+            &tools.fetch_tls,
+            now,
+            false,
+        )
+        .await
+        {
+            Ok(sent)
+                if sent
+                    .iter()
+                    .any(|s| s.deliveries.iter().any(|d| d.result == "queued")) =>
+            {
                 self.shared.wake.notify_one();
             }
             Ok(_) => {}
@@ -221,7 +234,14 @@ impl Engine {
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
             // RFC 8460 §3: no reports about report messages (nor DSNs).
             if !env.internal {
-                crate::tlsrpt::record(&cfg.config, &self.shared.store, &tools.resolver, &domain, &trace.tlsrpt).await;
+                crate::tlsrpt::record(
+                    &cfg.config,
+                    &self.shared.store,
+                    &tools.resolver,
+                    &domain,
+                    &trace.tlsrpt,
+                )
+                .await;
             }
             for (i, o) in idx.iter().zip(outcomes) {
                 let r = &mut env.recipients[*i];

@@ -55,7 +55,10 @@ pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Looku
             let policy = mta_sts::after_fetch_failure(cached.as_ref(), now);
             Lookup {
                 source: if policy.is_some() { "cache" } else { "none" },
-                note: format!("a refetch failed less than {} s ago; the cached policy stays in force", REFETCH_BACKOFF),
+                note: format!(
+                    "a refetch failed less than {} s ago; the cached policy stays in force",
+                    REFETCH_BACKOFF
+                ),
                 fetch_failure: None,
                 expires_at: cached.as_ref().map(|c| c.expires_at),
                 policy,
@@ -125,7 +128,11 @@ fn note_failure(domain: &str, now: u64) {
 }
 
 fn clear_failure(domain: &str) {
-    if let Some(m) = FAILED_FETCHES.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+    if let Some(m) = FAILED_FETCHES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+    {
         m.remove(&mta_sts::cache_key(domain));
     }
 }
@@ -210,11 +217,17 @@ mod tests {
         let d = "backoff-test.example";
         assert!(!recently_failed(d, 1_000));
         note_failure(d, 1_000);
-        assert!(recently_failed("Backoff-Test.Example.", 1_100), "same domain, any spelling");
+        assert!(
+            recently_failed("Backoff-Test.Example.", 1_100),
+            "same domain, any spelling"
+        );
         assert!(recently_failed(d, 1_000 + REFETCH_BACKOFF - 1));
         assert!(!recently_failed(d, 1_000 + REFETCH_BACKOFF));
         note_failure(d, 2_000);
         clear_failure(d);
-        assert!(!recently_failed(d, 2_001), "a successful fetch ends the backoff");
+        assert!(
+            !recently_failed(d, 2_001),
+            "a successful fetch ends the backoff"
+        );
     }
 }

@@ -94,8 +94,18 @@ pub fn read_pinned(cfg: &Config, name: &str) -> Option<CertFiles> {
 /// so a crash leaves the old copy or the new one, never half of either.
 fn write_pinned(cfg: &Config, name: &str, files: &CertFiles) -> Result<(), String> {
     let dir = pinned_dir(cfg, name);
-    write_pair(&dir.join("chain.pem"), &files.chain, &dir.join("key.pem"), &files.key)
-        .map_err(|e| format!("keeping the served certificate under {}: {e}", dir.display()))
+    write_pair(
+        &dir.join("chain.pem"),
+        &files.chain,
+        &dir.join("key.pem"),
+        &files.key,
+    )
+    .map_err(|e| {
+        format!(
+            "keeping the served certificate under {}: {e}",
+            dir.display()
+        )
+    })
 }
 
 fn write_pair(
@@ -135,7 +145,11 @@ fn records_of<'a>(cfg: &'a Config, name: &str) -> Vec<(&'a String, &'a TlsaRecor
 fn record_set(cfg: &Config, name: &str, chain: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (id, r) in records_of(cfg, name) {
-        let usages: Vec<(u8, u8, u8)> = r.usages.iter().map(|u| (u.usage, u.selector, u.matching)).collect();
+        let usages: Vec<(u8, u8, u8)> = r
+            .usages
+            .iter()
+            .map(|u| (u.usage, u.selector, u.matching))
+            .collect();
         let owner = readback::owner_name(&r.host, r.port);
         for d in sync::desired(chain, &usages).map_err(|e| format!("tlsa.records.{id}: {e}"))? {
             out.push(format!("{owner} {d}"));
@@ -170,7 +184,10 @@ pub fn load_state(store: &Store, name: &str) -> State {
 fn save_state(store: &Store, name: &str, state: &State) -> Result<(), String> {
     let value = serde_json::to_vec(state).map_err(|e| e.to_string())?;
     store
-        .write(Batch::default().put("tlsa", state_key(name).as_bytes(), &value), true)
+        .write(
+            Batch::default().put("tlsa", state_key(name).as_bytes(), &value),
+            true,
+        )
         .map_err(|e| format!("saving the rollover state: {e}"))
 }
 
@@ -224,7 +241,12 @@ pub fn with_served(cfg: &Config, served: &BTreeMap<String, CertFiles>) -> Config
 
 /// Whether every authoritative server serves all of `set` (one read-back
 /// per owner).
-async fn everywhere(cfg: &Config, resolver: &Resolver, name: &str, set: &[String]) -> Result<bool, String> {
+async fn everywhere(
+    cfg: &Config,
+    resolver: &Resolver,
+    name: &str,
+    set: &[String],
+) -> Result<bool, String> {
     for (_, r) in records_of(cfg, name) {
         let t = commands::target(cfg, r)?;
         let wanted = at_owner(set, &t.owner);
@@ -275,7 +297,9 @@ pub async fn step(
             }
             Err(e) => {
                 report.ok = false;
-                report.lines.push(format!("certificate {name}: cannot make progress: {e}"));
+                report
+                    .lines
+                    .push(format!("certificate {name}: cannot make progress: {e}"));
             }
         }
     }
@@ -307,7 +331,9 @@ async fn step_one(
     let serving = record_set(cfg, name, &pinned.chain)?;
     let files_set = record_set(cfg, name, &f.chain)?;
     let all_servers_have_new = match &state {
-        State::Published { new, .. } if *new == files_set => everywhere(cfg, resolver, name, new).await?,
+        State::Published { new, .. } if *new == files_set => {
+            everywhere(cfg, resolver, name, new).await?
+        }
         _ => false,
     };
     let records = records_of(cfg, name);
@@ -326,7 +352,8 @@ async fn step_one(
     }
     // The served copy first: a switch must be in place before the old
     // records can go (they go in a later step).
-    let switch = matches!(action, Action::Switch) || (matches!(action, Action::ServeFilesNow) && pinned != *f);
+    let switch = matches!(action, Action::Switch)
+        || (matches!(action, Action::ServeFilesNow) && pinned != *f);
     if switch {
         write_pinned(cfg, name, f)?;
         if let Some(e) = &cfg.tlsa.rollover.export {
@@ -357,12 +384,21 @@ fn describe(action: &Action) -> String {
             add.join(", "),
             remove.join(", ")
         ),
-        Action::Wait { until: Some(t), reason } => format!(
+        Action::Wait {
+            until: Some(t),
+            reason,
+        } => format!(
             "wait: serving the previous certificate until {} ({reason})",
             crate::tlsrpt::report::rfc3339(*t)
         ),
-        Action::Wait { until: None, reason } => format!("wait: serving the previous certificate ({reason})"),
-        Action::Switch => "switch: the listeners now serve the renewed certificate; the old records go next".into(),
+        Action::Wait {
+            until: None,
+            reason,
+        } => format!("wait: serving the previous certificate ({reason})"),
+        Action::Switch => {
+            "switch: the listeners now serve the renewed certificate; the old records go next"
+                .into()
+        }
         Action::Remove { remove } if remove.is_empty() => "remove: nothing left to remove".into(),
         Action::Remove { remove } => format!("remove: old records {} removed", remove.join(", ")),
     }
@@ -372,7 +408,13 @@ fn describe(action: &Action) -> String {
 /// server, then its reload command.
 fn export(e: &crate::config::Export, f: &CertFiles) -> Result<(), String> {
     // Reading a secret file drops its final newline; PEM files end with one.
-    let line = |s: &str| if s.ends_with('\n') { s.to_string() } else { format!("{s}\n") };
+    let line = |s: &str| {
+        if s.ends_with('\n') {
+            s.to_string()
+        } else {
+            format!("{s}\n")
+        }
+    };
     write_pair(&e.cert, &line(&f.chain), &e.private_key, &line(&f.key))
         .map_err(|err| format!("rollover.export: {err}"))?;
     if let Some((program, args)) = e.reload.split_first() {
@@ -381,7 +423,9 @@ fn export(e: &crate::config::Export, f: &CertFiles) -> Result<(), String> {
             .status()
             .map_err(|err| format!("rollover.export.reload: cannot run {program}: {err}"))?;
         if !status.success() {
-            return Err(format!("rollover.export.reload: {program} exited with {status}"));
+            return Err(format!(
+                "rollover.export.reload: {program} exited with {status}"
+            ));
         }
     }
     Ok(())
@@ -389,14 +433,22 @@ fn export(e: &crate::config::Export, f: &CertFiles) -> Result<(), String> {
 
 /// `tlsa status` in gate mode: where each certificate's rollover stands,
 /// then each record against the set DNS should hold now.
-pub async fn status(cfg: &Config, store: &Store, resolver: &Resolver, files: &BTreeMap<String, CertFiles>) -> (String, bool) {
+pub async fn status(
+    cfg: &Config,
+    store: &Store,
+    resolver: &Resolver,
+    files: &BTreeMap<String, CertFiles>,
+) -> (String, bool) {
     let mut text = String::new();
     let mut ok = true;
     for name in gated(cfg) {
         let Some(f) = files.get(&name) else { continue };
         let pinned = read_pinned(cfg, &name).unwrap_or_else(|| f.clone());
         let state = load_state(store, &name);
-        let (serving, files_set) = match (record_set(cfg, &name, &pinned.chain), record_set(cfg, &name, &f.chain)) {
+        let (serving, files_set) = match (
+            record_set(cfg, &name, &pinned.chain),
+            record_set(cfg, &name, &f.chain),
+        ) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
                 ok = false;
@@ -405,20 +457,37 @@ pub async fn status(cfg: &Config, store: &Store, resolver: &Resolver, files: &BT
             }
         };
         let phase = match &state {
-            State::Idle if serving == files_set => "serving the certificate in the files".to_string(),
-            State::Idle => "the files hold a new key: the next step publishes its records".to_string(),
-            State::Published { visible_since: None, .. } => {
-                "new records published; waiting until every authoritative server serves them".to_string()
+            State::Idle if serving == files_set => {
+                "serving the certificate in the files".to_string()
             }
-            State::Published { visible_since: Some(t), .. } => {
+            State::Idle => {
+                "the files hold a new key: the next step publishes its records".to_string()
+            }
+            State::Published {
+                visible_since: None,
+                ..
+            } => "new records published; waiting until every authoritative server serves them"
+                .to_string(),
+            State::Published {
+                visible_since: Some(t),
+                ..
+            } => {
                 let until = t + u64::from(cfg.tlsa.rollover.hold_ttls)
-                    * u64::from(records_of(cfg, &name).iter().map(|(_, r)| r.ttl).max().unwrap_or(3600));
+                    * u64::from(
+                        records_of(cfg, &name)
+                            .iter()
+                            .map(|(_, r)| r.ttl)
+                            .max()
+                            .unwrap_or(3600),
+                    );
                 format!(
                     "new records on every server; waiting until {} (holdTtls × TTL) before switching",
                     crate::tlsrpt::report::rfc3339(until)
                 )
             }
-            State::Switched { .. } => "switched to the renewed certificate; the old records are removed next".into(),
+            State::Switched { .. } => {
+                "switched to the renewed certificate; the old records are removed next".into()
+            }
         };
         ok &= matches!(state, State::Idle) && serving == files_set;
         text.push_str(&format!("certificate {name}: {phase}\n"));
@@ -459,14 +528,26 @@ mod tests {
             new: v(&["o b"]),
             visible_since: None,
         };
-        assert_eq!(dns_target(&State::Idle, &published, &v(&["o b"])), v(&["o a", "o b"]));
+        assert_eq!(
+            dns_target(&State::Idle, &published, &v(&["o b"])),
+            v(&["o a", "o b"])
+        );
         let switched = State::Switched {
             old: v(&["o a"]),
             new: v(&["o b"]),
         };
-        assert_eq!(dns_target(&published, &switched, &v(&["o b"])), v(&["o a", "o b"]));
-        assert_eq!(dns_target(&switched, &State::Idle, &v(&["o c"])), v(&["o b"]));
-        assert_eq!(dns_target(&State::Idle, &State::Idle, &v(&["o a"])), v(&["o a"]));
+        assert_eq!(
+            dns_target(&published, &switched, &v(&["o b"])),
+            v(&["o a", "o b"])
+        );
+        assert_eq!(
+            dns_target(&switched, &State::Idle, &v(&["o c"])),
+            v(&["o b"])
+        );
+        assert_eq!(
+            dns_target(&State::Idle, &State::Idle, &v(&["o a"])),
+            v(&["o a"])
+        );
     }
 
     #[test]
@@ -488,6 +569,9 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&c).unwrap(), "chain two");
         assert_eq!(std::fs::read_to_string(&k).unwrap(), "key two");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -43,7 +43,11 @@ impl Frequency {
             Frequency::Never => return None,
         };
         // 1970-01-01 was a Thursday; Monday-aligned weeks start 4 days later.
-        let offset: i64 = if self == Frequency::Weekly { 4 * 86_400 } else { 0 };
+        let offset: i64 = if self == Frequency::Weekly {
+            4 * 86_400
+        } else {
+            0
+        };
         let start = (now as i64 - offset).div_euclid(len) * len + offset;
         let start = start.max(0) as u64;
         Some((start, start + len as u64))
@@ -137,7 +141,10 @@ pub fn record(
     }
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let key = agg_key(start, domain);
-    let mut agg = match store.get("reports", key.as_bytes()).map_err(|e| e.to_string())? {
+    let mut agg = match store
+        .get("reports", key.as_bytes())
+        .map_err(|e| e.to_string())?
+    {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string())?,
         None => {
             let cut = store
@@ -161,7 +168,10 @@ pub fn record(
     let value = serde_json::to_vec(&agg).map_err(|e| e.to_string())?;
     // Not synced: a crash may lose the last counts, never a message.
     store
-        .write(Batch::default().put("reports", key.as_bytes(), &value), false)
+        .write(
+            Batch::default().put("reports", key.as_bytes(), &value),
+            false,
+        )
         .map_err(|e| e.to_string())
 }
 
@@ -172,7 +182,9 @@ pub fn open(store: &Store) -> Result<Vec<Aggregate>, String> {
         if k.starts_with(b"agg/") {
             match serde_json::from_slice::<Aggregate>(&v) {
                 Ok(a) => out.push(a),
-                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable TLS-RPT aggregate skipped"),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable TLS-RPT aggregate skipped")
+                }
             }
         }
     }
@@ -181,15 +193,23 @@ pub fn open(store: &Store) -> Result<Vec<Aggregate>, String> {
 
 /// Removes an aggregate once its report is made; `cut_at` (send-now) makes
 /// the domain's next aggregate in the same period begin there.
-pub fn close(store: &Store, agg: &Aggregate, cut_at: Option<u64>, sent: &[u8], report_id: &str) -> Result<(), String> {
+pub fn close(
+    store: &Store,
+    agg: &Aggregate,
+    cut_at: Option<u64>,
+    sent: &[u8],
+    report_id: &str,
+) -> Result<(), String> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let key = agg_key(agg.period_start, &agg.domain);
     let sent_key = format!("sent/{report_id}");
     let cut_value = cut_at.map(|t| t.to_string());
     let cut_k = cut_key(&agg.domain);
-    let mut batch = Batch::default()
-        .delete("reports", key.as_bytes())
-        .put("reports", sent_key.as_bytes(), sent);
+    let mut batch = Batch::default().delete("reports", key.as_bytes()).put(
+        "reports",
+        sent_key.as_bytes(),
+        sent,
+    );
     if let Some(v) = &cut_value {
         batch = batch.put("reports", cut_k.as_bytes(), v.as_bytes());
     }
@@ -205,10 +225,19 @@ mod tests {
     fn periods_are_aligned_in_utc() {
         // 2026-11-22T11:07:14Z, a Sunday
         let now = 1_795_345_634;
-        assert_eq!(Frequency::Hourly.period(now), Some((1_795_345_200, 1_795_348_800)));
-        assert_eq!(Frequency::Daily.period(now), Some((1_795_305_600, 1_795_392_000)));
+        assert_eq!(
+            Frequency::Hourly.period(now),
+            Some((1_795_345_200, 1_795_348_800))
+        );
+        assert_eq!(
+            Frequency::Daily.period(now),
+            Some((1_795_305_600, 1_795_392_000))
+        );
         // the week began on Monday 2026-11-16T00:00:00Z
-        assert_eq!(Frequency::Weekly.period(now), Some((1_794_787_200, 1_795_392_000)));
+        assert_eq!(
+            Frequency::Weekly.period(now),
+            Some((1_794_787_200, 1_795_392_000))
+        );
         assert_eq!(Frequency::Never.period(now), None);
         for f in [Frequency::Hourly, Frequency::Daily, Frequency::Weekly] {
             for t in [86_399, 345_600, 1_000_000_007, now] {
@@ -233,7 +262,12 @@ mod tests {
         };
         let tlsa = PolicyKey::tlsa(vec!["3 1 1 ab".into()], "mx.example.org");
         for _ in 0..3 {
-            a.add(&Event::failure(tlsa.clone(), "validation-failure", &at, "no match"));
+            a.add(&Event::failure(
+                tlsa.clone(),
+                "validation-failure",
+                &at,
+                "no match",
+            ));
         }
         a.add(&Event::success(tlsa.clone()));
         a.add(&Event::success(PolicyKey::none()));

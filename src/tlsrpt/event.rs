@@ -126,9 +126,10 @@ pub fn result_type_of_rustls(e: &rustls::Error) -> &'static str {
     use rustls::CertificateError as C;
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-                "certificate-expired"
-            }
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => "certificate-expired",
             C::NotValidForName | C::NotValidForNameContext { .. } => "certificate-host-mismatch",
             C::Other(other) => match other.0.downcast_ref::<crate::dane::verifier::DaneFailure>() {
                 Some(dane) => dane.0.tlsrpt_result_type().unwrap_or("validation-failure"),
@@ -183,11 +184,29 @@ mod tests {
             receiving_ip: Some("192.0.2.1".parse().unwrap()),
             pkix: None,
         };
-        let a = Event::failure(PolicyKey::none(), "starttls-not-supported", &at, "no STARTTLS");
-        let b = Event::failure(PolicyKey::none(), "starttls-not-supported", &at, "no STARTTLS");
+        let a = Event::failure(
+            PolicyKey::none(),
+            "starttls-not-supported",
+            &at,
+            "no STARTTLS",
+        );
+        let b = Event::failure(
+            PolicyKey::none(),
+            "starttls-not-supported",
+            &at,
+            "no STARTTLS",
+        );
         assert_eq!(a, b);
         let long = "x".repeat(500);
         let c = Event::failure(PolicyKey::none(), "validation-failure", &at, &long);
-        assert!(c.failure.unwrap().failure_reason_code.unwrap().chars().count() <= 121);
+        assert!(
+            c.failure
+                .unwrap()
+                .failure_reason_code
+                .unwrap()
+                .chars()
+                .count()
+                <= 121
+        );
     }
 }

@@ -178,7 +178,9 @@ mod tests {
         assert!(m.contains("filename=\"mx1.example.net!example.org!1!2.json.gz\""));
         assert!(m.contains("From: \"Report Subsystem\" <noreply-tls@example.net>\r\n"));
         assert!(!m.replace("\r\n", "").contains('\n'), "bare LF");
-        let parsed = mail_parser::MessageParser::default().parse(m.as_bytes()).unwrap();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(m.as_bytes())
+            .unwrap();
         let part = parsed.attachment(0).expect("one attachment");
         assert_eq!(part.contents(), &gz[..]);
     }

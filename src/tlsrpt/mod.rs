@@ -27,7 +27,13 @@ use crate::store::Store;
 
 /// Adds one attempt's events for `domain`, if the domain asks for reports
 /// (`_smtp._tls`) and `sendFrequency` is not `never`.
-pub async fn record(cfg: &Config, store: &Store, resolver: &Resolver, domain: &str, events: &[Event]) {
+pub async fn record(
+    cfg: &Config,
+    store: &Store,
+    resolver: &Resolver,
+    domain: &str,
+    events: &[Event],
+) {
     if events.is_empty() {
         return;
     }

@@ -144,8 +144,18 @@ mod tests {
         };
         let tlsa = PolicyKey::tlsa(vec!["3 1 1 abcd".into()], "mx.example.org");
         a.add(&Event::success(tlsa.clone()));
-        a.add(&Event::failure(tlsa, "validation-failure", &at, "no TLSA record matches"));
-        a.add(&Event::failure(PolicyKey::none(), "starttls-not-supported", &at, ""));
+        a.add(&Event::failure(
+            tlsa,
+            "validation-failure",
+            &at,
+            "no TLSA record matches",
+        ));
+        a.add(&Event::failure(
+            PolicyKey::none(),
+            "starttls-not-supported",
+            &at,
+            "",
+        ));
         a
     }
 
@@ -186,7 +196,9 @@ mod tests {
         let none = &r["policies"][1];
         assert_eq!(none["policy"]["policy-type"], "no-policy-found");
         assert!(none["policy"].get("policy-string").is_none());
-        assert!(none["failure-details"][0].get("failure-reason-code").is_none());
+        assert!(none["failure-details"][0]
+            .get("failure-reason-code")
+            .is_none());
     }
 
     #[test]
@@ -198,7 +210,12 @@ mod tests {
                 mx: Some(format!("mx{i}.example.org")),
                 ..Session::default()
             };
-            a.add(&Event::failure(tlsa.clone(), "certificate-expired", &at, &format!("reason {i} {}", "z".repeat(40))));
+            a.add(&Event::failure(
+                tlsa.clone(),
+                "certificate-expired",
+                &at,
+                &format!("reason {i} {}", "z".repeat(40)),
+            ));
         }
         let full = json(&a, a.period_end, &who());
         let (all, none_dropped) = gzip_within(full.clone(), usize::MAX);
@@ -208,8 +225,12 @@ mod tests {
         assert!(small.len() <= limit, "{} > {limit}", small.len());
         assert!(dropped > 0);
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&small[..]), &mut text).unwrap();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&small[..]), &mut text)
+            .unwrap();
         let back: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back["policies"][0]["summary"]["total-failure-session-count"], 301);
+        assert_eq!(
+            back["policies"][0]["summary"]["total-failure-session-count"],
+            301
+        );
     }
 }

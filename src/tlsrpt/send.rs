@@ -207,7 +207,8 @@ fn by_mail(
 ) -> RuaResult {
     let t = &cfg.reports.tls;
     let d = agg.domain.as_str();
-    let from_address = text(&t.from_address, d).unwrap_or_else(|| format!("noreply-tls@{}", cfg.hostname()));
+    let from_address =
+        text(&t.from_address, d).unwrap_or_else(|| format!("noreply-tls@{}", cfg.hostname()));
     let from_name = text(&t.from_name, d).unwrap_or_default();
     let subject = text(&t.subject, d).unwrap_or_else(|| "TLS Aggregate Report".into());
     let env = message::Envelope {
