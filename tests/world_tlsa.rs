@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::json;
 use std::process::{Command, Output};
-use support::world::World;
+use support::world::{dig_tlsa, World};
 
 fn run(args: &[&str]) -> Output {
     support::postern().args(args).output().unwrap()
@@ -23,44 +23,7 @@ fn out(o: &Output) -> String {
 
 /// The TLSA records the validating resolver returns, and whether AD was set.
 fn dig(world: &World) -> (Vec<String>, bool) {
-    let o = Command::new("dig")
-        .args([
-            "+dnssec",
-            "+noall",
-            "+answer",
-            "+comments",
-            &format!("@{}", world.get("WORLD_RESOLVER_IP")),
-        ])
-        .args(["_25._tcp.mx.postern.test", "TLSA"])
-        .output()
-        .expect("dig (dnsutils)");
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let ad = text.lines().any(|l| {
-        l.contains("flags:")
-            && l.split("flags:")
-                .nth(1)
-                .is_some_and(|f| f.split(';').next().unwrap_or("").contains(" ad"))
-    });
-    let records = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && l.contains("\tTLSA\t"))
-        .map(|l| {
-            // dig splits long hex into groups: "3 1 1 abcd… ef01…"
-            let f: Vec<&str> = l
-                .split("\tTLSA\t")
-                .nth(1)
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            format!(
-                "{} {}",
-                f[..3.min(f.len())].join(" "),
-                f.get(3..).unwrap_or(&[]).concat()
-            )
-            .to_lowercase()
-        })
-        .collect();
-    (records, ad)
+    dig_tlsa(world.get("WORLD_RESOLVER_IP"))
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::world::{Postern, World};
+use support::world::{dig_tlsa, Postern, World};
 
 fn run(args: &[&str]) -> Output {
     support::postern().args(args).output().unwrap()
@@ -28,49 +28,6 @@ fn out(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// The TLSA set at `_25._tcp.mx.postern.test` through the validating
-/// resolver, and whether it came with AD.
-fn dig(resolver: &str) -> (Vec<String>, bool) {
-    let o = Command::new("dig")
-        .args([
-            "+dnssec",
-            "+noall",
-            "+answer",
-            "+comments",
-            &format!("@{resolver}"),
-        ])
-        .args(["_25._tcp.mx.postern.test", "TLSA"])
-        .output()
-        .expect("dig");
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let ad = text.lines().any(|l| {
-        l.contains("flags:")
-            && l.split("flags:")
-                .nth(1)
-                .is_some_and(|f| f.split(';').next().unwrap_or("").contains(" ad"))
-    });
-    let mut records: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && l.contains("\tTLSA\t"))
-        .map(|l| {
-            let f: Vec<&str> = l
-                .split("\tTLSA\t")
-                .nth(1)
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            format!(
-                "{} {}",
-                f[..3.min(f.len())].join(" "),
-                f.get(3..).unwrap_or(&[]).concat()
-            )
-            .to_lowercase()
-        })
-        .collect();
-    records.sort();
-    (records, ad)
 }
 
 /// The chain the listener serves after STARTTLS, PEM; `None` when nothing
@@ -198,7 +155,7 @@ fn watcher(
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             };
-            let (records, ad) = dig(&resolver);
+            let (records, ad) = dig_tlsa(&resolver);
             let file = scratch.join("watch-chain.pem");
             std::fs::write(&file, &chain).unwrap();
             let mut args = vec![
@@ -267,7 +224,7 @@ fn gated_rollover_never_breaks_dane() {
     let first = sync(&cfg);
     assert!(first.contains("in sync"), "{first}");
     std::thread::sleep(Duration::from_secs(3));
-    let (records_a, ad) = dig(&resolver);
+    let (records_a, ad) = dig_tlsa(&resolver);
     assert_eq!(records_a.len(), 1, "{records_a:?}");
     assert!(ad);
 
@@ -362,7 +319,7 @@ fn gated_rollover_never_breaks_dane() {
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (records_b, ad) = dig(&resolver);
+    let (records_b, ad) = dig_tlsa(&resolver);
     assert_eq!(records_b.len(), 1, "{records_b:?}");
     assert_ne!(records_b, records_a);
     assert!(ad);
@@ -404,7 +361,7 @@ fn gated_rollover_never_breaks_dane() {
     assert!(o.contains("in sync"), "{o}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        dig(&resolver).0,
+        dig_tlsa(&resolver).0,
         records_b,
         "a same-key renewal changes nothing in DNS"
     );

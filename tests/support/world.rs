@@ -280,3 +280,47 @@ pub fn send(addr: &str, from: &str, to: &[&str], body: &str) -> String {
     cmd(&mut w, "QUIT");
     done
 }
+
+/// The TLSA set at `_25._tcp.mx.postern.test` through the validating
+/// resolver at `resolver` (sorted, dig's hex groups joined), and whether it
+/// came with AD.
+pub fn dig_tlsa(resolver: &str) -> (Vec<String>, bool) {
+    let o = Command::new("dig")
+        .args([
+            "+dnssec",
+            "+noall",
+            "+answer",
+            "+comments",
+            &format!("@{resolver}"),
+        ])
+        .args(["_25._tcp.mx.postern.test", "TLSA"])
+        .output()
+        .expect("dig");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let ad = text.lines().any(|l| {
+        l.contains("flags:")
+            && l.split("flags:")
+                .nth(1)
+                .is_some_and(|f| f.split(';').next().unwrap_or("").contains(" ad"))
+    });
+    let mut records: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains("\tTLSA\t"))
+        .map(|l| {
+            let f: Vec<&str> = l
+                .split("\tTLSA\t")
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            format!(
+                "{} {}",
+                f[..3.min(f.len())].join(" "),
+                f.get(3..).unwrap_or(&[]).concat()
+            )
+            .to_lowercase()
+        })
+        .collect();
+    records.sort();
+    (records, ad)
+}
