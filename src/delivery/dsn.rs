@@ -4,7 +4,7 @@
 //! delivered is never answered with another one; and no DSN is made for a
 //! message that itself came from the null sender or from postern.
 
-use crate::queue::{self, Envelope, Recipient, Source, Status};
+use crate::queue::{self, Envelope, Recipient};
 
 pub enum Kind {
     /// Final failure: Action: failed.
@@ -112,31 +112,14 @@ pub fn build(
          --{boundary}--\r\n",
         to = original.sender,
     );
-    let now = queue::now_secs();
-    let env = Envelope {
+    let env = Envelope::internal(
         id,
-        sender: String::new(),
-        recipients: vec![Recipient {
-            address: original.sender.clone(),
-            status: Status::Pending,
-            last_error: None,
-            error_kind: None,
-        }],
-        size: message.len() as u64,
-        received_at: now,
-        smtputf8: original.smtputf8,
-        source: Source {
-            listener: "dsn".into(),
-            ip: String::new(),
-            helo: hostname.into(),
-            tls: None,
-            auth_user: None,
-        },
-        attempts: 0,
-        next_attempt: now,
-        notified: 0,
-        internal: true,
-    };
+        &original.sender,
+        message.len(),
+        original.smtputf8,
+        "dsn",
+        hostname,
+    );
     Some((env, message.into_bytes()))
 }
 
@@ -185,6 +168,7 @@ fn header_block(message: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{Source, Status};
 
     fn original(sender: &str) -> Envelope {
         Envelope {

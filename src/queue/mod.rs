@@ -95,6 +95,46 @@ pub fn new_id() -> String {
     }
 }
 
+impl Envelope {
+    /// A message postern makes itself (a DSN, a TLS report): from the null
+    /// reverse-path, to one recipient, due now, marked `internal` so that
+    /// it is never answered with a DSN nor reported on.
+    pub fn internal(
+        id: String,
+        to: &str,
+        size: usize,
+        smtputf8: bool,
+        made_by: &str,
+        hostname: &str,
+    ) -> Envelope {
+        let now = now_secs();
+        Envelope {
+            id,
+            sender: String::new(),
+            recipients: vec![Recipient {
+                address: to.to_string(),
+                status: Status::Pending,
+                last_error: None,
+                error_kind: None,
+            }],
+            size: size as u64,
+            received_at: now,
+            smtputf8,
+            source: Source {
+                listener: made_by.to_string(),
+                ip: String::new(),
+                helo: hostname.to_string(),
+                tls: None,
+                auth_user: None,
+            },
+            attempts: 0,
+            next_attempt: now,
+            notified: 0,
+            internal: true,
+        }
+    }
+}
+
 pub fn schedule_key(due: u64, id: &str) -> Vec<u8> {
     let mut k = due.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());

@@ -9,7 +9,7 @@ use crate::config::expr::Vars;
 use crate::config::Config;
 use crate::dns::{LookupError, Resolver};
 use crate::mta_sts::FetchTls;
-use crate::queue::{self, Envelope, Recipient, Source, Status};
+use crate::queue::{self, Envelope};
 use crate::store::Store;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::mta_sts::{ReportUri, TlsRpt};
@@ -238,32 +238,16 @@ fn by_mail(
         None => unsigned,
     };
     let id = queue::new_id();
-    let envelope = Envelope {
-        id: id.clone(),
-        // The null reverse-path: a report that cannot be delivered must not
-        // cause a bounce (RFC 8460 §5.3 reports are automatic mail).
-        sender: String::new(),
-        recipients: vec![Recipient {
-            address: to.to_string(),
-            status: Status::Pending,
-            last_error: None,
-            error_kind: None,
-        }],
-        size: signed.len() as u64,
-        received_at: now,
-        smtputf8: false,
-        source: Source {
-            listener: "tlsrpt".into(),
-            ip: String::new(),
-            helo: cfg.hostname().to_string(),
-            tls: None,
-            auth_user: None,
-        },
-        attempts: 0,
-        next_attempt: now,
-        notified: 0,
-        internal: true,
-    };
+    // The null reverse-path (Envelope::internal): a report that cannot be
+    // delivered must not cause a bounce.
+    let envelope = Envelope::internal(
+        id.clone(),
+        to,
+        signed.len(),
+        false,
+        "tlsrpt",
+        cfg.hostname(),
+    );
     match queue::enqueue(store, &envelope, signed.as_bytes()) {
         Ok(()) => RuaResult {
             uri,
