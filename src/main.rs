@@ -259,22 +259,38 @@ fn queue_command(q: QueueCommand) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    let table = matches!(request, control::Request::List).then_some(print_queue_table as fn(&_));
+    control_command(common, request, table)
+}
+
+fn reports_command(r: ReportsCommand) -> ExitCode {
+    let (common, request) = match r {
+        ReportsCommand::List(c) => (c, control::Request::ReportsList),
+        ReportsCommand::Show { id, common } => (common, control::Request::ReportsShow { id }),
+        ReportsCommand::SendNow(c) => (c, control::Request::ReportsSendNow),
+    };
+    let table =
+        matches!(request, control::Request::ReportsList).then_some(print_reports_table as fn(&_));
+    control_command(common, request, table)
+}
+
+/// Sends one request to the daemon and prints the answer: as `table` when
+/// one is given and `--json` is not, else as JSON.
+fn control_command(
+    common: Common,
+    request: control::Request,
+    table: Option<fn(&serde_json::Value)>,
+) -> ExitCode {
     let cfg = match client_config(common.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let is_list = matches!(request, control::Request::List);
     match control::call(&cfg, &request) {
-        Ok(v) if common.json => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Ok(v) if is_list => {
-            print_queue_table(&v);
-            ExitCode::SUCCESS
-        }
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            match table.filter(|_| !common.json) {
+                Some(print) => print(&v),
+                None => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -284,43 +300,20 @@ fn queue_command(q: QueueCommand) -> ExitCode {
     }
 }
 
-fn reports_command(r: ReportsCommand) -> ExitCode {
-    let (common, request) = match r {
-        ReportsCommand::List(c) => (c, control::Request::ReportsList),
-        ReportsCommand::Show { id, common } => (common, control::Request::ReportsShow { id }),
-        ReportsCommand::SendNow(c) => (c, control::Request::ReportsSendNow),
-    };
-    let cfg = match client_config(common.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let is_list = matches!(request, control::Request::ReportsList);
-    match control::call(&cfg, &request) {
-        Ok(v) if is_list && !common.json => {
-            println!(
-                "{:<60}  {:<8}  {:>8}  BEGIN -> END",
-                "ID", "STATUS", "SESSIONS"
-            );
-            for r in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<60}  {:<8}  {:>8}  {} -> {}",
-                    r["id"].as_str().unwrap_or(""),
-                    r["status"].as_str().unwrap_or(""),
-                    r["sessions"].as_u64().unwrap_or(0),
-                    r["begin"].as_str().unwrap_or(""),
-                    r["end"].as_str().unwrap_or(""),
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_ERROR)
-        }
+fn print_reports_table(v: &serde_json::Value) {
+    println!(
+        "{:<60}  {:<8}  {:>8}  BEGIN -> END",
+        "ID", "STATUS", "SESSIONS"
+    );
+    for r in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<60}  {:<8}  {:>8}  {} -> {}",
+            r["id"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["sessions"].as_u64().unwrap_or(0),
+            r["begin"].as_str().unwrap_or(""),
+            r["end"].as_str().unwrap_or(""),
+        );
     }
 }
 

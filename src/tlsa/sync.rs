@@ -256,16 +256,7 @@ pub fn status_text(name: &str, owner: &str, desired: &[String], served: &Served)
             desired.join(", "),
             served.servers.len()
         ),
-        Status::Drift(problems) => {
-            let mut s = format!(
-                "{name}: drift at {owner} (want {}):\n",
-                list_or_none(desired)
-            );
-            for p in problems {
-                let _ = writeln!(s, "  - {p}");
-            }
-            s
-        }
+        Status::Drift(problems) => drift_text(name, owner, desired, &problems),
     }
 }
 
@@ -282,17 +273,19 @@ pub fn text_for(
             "{name}: in sync: {owner} TLSA {} in {label}",
             desired.join(", ")
         ),
-        Status::Drift(problems) => {
-            let mut s = format!(
-                "{name}: drift at {owner} (want {}):\n",
-                list_or_none(desired)
-            );
-            for p in problems {
-                let _ = writeln!(s, "  - {p}");
-            }
-            s
-        }
+        Status::Drift(problems) => drift_text(name, owner, desired, &problems),
     }
+}
+
+fn drift_text(name: &str, owner: &str, desired: &[String], problems: &[String]) -> String {
+    let mut s = format!(
+        "{name}: drift at {owner} (want {}):\n",
+        list_or_none(desired)
+    );
+    for p in problems {
+        let _ = writeln!(s, "  - {p}");
+    }
+    s
 }
 
 fn list_or_none(v: &[String]) -> String {
