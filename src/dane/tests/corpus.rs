@@ -1,4 +1,4 @@
-//! OpenSSL's DANE corpus (`shared/danetest`, see its README) read with
+//! OpenSSL's DANE corpus (`tests/data/danetest`, see its README) read with
 //! RFC 7672 semantics.
 //!
 //! The parser follows the README: a block starts with a header line of
@@ -21,7 +21,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use crate::dane::record::{record_for, Tlsa};
 use crate::dane::verify::{verify_chain, Outcome};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/danetest");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/danetest");
 
 pub(super) fn corpus_now() -> UnixTime {
     UnixTime::since_unix_epoch(Duration::from_secs(1_640_995_200))
