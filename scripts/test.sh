@@ -10,10 +10,14 @@ fi
 if [ "$(id -u)" != 0 ]; then
   echo "note: not root — the test-world tests will skip themselves (CI runs as root and runs them)"
 fi
-cargo build --locked
+# One feature resolution for everything: `cargo test` also builds the
+# binary the integration tests run, and `cargo test --benches --no-run`
+# builds the benchmarks with the same features. (A separate `cargo build`
+# resolves features without the dev-dependencies and so builds bindgen, and
+# with it librocksdb-sys, a second time: ~20 minutes on two cores.)
 cargo test --locked --no-fail-fast -- --test-threads=2
 # the benchmarks are not run here (bench/README.md), but they must still build
-cargo check --locked --profile dev --benches
+cargo test --locked --benches --no-run
 for f in bench/run.sh bench/dns.sh; do bash -n "$f"; done
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' bench/bench.py
 bash nix/check.sh

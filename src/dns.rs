@@ -69,19 +69,16 @@ use hickory_resolver::{ConnectionProvider, NameServerPool, PoolContext, TlsConfi
 
 // ------------------------------------------------------------------ public types
 
-/// The DNSSEC status of an answer (RFC 4035 §4.3).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The DNSSEC status of data that may be used (RFC 4035 §4.3): the only two
+/// a caller ever sees. Bogus and indeterminate answers never come out as
+/// data: they are [`LookupError::Bogus`] and [`LookupError::Indeterminate`],
+/// so no caller can mistake a forged answer for an unsigned one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
     /// A chain of signatures from a trust anchor proves it.
     Secure,
     /// Provably unsigned: a signed parent denies the DS of the zone.
     Insecure,
-    /// Signatures or the chain of trust are broken. Never downgrade.
-    Bogus(String),
-    /// The records needed to decide could not be fetched (timeouts, SERVFAIL
-    /// while fetching DNSKEY/DS). Treat as a temporary failure, never as
-    /// `Insecure`.
-    Indeterminate(String),
 }
 
 impl Security {
@@ -89,43 +86,80 @@ impl Security {
         matches!(self, Security::Secure)
     }
 
-    /// `secure`, `insecure`, `bogus`, `indeterminate`.
+    /// `secure`, `insecure`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Security::Secure => "secure",
             Security::Insecure => "insecure",
-            Security::Bogus(_) => "bogus",
-            Security::Indeterminate(_) => "indeterminate",
         }
     }
 
-    fn rank(&self) -> u8 {
-        match self {
-            Security::Bogus(_) => 0,
-            Security::Indeterminate(_) => 1,
-            Security::Insecure => 2,
-            Security::Secure => 3,
-        }
-    }
-
-    /// The weaker of two statuses: bogus < indeterminate < insecure < secure.
-    /// On a tie the first one (and its reason) is kept.
+    /// Insecure if either is.
     pub fn weaker(self, other: Security) -> Security {
-        if other.rank() < self.rank() {
-            other
+        if self.is_secure() && other.is_secure() {
+            Security::Secure
         } else {
-            self
+            Security::Insecure
         }
     }
 }
 
 impl fmt::Display for Security {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The validator's verdict on one RRset, inside this module only: the four
+/// states of RFC 4035 §4.3. It leaves the module as [`Security`] or as an
+/// error ([`Status::usable`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Status {
+    Secure,
+    Insecure,
+    /// Signatures or the chain of trust are broken. Never downgrade.
+    Bogus(String),
+    /// The records needed to decide could not be fetched (timeouts, SERVFAIL
+    /// while fetching DNSKEY/DS). A temporary failure, never `Insecure`.
+    Indeterminate(String),
+}
+
+impl Status {
+    fn rank(&self) -> u8 {
         match self {
-            Security::Secure | Security::Insecure => f.write_str(self.as_str()),
-            Security::Bogus(why) | Security::Indeterminate(why) => {
-                write!(f, "{} ({why})", self.as_str())
-            }
+            Status::Bogus(_) => 0,
+            Status::Indeterminate(_) => 1,
+            Status::Insecure => 2,
+            Status::Secure => 3,
+        }
+    }
+
+    /// The weaker of two statuses: bogus < indeterminate < insecure < secure.
+    /// On a tie the first one (and its reason) is kept.
+    fn weaker(self, other: Status) -> Status {
+        if other.rank() < self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// Data with this status may be used — or it is an error.
+    fn usable(self) -> Result<Security, LookupError> {
+        match self {
+            Status::Secure => Ok(Security::Secure),
+            Status::Insecure => Ok(Security::Insecure),
+            Status::Bogus(why) => Err(LookupError::Bogus(why)),
+            Status::Indeterminate(why) => Err(LookupError::Indeterminate(why)),
+        }
+    }
+}
+
+impl From<Security> for Status {
+    fn from(s: Security) -> Status {
+        match s {
+            Security::Secure => Status::Secure,
+            Security::Insecure => Status::Insecure,
         }
     }
 }
@@ -142,13 +176,19 @@ pub struct Answer<T> {
     /// chain (lowercase, no trailing dot); `None` when the queried name owns
     /// them itself. RFC 7672 §2.2.2 needs both names.
     pub canonical_name: Option<String>,
+    /// The status of the queried name's own record: the first CNAME when
+    /// there is a chain, else the same as `security`. RFC 7672 §2.2.2: an MX
+    /// host in a signed zone that CNAMEs into an unsigned one still has its
+    /// TLSA looked up at the original, secure, name.
+    pub origin_security: Security,
 }
 
 /// Why there is no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LookupError {
-    /// The name does not exist; `security` is that of the denial (never
-    /// `Bogus`: a bogus denial is [`LookupError::Bogus`]).
+    /// The name does not exist; `security` is that of the denial (a bogus
+    /// or indeterminate denial is [`LookupError::Bogus`] /
+    /// [`LookupError::Indeterminate`]).
     NxDomain { security: Security },
     /// The name exists but has no records of the type; `security` as above.
     NoData { security: Security },
@@ -159,6 +199,9 @@ pub enum LookupError {
     Timeout,
     /// The answer, or its proof of non-existence, failed DNSSEC validation.
     Bogus(String),
+    /// DNSSEC could not decide: records needed for the proof (DNSKEY, DS)
+    /// could not be fetched. Temporary, and never read as insecure.
+    Indeterminate(String),
     /// Anything else: malformed names or responses, I/O errors, REFUSED.
     Other(String),
 }
@@ -185,6 +228,7 @@ impl fmt::Display for LookupError {
             LookupError::ServFail(why) => write!(f, "SERVFAIL: {why}"),
             LookupError::Timeout => f.write_str("DNS timeout"),
             LookupError::Bogus(why) => write!(f, "DNSSEC bogus: {why}"),
+            LookupError::Indeterminate(why) => write!(f, "DNSSEC indeterminate: {why}"),
             LookupError::Other(why) => f.write_str(why),
         }
     }
@@ -328,7 +372,7 @@ impl Resolver {
             })
             .collect();
         records.sort_by_key(|m| m.preference);
-        Ok(r.into_answer(records))
+        r.into_answer(records)
     }
 
     /// A and AAAA of `host` together; the security is the weaker of the two
@@ -346,6 +390,7 @@ impl Resolver {
                 records: vec![ip],
                 security: Security::Insecure,
                 canonical_name: None,
+                origin_security: Security::Insecure,
             });
         }
         let (a, aaaa) = tokio::join!(
@@ -373,7 +418,7 @@ impl Resolver {
                 _ => None,
             })
             .collect();
-        Ok(r.into_answer(records))
+        r.into_answer(records)
     }
 
     /// TXT records at `name`, each record's strings concatenated (invalid
@@ -392,7 +437,7 @@ impl Resolver {
                 _ => None,
             })
             .collect();
-        Ok(r.into_answer(records))
+        r.into_answer(records)
     }
 
     /// Can DNSSEC work? Every nameserver must answer over TCP (signed answers
@@ -417,7 +462,11 @@ impl Resolver {
         }
         for zone in &inner.anchors.zones {
             let z = zone_display(zone);
-            match self.query_name(zone.clone(), RecordType::DNSKEY).await {
+            let answer = self
+                .query_name(zone.clone(), RecordType::DNSKEY)
+                .await
+                .and_then(|r| r.into_answer(Vec::<()>::new()));
+            match answer {
                 Ok(r) if r.security.is_secure() => {}
                 Ok(r) => problems.push(match inner.mode {
                     Mode::Validate => format!("DNSSEC validation does not work: the DNSKEY set of the trust-anchor zone {z} is {}", r.security),
@@ -467,7 +516,7 @@ impl Resolver {
         };
         // An anchor zone may have rolled its keys since we expanded them.
         let bogus = matches!(&first, Err(LookupError::Bogus(_)))
-            || matches!(&first, Ok(r) if matches!(r.security, Security::Bogus(_)));
+            || matches!(&first, Ok(r) if matches!(r.status, Status::Bogus(_)));
         if bogus && self.inner.mode == Mode::Validate {
             // Kept keys may be the stale ones (a key rollover): ask again.
             self.inner.keys.clear();
@@ -620,17 +669,22 @@ struct ResolvedAnchors {
 #[derive(Debug)]
 struct Resolved {
     records: Vec<Record>,
-    security: Security,
+    /// The weakest status on the way (every CNAME and the final RRset).
+    status: Status,
+    /// The status of the queried name's own record (the first CNAME).
+    origin: Status,
     canonical: Option<Name>,
 }
 
 impl Resolved {
-    fn into_answer<T>(self, records: Vec<T>) -> Answer<T> {
-        Answer {
+    /// The caller's answer, or the error a bogus or indeterminate status is.
+    fn into_answer<T>(self, records: Vec<T>) -> Result<Answer<T>, LookupError> {
+        Ok(Answer {
             records,
-            security: self.security,
+            security: self.status.usable()?,
             canonical_name: self.canonical.as_ref().map(name_to_string),
-        }
+            origin_security: self.origin.usable()?,
+        })
     }
 }
 
@@ -660,7 +714,8 @@ fn classify(
     // Follow the CNAME chain from the query name through the answer section.
     let mut current = qname.clone();
     let mut canonical = None;
-    let mut security = Security::Secure;
+    let mut security = Status::Secure;
+    let mut origin = None;
     let mut hops = 0;
     let records: Vec<Record> = loop {
         let found: Vec<Record> = resp
@@ -673,6 +728,7 @@ fn classify(
             for r in &found {
                 security = security.weaker(proof_security(r.proof, &what, failures));
             }
+            origin.get_or_insert_with(|| security.clone());
             break found;
         }
         if rtype == RecordType::CNAME {
@@ -689,6 +745,7 @@ fn classify(
                     &format!("{} CNAME", display_name(&current)),
                     failures,
                 ));
+                origin.get_or_insert_with(|| security.clone());
                 hops += 1;
                 current = target;
                 canonical = Some(current.clone());
@@ -704,7 +761,8 @@ fn classify(
     if !records.is_empty() {
         return Ok(Resolved {
             records,
-            security,
+            origin: origin.unwrap_or_else(|| security.clone()),
+            status: security,
             canonical,
         });
     }
@@ -715,8 +773,8 @@ fn classify(
             .authorities
             .iter()
             .map(|r| proof_security(r.proof, &what, failures))
-            .reduce(Security::weaker)
-            .unwrap_or(Security::Insecure),
+            .reduce(Status::weaker)
+            .unwrap_or(Status::Insecure),
         // hickory returns a negative answer as Ok only when a secure NSEC/NSEC3
         // proves it, or when the zone is provably insecure.
         Mode::Validate => {
@@ -725,22 +783,36 @@ fn classify(
                     && matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)
             });
             if secure_denial {
-                Security::Secure
+                Status::Secure
             } else {
-                Security::Insecure
+                Status::Insecure
             }
         }
     };
     negative(resp.response_code, security.weaker(denial), &what)
 }
 
-fn negative(rcode: ResponseCode, security: Security, what: &str) -> Result<Resolved, LookupError> {
-    match security {
-        Security::Bogus(why) => Err(LookupError::Bogus(format!(
-            "{why} (in the proof that {what} does not exist)"
-        ))),
-        security if rcode == ResponseCode::NXDomain => Err(LookupError::NxDomain { security }),
-        security => Err(LookupError::NoData { security }),
+/// A negative answer as its error; a denial whose proof is bogus or
+/// indeterminate is that error, never "no such data".
+fn negative(rcode: ResponseCode, status: Status, what: &str) -> Result<Resolved, LookupError> {
+    let security = match status {
+        Status::Bogus(why) => {
+            return Err(LookupError::Bogus(format!(
+                "{why} (in the proof that {what} does not exist)"
+            )))
+        }
+        Status::Indeterminate(why) => {
+            return Err(LookupError::Indeterminate(format!(
+                "{why} (in the proof that {what} does not exist)"
+            )))
+        }
+        Status::Secure => Security::Secure,
+        Status::Insecure => Security::Insecure,
+    };
+    if rcode == ResponseCode::NXDomain {
+        Err(LookupError::NxDomain { security })
+    } else {
+        Err(LookupError::NoData { security })
     }
 }
 
@@ -767,11 +839,11 @@ fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> Lookup
                 .unwrap_or(&[])
                 .iter()
                 .map(|r| proof_security(r.proof, what, failures))
-                .reduce(Security::weaker)
+                .reduce(Status::weaker)
                 .unwrap_or(match mode {
-                    Mode::TrustAd => Security::Insecure,
+                    Mode::TrustAd => Status::Insecure,
                     Mode::Validate => {
-                        Security::Indeterminate(format!("{what}: negative answer without proof"))
+                        Status::Indeterminate(format!("{what}: negative answer without proof"))
                     }
                 });
             match negative(nr.response_code, security, what) {
@@ -789,7 +861,7 @@ fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> Lookup
             }
         }
         NetError::Dns(DnsError::DnssecBogus) => match indeterminate_cause(failures) {
-            Some(why) => LookupError::Other(format!("{what}: DNSSEC status indeterminate: {why}")),
+            Some(why) => LookupError::Indeterminate(format!("{what}: {why}")),
             None => LookupError::Bogus(format!("{what}: DNSSEC validation failed")),
         },
         NetError::Truncated => LookupError::Other(format!(
@@ -808,19 +880,19 @@ fn map_error(e: NetError, what: &str, mode: Mode, failures: &[String]) -> Lookup
 
 /// A record's proof as our status; a bogus verdict reached while fetching
 /// DNSSEC records failed is indeterminate (hickory #3932/#3964).
-fn proof_security(proof: Proof, what: &str, failures: &[String]) -> Security {
+fn proof_security(proof: Proof, what: &str, failures: &[String]) -> Status {
     match proof {
-        Proof::Secure => Security::Secure,
-        Proof::Insecure => Security::Insecure,
+        Proof::Secure => Status::Secure,
+        Proof::Insecure => Status::Insecure,
         Proof::Bogus => match indeterminate_cause(failures) {
-            Some(why) => Security::Indeterminate(format!(
+            Some(why) => Status::Indeterminate(format!(
                 "{what}: DNSSEC records could not be fetched: {why}"
             )),
-            None => Security::Bogus(format!(
+            None => Status::Bogus(format!(
                 "{what}: DNSSEC validation failed (signature, key or chain of trust invalid)"
             )),
         },
-        Proof::Indeterminate => Security::Indeterminate(match indeterminate_cause(failures) {
+        Proof::Indeterminate => Status::Indeterminate(match indeterminate_cause(failures) {
             Some(why) => format!("{what}: not validated: {why}"),
             None => format!("{what}: not validated"),
         }),
@@ -860,22 +932,25 @@ fn combine_ips(
         (Ok(a), Ok(b)) => {
             let mut records = addrs(&a);
             records.extend(addrs(&b));
-            let canonical = a.canonical.clone().or(b.canonical.clone());
-            Ok(Answer {
-                records,
-                security: a.security.weaker(b.security),
-                canonical_name: canonical.as_ref().map(name_to_string),
-            })
+            Resolved {
+                records: Vec::new(),
+                canonical: a.canonical.clone().or(b.canonical.clone()),
+                origin: a.origin.weaker(b.origin),
+                status: a.status.weaker(b.status),
+            }
+            .into_answer(records)
         }
+        // One family has no records: the denial's status counts like an answer's.
         (Ok(r), Err(neg)) | (Err(neg), Ok(r)) => match neg.security() {
             Some(s) => {
-                let s = s.clone();
                 let records = addrs(&r);
-                Ok(Answer {
-                    records,
-                    security: r.security.weaker(s),
-                    canonical_name: r.canonical.as_ref().map(name_to_string),
-                })
+                Resolved {
+                    records: Vec::new(),
+                    canonical: r.canonical.clone(),
+                    origin: r.origin.weaker(Status::from(*s)),
+                    status: r.status.weaker(Status::from(*s)),
+                }
+                .into_answer(records)
             }
             None => Err(neg),
         },
@@ -1842,42 +1917,41 @@ mod tests {
 
     #[test]
     fn security_order() {
-        let b = Security::Bogus("b".into());
-        let i = Security::Indeterminate("i".into());
+        let b = Status::Bogus("b".into());
+        let i = Status::Indeterminate("i".into());
         assert_eq!(
-            Security::Secure.weaker(Security::Insecure),
-            Security::Insecure
+            Status::Secure.weaker(Status::Insecure),
+            Status::Insecure
         );
-        assert_eq!(Security::Insecure.weaker(i.clone()), i);
+        assert_eq!(Status::Insecure.weaker(i.clone()), i);
         assert_eq!(i.clone().weaker(b.clone()), b);
-        assert_eq!(b.clone().weaker(Security::Secure), b);
-        assert_eq!(Security::Secure.weaker(Security::Secure), Security::Secure);
-        assert_eq!(b.to_string(), "bogus (b)");
-        assert_eq!(Security::Insecure.to_string(), "insecure");
+        assert_eq!(b.clone().weaker(Status::Secure), b);
+        assert_eq!(Status::Secure.weaker(Status::Secure), Status::Secure);
+                assert_eq!(Security::Insecure.to_string(), "insecure");
     }
 
     #[test]
     fn proofs_and_fetch_failures() {
-        assert_eq!(proof_security(Proof::Secure, "x", &[]), Security::Secure);
+        assert_eq!(proof_security(Proof::Secure, "x", &[]), Status::Secure);
         assert_eq!(
             proof_security(Proof::Insecure, "x", &[]),
-            Security::Insecure
+            Status::Insecure
         );
         assert!(matches!(
             proof_security(Proof::Bogus, "x", &[]),
-            Security::Bogus(_)
+            Status::Bogus(_)
         ));
         // hickory #3932/#3964: a timeout fetching a DNSKEY is not bogus
         let failed = vec!["example.org DNSKEY: request timed out".to_string()];
         match proof_security(Proof::Bogus, "x", &failed) {
-            Security::Indeterminate(why) => {
+            Status::Indeterminate(why) => {
                 assert!(why.contains("DNSKEY: request timed out"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             proof_security(Proof::Indeterminate, "x", &[]),
-            Security::Indeterminate(_)
+            Status::Indeterminate(_)
         ));
     }
 
@@ -2011,8 +2085,8 @@ mod tests {
         .unwrap();
         assert_eq!(r.records.len(), 1);
         assert_eq!(
-            r.security,
-            Security::Insecure,
+            r.status,
+            Status::Insecure,
             "the weakest link of the chain counts"
         );
         assert_eq!(
@@ -2040,7 +2114,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!((r.security, r.canonical), (Security::Secure, None));
+        assert_eq!((r.status, r.canonical), (Status::Secure, None));
 
         // a loop ends with an error, not a hang
         let answers = vec![
@@ -2101,7 +2175,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(matches!(r.security, Security::Bogus(_)), "{:?}", r.security);
+        assert!(matches!(r.status, Status::Bogus(_)), "{:?}", r.status);
     }
 
     #[test]
@@ -2232,7 +2306,8 @@ mod tests {
     fn resolved(records: Vec<Record>, security: Security) -> Result<Resolved, LookupError> {
         Ok(Resolved {
             records,
-            security,
+            status: security.into(),
+            origin: security.into(),
             canonical: None,
         })
     }
@@ -2274,6 +2349,27 @@ mod tests {
             Security::Insecure,
             "an insecure denial of A weakens the AAAA answer"
         );
+        // a bogus or indeterminate family is an error, never data
+        let bogus = Ok(Resolved {
+            records: aaaa(),
+            status: Status::Bogus("forged".into()),
+            origin: Status::Bogus("forged".into()),
+            canonical: None,
+        });
+        assert!(matches!(
+            combine_ips(resolved(a(), Security::Secure), bogus).unwrap_err(),
+            LookupError::Bogus(_)
+        ));
+        let unknown = Ok(Resolved {
+            records: a(),
+            status: Status::Indeterminate("DS timed out".into()),
+            origin: Status::Secure,
+            canonical: None,
+        });
+        assert!(matches!(
+            combine_ips(unknown, resolved(aaaa(), Security::Secure)).unwrap_err(),
+            LookupError::Indeterminate(_)
+        ));
         // a failed family fails the whole: no DANE downgrade by dropping AAAA answers
         assert_eq!(
             combine_ips(resolved(a(), Security::Secure), Err(LookupError::Timeout)).unwrap_err(),

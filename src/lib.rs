@@ -12,6 +12,7 @@ pub mod listener;
 pub mod logging;
 pub mod mta_sts;
 pub mod net;
+pub mod policy;
 pub mod probe;
 pub mod queue;
 pub mod server;

@@ -100,7 +100,7 @@ impl fmt::Display for Outcome {
                 super::record::usage_name(record.usage)
             ),
             Outcome::NoUsableRecords => write!(f, "no usable TLSA records"),
-            Outcome::NoMatch => write!(f, "no TLSA record matched the certificate chain"),
+            Outcome::NoMatch => write!(f, "no TLSA record matches the server's certificate chain"),
             Outcome::NameMismatch { record, depth } => write!(
                 f,
                 "record \"{record}\" matched a trust anchor at depth {depth}, \

@@ -4,8 +4,11 @@
 
 use super::client::{Client, ClientError, Reply, Timeouts};
 use crate::config::expr::{Value, Vars};
-use crate::config::{Config, Relay, RelayProtocol, RelayTls, Requirement, Strategy};
+use crate::config::{
+    Config, Relay, RelayProtocol, RelayTls, Requirement as ConfigRequirement, Strategy,
+};
 use crate::dns::{LookupError, Resolver, Security};
+use crate::policy::{self, Decision, Dnssec, Facts, Knobs, Refusal, StsFact, TlsaFact};
 use crate::tls::ClientTls;
 use crate::tlsrpt::{Event, PolicyKey, Session};
 use std::net::{IpAddr, SocketAddr};
@@ -44,7 +47,7 @@ pub struct Context<'a> {
 /// One line of log per attempt on a host, and the remote MTA for DSNs.
 #[derive(Debug, Default, Clone)]
 pub struct Trace {
-    /// `dane`, `dane-unusable`, `pkix`, `plaintext`: what the TLS was checked against.
+    /// `dane`, `dane-unusable`, `mta-sts`, `pkix`, `plaintext`: what the TLS was checked against.
     pub policy: &'static str,
     /// The certificate was checked (PKIX or DANE), not merely accepted.
     pub verified: bool,
@@ -106,9 +109,24 @@ fn vars(ctx: &Context<'_>, domain: &str, mx: &str) -> Vars {
     }
 }
 
-/// The strategy the `tls` expression picks for this host (or the domain).
+/// The strategy the `tls` expression picks for this host (or the domain),
+/// no weaker in `dane` and `mtaSts` than the first attempt's
+/// ([`policy::floor`]): a fallback relaxes STARTTLS and certificate checks
+/// only where no policy protects the host.
 fn strategy(ctx: &Context<'_>, domain: &str, mx: &str) -> (String, Strategy) {
-    let name = match ctx.config.outbound.tls.eval(&vars(ctx, domain, mx)) {
+    let vars_now = vars(ctx, domain, mx);
+    let first = Vars {
+        retry_num: 0,
+        last_error: "none".into(),
+        ..vars_now.clone()
+    };
+    let (name, chosen) = named_strategy(ctx, &vars_now);
+    let (_, initial) = named_strategy(ctx, &first);
+    (name, policy::floor(&chosen, &initial))
+}
+
+fn named_strategy(ctx: &Context<'_>, vars: &Vars) -> (String, Strategy) {
+    let name = match ctx.config.outbound.tls.eval(vars) {
         Value::Str(s) => s,
         other => other.to_string(),
     };
@@ -160,34 +178,35 @@ fn timeouts(cfg: &Config, tls: std::time::Duration) -> Timeouts {
     }
 }
 
-/// The MX hosts of `domain`, in order, or the outcome for everyone.
+/// The MX hosts of `domain` in preference order and the DNSSEC fact of the
+/// MX answer (SPEC §2.3 step 2), or the outcome for every recipient.
 async fn mx_hosts(
     ctx: &Context<'_>,
     domain: &str,
     rcpts: &[String],
-    dnssec_matters: bool,
     events: &mut Vec<Event>,
-) -> Result<(Vec<String>, bool, String), Vec<Outcome>> {
-    let dnssec_invalid = |why: &str| {
-        Event::failure(
-            PolicyKey::tlsa(Vec::new(), domain),
-            "dnssec-invalid",
-            &Session::default(),
-            why,
-        )
-    };
-    match ctx.resolver.mx(domain).await {
+) -> Result<(Vec<String>, Dnssec, String), Vec<Outcome>> {
+    if literal_ip(domain).is_some() {
+        return Ok((vec![domain.to_string()], Dnssec::Insecure, "address literal".into()));
+    }
+    let answer = ctx.resolver.mx(domain).await;
+    // A bogus or indeterminate MX answer (or denial) defers the whole domain:
+    // it must neither pick forged hosts nor switch to the implicit MX.
+    if let Some(fact) = Dnssec::of(&answer, |a| a.security) {
+        if let Some(refusal) = policy::domain_refusal(fact) {
+            let detail = answer.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+            let why = format!("MX of {domain}: {refusal} ({detail})");
+            events.push(Event::failure(
+                PolicyKey::tlsa(Vec::new(), domain),
+                refusal.result_type().unwrap_or("dnssec-invalid"),
+                &Session::default(),
+                &why,
+            ));
+            return Err(defer_all(rcpts, &why, refusal.last_error()));
+        }
+    }
+    match answer {
         Ok(answer) => {
-            if let Security::Bogus(why) = &answer.security {
-                if dnssec_matters {
-                    events.push(dnssec_invalid(&format!("MX: DNSSEC bogus ({why})")));
-                    return Err(defer_all(
-                        rcpts,
-                        &format!("MX of {domain}: DNSSEC bogus ({why})"),
-                        "dns",
-                    ));
-                }
-            }
             if answer.records.len() == 1 && answer.records[0].exchange.is_empty() {
                 return Err(fail_all(
                     rcpts,
@@ -211,32 +230,15 @@ async fn mx_hosts(
             }
             Ok((
                 hosts.into_iter().map(|(_, h)| h).collect(),
-                answer.security.is_secure(),
+                answer.security.into(),
                 answer.security.as_str().to_string(),
-            ))
-        }
-        // A denial whose proof could not be checked may be forged: it must
-        // neither switch to the implicit MX nor bounce the message.
-        Err(
-            LookupError::NoData {
-                security: Security::Indeterminate(why),
-            }
-            | LookupError::NxDomain {
-                security: Security::Indeterminate(why),
-            },
-        ) if dnssec_matters => {
-            events.push(dnssec_invalid(&format!("MX: DNSSEC indeterminate ({why})")));
-            Err(defer_all(
-                rcpts,
-                &format!("MX of {domain}: DNSSEC status indeterminate ({why})"),
-                "dns",
             ))
         }
         // RFC 5321 §5.1: no MX records → the domain itself (implicit MX).
         Err(LookupError::NoData { security }) => Ok((
             vec![domain.to_string()],
-            security.is_secure(),
-            format!("{} (no MX: implicit MX)", security.as_str()),
+            security.into(),
+            format!("{security} (no MX: implicit MX)"),
         )),
         Err(LookupError::NxDomain { .. }) => Err(fail_all(
             rcpts,
@@ -251,271 +253,320 @@ async fn mx_hosts(
     }
 }
 
-async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
-    let (_, domain_strategy) = strategy(ctx, domain, "");
-    let mut trace = Trace::default();
-    let (hosts, mx_secure) = if literal_ip(domain).is_some() {
-        (vec![domain.to_string()], false)
-    } else {
-        match mx_hosts(
-            ctx,
-            domain,
-            rcpts,
-            domain_strategy.dane != Requirement::Disable,
-            &mut trace.tlsrpt,
-        )
-        .await
-        {
-            Ok((h, secure, status)) => {
-                trace.mx_dnssec = status;
-                (h, secure)
-            }
-            Err(outcomes) => return (outcomes, trace),
-        }
-    };
-    let sts = if domain_strategy.mta_sts != Requirement::Disable && literal_ip(domain).is_none() {
-        Some(super::sts::lookup(ctx, domain, domain_strategy.mta_sts_timeout.as_std()).await)
-    } else {
-        None
-    };
-    let policy = sts.as_ref().and_then(|l| l.policy.clone());
-    if let (Some(l), None) = (&sts, &policy) {
-        if let Some(result_type) = l.fetch_failure {
-            // RFC 8460 §4.3.2.1: the policy could not be had at all.
-            trace.tlsrpt.push(Event::failure(
-                PolicyKey::sts(None),
-                result_type,
-                &Session::default(),
-                &l.note,
-            ));
-        }
+/// The MTA-STS policy in force for `domain` (SPEC §2.3 step 1), recorded in
+/// the trace for probe and TLS-RPT.
+async fn sts_policy(
+    ctx: &Context<'_>,
+    domain: &str,
+    strategy: &Strategy,
+    hosts: &[String],
+    trace: &mut Trace,
+) -> Option<crate::mta_sts::Policy> {
+    if strategy.mta_sts == ConfigRequirement::Disable || literal_ip(domain).is_some() {
+        return None;
     }
-    if let Some(l) = &sts {
-        trace.sts = Some(serde_json::json!({
-            "source": l.source,
-            "note": l.note,
-            "fetchFailure": l.fetch_failure,
-            "mode": l.policy.as_ref().map(|p| format!("{:?}", p.mode).to_lowercase()),
-            "mx": l.policy.as_ref().map(|p| p.mx.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
-            "maxAge": l.policy.as_ref().map(|p| p.max_age),
-            "expires": l.expires_at.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)).map(|d| d.to_rfc3339()),
-            "hosts": l.policy.as_ref().map(|p| hosts.iter().map(|h| serde_json::json!({"mx": h, "matches": p.matches_mx(h)})).collect::<Vec<_>>()),
-        }));
+    let l = super::sts::lookup(ctx, domain, strategy.mta_sts_timeout.as_std()).await;
+    if let (None, Some(result_type)) = (&l.policy, l.fetch_failure) {
+        // RFC 8460 §4.3.2.1: the policy could not be had at all.
+        trace.tlsrpt.push(Event::failure(
+            PolicyKey::sts(None),
+            result_type,
+            &Session::default(),
+            &l.note,
+        ));
     }
-    if policy.is_none() && domain_strategy.mta_sts == Requirement::Require {
-        let why = sts.map(|l| l.note).unwrap_or_default();
-        return (
-            defer_all(
-                rcpts,
-                &format!("MTA-STS is required, but {domain} has no policy ({why})"),
-                "mta-sts",
-            ),
-            trace,
-        );
-    }
-    if let Some(p) = policy
-        .as_ref()
-        .filter(|p| p.mode == crate::mta_sts::Mode::Testing)
-    {
+    trace.sts = Some(serde_json::json!({
+        "source": l.source,
+        "note": l.note,
+        "fetchFailure": l.fetch_failure,
+        "mode": l.policy.as_ref().map(|p| format!("{:?}", p.mode).to_lowercase()),
+        "mx": l.policy.as_ref().map(|p| p.mx.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
+        "maxAge": l.policy.as_ref().map(|p| p.max_age),
+        "expires": l.expires_at.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)).map(|d| d.to_rfc3339()),
+        "hosts": l.policy.as_ref().map(|p| hosts.iter().map(|h| serde_json::json!({"mx": h, "matches": p.matches_mx(h)})).collect::<Vec<_>>()),
+    }));
+    let policy = l.policy?;
+    if policy.mode == crate::mta_sts::Mode::Testing {
         // RFC 8461 §5: deliver as without a policy, but say what enforce
         // would have refused (TLS-RPT reports it as well).
-        for h in hosts.iter().filter(|h| !p.matches_mx(h)) {
+        for h in hosts.iter().filter(|h| !policy.matches_mx(h)) {
             tracing::warn!(id = ctx.message_id, domain, mx = %h, "MTA-STS testing: this MX is not in the policy; enforce mode would refuse it");
         }
     }
-    let enforce = policy
-        .as_ref()
-        .filter(|p| p.mode == crate::mta_sts::Mode::Enforce);
-    let hosts: Vec<String> = match enforce {
+    Some(policy)
+}
+
+fn sts_fact(policy: Option<&crate::mta_sts::Policy>, host: &str) -> StsFact {
+    match policy {
+        None => StsFact::None,
         Some(p) => {
-            let (ok, refused): (Vec<String>, Vec<String>) =
-                hosts.into_iter().partition(|h| p.matches_mx(h));
-            if ok.is_empty() {
-                for h in &refused {
-                    let at = Session {
-                        mx: Some(h.clone()),
-                        ..Session::default()
-                    };
-                    trace.tlsrpt.push(Event::failure(
-                        PolicyKey::sts(Some(p)),
-                        "validation-failure",
-                        &at,
-                        "MX host not listed in the MTA-STS policy",
-                    ));
-                }
-                let why = format!(
-                    "no MX host of {domain} ({}) matches its MTA-STS policy (enforce)",
-                    refused.join(", ")
-                );
-                return (defer_all(rcpts, &why, "mta-sts"), trace);
+            let mx_listed = p.matches_mx(host);
+            match p.mode {
+                crate::mta_sts::Mode::Enforce => StsFact::Enforce { mx_listed },
+                crate::mta_sts::Mode::Testing => StsFact::Testing { mx_listed },
+                crate::mta_sts::Mode::None => StsFact::None,
             }
-            ok
         }
-        None => hosts,
+    }
+}
+
+async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
+    let (_, domain_strategy) = strategy(ctx, domain, "");
+    let mut trace = Trace::default();
+    let (hosts, mx_fact) = match mx_hosts(ctx, domain, rcpts, &mut trace.tlsrpt).await {
+        Ok((hosts, fact, status)) => {
+            trace.mx_dnssec = status;
+            (hosts, fact)
+        }
+        Err(outcomes) => return (outcomes, trace),
     };
+    let policy = sts_policy(ctx, domain, &domain_strategy, &hosts, &mut trace).await;
     let mut last: (String, &'static str) = (
         format!("no MX host of {domain} could be reached"),
         "connection",
     );
     for host in &hosts {
-        let (name, strat) = strategy(ctx, domain, host);
-        trace.mx = Some(host.clone());
-        trace.strategy = Some(name.clone());
-        let resolved = match literal_ip(host) {
-            Some(ip) => Ok(crate::dns::Answer {
-                records: vec![ip],
-                security: Security::Insecure,
-                canonical_name: None,
-            }),
-            None => ctx.resolver.ips(host).await,
-        };
-        let (ips, host_secure, canonical) = match resolved {
-            Ok(a) if !a.records.is_empty() => {
-                trace.hosts.push(serde_json::json!({
-                    "mx": host, "strategy": name,
-                    "addresses": a.records.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-                    "dnssec": a.security.as_str(),
-                }));
-                (a.records, a.security.is_secure(), a.canonical_name)
-            }
-            Ok(_) => {
-                last = (format!("{host} has no address"), "dns");
-                continue;
-            }
-            Err(e) => {
-                last = (format!("address of {host}: {e}"), "dns");
-                continue;
-            }
-        };
-        let dane = match dane_plan(
-            ctx,
-            &strat,
-            domain,
-            host,
-            canonical.as_deref(),
-            mx_secure && host_secure,
-        )
-        .await
-        {
-            Ok(d) => {
-                if let (Some(h), Some(d)) = (trace.hosts.last_mut(), &d) {
-                    h["tlsa"] = serde_json::json!(d.records);
-                }
-                d
-            }
-            Err((why, result_type)) => {
-                if let Some(h) = trace.hosts.last_mut() {
-                    h["result"] = serde_json::json!(format!("not used: {why}"));
-                }
-                let at = Session {
-                    mx: Some(host.clone()),
-                    ..Session::default()
-                };
-                trace.tlsrpt.push(Event::failure(
-                    PolicyKey::tlsa(Vec::new(), host),
-                    result_type,
-                    &at,
-                    &why,
-                ));
-                tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
-                last = (why, "dane");
-                continue;
-            }
-        };
-        for ip in ips {
-            trace.ip = Some(ip);
-            let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
-            let tls_name = if literal_ip(host).is_some() {
-                ip.to_string()
-            } else {
-                host.clone()
-            };
-            let mut plan = Plan::from_strategy(&strat, &tls_name);
-            trace.policy = if plan.starttls == Requirement::Disable {
-                "plaintext"
-            } else {
-                "pkix"
-            };
-            trace.verified = !plan.allow_invalid;
-            if let Some(d) = &dane {
-                // DANE takes precedence over MTA-STS.
-                plan.starttls = Requirement::Require;
-                plan.config = Some(d.config.clone());
-                plan.dane = true;
-                trace.policy = if d.authenticated {
-                    "dane"
-                } else {
-                    "dane-unusable"
-                };
-                trace.verified = d.authenticated;
-            } else if enforce.is_some() {
-                // RFC 8461 §4.2: STARTTLS and a PKIX-valid certificate for
-                // the MX name; no strategy relaxes this.
-                plan.starttls = Requirement::Require;
-                plan.allow_invalid = false;
-                plan.config = None;
-                plan.sts = true;
-                trace.policy = "mta-sts";
-                trace.verified = true;
-            }
-            let result = transaction(ctx, peer, &plan, rcpts, &mut trace).await;
-            let testing = policy
-                .as_ref()
-                .filter(|p| p.mode == crate::mta_sts::Mode::Testing);
-            if let Some(event) = session_event(
-                ctx,
-                host,
-                &plan,
-                dane.as_ref(),
-                enforce.or(testing),
-                &result,
-                &trace,
-            ) {
-                trace.tlsrpt.push(event);
-            }
-            if let Some(h) = trace.hosts.last_mut() {
-                h["ip"] = serde_json::json!(ip.to_string());
-                h["tls"] = serde_json::json!(trace.tls.clone().unwrap_or_else(|| "none".into()));
-                h["policy"] = serde_json::json!(trace.policy);
-                if let Some(d) = &dane {
-                    if let Some(o) = d.verifier.outcome() {
-                        h["daneOutcome"] = serde_json::json!(o.to_string());
-                    }
-                }
-                h["result"] = serde_json::json!(match &result {
-                    Ok(_) => "ok".to_string(),
-                    Err(e) => e.to_string(),
-                });
-            }
-            match result {
-                Ok(outcomes) => {
-                    log_attempt(ctx, domain, &trace, &outcomes, None);
-                    return (outcomes, trace);
-                }
-                Err(e) => {
-                    log_attempt(ctx, domain, &trace, &[], Some(&e));
-                    let kind = match e.kind() {
-                        "tls" if plan.dane => "dane",
-                        "tls" if plan.sts => "mta-sts",
-                        k => k,
-                    };
-                    last = (format!("{host} [{ip}]: {e}"), kind);
-                }
-            }
+        match to_host(ctx, domain, host, mx_fact, policy.as_ref(), rcpts, &mut trace).await {
+            Ok(outcomes) => return (outcomes, trace),
+            Err(failed) => last = failed,
         }
     }
     (defer_all(rcpts, &last.0, last.1), trace)
 }
 
+/// The facts of one host, the decision of the table, and the delivery it
+/// allows: `Ok` with the recipients' outcomes, or `Err` (why, `last_error`)
+/// when the next host should be tried.
+async fn to_host(
+    ctx: &Context<'_>,
+    domain: &str,
+    host: &str,
+    mx_fact: Dnssec,
+    policy: Option<&crate::mta_sts::Policy>,
+    rcpts: &[String],
+    trace: &mut Trace,
+) -> Result<Vec<Outcome>, (String, &'static str)> {
+    let (name, strat) = strategy(ctx, domain, host);
+    trace.mx = Some(host.to_string());
+    trace.strategy = Some(name.clone());
+    let at = Session {
+        mx: Some(host.to_string()),
+        ..Session::default()
+    };
+    let resolved = match literal_ip(host) {
+        Some(ip) => Ok(crate::dns::Answer {
+            records: vec![ip],
+            security: Security::Insecure,
+            canonical_name: None,
+            origin_security: Security::Insecure,
+        }),
+        None => ctx.resolver.ips(host).await,
+    };
+    let address_fact = match &resolved {
+        Ok(a) => policy::address_fact(a),
+        Err(e) => match Dnssec::of(&Err::<(), _>(e.clone()), |_| Security::Insecure) {
+            Some(f @ (Dnssec::Bogus | Dnssec::Indeterminate)) => f,
+            _ => return Err((format!("address of {host}: {e}"), "dns")),
+        },
+    };
+    let mut host_json = serde_json::json!({ "mx": host, "strategy": name, "dnssec": address_fact.as_str() });
+    if let Ok(a) = &resolved {
+        if a.records.is_empty() {
+            return Err((format!("{host} has no address"), "dns"));
+        }
+        host_json["addresses"] =
+            serde_json::json!(a.records.iter().map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+    let knobs = Knobs::from(&strat);
+    let tlsa = if knobs.dane != ConfigRequirement::Disable
+        && mx_fact == Dnssec::Secure
+        && address_fact == Dnssec::Secure
+    {
+        let bases = policy::tlsa_bases(host, resolved.as_ref().expect("secure answer"));
+        tlsa_lookup(ctx, &bases).await
+    } else {
+        TlsaLookup::not_looked()
+    };
+    let facts = Facts {
+        mx: mx_fact,
+        address: address_fact,
+        tlsa: tlsa.fact,
+        sts: sts_fact(policy, host),
+        strategy: knobs,
+    };
+    let decision = policy::decide(&facts);
+    host_json["decision"] = serde_json::json!(decision.describe());
+    if !tlsa.listed.is_empty() {
+        host_json["tlsa"] = serde_json::json!(tlsa.listed);
+    }
+    trace.hosts.push(host_json);
+    if let Decision::Unusable(refusal) = decision {
+        let detail = match (&resolved, &tlsa.error) {
+            (Err(e), _) => format!("{refusal} ({e})"),
+            (_, Some(e)) => format!("{refusal} ({e})"),
+            _ => refusal.to_string(),
+        };
+        let why = format!("{host}: {detail}; not falling back to less security");
+        if let Some(h) = trace.hosts.last_mut() {
+            h["result"] = serde_json::json!(format!("not used: {detail}"));
+        }
+        if let Some(result_type) = refusal.result_type() {
+            let key = match refusal {
+                Refusal::NotInPolicy | Refusal::MtaStsRequired => PolicyKey::sts(policy),
+                _ => PolicyKey::tlsa(tlsa.strings.clone(), host),
+            };
+            trace.tlsrpt.push(Event::failure(key, result_type, &at, &why));
+        }
+        tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
+        return Err((why, refusal.last_error()));
+    }
+    let ips = resolved.expect("an address answer when the host is usable").records;
+    let mut last = (format!("{host} could not be reached"), "connection");
+    for ip in ips {
+        let req = Requirement::new(decision, domain, host, ip, &tlsa, &strat);
+        match to_address(ctx, domain, host, ip, &req, policy, rcpts, trace).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(failed) => last = failed,
+        }
+    }
+    Err(last)
+}
+
+/// One connection attempt to `ip` under `req`.
+#[allow(clippy::too_many_arguments)]
+async fn to_address(
+    ctx: &Context<'_>,
+    domain: &str,
+    host: &str,
+    ip: IpAddr,
+    req: &Requirement,
+    policy: Option<&crate::mta_sts::Policy>,
+    rcpts: &[String],
+    trace: &mut Trace,
+) -> Result<Vec<Outcome>, (String, &'static str)> {
+    trace.ip = Some(ip);
+    let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
+    trace.policy = req.policy_word();
+    trace.verified = req.authenticates();
+    // A fresh DANE verifier per connection: its outcome is this address's.
+    let dane = req.dane_config();
+    let plan = Plan::for_requirement(req, dane.as_ref().map(|(c, _)| c.clone()));
+    let result = transaction(ctx, peer, &plan, rcpts, trace).await;
+    let verifier = dane.as_ref().map(|(_, v)| v.as_ref());
+    if let Some(event) = session_event(ctx, host, req, verifier, policy, &result, trace) {
+        trace.tlsrpt.push(event);
+    }
+    if let Some(h) = trace.hosts.last_mut() {
+        h["ip"] = serde_json::json!(ip.to_string());
+        h["tls"] = serde_json::json!(trace.tls.clone().unwrap_or_else(|| "none".into()));
+        h["policy"] = serde_json::json!(trace.policy);
+        if let Some(o) = verifier.and_then(|v| v.outcome()) {
+            h["daneOutcome"] = serde_json::json!(o.to_string());
+        }
+        h["result"] = serde_json::json!(match &result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    match result {
+        Ok(outcomes) => {
+            log_attempt(ctx, domain, trace, &outcomes, None);
+            Ok(outcomes)
+        }
+        Err(e) => {
+            log_attempt(ctx, domain, trace, &[], Some(&e));
+            let kind = match (e.kind(), req.decision) {
+                ("tls", Decision::Dane | Decision::Encrypt(policy::EncryptBy::UnusableTlsa)) => {
+                    "dane"
+                }
+                ("tls", Decision::Pkix(policy::PkixBy::MtaSts)) => "mta-sts",
+                (k, _) => k,
+            };
+            Err((format!("{host} [{ip}]: {e}"), kind))
+        }
+    }
+}
+
+/// What the TLSA lookup of a host found: the fact for the table, and the
+/// records for the verifier, probe and TLS-RPT.
+struct TlsaLookup {
+    fact: TlsaFact,
+    records: Vec<crate::dane::Tlsa>,
+    /// The TLSA base domain the records were found at (RFC 7672 §2.2.2).
+    base: Option<String>,
+    /// The RRset as presentation text (TLS-RPT's policy-string).
+    strings: Vec<String>,
+    /// Each record with whether it is usable (for probe).
+    listed: Vec<serde_json::Value>,
+    error: Option<LookupError>,
+}
+
+impl TlsaLookup {
+    fn not_looked() -> TlsaLookup {
+        TlsaLookup {
+            fact: TlsaFact::NotLooked,
+            records: Vec::new(),
+            base: None,
+            strings: Vec::new(),
+            listed: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// Looks TLSA up at each base in order (RFC 7672 §2.2.2); secure records
+/// at the first base that has them count. A bogus, indeterminate or failed
+/// lookup is a fact of its own: the host's DANE status is then unknown.
+async fn tlsa_lookup(ctx: &Context<'_>, bases: &[String]) -> TlsaLookup {
+    let port = ctx.config.outbound.mx_port;
+    let mut out = TlsaLookup::not_looked();
+    out.fact = TlsaFact::Absent;
+    for base in bases {
+        let name = format!("_{port}._tcp.{base}");
+        let answer = ctx.resolver.tlsa(&name).await;
+        match &answer {
+            Ok(a) if a.security.is_secure() && !a.records.is_empty() => {
+                out.records = a
+                    .records
+                    .iter()
+                    .map(|(u, s, m, d)| crate::dane::Tlsa::new(*u, *s, *m, d.clone()))
+                    .collect();
+                out.base = Some(base.clone());
+                out.strings = out.records.iter().map(|r| r.to_string()).collect();
+                out.listed = out.records.iter().map(|r| serde_json::json!({"record": r.to_string(), "usable": r.usability().err().map(|e| e.to_string()).unwrap_or_else(|| "usable".into())})).collect();
+                out.fact = if out.records.iter().any(|r| r.is_usable()) {
+                    TlsaFact::Usable
+                } else {
+                    TlsaFact::UnusableOnly
+                };
+                return out;
+            }
+            // insecure records and denials of any status: nothing here
+            Ok(_) | Err(LookupError::NoData { .. } | LookupError::NxDomain { .. }) => {}
+            Err(e) => {
+                out.fact = match e {
+                    LookupError::Bogus(_) => TlsaFact::Bogus,
+                    LookupError::Indeterminate(_) => TlsaFact::Indeterminate,
+                    _ => TlsaFact::LookupFailed,
+                };
+                out.error = Some(LookupError::Other(format!("TLSA {name}: {e}")));
+                return out;
+            }
+        }
+    }
+    out
+}
+
 /// What TLS-RPT counts of one session on `host` (`None`: nothing — no
 /// connection, a reused one, or TLS switched off by the strategy). The
-/// policy is DANE's when it applied, else MTA-STS's (`enforce`, or
-/// `testing`: then what `enforce` would have refused is the failure).
+/// policy is DANE's when TLSA records were found, else MTA-STS's
+/// (`enforce`, or `testing`: then what `enforce` would have refused is
+/// the failure).
 fn session_event(
     ctx: &Context<'_>,
     host: &str,
-    plan: &Plan,
-    dane: Option<&DanePlan>,
+    req: &Requirement,
+    verifier: Option<&crate::dane::DaneVerifier>,
     sts: Option<&crate::mta_sts::Policy>,
     result: &Result<Vec<Outcome>, ClientError>,
     trace: &Trace,
@@ -523,10 +574,12 @@ fn session_event(
     if ctx.dry_run || trace.reused {
         return None;
     }
+    let sts = sts.filter(|p| p.mode != crate::mta_sts::Mode::None);
+    let dane = !req.tlsa_strings.is_empty();
     let policy = match (dane, sts) {
-        (Some(d), _) => PolicyKey::tlsa(d.strings.clone(), host),
-        (None, Some(p)) => PolicyKey::sts(Some(p)),
-        (None, None) => PolicyKey::none(),
+        (true, _) => PolicyKey::tlsa(req.tlsa_strings.clone(), host),
+        (false, Some(p)) => PolicyKey::sts(Some(p)),
+        (false, None) => PolicyKey::none(),
     };
     let fail = |result_type: &str, why: &str| {
         Some(Event::failure(
@@ -537,15 +590,15 @@ fn session_event(
         ))
     };
     if let Err(ClientError::Tls(f)) = result {
-        // The DANE verifier knows better than rustls' error which check failed.
-        let result_type = dane
-            .and_then(|d| d.verifier.outcome())
+        // The DANE verifier of this connection knows which check failed.
+        let result_type = verifier
+            .and_then(|v| v.outcome())
             .and_then(|o| o.tlsrpt_result_type())
             .unwrap_or(f.result_type);
         return fail(result_type, &f.message);
     }
     if trace.tls.is_none() {
-        if result.is_err() || (plan.starttls == Requirement::Disable && !plan.implicit) {
+        if result.is_err() || req.decision == Decision::Plaintext {
             return None;
         }
         return fail(
@@ -553,7 +606,7 @@ fn session_event(
             "the server does not offer STARTTLS",
         );
     }
-    if let (None, Some(p)) = (dane, sts) {
+    if let (false, Some(p)) = (dane, sts) {
         if !p.matches_mx(host) {
             return fail(
                 "validation-failure",
@@ -564,7 +617,7 @@ fn session_event(
             return fail(result_type, "certificate accepted without PKIX validation");
         }
     }
-    if dane.is_some_and(|d| !d.authenticated) {
+    if req.decision == Decision::Encrypt(policy::EncryptBy::UnusableTlsa) {
         return fail(
             "tlsa-invalid",
             "no usable TLSA record: encrypted, not authenticated",
@@ -573,112 +626,116 @@ fn session_event(
     Some(Event::success(policy))
 }
 
-/// The TLS a DANE host gets (RFC 7672).
-struct DanePlan {
-    config: std::sync::Arc<rustls::ClientConfig>,
-    verifier: std::sync::Arc<crate::dane::DaneVerifier>,
-    /// The records as found, each with whether it is usable (for probe).
-    records: Vec<serde_json::Value>,
-    /// The TLSA RRset as presentation text (TLS-RPT's policy-string).
-    strings: Vec<String>,
-    /// Usable TLSA records exist (else: encrypt without authentication).
-    authenticated: bool,
+/// What a connection to one address must achieve: the table's decision
+/// with the names and records it applies to. Two deliveries may share a
+/// pooled connection only when their requirements are equal ([`Requirement::pool_key_base`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub decision: Decision,
+    /// SNI and the name PKIX checks: the host name, or for DANE the TLSA
+    /// base domain (RFC 7672 §8.1); an address literal's IP.
+    pub tls_name: String,
+    /// DANE: the reference names for DANE-TA (TLSA base domain, MX host
+    /// name, the destination domain — RFC 7672 §3.2.2).
+    pub dane_names: Vec<String>,
+    /// DANE: the TLSA RRset (presentation form, sorted).
+    pub tlsa_strings: Vec<String>,
+    tlsa: Vec<crate::dane::Tlsa>,
+    tls_timeout: std::time::Duration,
 }
 
-/// Decides DANE for one host. `Ok(None)`: DANE does not apply (the
-/// strategy decides); `Err`: this host must not be used (no downgrade).
-async fn dane_plan(
-    ctx: &Context<'_>,
-    strat: &Strategy,
-    domain: &str,
-    host: &str,
-    canonical: Option<&str>,
-    secure: bool,
-) -> Result<Option<DanePlan>, (String, &'static str)> {
-    if strat.dane == Requirement::Disable {
-        return Ok(None);
-    }
-    if !secure {
-        if strat.dane == Requirement::Require {
-            return Err((
-                format!("DANE is required, but the MX or address records of {host} are not DNSSEC-secure"),
-                "dane-required",
-            ));
-        }
-        return Ok(None);
-    }
-    let port = ctx.config.outbound.mx_port;
-    // RFC 7672 §2.2.2: the TLSA base domain is the CNAME-expanded host name
-    // when that is secure, else the original name.
-    let mut bases: Vec<&str> = canonical.filter(|c| *c != host).into_iter().collect();
-    bases.push(host);
-    let mut found: Option<Vec<crate::dane::Tlsa>> = None;
-    for base in bases {
-        let name = format!("_{port}._tcp.{base}");
-        match ctx.resolver.tlsa(&name).await {
-            Ok(a) if a.security.is_secure() && !a.records.is_empty() => {
-                found = Some(
-                    a.records
-                        .into_iter()
-                        .map(|(u, s, m, d)| crate::dane::Tlsa::new(u, s, m, d))
-                        .collect(),
-                );
-                break;
-            }
-            Ok(_) => {}
-            Err(LookupError::NoData { security } | LookupError::NxDomain { security })
-                if !matches!(security, Security::Bogus(_) | Security::Indeterminate(_)) => {}
-            Err(e) => {
-                return Err((
-                    format!(
-                    "TLSA lookup {name} failed: {e}; not falling back to unauthenticated delivery"
-                ),
-                    "dnssec-invalid",
-                ))
+impl Requirement {
+    fn new(
+        decision: Decision,
+        domain: &str,
+        host: &str,
+        ip: IpAddr,
+        tlsa: &TlsaLookup,
+        strat: &Strategy,
+    ) -> Requirement {
+        let tls_name = match (decision, &tlsa.base) {
+            _ if literal_ip(host).is_some() => ip.to_string(),
+            (Decision::Dane, Some(base)) => base.clone(),
+            _ => host.to_string(),
+        };
+        let mut dane_names = Vec::new();
+        if !tlsa.records.is_empty() {
+            for n in [tlsa.base.as_deref().unwrap_or(host), host, domain] {
+                if !dane_names.iter().any(|m| m == n) {
+                    dane_names.push(n.to_string());
+                }
             }
         }
-    }
-    let Some(records) = found else {
-        if strat.dane == Requirement::Require {
-            return Err((
-                format!("DANE is required, but {host} publishes no TLSA records"),
-                "dane-required",
-            ));
+        let mut tlsa_strings = tlsa.strings.clone();
+        tlsa_strings.sort();
+        Requirement {
+            decision,
+            tls_name,
+            dane_names,
+            tlsa_strings,
+            tlsa: tlsa.records.clone(),
+            tls_timeout: strat.tls_timeout.as_std(),
         }
-        return Ok(None);
-    };
-    let authenticated = records.iter().any(|r| r.is_usable());
-    let strings: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-    let listed: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| serde_json::json!({"record": r.to_string(), "usable": r.usability().err().map(|e| e.to_string()).unwrap_or_else(|| "usable".into())}))
-        .collect();
-    let mut names = vec![host.to_string(), domain.to_string()];
-    if let Some(c) = canonical {
-        names.push(c.to_string());
     }
-    let verifier = std::sync::Arc::new(
-        crate::dane::DaneVerifier::new(records, names).accept_when_no_usable_records(),
-    );
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| (e.to_string(), "validation-failure"))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    if !authenticated && strat.dane == Requirement::Require {
-        return Err((
-            format!("DANE is required, but {host} has only unusable TLSA records"),
-            "tlsa-invalid",
-        ));
+
+    /// The pool key (the peer is added per connection): everything the
+    /// connection was verified under. A DANE-TA connection accepted for domain A's names is never
+    /// reused for domain B.
+    pub fn pool_key_base(&self) -> String {
+        format!(
+            "{:?}|{}|{}|{}",
+            self.decision,
+            self.tls_name,
+            self.dane_names.join(","),
+            self.tlsa_strings.join(","),
+        )
     }
-    Ok(Some(DanePlan {
-        config: std::sync::Arc::new(config),
-        verifier,
-        records: listed,
-        strings,
-        authenticated,
-    }))
+
+    /// A new DANE `ClientConfig` and its verifier for one connection, when
+    /// TLSA records decide (DANE, or encryption with unusable records).
+    fn dane_config(
+        &self,
+    ) -> Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        std::sync::Arc<crate::dane::DaneVerifier>,
+    )> {
+        if !matches!(
+            self.decision,
+            Decision::Dane | Decision::Encrypt(policy::EncryptBy::UnusableTlsa)
+        ) {
+            return None;
+        }
+        let verifier = std::sync::Arc::new(
+            crate::dane::DaneVerifier::new(self.tlsa.clone(), self.dane_names.clone())
+                .accept_when_no_usable_records(),
+        );
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        Some((std::sync::Arc::new(config), verifier))
+    }
+
+    /// The word logs and probe use for what the TLS is checked against.
+    fn policy_word(&self) -> &'static str {
+        match self.decision {
+            Decision::Dane => "dane",
+            Decision::Encrypt(policy::EncryptBy::UnusableTlsa) => "dane-unusable",
+            Decision::Pkix(policy::PkixBy::MtaSts) => "mta-sts",
+            Decision::Plaintext => "plaintext",
+            _ => "pkix",
+        }
+    }
+
+    /// The certificate is checked (PKIX or DANE), not merely accepted.
+    fn authenticates(&self) -> bool {
+        matches!(
+            self.decision,
+            Decision::Dane | Decision::Pkix(_) | Decision::Opportunistic { pkix: true }
+        )
+    }
 }
 
 async fn to_relay(
@@ -706,11 +763,13 @@ async fn to_relay(
     };
     let plan = Plan {
         config: None,
-        dane: false,
-        sts: false,
+        requirement_key: format!(
+            "relay|{}|{:?}|{}",
+            relay.host, relay.tls, relay.allow_invalid_certs
+        ),
         starttls: match relay.tls {
-            RelayTls::Starttls => Requirement::Require,
-            _ => Requirement::Disable,
+            RelayTls::Starttls => ConfigRequirement::Require,
+            _ => ConfigRequirement::Disable,
         },
         implicit: relay.tls == RelayTls::Implicit,
         allow_invalid: relay.allow_invalid_certs,
@@ -751,32 +810,44 @@ async fn to_relay(
 struct Plan {
     /// A TLS configuration that replaces the PKIX/insecure choice (DANE).
     config: Option<std::sync::Arc<rustls::ClientConfig>>,
-    /// Failures are `dane`, not `tls`.
-    dane: bool,
-    /// Failures are `mta-sts`, not `tls`.
-    sts: bool,
-    starttls: Requirement,
+    starttls: ConfigRequirement,
     implicit: bool,
     allow_invalid: bool,
     tls_name: String,
     tls_timeout: std::time::Duration,
     lmtp: bool,
     auth: Option<(String, String)>,
+    /// What a pooled connection must have been verified under to be reused
+    /// for this plan (the peer is added per connection).
+    requirement_key: String,
 }
 
 impl Plan {
-    fn from_strategy(s: &Strategy, host: &str) -> Plan {
+    /// Carries out the decision of the table for one connection.
+    fn for_requirement(
+        req: &Requirement,
+        dane: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Plan {
+        let starttls = match req.decision {
+            Decision::Plaintext | Decision::Unusable(_) => ConfigRequirement::Disable,
+            Decision::Opportunistic { .. } => ConfigRequirement::Optional,
+            Decision::Encrypt(_) | Decision::Pkix(_) | Decision::Dane => ConfigRequirement::Require,
+        };
+        let allow_invalid = matches!(
+            req.decision,
+            Decision::Opportunistic { pkix: false }
+                | Decision::Encrypt(policy::EncryptBy::Strategy)
+        );
         Plan {
-            config: None,
-            dane: false,
-            sts: false,
-            starttls: s.start_tls,
+            config: dane,
+            starttls,
             implicit: false,
-            allow_invalid: s.allow_invalid_certs,
-            tls_name: host.to_string(),
-            tls_timeout: s.tls_timeout.as_std(),
+            allow_invalid,
+            tls_name: req.tls_name.clone(),
+            tls_timeout: req.tls_timeout,
             lmtp: false,
             auth: None,
+            requirement_key: req.pool_key_base(),
         }
     }
 }
@@ -790,16 +861,7 @@ async fn transaction(
     rcpts: &[String],
     trace: &mut Trace,
 ) -> Result<Vec<Outcome>, ClientError> {
-    let key = format!(
-        "{peer}|{}|{:?}|{}|{}|{}|{}|{}",
-        plan.tls_name,
-        plan.starttls,
-        plan.implicit,
-        plan.allow_invalid,
-        plan.dane,
-        plan.sts,
-        plan.lmtp
-    );
+    let key = format!("{peer}|{}|{}", plan.requirement_key, plan.lmtp);
     let pool = ctx.pool.filter(|_| !ctx.dry_run && plan.auth.is_none());
     trace.tls = None;
     trace.reused = false;
@@ -834,9 +896,9 @@ async fn transaction(
     c.hello(hostname).await?;
     if !plan.implicit {
         match plan.starttls {
-            Requirement::Disable => {}
-            Requirement::Optional if !c.offers("STARTTLS") => {}
-            Requirement::Require if !c.offers("STARTTLS") => {
+            ConfigRequirement::Disable => {}
+            ConfigRequirement::Optional if !c.offers("STARTTLS") => {}
+            ConfigRequirement::Require if !c.offers("STARTTLS") => {
                 return Err(ClientError::tls(
                     "STARTTLS is required but the server does not offer it",
                     "starttls-not-supported",

@@ -252,7 +252,10 @@ impl Client {
             .await
             .map_err(|_| ClientError::tls("handshake timed out", "validation-failure"))?
             .map_err(|e| {
-                ClientError::tls(e.to_string(), crate::tlsrpt::event::result_type_of_io(&e))
+                ClientError::tls(
+                    crate::tlsrpt::event::describe_io(&e),
+                    crate::tlsrpt::event::result_type_of_io(&e),
+                )
             })?;
         let conn = tls.get_ref().1;
         self.peer_chain = conn

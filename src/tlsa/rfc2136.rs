@@ -254,15 +254,24 @@ async fn send(
             detail: "answer to another message (ID mismatch)".into(),
         });
     }
-    check_rcode(server, zone, &response)?;
-    // Only a signed NOERROR proves the change came from the key holder.
-    verifier
-        .verify(&answer)
-        .map_err(|e| UpdateError::BadResponse {
-            server,
-            detail: format!("TSIG of the answer does not verify: {e}"),
-        })?;
-    Ok(())
+    // The TSIG is verified before the RCODE is believed: an unsigned
+    // NOERROR is not a change, and an unsigned NXRRSET is not "someone else
+    // changed the set" (an on-path forger could otherwise steer the sync).
+    match verifier.verify(&answer) {
+        Ok(_) => check_rcode(server, zone, &response),
+        Err(e) => match check_rcode(server, zone, &response) {
+            // RFC 8945 §5.3.2: a server that could not verify our request
+            // (BADSIG, BADKEY, BADTIME) cannot sign its answer either.
+            Err(auth @ UpdateError::Auth { .. }) => Err(auth),
+            _ => Err(UpdateError::BadResponse {
+                server,
+                detail: format!(
+                    "TSIG of the answer does not verify ({e}); its RCODE {} is not believed",
+                    response.metadata.response_code
+                ),
+            }),
+        },
+    }
 }
 
 /// Builds the UPDATE message (RFC 2136 §2): zone section = the zone's SOA,
@@ -470,5 +479,51 @@ mod tests {
         assert!(TsigKeyMaterial::new("k.", "hmac-sha256", "!!").is_err());
         let k = TsigKeyMaterial::new("k.", "HMAC-SHA512", "AAAA").unwrap();
         assert!(!format!("{k:?}").contains("AAAA"));
+    }
+
+    /// A server (or an on-path forger) that answers the update without a
+    /// valid TSIG: its RCODE is not believed, whatever it says.
+    async fn forged_answer(rcode: ResponseCode) -> UpdateError {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.unwrap();
+            let mut req = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut req).await.unwrap();
+            let req = Message::from_vec(&req).unwrap();
+            let mut answer = Message::new(
+                req.metadata.id,
+                hickory_resolver::proto::op::MessageType::Response,
+                OpCode::Update,
+            );
+            answer.metadata.response_code = rcode;
+            let bytes = answer.to_vec().unwrap();
+            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            s.write_all(&framed).await.unwrap();
+        });
+        let key = TsigKeyMaterial::new(
+            "k",
+            "hmac-sha256",
+            &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        )
+        .unwrap();
+        apply(server, "example.org", &key, "_25._tcp.mx.example.org", 60, &[R1.into()], &[])
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_answer_is_never_believed() {
+        for rcode in [ResponseCode::NoError, ResponseCode::YXRRSet, ResponseCode::NXRRSet, ResponseCode::Refused] {
+            let e = forged_answer(rcode).await;
+            assert!(
+                matches!(&e, UpdateError::BadResponse { detail, .. } if detail.contains("not believed")),
+                "{rcode}: {e}"
+            );
+        }
     }
 }

@@ -141,6 +141,35 @@ pub fn result_type_of_rustls(e: &rustls::Error) -> &'static str {
     }
 }
 
+/// A failed handshake in words: rustls prints a custom certificate error
+/// as Rust debug output (`Other(OtherError(DaneFailure(NoMatch)))`).
+pub fn describe_io(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return e.to_string();
+    };
+    match err {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Other(other) => match other.0.downcast_ref::<crate::dane::verifier::DaneFailure>() {
+                Some(dane) => format!("DANE: {}", dane.0),
+                None => format!("certificate refused: {}", other.0),
+            },
+            C::Expired | C::ExpiredContext { .. } => "the certificate has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the certificate is not valid yet".into()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the certificate is not valid for the server's name".into()
+            }
+            C::UnknownIssuer => "the certificate is not issued by a trusted CA".into(),
+            C::BadSignature => "the certificate's signature is invalid".into(),
+            C::Revoked => "the certificate is revoked".into(),
+            other => format!("invalid certificate ({other:?})"),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Finds the rustls error inside what tokio-rustls returned.
 pub fn result_type_of_io(e: &std::io::Error) -> &'static str {
     e.get_ref()
