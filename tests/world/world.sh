@@ -790,8 +790,8 @@ local_recipient_maps =
 local_transport = discard:mail to $RELAY_HOST is discarded
 alias_maps =
 alias_database =
-# the smtpd listener binds $RELAY_IP:25 explicitly in master.cf (Postfix accepts no
-# inet_interfaces address that is not on an interface, and 127.0.0.1/8 is one address)
+# the smtpd listener binds $RELAY_IP:25 explicitly in master.cf (Postfix refuses an
+# inet_interfaces address that is not configured on an interface; lo has only 127.0.0.1/8)
 inet_interfaces = loopback-only
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
@@ -906,7 +906,6 @@ relay_send() {
   reason=$(printf '%s\n' "$line" | sed -n 's/.* status=[a-z]* (\(.*\))$/\1/p')
   case $status in
     sent)
-      # the TLS summary that the same smtp process logged for this delivery
       pid=$(printf '%s\n' "$line" | sed -n 's/.*\/smtp\[\([0-9]*\)\]: .*/\1/p')
       # what this smtp process logged for this delivery: after its previous status line, if any
       log=$(grep -F "/smtp[$pid]: " "$d/maillog" | sed 's/^.*\/smtp\[[0-9]*\]: //' \
