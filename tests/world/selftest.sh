@@ -56,7 +56,7 @@ spki() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER
 lc() { tr 'A-F' 'a-f' | tr -d ' '; }
 
 SIGNED="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail nostarttls
- wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
+ wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern tlsa-cname-bogus addr-bogus"
 INSECURE="insecure sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-redirect sts-404
  sts-ctype sts-big sts-badcert"
 
@@ -71,12 +71,65 @@ q insecure.test. DS
 expect_dns bogus.test. SOA bogus
 expect_dns mx.bogus.test. A bogus
 
+# bogus data behind secure names: a TLSA CNAME into bogus.test, an MX host inside bogus.test
+expect_dns tlsa-cname-bogus.test. MX secure
+expect_dns mx.tlsa-cname-bogus.test. A secure
+expect_dns _25._tcp.mx.tlsa-cname-bogus.test. TLSA bogus
+q _25._tcp.mx.tlsa-cname-bogus.test. TLSA +cd
+[ "$(answers CNAME)" = "tlsa-cname-target.bogus.test." ] && [ "$(answers TLSA | lc)" = "311$(spki "$MX_TLSA_CNAME_BOGUS_CERT")" ] \
+  && pass "dns tlsa-cname-bogus: with +cd, the TLSA CNAME leads into bogus.test, to a 3 1 1 matching the MX key" \
+  || fail "dns tlsa-cname-bogus: with +cd, the TLSA CNAME leads into bogus.test, to a 3 1 1 matching the MX key" "cname='$(answers CNAME)' tlsa='$(answers TLSA)'"
+q addr-bogus.test. MX
+[ "$ST" = NOERROR ] && [ $AD = 1 ] && [ "$(answers MX)" = "10 mx2.bogus.test." ] \
+  && pass "dns addr-bogus.test MX is secure and names mx2.bogus.test" || fail "dns addr-bogus.test MX is secure and names mx2.bogus.test" "status=$ST ad=$AD $(answers MX)"
+expect_dns mx2.bogus.test. A bogus
+q mx2.bogus.test. AAAA; st1=$ST; q mx2.bogus.test. AAAA +cd
+[ "$st1" = SERVFAIL ] && [ "$ST" = NOERROR ] && [ -z "$(answers AAAA)" ] \
+  && pass "dns mx2.bogus.test AAAA: the NODATA is bogus too (SERVFAIL; empty NOERROR with +cd)" \
+  || fail "dns mx2.bogus.test AAAA: the NODATA is bogus too (SERVFAIL; empty NOERROR with +cd)" "status=$st1, with +cd $ST"
+
+# indeterminate: mx-indeterminate.test has a correct DS in test., its MX is signed, but its
+# name server (the fault proxy) answers SERVFAIL to DNSKEY queries
+q mx-indeterminate.test. DS; ds=$(answers DS | awk '$3 == 2 { $1=$2=$3=""; print }' | lc); dsad=$AD
+keyds=$(kdig @"$WORLD_KNOT_IP" +norec +short mx-indeterminate.test. DNSKEY | python3 -c '
+import base64, hashlib, struct, sys
+owner = b"".join(bytes([len(l)]) + l.encode() for l in "mx-indeterminate.test".split(".")) + b"\0"
+for line in sys.stdin:
+    f = line.split()
+    if len(f) >= 4 and f[0] == "257":
+        rdata = struct.pack("!HBB", 257, int(f[1]), int(f[2])) + base64.b64decode("".join(f[3:]))
+        print(hashlib.sha256(owner + rdata).hexdigest())')
+[ $dsad = 1 ] && [ -n "$ds" ] && [ "$ds" = "$keyds" ] \
+  && pass "dns mx-indeterminate.test DS in test. is secure and matches the key Knot holds (so: not bogus)" \
+  || fail "dns mx-indeterminate.test DS in test. is secure and matches the key Knot holds (so: not bogus)" "ad=$dsad ds=$ds key=$keyds"
+q mx-indeterminate.test. NS +cd
+q2=$(answers NS); q ns-fault.test. A
+[ "$q2" = "ns-fault.test." ] && [ $AD = 1 ] && [ "$(answers A)" = "$WORLD_FAULT_NS_IP" ] \
+  && pass "dns mx-indeterminate.test is served by ns-fault.test = $WORLD_FAULT_NS_IP (the fault proxy)" \
+  || fail "dns mx-indeterminate.test is served by ns-fault.test = $WORLD_FAULT_NS_IP (the fault proxy)" "ns='$q2' a='$(answers A)'"
+t0=$SECONDS; q mx-indeterminate.test. MX; st1=$ST; q mx-indeterminate.test. MX +cd
+[ "$st1" = SERVFAIL ] && [ "$ST" = NOERROR ] && [ "$(answers MX)" = "10 mx.dane-ok.test." ] && [ $((SECONDS - t0)) -le 3 ] \
+  && pass "dns mx-indeterminate.test MX: SERVFAIL at once; with +cd the MX (10 mx.dane-ok.test.) is there" \
+  || fail "dns mx-indeterminate.test MX: SERVFAIL at once; with +cd the MX (10 mx.dane-ok.test.) is there" "status=$st1, with +cd $ST $(answers MX)"
+printf '%s\n' "$OUT" | grep -qE '^mx-indeterminate\.test\.[[:space:]].*RRSIG[[:space:]]+MX ' \
+  && pass "dns mx-indeterminate.test MX comes with its RRSIG under +cd" || fail "dns mx-indeterminate.test MX comes with its RRSIG under +cd"
+q mx-indeterminate.test. DNSKEY +cd
+[ "$ST" = SERVFAIL ] && pass "dns mx-indeterminate.test DNSKEY cannot be fetched, even with +cd (SERVFAIL)" \
+  || fail "dns mx-indeterminate.test DNSKEY cannot be fetched, even with +cd (SERVFAIL)" "status=$ST"
+for proto in +notcp +tcp; do
+  k=$(dig @"$WORLD_FAULT_NS_IP" +norec +dnssec +time=2 +tries=1 $proto mx-indeterminate.test. DNSKEY 2>&1 | sed -n 's/.*status: \([A-Z]*\),.*/\1/p')
+  m=$(dig @"$WORLD_FAULT_NS_IP" +norec +dnssec +time=2 +tries=1 $proto mx-indeterminate.test. MX 2>&1)
+  [ "$k" = SERVFAIL ] && grep -qE '^;; flags:[^;]* aa[ ;]' <<< "$m" && grep -qE 'RRSIG[[:space:]]+MX ' <<< "$m" \
+    && pass "fault proxy ($proto): DNSKEY of mx-indeterminate.test is SERVFAIL; its MX passes through signed" \
+    || fail "fault proxy ($proto): DNSKEY of mx-indeterminate.test is SERVFAIL; its MX passes through signed" "dnskey=$k"
+done
+
 # every MX host resolves (through the world DNS) to the address world.env gives it
 IFS=, read -ra IDS <<< "$WORLD_MX_IDS"
 for id in "${IDS[@]}"; do
   E=$(printf '%s' "$id" | tr 'a-z.-' 'A-Z__')
   eval "host=\$MX_${E}_HOST ip=\$MX_${E}_IP"
-  cd=(); [ "$id" = bogus ] && cd=(+cd)   # bogus: only visible with checking disabled
+  cd=(); case $id in bogus|addr-bogus) cd=(+cd) ;; esac   # in bogus.test: only visible with checking disabled
   q "$host" A "${cd[@]}"
   got=$(answers A | head -1)
   [ "$got" = "$ip" ] && pass "dns $host A = $ip${cd:+ (with +cd)}" || fail "dns $host A = $ip" "got '$got' status=$ST"
@@ -281,6 +334,50 @@ for key in "${!EXPECT[@]}"; do
   fi
   rm -f "$f"
 done
+
+# ------------------------------------------------------------------ Postfix as a DANE relay
+# The reference: Postfix (dnssec + dane) delivers to dane-ok and defers each attack case.
+relay_was_up=0
+relay_log0=$(cat "$WORLD_RELAY_LOG" 2>/dev/null | wc -l)   # look only at what this run logs
+"$WORLD_DIR/world.sh" status "$S" 2>/dev/null | grep -q '^up   postfix-relay ' && relay_was_up=1
+if "$WORLD_DIR/world.sh" postfix-relay-start "$S" >"$TMP/relay-start" 2>&1; then
+  pass "postfix relay runs (own mount namespace, resolv.conf = $WORLD_RESOLVER_IP only)"
+  # domain | expected line (glob)
+  RELAY_CASES="dane-ok|delivered: Verified TLS connection established to mx.dane-ok.test\[*; Matched DANE EE certificate at depth 0: 3 1 1 *
+bogus|deferred: *Name service error for name=bogus.test type=MX: Host not found, try again
+dane-bad|deferred: Server certificate not verified
+tlsa-servfail|deferred: TLSA lookup error for mx.tlsa-servfail.test:25
+tlsa-cname-bogus|deferred: TLSA lookup error for mx.tlsa-cname-bogus.test:25
+addr-bogus|deferred: *Name service error for name=mx2.bogus.test type=A: Host not found, try again
+mx-indeterminate|deferred: *Name service error for name=mx-indeterminate.test type=MX: Host not found, try again"
+  while IFS='|' read -r d want; do
+    "$WORLD_DIR/world.sh" postfix-relay-send "$S" "relay-$TOKEN@$d.test" 20 >"$TMP/relay.$d" 2>&1 &
+  done <<< "$RELAY_CASES"
+  wait
+  while IFS='|' read -r d want; do
+    got=$(cat "$TMP/relay.$d")
+    # shellcheck disable=SC2053
+    [[ $got == $want ]] && pass "postfix relay to $d.test: ${got%%: *} ($(cut -c1-90 <<< "${got#*: }"))" \
+      || fail "postfix relay to $d.test: ${want%%: *}" "got: $got"
+    if [ "$d" != dane-ok ]; then
+      hit=$(grep -l "^Delivered-To: relay-$TOKEN@$d.test\$" "$S"/mail/*/Maildir/new/* 2>/dev/null | head -1)
+      [ -z "$hit" ] && pass "postfix relay: nothing delivered for $d.test" || fail "postfix relay: nothing delivered for $d.test" "$hit"
+    fi
+  done <<< "$RELAY_CASES"
+  f=""
+  for i in $(seq 1 50); do
+    f=$(grep -l "^Delivered-To: relay-$TOKEN@dane-ok.test\$" "$MX_DANE_OK_SPOOL"/* 2>/dev/null | head -1)
+    [ -n "$f" ] && break; sleep 0.1
+  done
+  [ -n "$f" ] && pass "postfix relay: the dane-ok.test message is in the dane-ok spool" || fail "postfix relay: the dane-ok.test message is in the dane-ok spool"
+  [ -n "$f" ] && rm -f "$f"
+  probe=$(tail -n +$((relay_log0 + 1)) "$WORLD_RELAY_LOG" | grep -A1 'warning: DNSSEC validation may be unavailable' | tr '\n' ' ')
+  [ -z "$probe" ] && pass "postfix relay: no 'DNSSEC validation may be unavailable' warning (dnssec_probe = ns:test)" \
+    || fail "postfix relay: no 'DNSSEC validation may be unavailable' warning (dnssec_probe = ns:test)" "$probe"
+  [ $relay_was_up = 1 ] || "$WORLD_DIR/world.sh" postfix-relay-stop "$S"
+else
+  fail "postfix relay runs (own mount namespace, resolv.conf = $WORLD_RESOLVER_IP only)" "$(cat "$TMP/relay-start")"
+fi
 
 # ------------------------------------------------------------------ MTA-STS over HTTPS
 fetch() { # domain [curl args] -> "$CODE $CTYPE $SIZE" in $RES, body in $TMP/body, curl rc in $CRC

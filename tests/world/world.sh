@@ -9,6 +9,10 @@
 #   world.sh stop-tlsrpt|start-tlsrpt STATEDIR    HTTPS TLS-RPT report sink
 #   world.sh stop-mx|start-mx STATEDIR ID         one receiving Postfix (ID as in WORLD_MX_IDS)
 #   world.sh flush-dns STATEDIR                   empty Unbound's caches
+#   world.sh postfix-relay-start|postfix-relay-stop STATEDIR   Postfix as a DANE relay (reference)
+#   world.sh postfix-relay-send STATEDIR RCPT [SECONDS]
+#            send one message through that relay; prints one line: delivered: ... |
+#            deferred: REASON | bounced: REASON (exit 0), or timeout: ... | error: ... (exit 1)
 #
 # Needs root. Only 127.0.1.0/24 .. 127.0.3.0/24 are used; nothing leaves loopback.
 # See tests/world/README.md for addresses, zones and the intended outcome of each domain.
@@ -22,8 +26,10 @@ WORLD_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KNOT_IP=127.0.1.1          # ns1.test: authoritative for test. and every child zone
 RESOLVER_IP=127.0.1.2      # Unbound, validating, trust anchor = test.
 LAME_NS_IP=127.0.1.3       # ns-lame.test: a second knotd with no zones, REFUSED to everything
+FAULT_NS_IP=127.0.1.4      # ns-fault.test: faultdns.py, forwards to Knot but SERVFAILs chosen queries
 NGINX_IP=127.0.3.1         # mta-sts.<domain> for every MTA-STS domain (SNI)
 TLSRPT_IP=127.0.3.2        # tlsrpt.test: HTTPS sink for TLS-RPT POSTs
+RELAY_IP=127.0.3.3         # relay.test: Postfix as a sending DANE relay, the reference (started on demand)
 POSTERN_IP=127.0.0.1       # postern's own listener (mx.postern.test)
 POSTERN_PORT=2525
 TSIG_NAME=world-key.
@@ -59,15 +65,21 @@ invalidcert|127.0.2.17|mx.invalidcert.test|self|tls
 reports|127.0.2.18|mx.reports.test|ca|tls
 dane-ta|127.0.2.19|mx.dane-ta.test|ca|tls
 sts-fetch|127.0.2.20|mx.sts-redirect.test|multi:mx.sts-redirect.test,mx.sts-404.test,mx.sts-ctype.test,mx.sts-big.test,mx.sts-badcert.test|tls
+tlsa-cname-bogus|127.0.2.21|mx.tlsa-cname-bogus.test|ca|tls
+addr-bogus|127.0.2.22|mx2.bogus.test|ca|tls
 "
 
 # Zones served by Knot. signed = child has DS in test.; insecure = no DS (provably insecure);
 # bogus = signed, but the DS in test. matches no key of the child.
 SIGNED_ZONES="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail
- nostarttls wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern"
+ nostarttls wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern
+ tlsa-cname-bogus addr-bogus"
 INSECURE_ZONES="insecure sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname
  sts-redirect sts-404 sts-ctype sts-big sts-badcert"
 BOGUS_ZONES="bogus"
+# indeterminate = signed, with a correct DS in test., but delegated to the fault proxy, which
+# answers SERVFAIL to the zone's DNSKEY queries: the data cannot be validated, nor shown bogus.
+INDETERMINATE_ZONES="mx-indeterminate"
 # MTA-STS domains (each gets _mta-sts TXT and mta-sts.<d> -> nginx)
 STS_DOMAINS="sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname dane-sts
  sts-redirect sts-404 sts-ctype sts-big sts-badcert"
@@ -97,6 +109,8 @@ ensure_packages() {
     bin=${pair%%:*}; pkg=${pair#*:}
     command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
   done
+  # swaks only recommends Net::SSLeay, without which `swaks --tls` cannot work
+  /usr/bin/perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || missing+=(libnet-ssleay-perl)
   [ ${#missing[@]} -eq 0 ] && return 0
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}) and not root to install them"
@@ -267,8 +281,8 @@ make_pki() {
 
 # ---------------------------------------------------------------- DNS
 SOA_TAIL="1 3600 600 86400 5"
-zone_head() { # zone
-  printf '$ORIGIN %s.\n$TTL 60\n@ SOA ns1.test. hostmaster.%s. %s\n@ NS ns1.test.\n' "$1" "$1" "$SOA_TAIL"
+zone_head() { # zone [ns]
+  printf '$ORIGIN %s.\n$TTL 60\n@ SOA ns1.test. hostmaster.%s. %s\n@ NS %s\n' "$1" "$1" "$SOA_TAIL" "${2:-ns1.test.}"
 }
 tlsrpt_txt() { # rua...
   local r="" x; for x in "$@"; do r="${r:+$r,}$x"; done
@@ -283,9 +297,10 @@ tlsa_of() { echo "3 1 1 $(spki_sha256 "$S/pki/$1.pem")"; }
 NOMATCH_HASH=$(printf 'postern test world: this TLSA record matches nothing' | sha256sum | cut -d' ' -f1)
 
 write_child_zone() { # zone-label
-  local z=$1 f="$S/knot/zones/$1.test.zone"
+  local z=$1 f="$S/knot/zones/$1.test.zone" ns=ns1.test.
+  case " $INDETERMINATE_ZONES " in *" $z "*) ns=ns-fault.test. ;; esac
   {
-    zone_head "$z.test"
+    zone_head "$z.test" "$ns"
     case $z in
       dane-ok)
         std_mx dane-ok.test dane-ok
@@ -344,7 +359,19 @@ write_child_zone() { # zone-label
         echo "_25._tcp.mx TLSA 3 1 1 $NOMATCH_HASH" ;;
       bogus)
         std_mx bogus.test bogus
-        echo "_25._tcp.mx TLSA $(tlsa_of mx.bogus.test)" ;;
+        echo "_25._tcp.mx TLSA $(tlsa_of mx.bogus.test)"
+        # the MX host of addr-bogus.test: A only, so its AAAA NODATA proof is bogus too
+        echo "mx2 A $(mx_ip addr-bogus)"
+        # the target of tlsa-cname-bogus.test's TLSA CNAME; matches that MX's key, so only
+        # DNSSEC makes it unusable
+        echo "tlsa-cname-target TLSA $(tlsa_of mx.tlsa-cname-bogus.test)" ;;
+      tlsa-cname-bogus)  # secure MX and A; the TLSA owner is a CNAME into the bogus zone
+        std_mx tlsa-cname-bogus.test tlsa-cname-bogus
+        echo "_25._tcp.mx CNAME tlsa-cname-target.bogus.test." ;;
+      addr-bogus)   # secure MX whose host lives in the bogus zone: its A/AAAA answers are bogus
+        echo "@ MX 10 mx2.bogus.test." ;;
+      mx-indeterminate)  # the MX itself is fine, but the zone's DNSKEY cannot be fetched
+        echo "@ MX 10 mx.dane-ok.test." ;;
       sts-enforce)
         std_mx sts-enforce.test sts-enforce; sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
       sts-testing)
@@ -432,7 +459,7 @@ zone:
   - domain: test.
     template: parent
 EOF
-    for z in $SIGNED_ZONES $BOGUS_ZONES; do printf '  - domain: %s.test.\n    template: signed\n' "$z"; done
+    for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do printf '  - domain: %s.test.\n    template: signed\n' "$z"; done
     for z in $INSECURE_ZONES; do printf '  - domain: %s.test.\n    template: unsigned\n' "$z"; done
   } > "$S/knot/knot.conf"
 }
@@ -448,24 +475,27 @@ make_dns() {
   # One CSK per signed zone, generated before Knot starts, so the DS set in test. and the
   # trust anchor are known up front and start-up needs no second phase.
   $K test. generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
-  for z in $SIGNED_ZONES $BOGUS_ZONES; do
+  for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do
     $K "$z.test." generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
   done
   # trust anchors for test.: DNSKEY form (postern.json) and DS form (Unbound)
   $K test. dnskey | sed 's/ DNSKEY / 3600 IN DNSKEY /' > "$S/dns/trust-anchors.dnskey"
   $K test. ds | awk '$5 == 2' | sed 's/ DS / 3600 IN DS /' > "$S/dns/trust-anchors.ds"
   [ -s "$S/dns/trust-anchors.dnskey" ] && [ -s "$S/dns/trust-anchors.ds" ] || die "keymgr produced no anchor for test."
-  for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES; do write_child_zone "$z"; done
+  for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do write_child_zone "$z"; done
   # the parent zone, with the delegations
   {
     zone_head test
     echo "ns1 A $KNOT_IP"
     echo "ns-lame A $LAME_NS_IP"
+    echo "ns-fault A $FAULT_NS_IP"
     echo "resolver A $RESOLVER_IP"
     echo "tlsrpt A $TLSRPT_IP"
     echo "nginx-default A $NGINX_IP"
     for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES; do echo "$z NS ns1.test."; done
-    for z in $SIGNED_ZONES; do $K "$z.test." ds | awk '$5 == 2' | sed 's/\.test\. DS / DS /'; done
+    # delegated to the fault proxy (glue ns-fault above), with a correct DS
+    for z in $INDETERMINATE_ZONES; do echo "$z NS ns-fault.test."; done
+    for z in $SIGNED_ZONES $INDETERMINATE_ZONES; do $K "$z.test." ds | awk '$5 == 2' | sed 's/\.test\. DS / DS /'; done
     # bogus.test.: a well-formed DS for its key tag and algorithm whose digest matches no key
     local tag; tag=$($K bogus.test. ds | awk '$5 == 2 { print $3; exit }')
     echo "bogus DS $tag 13 2 $(printf 'postern test world: bogus' | sha256sum | cut -d' ' -f1)"
@@ -482,7 +512,7 @@ start_knot() {
   wait_tcp "$KNOT_IP" 53 knotd
   # every zone must be loaded (and the signed ones signed) before the resolver asks for them
   local z q=(test. SOA) want got
-  for z in $SIGNED_ZONES $BOGUS_ZONES; do q+=("$z.test." SOA); done
+  for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do q+=("$z.test." SOA); done
   want=$(( ${#q[@]} / 2 ))
   for i in $(seq 1 200); do
     got=$(kdig @"$KNOT_IP" +norec +dnssec +noall +answer "${q[@]}" 2>/dev/null | awk '$4 == "RRSIG" && $5 == "SOA"' | wc -l)
@@ -515,6 +545,20 @@ EOC
   for i in $(seq 1 100); do [ -s "$S/lame/knot.pid" ] && break; sleep 0.05; done
   record_pid lame "$(cat "$S/lame/knot.pid")"
   wait_tcp "$LAME_NS_IP" 53 "lame knotd"
+}
+
+# The fault proxy (faultdns.py): the name server of the INDETERMINATE_ZONES. It forwards every
+# query to Knot unchanged, except the zones' DNSKEY queries, which it answers with SERVFAIL.
+start_faultdns() {
+  pidfile_alive "$S/pids/faultdns.pid" && return 0
+  mkdir -p "$S/faultdns"
+  local py z faults=(); py=$(command -v python3)
+  [ -x /usr/bin/python3 ] && py=/usr/bin/python3
+  for z in $INDETERMINATE_ZONES; do faults+=(--fault "$z.test/DNSKEY"); done
+  "$py" "$WORLD_DIR/faultdns.py" --addr "$FAULT_NS_IP" --port 53 --upstream "$KNOT_IP:53" \
+    --rcode servfail "${faults[@]}" </dev/null >>"$S/faultdns/faultdns.log" 2>&1 &
+  record_pid faultdns "$!"
+  wait_tcp "$FAULT_NS_IP" 53 "the DNS fault proxy"
 }
 
 # ---------------------------------------------------------------- Unbound
@@ -572,6 +616,13 @@ stub-zone:
     stub-addr: $KNOT_IP
     stub-prime: no
 EOC
+  # Knot serves test. and its children alike, so it answers for a child itself and never
+  # refers Unbound to the child's delegated name server: follow test.'s delegation of the
+  # INDETERMINATE_ZONES (NS ns-fault.test, glue $FAULT_NS_IP) explicitly.
+  local z
+  for z in $INDETERMINATE_ZONES; do
+    printf 'stub-zone:\n    name: "%s.test."\n    stub-addr: %s\n    stub-prime: no\n' "$z" "$FAULT_NS_IP" >> "$S/unbound/unbound.conf"
+  done
   local bin; bin=$(command -v unbound)
   # Debian ships an AppArmor profile attached to /usr/sbin/unbound that forbids files outside
   # /etc/unbound; when AppArmor is active run an unattached copy of the binary instead.
@@ -706,6 +757,170 @@ start_postfixes() {
   [ $rc = 0 ] || die "some postfix instances failed to start"
 }
 
+# ---------------------------------------------------------------- Postfix as a DANE relay
+# The reference for postern's DANE behaviour: a sending Postfix (`smtp_dns_support_level =
+# dnssec`, `smtp_tls_security_level = dane`) that takes mail on $RELAY_IP:25 and delivers it
+# to the world's MXs from $RELAY_IP. Postfix resolves through libc and /etc/resolv.conf, so it
+# runs in a private mount namespace in which /etc/resolv.conf is a bind mount of
+# STATEDIR/postfix-relay/resolv.conf (Unbound only, trust-ad); no process of it is chrooted.
+# `up` writes its configuration; it is started on demand (postfix-relay-start or -send).
+RELAY_HOST=relay.test
+relay_write() {
+  local d="$S/postfix-relay"
+  mkdir -p "$d/conf" "$d/queue" "$d/data"
+  chown postfix "$d/data"
+  printf '# generated by tests/world/world.sh: the resolver of the Postfix relay (in its own mount namespace)\nnameserver %s\noptions edns0 trust-ad attempts:1 timeout:3\n' \
+    "$RESOLVER_IP" > "$d/resolv.conf"
+  cat > "$d/conf/main.cf" <<EOC
+# generated by tests/world/world.sh -- Postfix as a sending DANE relay ($RELAY_HOST, $RELAY_IP)
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+maillog_file = $d/maillog
+maillog_file_prefixes = $S
+syslog_name = postfix-relay
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = $RELAY_HOST
+mydomain = $RELAY_HOST
+myorigin = $RELAY_HOST
+# bounces and other notices to the relay's own domain are discarded (no DSN leaves it)
+mydestination = $RELAY_HOST
+local_recipient_maps =
+local_transport = discard:mail to $RELAY_HOST is discarded
+alias_maps =
+alias_database =
+# the smtpd listener binds $RELAY_IP:25 explicitly in master.cf (Postfix refuses an
+# inet_interfaces address that is not configured on an interface; lo has only 127.0.0.1/8)
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+smtpd_banner = \$myhostname ESMTP postern-test-world DANE relay
+biff = no
+relayhost =
+relay_domains =
+default_transport = smtp
+smtp_bind_address = $RELAY_IP
+smtp_host_lookup = dns
+smtp_address_preference = ipv4
+# DANE (RFC 7672) as Postfix does it: DNSSEC-validated (AD bit) MX, A and TLSA lookups
+smtp_dns_support_level = dnssec
+smtp_tls_security_level = dane
+smtp_tls_CAfile = $S/pki/ca.pem
+# a new connection (and TLS summary in the log) for every delivery
+smtp_connection_cache_on_demand = no
+# certmatch: also log which TLSA record matched ("Matched DANE EE certificate at depth 0: 3 1 1 ...")
+smtp_tls_loglevel = 1, certmatch
+# the check that the resolver validates: test. is the world's trust anchor (written without the
+# final dot: with it, Postfix sends no probe and warns "DNSSEC validation may be unavailable")
+dnssec_probe = ns:test
+# one attempt is what the world's tests look at; retries come late
+minimal_backoff_time = 300s
+maximal_backoff_time = 600s
+delay_warning_time = 0
+EOC
+  cat > "$d/conf/master.cf" <<EOC
+# generated by tests/world/world.sh (no chroot anywhere: smtp must see the namespace's resolv.conf)
+$RELAY_IP:25 inet n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOC
+}
+relay_start() {
+  local d="$S/postfix-relay" pid i
+  pidfile_alive "$S/pids/postfix-relay.pid" && return 0
+  [ -f "$d/conf/main.cf" ] || relay_write
+  command -v unshare >/dev/null || die "unshare (util-linux) is needed for the Postfix relay"
+  rm -f "$d/queue/pid/master.pid"
+  # private mount namespace: the bind mount is seen by the relay's processes only
+  if ! unshare --mount --propagation private sh -c \
+      'mount --bind "$1" /etc/resolv.conf && exec postfix -c "$2" start' sh "$d/resolv.conf" "$d/conf" \
+      </dev/null >"$d/start.log" 2>&1 9>&-; then
+    die "the Postfix relay failed to start: $(cat "$d/start.log") $(tail -5 "$d/maillog" 2>/dev/null)"
+  fi
+  for i in $(seq 1 100); do [ -s "$d/queue/pid/master.pid" ] && break; sleep 0.05; done
+  [ -s "$d/queue/pid/master.pid" ] || die "the Postfix relay wrote no master.pid (see $d/maillog)"
+  pid=$(tr -d ' \n' < "$d/queue/pid/master.pid")
+  record_pid postfix-relay "$pid"
+  # prove the isolation: another mount namespace, whose resolv.conf names only Unbound
+  if [ "$(readlink "/proc/$pid/ns/mnt")" = "$(readlink /proc/self/ns/mnt)" ] \
+     || ! cmp -s "/proc/$pid/root/etc/resolv.conf" "$d/resolv.conf"; then
+    stop_pidfile "$S/pids/postfix-relay.pid"
+    die "the Postfix relay does not run in its own mount namespace with the world's resolv.conf"
+  fi
+  wait_tcp "$RELAY_IP" 25 "the Postfix relay"
+}
+relay_ensure() { # start the relay unless it runs; serialised, for parallel postfix-relay-send
+  exec 9>"$S/postfix-relay.lock"
+  flock 9
+  relay_start
+  flock -u 9
+  exec 9>&-
+}
+# relay_send RCPT SECONDS: submit one message to the relay, wait for the first delivery
+# status of RCPT in its log; print one line, and delete a message that stays queued.
+relay_send() {
+  local rcpt=$1 limit=$2 d="$S/postfix-relay" out qid line status reason pid log tls dane end
+  relay_ensure
+  out=$(timeout 30 swaks --server "$RELAY_IP:25" --helo client.relay.test --from "world-relay@$RELAY_HOST" \
+        --to "$rcpt" --header "Subject: world relay test to $rcpt" \
+        --header "X-World-Relay: $$-$(date +%s%N)" 2>&1) || true
+  qid=$(printf '%s\n' "$out" | sed -n 's/^<- *250 .*queued as \([0-9A-Za-z]*\).*/\1/p' | tail -1)
+  if [ -z "$qid" ]; then
+    echo "error: the relay did not queue the message: $(printf '%s\n' "$out" | grep -E '^<\*\*|^\*\*\*' | head -2 | tr '\n' ' ')"
+    return 1
+  fi
+  end=$(( ${EPOCHREALTIME//[!0-9]/} + limit * 1000000 ))
+  while :; do
+    line=$(grep -F " $qid: to=<$rcpt>," "$d/maillog" 2>/dev/null | grep -E ' status=(sent|deferred|bounced|expired) ' | head -1) || true
+    [ -n "$line" ] && break
+    if [ "${EPOCHREALTIME//[!0-9]/}" -ge $end ]; then
+      postsuper -c "$d/conf" -d "$qid" >/dev/null 2>&1 || true
+      echo "timeout: no delivery status for $rcpt (queue id $qid) within $limit s; message deleted"
+      return 1
+    fi
+    sleep 0.1
+  done
+  status=$(printf '%s\n' "$line" | sed -n 's/.* status=\([a-z]*\) .*/\1/p')
+  reason=$(printf '%s\n' "$line" | sed -n 's/.* status=[a-z]* (\(.*\))$/\1/p')
+  case $status in
+    sent)
+      pid=$(printf '%s\n' "$line" | sed -n 's/.*\/smtp\[\([0-9]*\)\]: .*/\1/p')
+      # what this smtp process logged for this delivery: after its previous status line, if any
+      log=$(grep -F "/smtp[$pid]: " "$d/maillog" | sed 's/^.*\/smtp\[[0-9]*\]: //' \
+            | awk -v me="$qid: to=<$rcpt>," 'index($0, me) == 1 { exit } / status=/ { n = 0; next } { l[n++] = $0 }
+                                              END { for (i = 0; i < n; i++) print l[i] }') || true
+      tls=$(printf '%s\n' "$log" | grep -E '^[A-Za-z]+ TLS connection established to ' | tail -1) || true
+      dane=$(printf '%s\n' "$log" | grep -E ': Matched DANE ' | tail -1 | sed 's/^[^ ]*: //') || true
+      echo "delivered: ${tls:-no TLS}${dane:+; $dane}" ;;
+    deferred)
+      postsuper -c "$d/conf" -d "$qid" >/dev/null 2>&1 || true
+      echo "deferred: $reason" ;;
+    bounced|expired) echo "bounced: $reason" ;;
+  esac
+}
+
 # ---------------------------------------------------------------- nginx (MTA-STS)
 sts_policy() { # mode mx...
   local mode=$1 m; shift
@@ -813,6 +1028,7 @@ WORLD_RESOLVER_IP=$RESOLVER_IP
 WORLD_KNOT=$KNOT_IP:53
 WORLD_KNOT_IP=$KNOT_IP
 WORLD_LAME_NS_IP=$LAME_NS_IP
+WORLD_FAULT_NS_IP=$FAULT_NS_IP
 WORLD_TRUST_ANCHORS=$S/dns/trust-anchors.dnskey
 WORLD_TRUST_ANCHORS_DS=$S/dns/trust-anchors.ds
 WORLD_CA=$S/pki/ca.pem
@@ -822,7 +1038,7 @@ WORLD_TSIG_NAME=$TSIG_NAME
 WORLD_TSIG_ALGORITHM=$TSIG_ALG
 WORLD_TSIG_SECRET_FILE=$S/dns/tsig.secret
 WORLD_TSIG_KEYFILE=$S/dns/tsig.key
-WORLD_UPDATE_ZONES=$(printf '%s.test,' $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES | sed 's/,$//')
+WORLD_UPDATE_ZONES=$(printf '%s.test,' $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES | sed 's/,$//')
 WORLD_NGINX_IP=$NGINX_IP
 WORLD_TLSRPT_IP=$TLSRPT_IP
 WORLD_TLSRPT_URL=$TLSRPT_HTTPS
@@ -841,6 +1057,11 @@ WORLD_POSTERN_CERT=$S/pki/mx.postern.test.chain.pem
 WORLD_POSTERN_KEY=$S/pki/mx.postern.test.key
 WORLD_POSTERN_DATA=$S/postern-data
 WORLD_MX_IDS=$ids
+WORLD_RELAY_IP=$RELAY_IP
+WORLD_RELAY_SMTP=$RELAY_IP:25
+WORLD_RELAY_HOST=$RELAY_HOST
+WORLD_RELAY_CONF=$S/postfix-relay/conf
+WORLD_RELAY_LOG=$S/postfix-relay/maillog
 EOC
     while IFS='|' read -r id ip host cert beh; do
       E=$(envname "$id")
@@ -956,11 +1177,13 @@ cmd_up() {
   make_dns; phase make_dns
   start_knot; phase start_knot
   start_lame; phase start_lame
+  start_faultdns; phase start_faultdns
   start_unbound; phase start_unbound
   start_postfixes; phase start_postfixes
   write_nginx
   start_nginx; phase start_nginx
   start_tlsrpt; phase start_tlsrpt
+  relay_write
   write_env
   write_postern_json
   # the world is up when the resolver validates the anchor zone
@@ -1004,12 +1227,20 @@ main() {
       else
         pidfile_alive "$S/pids/mx-$id.pid" || { pf_start "$id"; pf_record "$id" "$(mx_field "$id" 2)"; }
       fi ;;
+    postfix-relay-start) state_dir_arg "$@"; need_root; [ -f "$S/world.env" ] || die "no world in $S (run up first)"
+      relay_ensure ;;
+    postfix-relay-stop) state_dir_arg "$@"; [ -f "$S/pids/postfix-relay.pid" ] && stop_pidfile "$S/pids/postfix-relay.pid"; true ;;
+    postfix-relay-send)
+      state_dir_arg "$@"; need_root; [ -f "$S/world.env" ] || die "no world in $S (run up first)"
+      local rcpt=${2:-} secs=${3:-30}
+      [[ $rcpt == ?*@?* ]] && [[ $secs =~ ^[0-9]+$ ]] || die "usage: world.sh postfix-relay-send STATEDIR RCPT [SECONDS]"
+      relay_send "$rcpt" "$secs" ;;
     flush-dns) state_dir_arg "$@"
       unbound-control -c "$S/unbound/unbound.conf" flush_zone test. >/dev/null
       unbound-control -c "$S/unbound/unbound.conf" flush_bogus >/dev/null
       unbound-control -c "$S/unbound/unbound.conf" flush_negative >/dev/null
       unbound-control -c "$S/unbound/unbound.conf" flush_infra all >/dev/null ;;
-    *) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [ -z "$CMD" ] || [ "$CMD" = help ] || exit 2 ;;
+    *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [ -z "$CMD" ] || [ "$CMD" = help ] || exit 2 ;;
   esac
 }
 main "$@"
