@@ -1,5 +1,5 @@
 {
-  description = "postern: a mail transfer agent for NixOS whose reason to exist is transport security";
+  description = "postern: a mail transfer agent for NixOS, built for transport security";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
