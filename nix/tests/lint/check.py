@@ -21,6 +21,11 @@ Checks, each printing `ok`/`FAIL` lines:
            / `assert_secure_nxdomain` query of a script agrees with the zone
            files the test world serves and with the zones the script's
            `bootstrap_dnssec` call signs, makes bogus or leaves insecure;
+  nodes    every node that enables services.postern sets
+           settings.resolver.nameservers (the test VMs' resolv.conf has no
+           nameserver, and postern builds its resolver when it starts), and
+           one that enables tlsa.autoUpdate gives its timer an explicit
+           `onBoot` (the default 1 min races the script on a slow boot);
   twins    nix/tests/README.md's table of VM tests and hermetic twins names
            every VM test of nix/tests/default.nix, each twin it names exists,
            and each test file's "Hermetic twin" line agrees with the table.
@@ -443,6 +448,32 @@ def check_dns(report: Report, tests: dict[str, dict], zones_script: str) -> None
             report.ok(f"dns: {check} ({len(queries)} literal queries{note})")
 
 
+# ------------------------------------------------------------------ nodes
+
+
+def check_nodes(report: Report, tests: dict[str, dict]) -> None:
+    for check, test in sorted(tests.items()):
+        nodes = test.get("postern", {})
+        problems = []
+        for node, p in sorted(nodes.items()):
+            if not p["nameservers"]:
+                problems.append(
+                    f"node {node} enables services.postern without "
+                    "settings.resolver.nameservers (the VMs' resolv.conf has none: "
+                    "postern would not start)"
+                )
+            if p.get("timer") is not None and p["timer"]["onBoot"] is None:
+                problems.append(
+                    f"node {node} enables tlsa.autoUpdate with the default onBoot: its timer "
+                    "races the test script (pin it, e.g. onBoot = \"1d\", and start the "
+                    "sync from the script)"
+                )
+        if problems:
+            report.fail(f"nodes: {check}", "\n".join(problems))
+        else:
+            report.ok(f"nodes: {check} ({len(nodes)} postern node(s))")
+
+
 # ------------------------------------------------------------------ twins
 
 
@@ -508,6 +539,7 @@ def main() -> int:
     check_mypy(report, tests)
     check_globals(report, tests)
     check_dns(report, tests, world["zonesScript"])
+    check_nodes(report, tests)
     check_twins(report, tests)
     print(f"nix-lint: {report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
