@@ -196,9 +196,9 @@ let
   script = c: c.services.postern.configFile.script;
   contains = needle: haystack: lib.hasInfix needle haystack;
 
-  # Every unit that runs the postern binary, of every configuration: none
-  # may run it as root, or it would leave root-owned files (RocksDB's LOCK)
-  # in the state directory.
+  # Every unit of a configuration that runs the postern binary: none may
+  # run it as root, or it would leave root-owned files (RocksDB's LOCK) in
+  # the state directory.
   runsPostern = s: contains "/bin/postern" (s.serviceConfig.ExecStart or "");
   unitsRunningPostern = c: lib.filterAttrs (_: runsPostern) c.systemd.services;
   acmeCert = acme.security.acme.certs."mx1.example.org";
