@@ -194,12 +194,11 @@ def assert_verdict(node, domain, expected):
 def journal(node, unit="postern.service", current=False):
     """The unit's journal (message text only); with `current`, only what
     its running invocation logged."""
-    match = ""
-    if current:
-        invocation = node.succeed(f"systemctl show -P InvocationID {unit}").strip()
-        assert invocation, f"{unit} is not running"
-        match = f" _SYSTEMD_INVOCATION_ID={invocation}"
-    return node.succeed(f"journalctl -u {unit} -o cat{match}")
+    if not current:
+        return node.succeed(f"journalctl -u {unit} -o cat")
+    invocation = node.succeed(f"systemctl show -P InvocationID {unit}").strip()
+    assert invocation, f"{unit} is not running"
+    return node.succeed(f"journalctl -o cat _SYSTEMD_INVOCATION_ID={invocation}")
 
 
 def wait_for_log_line(node, needles, current=False, timeout=300):
