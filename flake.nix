@@ -1,5 +1,5 @@
 {
-  description = "postern: a mail transfer agent for NixOS whose reason to exist is transport security";
+  description = "postern: a mail transfer agent for NixOS, built for transport security";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
@@ -55,7 +55,9 @@
                 touch "$out"
               '';
 
-          # The module evaluation test (nix/tests/eval), with this nixpkgs' lib.
+          # The evaluation test of the module and the package (nix/tests/eval),
+          # with this nixpkgs' lib. The whole source: package.nix reads
+          # Cargo.toml and src/.
           module-eval =
             pkgs.runCommand "postern-module-eval"
               {
@@ -63,7 +65,25 @@
                 NIXPKGS_LIB = "${nixpkgs}";
               }
               ''
-                bash ${./nix}/tests/eval/run.sh
+                bash ${./.}/nix/tests/eval/run.sh
+                touch "$out"
+              '';
+
+          # The static checks of the VM tests (nix/tests/lint), as nix/check.sh
+          # runs them where VM tests cannot run.
+          lint-vm-tests =
+            pkgs.runCommand "postern-lint-vm-tests"
+              {
+                nativeBuildInputs = [
+                  pkgs.nix
+                  (pkgs.python3.withPackages (ps: [ ps.mypy ]))
+                ];
+              }
+              ''
+                export NIX_STATE_DIR="$TMPDIR/nix-state" NIX_LOG_DIR="$TMPDIR/nix-log"
+                nix-instantiate --eval --strict --json --readonly-mode \
+                  ${./.}/nix/tests/lint/world.nix > world.json
+                python3 ${./.}/nix/tests/lint/check.py world.json
                 touch "$out"
               '';
         }

@@ -1,4 +1,4 @@
-# services.postern — SPEC §4.
+# services.postern — SPEC §4; documented in ./README.md (meta.doc).
 #
 # The configuration is RFC 42 freeform JSON (`settings`), rendered to the
 # store, checked at build time with `postern check-config --offline` and
@@ -42,7 +42,7 @@ let
   # without a restart; see reloadTriggers below.
   configPath = "/etc/postern/config.json";
   credentialsDir = "/run/credentials/postern.service";
-  exe = "${cfg.package}/bin/postern";
+  exe = lib.getExe cfg.package;
 
   # ------------------------------------------------------------ listeners
 
@@ -79,8 +79,11 @@ let
 
   # ------------------------------------------------------------ secrets
 
-  isStorePath =
-    p: lib.hasPrefix "${builtins.storeDir}/" p || lib.hasPrefix "/nix/store/" p || p == builtins.storeDir;
+  storeDirs = lib.unique [
+    builtins.storeDir
+    "/nix/store"
+  ];
+  isStorePath = p: lib.any (dir: p == dir || lib.hasPrefix "${dir}/" p) storeDirs;
 
   settingsJSON = builtins.toJSON cfg.settings;
 
@@ -92,7 +95,24 @@ let
       )
     )
   );
-  undeclaredCredentials = lib.filter (n: !(cfg.credentials ? ${n})) referencedCredentials;
+
+  # Credentials may also reach the daemon without `credentials`: set by the
+  # user on the unit with `LoadCredentialEncrypted=NAME[:PATH]` or
+  # `ImportCredential=GLOB` (systemd.exec(5)).
+  daemonServiceConfig = config.systemd.services.postern.serviceConfig;
+  unitCredentials = key: lib.toList (daemonServiceConfig.${key} or [ ]);
+  encryptedCredentials = unitCredentials "LoadCredentialEncrypted";
+  importedCredentials = unitCredentials "ImportCredential";
+  encryptedNames = map (entry: lib.head (lib.splitString ":" entry)) encryptedCredentials;
+  # `GLOB` or `GLOB:NAME` (a renaming import): the names it gives.
+  importedGlobs = map (entry: lib.last (lib.splitString ":" entry)) importedCredentials;
+  globChar = c: if c == "*" then ".*" else if c == "?" then "." else lib.escapeRegex c;
+  globRegex = glob: lib.concatMapStrings globChar (lib.stringToCharacters glob);
+  isImported = name: lib.any (glob: builtins.match (globRegex glob) name != null) importedGlobs;
+  isDeclared = name: cfg.credentials ? ${name} || lib.elem name encryptedNames || isImported name;
+  undeclaredCredentials = lib.filter (n: !(isDeclared n)) referencedCredentials;
+  anyCredentials =
+    cfg.credentials != { } || encryptedCredentials != [ ] || importedCredentials != [ ];
 
   # Keys whose values are secrets (SPEC §2.1, §2.2, §2.3, §2.6, §2.7): they
   # must be `%{file:…}%` / `%{env:…}%` references, never the secret itself.
@@ -126,9 +146,14 @@ let
 
   rawConfigFile = format.generate "postern-settings.json" cfg.settings;
 
+  # The check runs the host's postern on the build machine: not when
+  # cross-compiling for a platform the build machine cannot execute.
+  canRunPostern = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
+  runCheckConfig = cfg.checkConfig && canRunPostern;
+
   checkedConfigFile =
     pkgs.runCommand "postern-config.json" { preferLocalBuild = true; } ''
-      ${lib.optionalString cfg.checkConfig "${exe} check-config ${rawConfigFile} --offline"}
+      ${lib.optionalString runCheckConfig "${exe} check-config ${rawConfigFile} --offline"}
       cp ${rawConfigFile} $out
     '';
 
@@ -226,14 +251,16 @@ let
       bind = mkOption {
         type = with types; either str (listOf str);
         example = [
-          "[::]:25"
           "0.0.0.0:25"
+          "[::]:25"
         ];
         description = ''
           Address or addresses (`IP:PORT`, IPv6 in brackets) this listener
-          accepts connections on. With
-          [](#opt-services.postern.socketActivation) these become the
-          `ListenStream=` lines of the listener's socket unit.
+          accepts connections on. `[::]` is IPv6 only, so IPv4 needs its own
+          `0.0.0.0:PORT`: postern binds IPv6 sockets with `IPV6_V6ONLY`,
+          and with [](#opt-services.postern.socketActivation) these become
+          the `ListenStream=` lines of the listener's socket unit, which
+          has `BindIPv6Only=ipv6-only`.
         '';
       };
       protocol = mkOption {
@@ -267,8 +294,8 @@ in
         {
           server.hostname = "mx1.example.org";
           server.listeners = {
-            smtp.bind = [ "[::]:25" ];
-            submissions = { bind = "[::]:465"; tls.implicit = true; };
+            smtp.bind = [ "0.0.0.0:25" "[::]:25" ];
+            submissions = { bind = [ "0.0.0.0:465" "[::]:465" ]; tls.implicit = true; };
           };
           session.localDomains = [ "example.org" ];
           session.auth.users.app.secret = "%{file:/run/credentials/postern.service/app}%";
@@ -293,15 +320,21 @@ in
                   type = types.attrsOf (types.submodule listenerModule);
                   default = {
                     smtp = {
-                      bind = [ "[::]:25" ];
+                      bind = [
+                        "0.0.0.0:25"
+                        "[::]:25"
+                      ];
                       protocol = "smtp";
                     };
                   };
-                  defaultText = literalExpression ''{ smtp = { bind = [ "[::]:25" ]; protocol = "smtp"; }; }'';
+                  defaultText = literalExpression ''
+                    { smtp = { bind = [ "0.0.0.0:25" "[::]:25" ]; protocol = "smtp"; }; }
+                  '';
                   description = ''
                     Listeners by id. With socket activation each becomes the
                     socket unit `postern-<id>.socket`, whose file descriptors
-                    carry the id as their name.
+                    carry the id as their name. The default listens for SMTP
+                    on port 25 of every IPv4 and every IPv6 address.
                   '';
                 };
               };
@@ -356,7 +389,8 @@ in
       description = ''
         Run `postern check-config --offline` on the rendered configuration
         when the system is built. `--offline` reads neither secret files nor
-        the network.
+        the network. Skipped when cross-compiling for a platform the build
+        machine cannot execute.
       '';
     };
 
@@ -374,7 +408,10 @@ in
         `"%{file:/run/credentials/postern.service/NAME}%"`.
         Give paths as strings: a path outside the Nix store, never a Nix
         path literal or a store path, which would put the secret in the
-        world-readable store.
+        world-readable store. Credentials set on the unit itself
+        (`systemd.services.postern.serviceConfig.LoadCredentialEncrypted`
+        or `ImportCredential`) may be referred to as well; the TLSA sync
+        unit gets them too.
       '';
     };
 
@@ -440,6 +477,12 @@ in
     };
   };
 
+  meta = {
+    # Out of tree: no nixpkgs maintainer handle belongs to this project.
+    maintainers = [ ];
+    doc = ./README.md;
+  };
+
   config = mkIf cfg.enable (mkMerge [
     {
       assertions =
@@ -453,18 +496,21 @@ in
         }) cfg.credentials
         ++ mapAttrsToList (name: path: {
           assertion = lib.hasPrefix "/" path;
-          message = "services.postern.credentials.${name} must be an absolute path, not \"${path}\".";
+          message = "services.postern.credentials.${name} must be an absolute path: \"${path}\".";
         }) cfg.credentials
         ++ map (name: {
           assertion = builtins.match "[A-Za-z0-9_.-]+" name != null;
-          message = "services.postern.credentials: \"${name}\" is not a valid credential name (letters, digits, _ . -).";
+          message = ''
+            services.postern.credentials: "${name}" is not a valid credential name
+            (letters, digits, _ . -).'';
         }) (lib.attrNames cfg.credentials)
         ++ [
           {
             assertion = undeclaredCredentials == [ ];
             message = ''
-              services.postern.settings refers to credentials that
-              services.postern.credentials does not define: ${concatStringsSep ", " undeclaredCredentials}.'';
+              services.postern.settings refers to credentials that neither
+              services.postern.credentials nor the unit's LoadCredentialEncrypted=
+              or ImportCredential= provides: ${concatStringsSep ", " undeclaredCredentials}.'';
           }
           {
             assertion = inlineSecretPaths == [ ];
@@ -476,13 +522,15 @@ in
           }
           {
             assertion = listeners != { };
-            message = "services.postern.settings.server.listeners must define at least one listener.";
+            message = "services.postern.settings.server.listeners must define a listener.";
           }
         ];
 
       warnings =
         optional (cfg.tlsa.autoUpdate.enable && (cfg.settings.tlsa.records or { }) == { })
-          "services.postern.tlsa.autoUpdate is enabled but settings.tlsa.records is empty: the timer will have nothing to publish.";
+          ''
+            services.postern.tlsa.autoUpdate is enabled but settings.tlsa.records is empty:
+            the timer will have nothing to publish.'';
 
       environment.etc."postern/config.json".source = cfg.configFile;
       environment.systemPackages = [ cfg.package ];
@@ -515,7 +563,9 @@ in
           RuntimeDirectory = "postern";
           RuntimeDirectoryMode = "0700";
           WorkingDirectory = storagePath;
-          CapabilityBoundingSet = if needsBindCapability then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
+          CapabilityBoundingSet = [
+            (if needsBindCapability then "CAP_NET_BIND_SERVICE" else "")
+          ];
           AmbientCapabilities = optional needsBindCapability "CAP_NET_BIND_SERVICE";
         }
         // optionalAttrs cfg.socketActivation {
@@ -536,6 +586,10 @@ in
           socketConfig = {
             FileDescriptorName = id;
             Service = "postern.service";
+            # `[::]` takes IPv6 only, as when postern binds it itself
+            # (IPV6_V6ONLY): `[::]:25` and `0.0.0.0:25` can both be listed,
+            # and `[::]:25` alone does not quietly take IPv4 as well.
+            BindIPv6Only = "ipv6-only";
           }
           // socketOptions listener;
         }
@@ -545,6 +599,12 @@ in
     (mkIf cfg.tlsa.autoUpdate.enable {
       systemd.services.postern-tlsa-sync = {
         description = "Publish postern's TLSA records (postern tlsa sync)";
+        # `postern tlsa sync` has the running daemon do the step over the
+        # control socket (the daemon holds the store and serves the
+        # certificate). With socket activation the daemon may not be
+        # running: start it first, so that the sync never opens the store
+        # itself while a connection starts the daemon.
+        requires = [ "postern.service" ];
         wants = [ "network-online.target" ];
         after = [
           "network-online.target"
@@ -554,13 +614,22 @@ in
         ++ optional acmeEnabled acmeUnit;
         # A oneshot run by its timer; a configuration switch does not run it.
         restartIfChanged = false;
+        # The daemon's user, state directory, credentials and confinement
+        # (sandbox): even when it does open the store, nothing it leaves
+        # there (RocksDB's LOCK) belongs to another user.
         serviceConfig = sandbox // {
           Type = "oneshot";
           ExecStart = "${exe} tlsa sync --config ${configPath}";
           CapabilityBoundingSet = [ "" ];
           # The settings name secrets by the daemon's credential directory;
           # show this unit's own copies there.
-          BindReadOnlyPaths = optional (cfg.credentials != { }) "%d:${credentialsDir}";
+          BindReadOnlyPaths = optional anyCredentials "%d:${credentialsDir}";
+        }
+        // optionalAttrs (encryptedCredentials != [ ]) {
+          LoadCredentialEncrypted = encryptedCredentials;
+        }
+        // optionalAttrs (importedCredentials != [ ]) {
+          ImportCredential = importedCredentials;
         };
       };
 

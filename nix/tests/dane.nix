@@ -24,7 +24,9 @@
     import time
 
     start_all()
-    bootstrap_dnssec(ns, resolver, [postern], secure=["dane-ok", "dane-bad", "postern"], bogus=["bogus"])
+    bootstrap_dnssec(
+        ns, resolver, [postern], secure=["dane-ok", "dane-bad", "postern"], bogus=["bogus"]
+    )
     mx.wait_for_unit("postfix.service")
 
     with subtest("the world: secure, secure-but-wrong and bogus, as designed"):
@@ -44,7 +46,8 @@
         send_mail(postern, "alice@dane-ok.test", "dane-good")
         wait_delivered(mx, "dane-good", tls=True)
         postern.wait_until_succeeds(
-            "! postern queue list --json --config /etc/postern/config.json | grep -q alice@dane-ok.test"
+            "! postern queue list --json --config /etc/postern/config.json"
+            " | grep -q alice@dane-ok.test"
         )
 
     with subtest("wrong TLSA, bogus zone: deferred, retried, never plaintext"):

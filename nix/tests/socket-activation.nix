@@ -1,6 +1,7 @@
 # systemd binds, postern adopts: one socket unit per listener, file
-# descriptors named after the listener ids (SPEC §2.1, §3, §4), no
-# capability in the daemon, secrets as credentials, a hardened unit.
+# descriptors named after the listener ids (SPEC §2.1, §3, §4), `[::]` and
+# `0.0.0.0` side by side (BindIPv6Only=ipv6-only), no capability in the
+# daemon, secrets as credentials, a hardened unit.
 # Hermetic twin: tests/systemd.rs (see README.md).
 {
   pkgs,
@@ -32,13 +33,18 @@
         };
         settings = {
           server.hostname = "mx.postern.test";
+          # The shape of the module's default: each family on its own
+          # socket, which needs BindIPv6Only=ipv6-only on the socket unit.
           server.listeners = {
             smtp.bind = [
               "0.0.0.0:25"
-              "[::1]:25"
+              "[::]:25"
             ];
             submissions = {
-              bind = "0.0.0.0:465";
+              bind = [
+                "0.0.0.0:465"
+                "[::]:465"
+              ];
               tls.implicit = true;
             };
           };
@@ -51,6 +57,11 @@
             relayNetworks = [ "127.0.0.0/8" ];
             auth.users.app.secret = "%{file:/run/credentials/postern.service/app}%";
           };
+          # The test VMs have no nameserver in resolv.conf, and postern
+          # builds its resolver at start. This test sends no mail out, so
+          # the world's resolver address (as the other tests use it) need
+          # not answer.
+          resolver.nameservers = [ "${world.addresses.resolver}:53" ];
         };
       };
     };
@@ -61,13 +72,20 @@
     machine.wait_for_unit("sockets.target")
 
     with subtest("systemd holds one socket per listener, named by its id"):
-        for unit, name in [("postern-smtp.socket", "smtp"), ("postern-submissions.socket", "submissions")]:
+        for name in ("smtp", "submissions"):
+            unit = f"postern-{name}.socket"
             machine.succeed(f"systemctl is-active {unit}")
             fdname = machine.succeed(f"systemctl show -P FileDescriptorName {unit}").strip()
             assert fdname == name, f"{unit}: FileDescriptorName={fdname}"
+            only6 = machine.succeed(f"systemctl show -P BindIPv6Only {unit}").strip()
+            assert only6 == "ipv6-only", f"{unit}: BindIPv6Only={only6}"
         listen = machine.succeed("systemctl show -P Listen postern-smtp.socket")
-        assert "0.0.0.0:25" in listen and "[::1]:25" in listen, listen
+        assert "0.0.0.0:25" in listen and "[::]:25" in listen, listen
         machine.succeed("ss -Htlnp 'sport = :25' | grep -q 'pid=1,'")
+        # one IPv4 and one IPv6-only socket per port, both held by systemd
+        for port in (25, 465):
+            machine.succeed(f"ss -Htln4 'sport = :{port}' | grep -q '0.0.0.0:{port}'")
+            machine.succeed(f"ss -Htln6 'sport = :{port}' | grep -q '\\[::\\]:{port}'")
 
     machine.wait_for_unit("postern.service")
     pid = machine.succeed("systemctl show -P MainPID postern.service").strip()
@@ -83,13 +101,14 @@
             assert int(line.split()[1], 16) == 0, caps
         assert machine.succeed(f"stat -c %U /proc/{pid}").strip() == "postern"
 
-    with subtest("SMTP and implicit TLS on the adopted sockets"):
+    with subtest("SMTP and implicit TLS on the adopted sockets, IPv4 and IPv6"):
         machine.succeed("swaks --server 127.0.0.1 --port 25 --quit-after EHLO")
         machine.succeed("swaks --server ::1 --port 25 --quit-after EHLO")
-        machine.succeed(
-            "openssl s_client -connect 127.0.0.1:465 -servername mx.postern.test"
-            " -CAfile ${world.pki}/ca.pem -verify_return_error -brief </dev/null"
-        )
+        for address in ("127.0.0.1", "[::1]"):
+            machine.succeed(
+                f"openssl s_client -connect {address}:465 -servername mx.postern.test"
+                " -CAfile ${world.pki}/ca.pem -verify_return_error -brief </dev/null"
+            )
 
     with subtest("a connection starts a stopped postern; the sockets stay"):
         machine.succeed("systemctl stop postern.service")
@@ -108,7 +127,9 @@
         machine.succeed("test -s /run/credentials/postern.service/key")
         machine.fail("grep -q s3cr3t /etc/postern/config.json")
         machine.fail("grep -q 'PRIVATE KEY' /etc/postern/config.json")
-        machine.succeed("grep -qF '%{file:/run/credentials/postern.service/app}%' /etc/postern/config.json")
+        machine.succeed(
+            "grep -qF '%{file:/run/credentials/postern.service/app}%' /etc/postern/config.json"
+        )
         machine.succeed("postern check-config /etc/postern/config.json --offline")
 
     with subtest("systemd-analyze security: exposure at most 2.0"):

@@ -3,7 +3,7 @@
 # A self-signed MX is delivered by `invalid-tls` (still over TLS); an MX
 # whose handshakes always fail is delivered in plaintext only by
 # `disable-tls`, after two failed handshakes.
-# Hermetic twin: tests/world_starttls.rs (see README.md).
+# Hermetic twin: tests/world_delivery.rs (see README.md).
 {
   pkgs,
   lib,
@@ -32,7 +32,9 @@
     with subtest("the world: signed zones without TLSA, a broken and a self-signed receiver"):
         assert_secure(postern, "MX badtls.test")
         assert_secure(postern, "MX invalidcert.test")
-        assert_secure(postern, "TLSA _25._tcp.mx.badtls.test")  # NODATA, proven
+        # nothing below mx.badtls.test: no such name, proven (no TLSA)
+        assert_secure_nxdomain(postern, "TLSA _25._tcp.mx.badtls.test")
+        assert_secure_nxdomain(postern, "TLSA _25._tcp.mx.invalidcert.test")
         postern.succeed(f"swaks --server {ADDR['mxbroken']} --quit-after EHLO | grep -q STARTTLS")
         postern.fail(
             f"openssl s_client -starttls smtp -connect {ADDR['mxbroken']}:25 -brief </dev/null"
@@ -49,17 +51,20 @@
     with subtest("self-signed MX: default fails, invalid-tls delivers over TLS"):
         send_mail(postern, "alice@invalidcert.test", "fallback-invalid-tls")
         wait_delivered(mxinvalid, "fallback-invalid-tls", tls=True)
-        log = postern.succeed("journalctl -u postern.service -o cat | grep invalidcert.test")
-        assert "invalid-tls" in log, log
-        assert "disable-tls" not in log, log
+        attempts = postern.succeed(
+            "journalctl -u postern.service -o cat | grep invalidcert.test"
+        )
+        assert "invalid-tls" in attempts, attempts
+        assert "disable-tls" not in attempts, attempts
 
     with subtest("broken handshakes: default, invalid-tls, then plaintext by disable-tls"):
         send_mail(postern, "alice@badtls.test", "fallback-disable-tls")
         wait_delivered(mxbroken, "fallback-disable-tls", tls=False)
-        log = postern.succeed("journalctl -u postern.service -o cat | grep badtls.test")
-        assert "invalid-tls" in log and "disable-tls" in log, log
+        attempts = postern.succeed("journalctl -u postern.service -o cat | grep badtls.test")
+        assert "invalid-tls" in attempts and "disable-tls" in attempts, attempts
         failures = mxbroken.succeed(
-            "journalctl -o cat | grep -E -c 'SSL_accept error|lost connection after STARTTLS' || true"
+            "journalctl -o cat"
+            " | grep -E -c 'SSL_accept error|lost connection after STARTTLS' || true"
         )
         assert int(failures.strip()) >= 2, f"expected two failed handshakes first, saw {failures}"
   '';

@@ -31,7 +31,14 @@ in
 
         services.postern = {
           supplementaryGroups = [ "posterntls" ];
-          tlsa.autoUpdate.enable = true;
+          tlsa.autoUpdate = {
+            enable = true;
+            # The script runs the sync itself, at the moments it checks; the
+            # timer exists but must not race it (nor a slow boot: its first
+            # run would start postern before the trust anchor is written).
+            onBoot = "1d";
+            interval = "1d";
+          };
           settings = {
             certificates.default = lib.mkForce {
               cert = "%{file:/var/lib/postern-tls/fullchain.pem}%";
@@ -112,8 +119,12 @@ in
     install_certificate("postern-a")
     start_postern(postern)
 
-    with subtest("the timer exists; nothing is published yet"):
+    with subtest("the timer exists (pinned far ahead); nothing is published yet"):
+        postern.succeed("systemctl is-active postern-tlsa-sync.timer")
+        unit = postern.succeed("systemctl show -P Unit postern-tlsa-sync.timer").strip()
+        assert unit == "postern-tlsa-sync.service", unit
         postern.succeed("systemctl list-timers --all --no-pager | grep -q postern-tlsa-sync.timer")
+        postern.fail("systemctl is-active postern-tlsa-sync.service")
         assert published() == [], published()
 
     with subtest("an update without TSIG is refused"):
@@ -126,17 +137,31 @@ in
     with subtest("tlsa sync publishes 3 1 1 for the served key, signed, idempotently"):
         assert served() == hash_a
         assert sync() == 0, "postern tlsa sync failed"
-        postern.wait_until_succeeds(f"dig @{ADDR['ns']} +short TLSA {OWNER} | grep -q .", timeout=60)
+        postern.wait_until_succeeds(
+            f"dig @{ADDR['ns']} +short TLSA {OWNER} | grep -q .", timeout=60
+        )
         assert published() == [hash_a], published()
         postern.wait_until_succeeds(
-            f"dig @{ADDR['resolver']} +dnssec TLSA {OWNER} | grep -q 'flags:.* ad[ ;]'", timeout=60
+            f"dig @{ADDR['resolver']} +dnssec TLSA {OWNER} | grep -q 'flags:.* ad[ ;]'",
+            timeout=60,
         )
         assert_secure(postern, f"TLSA {OWNER}")
         assert sync() == 0
         assert published() == [hash_a], published()
         postern.succeed("postern tlsa status --config /etc/postern/config.json")
 
-    with subtest("a new key: published first, served after holdTtls x TTL, old record removed last"):
+    with subtest("the sync runs beside the daemon, as its user: no root-owned file"):
+        # postern-tlsa-sync requires postern.service (the daemon does the
+        # step over its control socket) and runs as the daemon's user: no
+        # file in the state directory (RocksDB's LOCK above all) is root's
+        requires = postern.succeed("systemctl show -P Requires postern-tlsa-sync.service")
+        assert "postern.service" in requires.split(), requires
+        postern.succeed("systemctl is-active postern.service")
+        postern.succeed("test -e /var/lib/private/postern")
+        owned_by_root = postern.succeed("find /var/lib/private/postern -uid 0 -print")
+        assert owned_by_root == "", f"root-owned files in the state directory:\n{owned_by_root}"
+
+    with subtest("a new key: published first, served after holdTtls x TTL, removed last"):
         install_certificate("postern-b")
         first_both = None
         switched = None
@@ -148,7 +173,7 @@ in
             assert now_served in records, f"serving {now_served}, DNS has {records}"
             if hash_b in records and first_both is None:
                 first_both = time.time()
-                assert now_served == hash_a, "the new key was served before its record was published"
+                assert now_served == hash_a, "the new key was served before it was published"
                 # a restart in the middle of the wait must not switch early
                 postern.succeed("systemctl restart postern.service")
                 postern.wait_for_open_port(25)
@@ -157,12 +182,15 @@ in
                 switched = time.time()
             if records == [hash_b] and now_served == hash_b:
                 break
-            assert time.time() < deadline, f"rollover did not finish: DNS {records}, serving {now_served}"
+            assert time.time() < deadline, (
+                f"rollover did not finish: DNS {records}, serving {now_served}"
+            )
             sync()
             time.sleep(1)
         assert first_both is not None and switched is not None
         # holdTtls (2) x TTL (5 s), less the polling interval
-        assert switched - first_both >= 8, f"switched {switched - first_both:.1f} s after publishing"
+        waited = switched - first_both
+        assert waited >= 8, f"switched {waited:.1f} s after publishing"
         assert_secure(postern, f"TLSA {OWNER}")
 
     with subtest("a renewal that keeps the key: served at once, DNS unchanged"):

@@ -20,6 +20,12 @@ pkgs.runCommand "postern-test-pki" { nativeBuildInputs = [ pkgs.openssl ]; } ''
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign"
 
+  # leaf_ext SANS: the extensions of a server certificate for SANS
+  leaf_ext() {
+    printf '%s\n' "subjectAltName=$1" basicConstraints=CA:FALSE \
+      keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth
+  }
+
   # leaf NAME SAN...: NAME.key, NAME.crt, NAME.pem (chain, leaf first),
   # NAME.spki-sha256
   leaf() {
@@ -27,8 +33,7 @@ pkgs.runCommand "postern-test-pki" { nativeBuildInputs = [ pkgs.openssl ]; } ''
     sans=$(printf 'DNS:%s,' "$@"); sans=''${sans%,}
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
       -keyout "$name.key" -out "$name.csr" -subj "/CN=$1"
-    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
-      "$sans" > "$name.ext"
+    leaf_ext "$sans" > "$name.ext"
     openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
       -days 3650 -extfile "$name.ext" -out "$name.crt"
     cat "$name.crt" ca.pem > "$name.pem"
@@ -38,13 +43,15 @@ pkgs.runCommand "postern-test-pki" { nativeBuildInputs = [ pkgs.openssl ]; } ''
 
   # The good receiving MTA: every MX name of the test domains except
   # mx.sts-wrongname.test, which is the "certificate for the wrong name" case.
-  leaf mx mx.dane-ok.test mx.dane-bad.test mx.bogus.test mx.sts-enforce.test mx.sts-mxmismatch.test mx.badtls.test
-  leaf web mta-sts.sts-enforce.test mta-sts.sts-mxmismatch.test mta-sts.sts-wrongname.test
+  leaf mx mx.dane-ok.test mx.dane-bad.test mx.bogus.test mx.sts-enforce.test \
+    mx.sts-mxmismatch.test mx.badtls.test
+  leaf web mta-sts.sts-enforce.test mta-sts.sts-mxmismatch.test \
+    mta-sts.sts-wrongname.test
   leaf postern-a mx.postern.test
   leaf postern-b mx.postern.test
   # a renewal of postern-b that keeps its key (same TLSA record)
   openssl req -new -key postern-b.key -out postern-b2.csr -subj "/CN=mx.postern.test"
-  printf 'subjectAltName=DNS:mx.postern.test\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > postern-b2.ext
+  leaf_ext DNS:mx.postern.test > postern-b2.ext
   openssl x509 -req -in postern-b2.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
     -days 3650 -extfile postern-b2.ext -out postern-b2.crt
   cat postern-b2.crt ca.pem > postern-b2.pem

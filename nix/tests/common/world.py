@@ -3,6 +3,10 @@
 #
 # The assertions follow SPEC §2.3 and match the hermetic twins in
 # tests/world/ (see nix/tests/README.md).
+#
+# The driver puts each node into the script's globals under its name (ns,
+# resolver, postern, mx, …) next to its own (log, machines, …): no helper
+# binds any of these names, not even as a parameter (nix/tests/lint/).
 
 import re
 import shlex
@@ -11,8 +15,8 @@ CONFIG = "/etc/postern/config.json"
 MAILBOXES = "/var/spool/mail/alice /var/mail/alice"
 
 
-def write_file(machine, path, text, mode="0644"):
-    machine.succeed(
+def write_file(node, path, text, mode="0644"):
+    node.succeed(
         f"install -D -m {mode} /dev/null {path} && printf '%s' {shlex.quote(text)} > {path}"
     )
 
@@ -24,9 +28,9 @@ DS_LINE = re.compile(
 )
 
 
-def ds_records(ns, zone):
+def ds_records(authoritative, zone):
     """The DS records of the zone's KSKs, as Knot's keymgr prints them."""
-    out = ns.succeed(f"runuser -u knot -- keymgr {zone}. ds")
+    out = authoritative.succeed(f"runuser -u knot -- keymgr {zone}. ds")
     records = []
     for line in out.splitlines():
         m = DS_LINE.match(line.strip())
@@ -36,7 +40,7 @@ def ds_records(ns, zone):
     return records
 
 
-def knsupdate(machine, zone, commands, server="127.0.0.1", key=None):
+def knsupdate(node, zone, commands, server="127.0.0.1", key=None):
     """One RFC 2136 UPDATE (one message: atomic). `key` is
     'alg:name:secret' for TSIG. Returns (exit status, output)."""
     script = (
@@ -45,10 +49,10 @@ def knsupdate(machine, zone, commands, server="127.0.0.1", key=None):
         + "\nsend\nanswer\nquit\n"
     )
     key_option = f"-y {shlex.quote(key)}" if key else ""
-    return machine.execute(f"printf '%s' {shlex.quote(script)} | knsupdate {key_option} 2>&1")
+    return node.execute(f"printf '%s' {shlex.quote(script)} | knsupdate {key_option} 2>&1")
 
 
-def bootstrap_dnssec(ns, resolver, posterns, secure=(), bogus=()):
+def bootstrap_dnssec(authoritative, validator, posterns, secure=(), bogus=()):
     """Knot has made keys for every zone at start: publish the DS records of
     the `secure` children of test. (labels: "dane-ok" is dane-ok.test.), a
     DS matching no key for the `bogus` ones (none for the insecure ones),
@@ -56,70 +60,81 @@ def bootstrap_dnssec(ns, resolver, posterns, secure=(), bogus=()):
     (`resolver.trustAnchors`)."""
     secure = [f"{label}.test" for label in secure]
     bogus = [f"{label}.test" for label in bogus]
-    ns.wait_for_unit("knot.service")
+    authoritative.wait_for_unit("knot.service")
     for zone in ["test", *secure, *bogus]:
-        ns.wait_until_succeeds(f"dig @127.0.0.1 +short DNSKEY {zone}. | grep -q .")
+        authoritative.wait_until_succeeds(f"dig @127.0.0.1 +short DNSKEY {zone}. | grep -q .")
 
     updates = []
     for zone in secure:
-        for tag, alg, dtype, digest in ds_records(ns, zone):
+        for tag, alg, dtype, digest in ds_records(authoritative, zone):
             updates.append(f"add {zone}. 60 DS {tag} {alg} {dtype} {digest}")
     for zone in bogus:
-        tag, alg, _, _ = ds_records(ns, zone)[0]
+        tag, alg, _, _ = ds_records(authoritative, zone)[0]
         updates.append(f"add {zone}. 60 DS {tag} {alg} 2 {'00' * 32}")
     if updates:
-        status, out = knsupdate(ns, "test", updates)
+        status, out = knsupdate(authoritative, "test", updates)
         assert status == 0, f"DS update of test. failed: {out}"
 
     anchor = "".join(
         f"test. 3600 IN DS {tag} {alg} {dtype} {digest}\n"
-        for tag, alg, dtype, digest in ds_records(ns, "test")
+        for tag, alg, dtype, digest in ds_records(authoritative, "test")
     )
-    write_file(resolver, "/var/lib/unbound/test.anchor", anchor)
-    resolver.succeed("systemctl start unbound.service")
-    resolver.wait_for_unit("unbound.service")
-    resolver.wait_until_succeeds("dig @127.0.0.1 +short SOA test. | grep -q ns1.test")
-    for p in posterns:
-        write_file(p, "/var/lib/postern-anchors/test.ds", anchor)
+    write_file(validator, "/var/lib/unbound/test.anchor", anchor)
+    validator.succeed("systemctl start unbound.service")
+    validator.wait_for_unit("unbound.service")
+    validator.wait_until_succeeds("dig @127.0.0.1 +short SOA test. | grep -q ns1.test")
+    for node in posterns:
+        write_file(node, "/var/lib/postern-anchors/test.ds", anchor)
     return anchor
 
 
-def dig(machine, args):
-    return machine.succeed(f"dig @{ADDR['resolver']} +dnssec +tries=2 +time=3 {args}")
+# The assert_* helpers take "TYPE NAME"; nix/tests/lint/check.py checks
+# their literal queries against the zone files (common/zones.nix).
 
 
-def dns_status(machine, args):
-    out = dig(machine, args)
+def dig(node, args):
+    return node.succeed(f"dig @{ADDR['resolver']} +dnssec +tries=2 +time=3 {args}")
+
+
+def dns_status(node, args):
+    out = dig(node, args)
     status = re.search(r"status: (\w+)", out).group(1)
     flags = re.search(r";; flags:([^;]*);", out).group(1).split()
     return status, "ad" in flags, out
 
 
-def assert_secure(machine, args):
-    status, ad, out = dns_status(machine, args)
+def assert_secure(node, args):
+    """NOERROR (an answer, or NODATA: the name exists), validated (AD)."""
+    status, ad, out = dns_status(node, args)
     assert status == "NOERROR" and ad, f"expected a secure answer to {args}:\n{out}"
 
 
-def assert_insecure(machine, args):
-    status, ad, out = dns_status(machine, args)
+def assert_secure_nxdomain(node, args):
+    """NXDOMAIN, the denial validated (AD): no such name, proven."""
+    status, ad, out = dns_status(node, args)
+    assert status == "NXDOMAIN" and ad, f"expected a secure NXDOMAIN for {args}:\n{out}"
+
+
+def assert_insecure(node, args):
+    status, ad, out = dns_status(node, args)
     assert status == "NOERROR" and not ad, f"expected an insecure answer to {args}:\n{out}"
 
 
-def assert_bogus(machine, args):
-    status, _, out = dns_status(machine, args)
+def assert_bogus(node, args):
+    status, _, out = dns_status(node, args)
     assert status == "SERVFAIL", f"expected SERVFAIL (bogus) for {args}:\n{out}"
 
 
 # --------------------------------------------------------------- postern
 
-def start_postern(postern):
-    postern.succeed("systemctl start postern.service")
-    postern.wait_for_unit("postern.service")
-    postern.wait_for_open_port(25)
+def start_postern(node):
+    node.succeed("systemctl start postern.service")
+    node.wait_for_unit("postern.service")
+    node.wait_for_open_port(25)
 
 
-def send_mail(postern, rcpt, subject):
-    postern.succeed(
+def send_mail(node, rcpt, subject):
+    node.succeed(
         "swaks --server 127.0.0.1:25 --ehlo client.postern.test"
         f" --from sender@postern.test --to {shlex.quote(rcpt)}"
         f" --header {shlex.quote('Subject: ' + subject)}"
@@ -127,58 +142,106 @@ def send_mail(postern, rcpt, subject):
     )
 
 
-def queue(postern):
-    return json.loads(postern.succeed(f"postern queue list --json --config {CONFIG}"))
+def queue(node):
+    """`postern queue list --json`: the queued messages (envelopes)."""
+    return json.loads(node.succeed(f"postern queue list --json --config {CONFIG}"))
 
 
-def assert_queued(postern, rcpt):
+def assert_queued(node, rcpt):
     """The message to rcpt is still in the queue (deferred, not bounced)."""
-    q = json.dumps(queue(postern))
+    q = json.dumps(queue(node))
     assert rcpt in q, f"{rcpt} is not in the queue: {q}"
 
 
-def assert_not_queued(postern, rcpt):
-    q = json.dumps(queue(postern))
+def assert_not_queued(node, rcpt):
+    q = json.dumps(queue(node))
     assert rcpt not in q, f"{rcpt} is still in the queue: {q}"
 
 
-def probe(postern, domain):
-    """`postern probe --json`; exits 1 when the verdict is defer/fail."""
-    _, out = postern.execute(f"postern probe {domain} --config {CONFIG} --json")
+def queued_recipient(node, rcpt):
+    """The queue entry of rcpt: (envelope, recipient), as `queue list --json`
+    shows them (`attempts`; `status`, `errorKind`, `lastError`)."""
+    for envelope in queue(node):
+        for recipient in envelope["recipients"]:
+            if recipient["address"] == rcpt:
+                return envelope, recipient
+    raise AssertionError(f"{rcpt} is not in the queue: {json.dumps(queue(node))}")
+
+
+def assert_deferred(node, rcpt, error_kind, attempts=1):
+    """rcpt is queued, deferred after at least `attempts` attempts, and its
+    last error is of the kind SPEC §2 names (`last_error`)."""
+    envelope, recipient = queued_recipient(node, rcpt)
+    assert recipient["status"] == "deferred", envelope
+    assert recipient.get("errorKind") == error_kind, envelope
+    assert envelope["attempts"] >= attempts, envelope
+
+
+def probe(node, domain):
+    """`postern probe --json`; exits 1 when the verdict is defer/fail. It
+    opens no store: it sees what DNS and HTTPS say now, not the daemon's
+    cache."""
+    _, out = node.execute(f"postern probe {domain} --config {CONFIG} --json")
     return json.loads(out)
 
 
-def assert_verdict(postern, domain, expected):
-    verdict = probe(postern, domain)["verdict"]
+def assert_verdict(node, domain, expected):
+    verdict = probe(node, domain)["verdict"]
     ok = verdict.startswith(expected) if expected in ("defer", "fail") else verdict == expected
     assert ok, f"probe {domain}: verdict {verdict!r}, expected {expected!r}"
 
 
-def wait_for_attempts(postern, domain, count):
+def journal(node, unit="postern.service", current=False):
+    """The unit's journal (message text only); with `current`, only what
+    its running invocation logged."""
+    if not current:
+        return node.succeed(f"journalctl -u {unit} -o cat")
+    invocation = node.succeed(f"systemctl show -P InvocationID {unit}").strip()
+    assert invocation, f"{unit} is not running"
+    return node.succeed(f"journalctl -o cat _SYSTEMD_INVOCATION_ID={invocation}")
+
+
+def wait_for_log_line(node, needles, current=False, timeout=300):
+    """Wait until one line of postern's journal holds every needle; return it."""
+    found = []
+
+    def has_line(_last_try):
+        for line in journal(node, current=current).splitlines():
+            if all(n in line for n in needles):
+                found.append(line)
+                return True
+        return False
+
+    retry(has_line, timeout)
+    return found[-1]
+
+
+def wait_for_attempts(node, domain, count):
     """Wait until postern has logged `count` delivery attempts to domain."""
-    postern.wait_until_succeeds(
-        f"test $(journalctl -u postern.service -o cat | grep -c {shlex.quote(domain)}) -ge {count}",
+    node.wait_until_succeeds(
+        "test $(journalctl -u postern.service -o cat"
+        f" | grep -c {shlex.quote(domain)}) -ge {count}",
         timeout=300,
     )
 
 
 # --------------------------------------------------------------- receivers
 
-def mailbox_message(mx, subject):
-    box = mx.succeed(f"cat {MAILBOXES} 2>/dev/null || true")
+def mailbox_message(receiver, subject):
+    box = receiver.succeed(f"cat {MAILBOXES} 2>/dev/null || true")
     for message in re.split(r"\n(?=From )", box):
         if f"\nSubject: {subject}\n" in message:
             return message
     return None
 
 
-def wait_delivered(mx, subject, tls):
+def wait_delivered(receiver, subject, tls):
     """Wait for the message and check whether it came over TLS (Postfix
     writes `(using TLSv1.x …)` into its Received header)."""
-    mx.wait_until_succeeds(
+    receiver.wait_until_succeeds(
         f"grep -qs {shlex.quote('Subject: ' + subject)} {MAILBOXES}", timeout=300
     )
-    message = mailbox_message(mx, subject)
+    message = mailbox_message(receiver, subject)
     header = message.split("\n\n", 1)[0]
     over_tls = re.search(r"\(using TLSv1\.[23] ", header) is not None
     assert over_tls == tls, (
@@ -188,5 +251,5 @@ def wait_delivered(mx, subject, tls):
     return header
 
 
-def assert_not_delivered(mx, subject):
-    assert mailbox_message(mx, subject) is None, f"{subject} was delivered"
+def assert_not_delivered(receiver, subject):
+    assert mailbox_message(receiver, subject) is None, f"{subject} was delivered"

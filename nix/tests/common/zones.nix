@@ -2,17 +2,28 @@
 # anchor; the DS records of its signed children are added by the test
 # script once Knot has made their keys (see world.py, bootstrap_dnssec).
 #
-#   dane-ok.test        signed, MX with a correct `3 1 1` TLSA        → delivered, verdict `dane`
-#   dane-bad.test       signed, MX with a TLSA for another key        → deferred, never plaintext
-#   bogus.test          signed, but the DS in test. matches no key    → deferred (bogus), no downgrade
-#   sts-enforce.test    insecure, MTA-STS `enforce`, MX in the policy → delivered, verdict `mta-sts`
-#   sts-mxmismatch.test insecure, `enforce`, MX outside the policy    → deferred
-#   sts-wrongname.test  insecure, `enforce`, MX cert for another name → deferred
-#   badtls.test         signed, no TLSA, MX whose handshakes all fail → default → invalid-tls → disable-tls
-#   invalidcert.test    signed, no TLSA, MX with a self-signed cert   → delivered by `invalid-tls`
-#   postern.test        signed, postern's own domain; its TLSA records come from `postern tlsa sync`
+#   dane-ok.test         signed, MX with a correct `3 1 1` TLSA
+#                        → delivered, verdict `dane`
+#   dane-bad.test        signed, MX with a TLSA for another key
+#                        → deferred, never plaintext
+#   bogus.test           signed, but the DS in test. matches no key
+#                        → deferred (bogus), no downgrade
+#   sts-enforce.test     insecure, MTA-STS `enforce`, MX in the policy
+#                        → delivered, verdict `mta-sts`
+#   sts-mxmismatch.test  insecure, `enforce`, MX outside the policy → deferred
+#   sts-wrongname.test   insecure, `enforce`, MX cert for another name → deferred
+#   badtls.test          signed, no TLSA (nothing below mx: a secure NXDOMAIN),
+#                        MX whose handshakes all fail
+#                        → default → invalid-tls → disable-tls
+#   invalidcert.test     signed, no TLSA (likewise), MX with a self-signed cert
+#                        → delivered by `invalid-tls`
+#   postern.test         signed, postern's own domain; its TLSA records come
+#                        from `postern tlsa sync`
 #
 # Names, roles and outcomes are those of the hermetic world (tests/world/).
+# The test scripts' DNS assertions are checked against these files by
+# nix/tests/lint/check.py, which reads the `cat > $out/ZONE.zone <<EOF`
+# blocks below: keep that form.
 {
   pkgs,
   addresses,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Evaluation test of services.postern (nix/module.nix): evaluates the module
-# with nixpkgs' lib and the stand-ins of stubs.nix, builds nothing.
+# Evaluation test of services.postern (nix/module.nix) and of the package
+# (nix/package.nix): evaluates both with nixpkgs' lib and the stand-ins of
+# stubs.nix, builds nothing.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs nix/tests/eval/run.sh   # or …/nixpkgs/lib
 #
@@ -33,7 +34,7 @@ out="$scratch/result.json"
 if ! nix-instantiate --eval --strict --json --readonly-mode \
     "$here/eval.nix" --argstr nixpkgsLib "$NIXPKGS_LIB" >"$out" 2>"$scratch/stderr"; then
     cat "$scratch/stderr" >&2
-    echo "nix-eval: evaluation of nix/module.nix failed" >&2
+    echo "nix-eval: evaluation of nix/tests/eval/eval.nix failed" >&2
     echo "nix-eval: 0 passed, 1 failed"
     exit 1
 fi

@@ -1,6 +1,8 @@
-# Minimal stand-ins for the NixOS options nix/module.nix sets, and for the
-# few parts of `pkgs` it uses, so that the module can be evaluated with
-# nothing but nixpkgs' `lib` — no nixpkgs checkout, no builds, no store.
+# Minimal stand-ins for the NixOS options nix/module.nix sets, for the few
+# parts of `pkgs` it uses (native, and cross to a platform the build
+# machine cannot run), and for what nix/package.nix is called with, so that
+# both can be evaluated with nothing but nixpkgs' `lib` — no nixpkgs
+# checkout, no builds, no store.
 #
 # The option types copy the merge behaviour that matters for the tests:
 # unit settings concatenate lists and insist that scalars agree (as NixOS's
@@ -114,8 +116,12 @@ let
         };
     in
     valueType;
-in
-{
+  # A native build: the build platform runs what it builds.
+  native = {
+    system = "x86_64-linux";
+    canExecute = platform: platform.system == "x86_64-linux";
+  };
+
   pkgs = {
     formats.json =
       { }:
@@ -136,6 +142,34 @@ in
       version = "0.1.0";
       meta.mainProgram = "postern";
     };
+    stdenv = {
+      buildPlatform = native;
+      hostPlatform = native;
+    };
+  };
+in
+{
+  inherit pkgs fakeDerivation;
+
+  # The same, cross-compiling for a platform the build machine cannot run.
+  crossPkgs = pkgs // {
+    stdenv = {
+      buildPlatform = native;
+      hostPlatform = {
+        system = "riscv64-linux";
+        canExecute = platform: platform.system == "riscv64-linux";
+      };
+    };
+  };
+
+  # What nix/package.nix is called with: buildRustPackage returns its
+  # arguments, so that the test can read them.
+  packageArgs = {
+    inherit lib;
+    rustPlatform = {
+      buildRustPackage = args: args;
+      bindgenHook = fakeDerivation "bindgen-hook" { };
+    };
   };
 
   module = {
@@ -147,6 +181,16 @@ in
       warnings = mkOption {
         type = types.listOf types.str;
         default = [ ];
+      };
+
+      # NixOS' nixos/modules/misc/meta.nix
+      meta.maintainers = mkOption {
+        type = types.listOf types.attrs;
+        default = [ ];
+      };
+      meta.doc = mkOption {
+        type = types.nullOr types.path;
+        default = null;
       };
 
       systemd.services = units;
