@@ -21,3 +21,5 @@ cargo test --locked --benches --no-run
 for f in bench/run.sh bench/dns.sh; do bash -n "$f"; done
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' bench/bench.py
 bash nix/check.sh
+# the project stands alone: no test or script reads outside the repository
+bash scripts/check-standalone.sh

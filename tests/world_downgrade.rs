@@ -22,11 +22,15 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// (domain, the receiving MX a wrong delivery would land at)
 const ROWS: [(&str, &str); 4] = [
-    ("tlsa-cname-bogus.test", "dane-ok"),
-    ("addr-bogus.test", "bogus"),
+    ("tlsa-cname-bogus.test", "tlsa-cname-bogus"),
+    ("addr-bogus.test", "addr-bogus"),
     ("mx-indeterminate.test", "dane-ok"),
     ("bogus.test", "bogus"),
 ];
+
+/// The domains whose `_smtp._tls` record can be validated (the other two
+/// live in zones that cannot, so there is nowhere to report to).
+const REPORTED: [&str; 2] = ["tlsa-cname-bogus.test", "addr-bogus.test"];
 
 fn queued_id(reply: &str) -> String {
     assert!(reply.starts_with("250"), "{reply}");
@@ -146,6 +150,9 @@ fn bogus_and_indeterminate_answers_defer() {
             last.contains("bogus") || last.contains("indeterminate"),
             "{domain}: the reason names the DNSSEC failure: {shown:#}"
         );
+        if !REPORTED.contains(domain) {
+            continue;
+        }
         let types = result_types(&p, domain);
         assert!(
             !types.is_empty() && types.iter().all(|t| t == "dnssec-invalid"),

@@ -1122,3 +1122,93 @@ fn log_attempt(
         "delivery attempt"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tlsa(records: &[(u8, u8, u8)]) -> TlsaLookup {
+        let mut t = TlsaLookup::not_looked();
+        t.records = records
+            .iter()
+            .map(|(u, s, m)| crate::dane::Tlsa::new(*u, *s, *m, vec![0xab; 32]))
+            .collect();
+        t.strings = t.records.iter().map(|r| r.to_string()).collect();
+        t.base = Some("mx.shared.example".into());
+        t.fact = TlsaFact::Usable;
+        t
+    }
+
+    fn req(decision: Decision, domain: &str, t: &TlsaLookup) -> Requirement {
+        let strat = crate::config::TlsStrategy::default().effective();
+        let ip: IpAddr = "192.0.2.25".parse().unwrap();
+        Requirement::new(decision, domain, "mx.shared.example", ip, t, &strat)
+    }
+
+    /// Two domains behind one MX host: a connection DANE-verified for domain
+    /// A (whose reference names include A) is not reused for domain B; the
+    /// same requirement (PKIX for the host name) may share the connection.
+    #[test]
+    fn a_connection_verified_for_one_domain_is_not_reused_for_another() {
+        let ta = tlsa(&[(2, 1, 1)]);
+        let a = req(Decision::Dane, "a.example", &ta);
+        let b = req(Decision::Dane, "b.example", &ta);
+        assert!(a.dane_names.contains(&"a.example".to_string()));
+        assert_ne!(a.pool_key_base(), b.pool_key_base());
+        // another TLSA RRset, or another decision, is another requirement
+        let ee = tlsa(&[(3, 1, 1)]);
+        assert_ne!(
+            req(Decision::Dane, "a.example", &ee).pool_key_base(),
+            a.pool_key_base()
+        );
+        let none = TlsaLookup::not_looked();
+        let pkix_a = req(Decision::Pkix(policy::PkixBy::Strategy), "a.example", &none);
+        let pkix_b = req(Decision::Pkix(policy::PkixBy::Strategy), "b.example", &none);
+        assert_eq!(pkix_a.pool_key_base(), pkix_b.pool_key_base());
+        let mta_sts = req(Decision::Pkix(policy::PkixBy::MtaSts), "a.example", &none);
+        let opportunistic = req(Decision::Opportunistic { pkix: false }, "a.example", &none);
+        assert_ne!(mta_sts.pool_key_base(), opportunistic.pool_key_base());
+    }
+
+    /// RFC 7672 §8.1: on the DANE path SNI is the TLSA base domain; else
+    /// the MX host name.
+    #[test]
+    fn sni_is_the_tlsa_base_domain_on_the_dane_path() {
+        let mut t = tlsa(&[(3, 1, 1)]);
+        t.base = Some("mx.provider.example".into());
+        assert_eq!(req(Decision::Dane, "a.example", &t).tls_name, "mx.provider.example");
+        assert_eq!(
+            req(Decision::Pkix(policy::PkixBy::MtaSts), "a.example", &TlsaLookup::not_looked()).tls_name,
+            "mx.shared.example"
+        );
+    }
+
+    /// How each decision is carried out: STARTTLS and certificate checks.
+    #[test]
+    fn plans_carry_out_the_decision() {
+        let none = TlsaLookup::not_looked();
+        let plan = |d| Plan::for_requirement(&req(d, "a.example", &none), None);
+        let p = plan(Decision::Plaintext);
+        assert_eq!(p.starttls, ConfigRequirement::Disable);
+        let p = plan(Decision::Opportunistic { pkix: true });
+        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Optional, false));
+        let p = plan(Decision::Opportunistic { pkix: false });
+        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Optional, true));
+        for d in [
+            Decision::Pkix(policy::PkixBy::MtaSts),
+            Decision::Pkix(policy::PkixBy::Strategy),
+        ] {
+            let p = plan(d);
+            assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Require, false));
+        }
+        let p = plan(Decision::Encrypt(policy::EncryptBy::Strategy));
+        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Require, true));
+        // DANE: mandatory STARTTLS, and the DANE verifier decides (never the
+        // "accept anything" configuration)
+        let d = req(Decision::Dane, "a.example", &tlsa(&[(3, 1, 1)]));
+        let (config, _) = d.dane_config().expect("a DANE configuration");
+        let p = Plan::for_requirement(&d, Some(config));
+        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Require, false));
+        assert!(p.config.is_some());
+    }
+}

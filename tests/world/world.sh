@@ -367,9 +367,9 @@ write_child_zone() { # zone-label
         echo "tlsa-cname-target TLSA $(tlsa_of mx.tlsa-cname-bogus.test)" ;;
       tlsa-cname-bogus)  # secure MX and A; the TLSA owner is a CNAME into the bogus zone
         std_mx tlsa-cname-bogus.test tlsa-cname-bogus
-        echo "_25._tcp.mx CNAME tlsa-cname-target.bogus.test." ;;
+        echo "_25._tcp.mx CNAME tlsa-cname-target.bogus.test."; tlsrpt_txt "$TLSRPT_MAILTO" ;;
       addr-bogus)   # secure MX whose host lives in the bogus zone: its A/AAAA answers are bogus
-        echo "@ MX 10 mx2.bogus.test." ;;
+        echo "@ MX 10 mx2.bogus.test."; tlsrpt_txt "$TLSRPT_MAILTO" ;;
       mx-indeterminate)  # the MX itself is fine, but the zone's DNSKEY cannot be fetched
         echo "@ MX 10 mx.dane-ok.test." ;;
       sts-enforce)
