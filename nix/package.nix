@@ -13,9 +13,6 @@
 let
   cargoToml = lib.importTOML ../Cargo.toml;
   fs = lib.fileset;
-  corpusTests = ../src/dane/tests/corpus.rs;
-  corpusOutsideTree =
-    builtins.pathExists corpusTests && lib.hasInfix "/../" (builtins.readFile corpusTests);
 in
 rustPlatform.buildRustPackage {
   pname = "postern";
@@ -50,17 +47,13 @@ rustPlatform.buildRustPackage {
   # ldns-dane nor danetool, and only the source tree, so the unit tests that
   # need more are skipped (nix/README.md, "The package's tests").
   cargoTestFlags = [ "--lib" ];
-  checkFlags = map (test: "--skip=${test}") (
-    [
-      # the test world of tests/world/: root, Knot, Unbound, Postfix, nginx
-      "mta_sts::world_tests"
-      # compares postern's output with ldns-dane's and danetool's
-      "dane::tests::tools"
-    ]
-    # OpenSSL's DANE corpus, for as long as it is read from outside the
-    # source tree (scripts/check-standalone.sh reports it)
-    ++ lib.optional corpusOutsideTree "dane::tests::corpus"
-  );
+  # OpenSSL's DANE corpus is carried in tests/data/danetest, inside the tree.
+  checkFlags = map (test: "--skip=${test}") [
+    # the test world of tests/world/: root, Knot, Unbound, Postfix, nginx
+    "mta_sts::world_tests"
+    # compares postern's output with ldns-dane's and danetool's
+    "dane::tests::tools"
+  ];
 
   meta = {
     description = "Mail transfer agent for NixOS whose reason to exist is transport security";
