@@ -41,6 +41,13 @@ pub enum Request {
         dry_run: bool,
     },
     TlsaStatus,
+    DomainsList,
+    DomainsShow {
+        domain: String,
+    },
+    DomainsForget {
+        domain: String,
+    },
 }
 
 /// Where the daemon puts its socket (SPEC §2.8).
@@ -168,6 +175,23 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         }
         Request::ReportsList => reports_list(store),
         Request::ReportsShow { id } => reports_show(store, &id),
+        Request::DomainsList => {
+            serde_json::to_value(crate::ledger::list(store)?).map_err(|e| e.to_string())
+        }
+        Request::DomainsShow { domain } => {
+            let d = domain.trim_end_matches('.').to_lowercase();
+            let e = crate::ledger::get(store, &d)?
+                .ok_or_else(|| format!("{d}: no delivery recorded in the ledger"))?;
+            serde_json::to_value(e).map_err(|e| e.to_string())
+        }
+        Request::DomainsForget { domain } => {
+            let d = domain.trim_end_matches('.').to_lowercase();
+            if !crate::ledger::forget(store, &d)? {
+                return Err(format!("{d}: no delivery recorded in the ledger"));
+            }
+            tracing::info!(domain = %d, "forgotten by the operator: the downgrade ledger starts again");
+            Ok(json!({ "forgotten": d }))
+        }
         Request::ReportsSendNow | Request::TlsaSync { .. } | Request::TlsaStatus => {
             Err("handled asynchronously".into())
         }

@@ -1919,24 +1919,18 @@ mod tests {
     fn security_order() {
         let b = Status::Bogus("b".into());
         let i = Status::Indeterminate("i".into());
-        assert_eq!(
-            Status::Secure.weaker(Status::Insecure),
-            Status::Insecure
-        );
+        assert_eq!(Status::Secure.weaker(Status::Insecure), Status::Insecure);
         assert_eq!(Status::Insecure.weaker(i.clone()), i);
         assert_eq!(i.clone().weaker(b.clone()), b);
         assert_eq!(b.clone().weaker(Status::Secure), b);
         assert_eq!(Status::Secure.weaker(Status::Secure), Status::Secure);
-                assert_eq!(Security::Insecure.to_string(), "insecure");
+        assert_eq!(Security::Insecure.to_string(), "insecure");
     }
 
     #[test]
     fn proofs_and_fetch_failures() {
         assert_eq!(proof_security(Proof::Secure, "x", &[]), Status::Secure);
-        assert_eq!(
-            proof_security(Proof::Insecure, "x", &[]),
-            Status::Insecure
-        );
+        assert_eq!(proof_security(Proof::Insecure, "x", &[]), Status::Insecure);
         assert!(matches!(
             proof_security(Proof::Bogus, "x", &[]),
             Status::Bogus(_)

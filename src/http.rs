@@ -27,7 +27,11 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, over_limit: bool) {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let reply = match (method, target) {
         ("GET", "/healthz") => response(200, "text/plain", "ok\n"),
-        ("GET", "/metrics") => response(200, "text/plain; version=0.0.4", &metrics(&shared)),
+        ("GET", "/metrics") => response(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            &metrics(&shared),
+        ),
         ("GET", _) => response(404, "text/plain", "not found\n"),
         _ => response(405, "text/plain", "method not allowed\n"),
     };
@@ -38,10 +42,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, over_limit: bool) {
 fn metrics(shared: &Shared) -> String {
     let queued = shared.store.count("queue").unwrap_or(0);
     let conns = shared.connections.load(Ordering::SeqCst);
-    format!(
-        "# HELP postern_connections Open inbound connections.\n# TYPE postern_connections gauge\npostern_connections {conns}\n\
-         # HELP postern_queue_messages Messages in the queue.\n# TYPE postern_queue_messages gauge\npostern_queue_messages {queued}\n"
-    )
+    crate::metrics::render(conns as i64, queued as i64)
 }
 
 fn response(code: u16, ctype: &str, body: &str) -> String {

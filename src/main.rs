@@ -55,6 +55,27 @@ enum Command {
     /// TLS-RPT aggregate reports.
     #[command(subcommand)]
     Reports(ReportsCommand),
+    /// The downgrade ledger: the best security level each destination reached.
+    #[command(subcommand)]
+    Domains(DomainsCommand),
+}
+
+#[derive(Subcommand)]
+enum DomainsCommand {
+    /// Every destination domain with its best and last level.
+    List(Common),
+    /// One domain's entry.
+    Show {
+        domain: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Forget a domain, accepting its current level (after a planned change).
+    Forget {
+        domain: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -171,6 +192,7 @@ fn main() -> ExitCode {
             tlsa_command(config.as_deref(), Some(dry_run))
         }
         Command::Reports(r) => reports_command(r),
+        Command::Domains(d) => domains_command(d),
     }
 }
 
@@ -272,6 +294,37 @@ fn reports_command(r: ReportsCommand) -> ExitCode {
     let table =
         matches!(request, control::Request::ReportsList).then_some(print_reports_table as fn(&_));
     control_command(common, request, table)
+}
+
+fn domains_command(d: DomainsCommand) -> ExitCode {
+    let (common, request) = match d {
+        DomainsCommand::List(c) => (c, control::Request::DomainsList),
+        DomainsCommand::Show { domain, common } => {
+            (common, control::Request::DomainsShow { domain })
+        }
+        DomainsCommand::Forget { domain, common } => {
+            (common, control::Request::DomainsForget { domain })
+        }
+    };
+    let table =
+        matches!(request, control::Request::DomainsList).then_some(print_domains_table as fn(&_));
+    control_command(common, request, table)
+}
+
+fn print_domains_table(v: &serde_json::Value) {
+    println!(
+        "{:<40}  {:<12}  {:<12}  {:>10}",
+        "DOMAIN", "BEST", "LAST", "DOWNGRADES"
+    );
+    for d in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<40}  {:<12}  {:<12}  {:>10}",
+            d["domain"].as_str().unwrap_or(""),
+            d["best"].as_str().unwrap_or(""),
+            d["last"].as_str().unwrap_or(""),
+            d["downgrades"].as_u64().unwrap_or(0),
+        );
+    }
 }
 
 /// Sends one request to the daemon and prints the answer: as `table` when

@@ -19,8 +19,8 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::Arc;
 
-pub const FAMILIES: [&str; 6] = [
-    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa",
+pub const FAMILIES: [&str; 7] = [
+    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa", "ledger",
 ];
 
 #[derive(Clone)]

@@ -602,11 +602,10 @@ async fn fetch_failures_are_indeterminate(w: &World) {
     check!("... and it took", took, |d: &Duration| *d
         < Duration::from_secs(5));
     let t = r.tlsa("_25._tcp.mx.dane-ok.test").await;
-    check!(
-        "DNSKEY dane-ok.test dropped: TLSA",
-        t,
-        |v: &Tlsa| matches!(v, Err(LookupError::Indeterminate(_)))
-    );
+    check!("DNSKEY dane-ok.test dropped: TLSA", t, |v: &Tlsa| matches!(
+        v,
+        Err(LookupError::Indeterminate(_))
+    ));
     let n = r.mx("no-such-name.dane-ok.test").await;
     check!(
         "DNSKEY dane-ok.test dropped: NXDOMAIN proof",

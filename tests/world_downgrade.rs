@@ -43,7 +43,11 @@ fn reports(p: &Postern) -> Value {
         .arg(&p.config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -145,7 +149,10 @@ fn bogus_and_indeterminate_answers_defer() {
         let shown = p.queue(&["show", id]);
         let r = &shown["recipients"][0];
         assert_eq!(r["status"], "deferred", "{domain}: {shown:#}");
-        let last = r["lastError"].as_str().or(r["error"].as_str()).unwrap_or_default();
+        let last = r["lastError"]
+            .as_str()
+            .or(r["error"].as_str())
+            .unwrap_or_default();
         assert!(
             last.contains("bogus") || last.contains("indeterminate"),
             "{domain}: the reason names the DNSSEC failure: {shown:#}"
@@ -161,7 +168,11 @@ fn bogus_and_indeterminate_answers_defer() {
     }
     let log = p.log_text();
     assert!(
-        !log.contains("result=\"delivered\"") || log.lines().filter(|l| l.contains("result=\"delivered\"")).all(|l| l.contains("dane-ok.test")),
+        !log.contains("result=\"delivered\"")
+            || log
+                .lines()
+                .filter(|l| l.contains("result=\"delivered\""))
+                .all(|l| l.contains("dane-ok.test")),
         "only the control was delivered:\n{log}"
     );
     drop(p);

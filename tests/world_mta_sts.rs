@@ -130,7 +130,7 @@ fn mta_sts_scenarios() {
 
     std::thread::sleep(Duration::from_secs(7));
     for (id, what) in [
-        (&mismatch, "matches its MTA-STS policy"),
+        (&mismatch, "not listed in the MTA-STS policy"),
         (&badcert, ""),
         (&wrongname, ""),
     ] {

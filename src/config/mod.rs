@@ -183,6 +183,7 @@ fn typed(root: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     section(&map, "tlsa", &mut c.tlsa, problems);
     section(&map, "storage", &mut c.storage, problems);
     section(&map, "control", &mut c.control, problems);
+    section(&map, "ledger", &mut c.ledger, problems);
     (problems.len() == before).then_some(c)
 }
 

@@ -29,10 +29,11 @@ pub struct Config {
     pub tlsa: Tlsa,
     pub storage: Storage,
     pub control: Control,
+    pub ledger: Ledger,
 }
 
 /// Top-level keys, in document order, for per-section parsing.
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "server",
     "certificates",
     "session",
@@ -44,6 +45,7 @@ pub const SECTIONS: [&str; 11] = [
     "tlsa",
     "storage",
     "control",
+    "ledger",
 ];
 
 // ------------------------------------------------------------------ server
@@ -478,6 +480,9 @@ pub struct TlsStrategy {
     pub allow_invalid_certs: Option<bool>,
     pub tls_timeout: Option<Duration>,
     pub mta_sts_timeout: Option<Duration>,
+    /// Refuse a connection below the destination's mark in the downgrade
+    /// ledger, instead of only warning.
+    pub pin_level: Option<bool>,
 }
 
 /// A strategy with every field decided.
@@ -490,6 +495,7 @@ pub struct Strategy {
     pub allow_invalid_certs: bool,
     pub tls_timeout: Duration,
     pub mta_sts_timeout: Duration,
+    pub pin_level: bool,
 }
 
 impl TlsStrategy {
@@ -501,6 +507,7 @@ impl TlsStrategy {
             allow_invalid_certs: self.allow_invalid_certs.unwrap_or(false),
             tls_timeout: self.tls_timeout.unwrap_or(Duration::secs(180)),
             mta_sts_timeout: self.mta_sts_timeout.unwrap_or(Duration::secs(300)),
+            pin_level: self.pin_level.unwrap_or(false),
         }
     }
 }
@@ -844,6 +851,22 @@ impl Default for Storage {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Control {
     pub socket: Option<PathBuf>,
+}
+
+/// The downgrade ledger (`src/ledger.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Ledger {
+    /// How long the best level seen for a destination stays its mark.
+    pub window: Duration,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            window: Duration::secs(30 * 86_400),
+        }
+    }
 }
 
 impl fmt::Display for Requirement {

@@ -67,6 +67,43 @@ pub struct Trace {
     pub session: Session,
     /// The last transaction ran on a pooled connection (no new TLS session).
     pub reused: bool,
+    /// The security the last transaction got, measured after the handshake.
+    pub level: Option<crate::policy::Level>,
+    /// SHA-256 of the peer's leaf certificate (hex), when TLS was used.
+    pub peer_sha256: Option<String>,
+    /// The port of the last connection.
+    pub port: u16,
+    /// Where the time of the attempt went.
+    pub delays: Delays,
+    /// The downgrade ledger's mark for the domain, if any.
+    pub mark: Option<crate::policy::Level>,
+}
+
+/// Where an attempt's time went (the per-recipient log line's `delays`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delays {
+    /// DNS (MX, MTA-STS, addresses, TLSA) for the host that answered.
+    pub dns: std::time::Duration,
+    /// TCP connect, greeting and EHLO.
+    pub connect: std::time::Duration,
+    /// The TLS handshake (STARTTLS or implicit).
+    pub tls: std::time::Duration,
+    /// MAIL to the end of DATA.
+    pub transfer: std::time::Duration,
+}
+
+impl Delays {
+    /// `dns/connect/tls/transfer` in seconds, as Postfix writes `delays=`.
+    pub fn text(&self) -> String {
+        let f = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64());
+        format!(
+            "{}/{}/{}/{}",
+            f(self.dns),
+            f(self.connect),
+            f(self.tls),
+            f(self.transfer)
+        )
+    }
 }
 
 pub async fn deliver(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
@@ -187,14 +224,22 @@ async fn mx_hosts(
     events: &mut Vec<Event>,
 ) -> Result<(Vec<String>, Dnssec, String), Vec<Outcome>> {
     if literal_ip(domain).is_some() {
-        return Ok((vec![domain.to_string()], Dnssec::Insecure, "address literal".into()));
+        return Ok((
+            vec![domain.to_string()],
+            Dnssec::Insecure,
+            "address literal".into(),
+        ));
     }
     let answer = ctx.resolver.mx(domain).await;
     // A bogus or indeterminate MX answer (or denial) defers the whole domain:
     // it must neither pick forged hosts nor switch to the implicit MX.
     if let Some(fact) = Dnssec::of(&answer, |a| a.security) {
         if let Some(refusal) = policy::domain_refusal(fact) {
-            let detail = answer.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+            let detail = answer
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             let why = format!("MX of {domain}: {refusal} ({detail})");
             events.push(Event::failure(
                 PolicyKey::tlsa(Vec::new(), domain),
@@ -313,6 +358,7 @@ fn sts_fact(policy: Option<&crate::mta_sts::Policy>, host: &str) -> StsFact {
 async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
     let (_, domain_strategy) = strategy(ctx, domain, "");
     let mut trace = Trace::default();
+    let started = std::time::Instant::now();
     let (hosts, mx_fact) = match mx_hosts(ctx, domain, rcpts, &mut trace.tlsrpt).await {
         Ok((hosts, fact, status)) => {
             trace.mx_dnssec = status;
@@ -321,12 +367,28 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         Err(outcomes) => return (outcomes, trace),
     };
     let policy = sts_policy(ctx, domain, &domain_strategy, &hosts, &mut trace).await;
+    let domain_dns = started.elapsed();
+    trace.mark = ledger_mark(ctx, domain);
     let mut last: (String, &'static str) = (
         format!("no MX host of {domain} could be reached"),
         "connection",
     );
     for host in &hosts {
-        match to_host(ctx, domain, host, mx_fact, policy.as_ref(), rcpts, &mut trace).await {
+        trace.delays = Delays {
+            dns: domain_dns,
+            ..Delays::default()
+        };
+        match to_host(
+            ctx,
+            domain,
+            host,
+            mx_fact,
+            policy.as_ref(),
+            rcpts,
+            &mut trace,
+        )
+        .await
+        {
             Ok(outcomes) => return (outcomes, trace),
             Err(failed) => last = failed,
         }
@@ -353,6 +415,7 @@ async fn to_host(
         mx: Some(host.to_string()),
         ..Session::default()
     };
+    let dns_started = std::time::Instant::now();
     let resolved = match literal_ip(host) {
         Some(ip) => Ok(crate::dns::Answer {
             records: vec![ip],
@@ -369,7 +432,8 @@ async fn to_host(
             _ => return Err((format!("address of {host}: {e}"), "dns")),
         },
     };
-    let mut host_json = serde_json::json!({ "mx": host, "strategy": name, "dnssec": address_fact.as_str() });
+    let mut host_json =
+        serde_json::json!({ "mx": host, "strategy": name, "dnssec": address_fact.as_str() });
     if let Ok(a) = &resolved {
         if a.records.is_empty() {
             return Err((format!("{host} has no address"), "dns"));
@@ -395,6 +459,7 @@ async fn to_host(
         strategy: knobs,
     };
     let decision = policy::decide(&facts);
+    trace.delays.dns += dns_started.elapsed();
     host_json["decision"] = serde_json::json!(decision.describe());
     if !tlsa.listed.is_empty() {
         host_json["tlsa"] = serde_json::json!(tlsa.listed);
@@ -415,12 +480,16 @@ async fn to_host(
                 Refusal::NotInPolicy | Refusal::MtaStsRequired => PolicyKey::sts(policy),
                 _ => PolicyKey::tlsa(tlsa.strings.clone(), host),
             };
-            trace.tlsrpt.push(Event::failure(key, result_type, &at, &why));
+            trace
+                .tlsrpt
+                .push(Event::failure(key, result_type, &at, &why));
         }
         tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
         return Err((why, refusal.last_error()));
     }
-    let ips = resolved.expect("an address answer when the host is usable").records;
+    let ips = resolved
+        .expect("an address answer when the host is usable")
+        .records;
     let mut last = (format!("{host} could not be reached"), "connection");
     for ip in ips {
         let req = Requirement::new(decision, domain, host, ip, &tlsa, &strat);
@@ -430,6 +499,17 @@ async fn to_host(
         }
     }
     Err(last)
+}
+
+/// The level deliveries to `domain` have reached lately (the downgrade
+/// ledger), if the store is open and knows the domain.
+fn ledger_mark(ctx: &Context<'_>, domain: &str) -> Option<crate::policy::Level> {
+    let store = ctx.store?;
+    let entry = crate::ledger::get(store, domain).ok().flatten()?;
+    entry.mark(
+        crate::queue::now_secs(),
+        ctx.config.ledger.window.as_std().as_secs(),
+    )
 }
 
 /// One connection attempt to `ip` under `req`.
@@ -450,8 +530,17 @@ async fn to_address(
     trace.verified = req.authenticates();
     // A fresh DANE verifier per connection: its outcome is this address's.
     let dane = req.dane_config();
-    let plan = Plan::for_requirement(req, dane.as_ref().map(|(c, _)| c.clone()));
+    let mut plan = Plan::for_requirement(req, dane.as_ref().map(|(c, _)| c.clone()));
+    if req.pin_level {
+        plan.pin = trace
+            .mark
+            .map(|mark| (mark, req.decision, domain.to_string()));
+    }
     let result = transaction(ctx, peer, &plan, rcpts, trace).await;
+    trace.level = Some(crate::policy::Level::measured(
+        req.decision,
+        trace.tls.is_some(),
+    ));
     let verifier = dane.as_ref().map(|(_, v)| v.as_ref());
     if let Some(event) = session_event(ctx, host, req, verifier, policy, &result, trace) {
         trace.tlsrpt.push(event);
@@ -460,6 +549,7 @@ async fn to_address(
         h["ip"] = serde_json::json!(ip.to_string());
         h["tls"] = serde_json::json!(trace.tls.clone().unwrap_or_else(|| "none".into()));
         h["policy"] = serde_json::json!(trace.policy);
+        h["level"] = serde_json::json!(trace.level);
         if let Some(o) = verifier.and_then(|v| v.outcome()) {
             h["daneOutcome"] = serde_json::json!(o.to_string());
         }
@@ -642,6 +732,8 @@ pub struct Requirement {
     pub tlsa_strings: Vec<String>,
     tlsa: Vec<crate::dane::Tlsa>,
     tls_timeout: std::time::Duration,
+    /// The strategy's `pinLevel`.
+    pin_level: bool,
 }
 
 impl Requirement {
@@ -675,6 +767,7 @@ impl Requirement {
             tlsa_strings,
             tlsa: tlsa.records.clone(),
             tls_timeout: strat.tls_timeout.as_std(),
+            pin_level: strat.pin_level,
         }
     }
 
@@ -767,6 +860,7 @@ async fn to_relay(
             "relay|{}|{:?}|{}",
             relay.host, relay.tls, relay.allow_invalid_certs
         ),
+        pin: None,
         starttls: match relay.tls {
             RelayTls::Starttls => ConfigRequirement::Require,
             _ => ConfigRequirement::Disable,
@@ -784,15 +878,20 @@ async fn to_relay(
     let mut last = (format!("relay {name} unreachable"), "connection");
     for ip in ips {
         trace.ip = Some(ip);
-        match transaction(
+        let result = transaction(
             ctx,
             SocketAddr::new(ip, relay.port),
             &plan,
             rcpts,
             &mut trace,
         )
-        .await
-        {
+        .await;
+        trace.level = Some(match (&trace.tls, relay.allow_invalid_certs) {
+            (None, _) => crate::policy::Level::Plaintext,
+            (Some(_), true) => crate::policy::Level::Encrypted,
+            (Some(_), false) => crate::policy::Level::Verified,
+        });
+        match result {
             Ok(outcomes) => {
                 log_attempt(ctx, name, &trace, &outcomes, None);
                 return (outcomes, trace);
@@ -820,6 +919,10 @@ struct Plan {
     /// What a pooled connection must have been verified under to be reused
     /// for this plan (the peer is added per connection).
     requirement_key: String,
+    /// `pinLevel`: the ledger's mark for the domain, the decision the level
+    /// is measured under, and the domain; a connection below the mark is
+    /// refused before MAIL.
+    pin: Option<(crate::policy::Level, Decision, String)>,
 }
 
 impl Plan {
@@ -848,6 +951,7 @@ impl Plan {
             lmtp: false,
             auth: None,
             requirement_key: req.pool_key_base(),
+            pin: None,
         }
     }
 }
@@ -865,11 +969,28 @@ async fn transaction(
     let pool = ctx.pool.filter(|_| !ctx.dry_run && plan.auth.is_none());
     trace.tls = None;
     trace.reused = false;
-    if let Some((mut c, uses)) = pool.and_then(|p| p.take(&key)) {
+    trace.port = peer.port();
+    trace.peer_sha256 = None;
+    trace.delays = Delays {
+        dns: trace.delays.dns,
+        ..Delays::default()
+    };
+    let below_mark = |c: &Client| {
+        plan.pin.as_ref().is_some_and(|(mark, decision, _)| {
+            crate::policy::Level::measured(*decision, c.tls.is_some()) < *mark
+        })
+    };
+    if let Some((mut c, uses)) = pool
+        .and_then(|p| p.take(&key))
+        .filter(|(c, _)| !below_mark(c))
+    {
         // A connection that went stale fails before anything is committed
         // (at MAIL or RCPT): then a new connection is made below.
+        let started = std::time::Instant::now();
         if let Ok(outcomes) = send(&mut c, ctx, rcpts).await {
             trace.tls = c.tls.clone();
+            trace.peer_sha256 = leaf_sha256(&c.peer_chain);
+            trace.delays.transfer = started.elapsed();
             trace.reused = true;
             pool.expect("taken from it").put(key, c, uses + 1);
             return Ok(outcomes);
@@ -881,6 +1002,7 @@ async fn transaction(
         receiving_ip: Some(peer.ip()),
         ..Session::default()
     };
+    let connect_started = std::time::Instant::now();
     let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
     trace.session.sending_ip = c.local_ip;
     let tls_config = match &plan.config {
@@ -894,6 +1016,8 @@ async fn transaction(
     c.greeting().await?;
     trace.session.helo = Some(c.greeting_name.clone());
     c.hello(hostname).await?;
+    trace.delays.connect = connect_started.elapsed();
+    let tls_started = std::time::Instant::now();
     if !plan.implicit {
         match plan.starttls {
             ConfigRequirement::Disable => {}
@@ -908,6 +1032,23 @@ async fn transaction(
         }
     }
     trace.tls = c.tls.clone();
+    trace.peer_sha256 = leaf_sha256(&c.peer_chain);
+    trace.delays.tls = tls_started.elapsed();
+    if let Some((mark, decision, domain)) = plan.pin.as_ref().filter(|_| below_mark(&c)) {
+        let tls = c.tls.is_some();
+        let got = crate::policy::Level::measured(*decision, tls);
+        c.quit().await;
+        return Err(ClientError::tls(
+            format!(
+                "downgrade refused (pinLevel): deliveries to {domain} reached {mark}, this connection only {got}; `postern domains forget {domain}` accepts the new level"
+            ),
+            if tls {
+                "validation-failure"
+            } else {
+                "starttls-not-supported"
+            },
+        ));
+    }
     trace.session.pkix = match (&trace.tls, plan.allow_invalid) {
         (Some(_), true) => ctx.tls.pkix_verdict(&c.peer_chain, &plan.tls_name),
         _ => None,
@@ -927,12 +1068,23 @@ async fn transaction(
     if let Some((user, secret)) = &plan.auth {
         c.auth_plain(user, secret).await?;
     }
+    let transfer_started = std::time::Instant::now();
     let outcomes = send(&mut c, ctx, rcpts).await?;
+    trace.delays.transfer = transfer_started.elapsed();
     match pool {
         Some(p) => p.put(key, c, 1),
         None => c.quit().await,
     }
     Ok(outcomes)
+}
+
+/// SHA-256 of the leaf certificate, hex.
+fn leaf_sha256(chain: &[rustls_pki_types::CertificateDer<'static>]) -> Option<String> {
+    let leaf = chain.first()?;
+    Some(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        leaf.as_ref(),
+    )))
 }
 
 async fn send(
@@ -1115,6 +1267,7 @@ fn log_attempt(
         ip = %t.ip.map(|i| i.to_string()).unwrap_or_default(),
         tls = t.tls.as_deref().unwrap_or("plaintext"),
         policy = t.policy,
+        level = t.level.map(|l| l.as_str()).unwrap_or(""),
         strategy = t.strategy.as_deref().unwrap_or(""),
         retry_num = ctx.retry_num,
         result,
@@ -1176,9 +1329,17 @@ mod tests {
     fn sni_is_the_tlsa_base_domain_on_the_dane_path() {
         let mut t = tlsa(&[(3, 1, 1)]);
         t.base = Some("mx.provider.example".into());
-        assert_eq!(req(Decision::Dane, "a.example", &t).tls_name, "mx.provider.example");
         assert_eq!(
-            req(Decision::Pkix(policy::PkixBy::MtaSts), "a.example", &TlsaLookup::not_looked()).tls_name,
+            req(Decision::Dane, "a.example", &t).tls_name,
+            "mx.provider.example"
+        );
+        assert_eq!(
+            req(
+                Decision::Pkix(policy::PkixBy::MtaSts),
+                "a.example",
+                &TlsaLookup::not_looked()
+            )
+            .tls_name,
             "mx.shared.example"
         );
     }
@@ -1191,24 +1352,39 @@ mod tests {
         let p = plan(Decision::Plaintext);
         assert_eq!(p.starttls, ConfigRequirement::Disable);
         let p = plan(Decision::Opportunistic { pkix: true });
-        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Optional, false));
+        assert_eq!(
+            (p.starttls, p.allow_invalid),
+            (ConfigRequirement::Optional, false)
+        );
         let p = plan(Decision::Opportunistic { pkix: false });
-        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Optional, true));
+        assert_eq!(
+            (p.starttls, p.allow_invalid),
+            (ConfigRequirement::Optional, true)
+        );
         for d in [
             Decision::Pkix(policy::PkixBy::MtaSts),
             Decision::Pkix(policy::PkixBy::Strategy),
         ] {
             let p = plan(d);
-            assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Require, false));
+            assert_eq!(
+                (p.starttls, p.allow_invalid),
+                (ConfigRequirement::Require, false)
+            );
         }
         let p = plan(Decision::Encrypt(policy::EncryptBy::Strategy));
-        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Require, true));
+        assert_eq!(
+            (p.starttls, p.allow_invalid),
+            (ConfigRequirement::Require, true)
+        );
         // DANE: mandatory STARTTLS, and the DANE verifier decides (never the
         // "accept anything" configuration)
         let d = req(Decision::Dane, "a.example", &tlsa(&[(3, 1, 1)]));
         let (config, _) = d.dane_config().expect("a DANE configuration");
         let p = Plan::for_requirement(&d, Some(config));
-        assert_eq!((p.starttls, p.allow_invalid), (ConfigRequirement::Require, false));
+        assert_eq!(
+            (p.starttls, p.allow_invalid),
+            (ConfigRequirement::Require, false)
+        );
         assert!(p.config.is_some());
     }
 }

@@ -179,6 +179,7 @@ mod tests {
                 status: Status::Failed,
                 last_error: Some("550 5.1.1 No such user".into()),
                 error_kind: Some("unexpected-reply".into()),
+                level: None,
             }],
             size: 10,
             received_at: 1_700_000_000,

@@ -232,6 +232,12 @@ impl Engine {
                 dry_run: false,
             };
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
+            self.note_level(&cfg, &domain, &outcomes, &trace);
+            for e in &trace.tlsrpt {
+                if let Some(f) = &e.failure {
+                    crate::metrics::tlsrpt_failure(&f.result_type);
+                }
+            }
             // RFC 8460 §3: no reports about report messages (nor DSNs).
             if !env.internal {
                 crate::tlsrpt::record(
@@ -245,6 +251,10 @@ impl Engine {
             }
             for (i, o) in idx.iter().zip(outcomes) {
                 let r = &mut env.recipients[*i];
+                log_recipient(&env.id, env.received_at, &r.address, &o, &trace);
+                if trace.tls.is_some() || trace.ip.is_some() {
+                    r.level = trace.level;
+                }
                 match o {
                     Outcome::Delivered(reply) => {
                         r.status = Status::Delivered;
@@ -272,6 +282,34 @@ impl Engine {
         self.record(&cfg, env, &body, skey, newly_failed, remote)
             .await;
         drop(permits);
+    }
+
+    /// Keeps the downgrade ledger: the level of a delivery to an MX (not a
+    /// relay), and a warning when it is below the domain's mark.
+    fn note_level(&self, cfg: &Loaded, domain: &str, outcomes: &[Outcome], t: &attempt::Trace) {
+        let delivered = outcomes.iter().any(|o| matches!(o, Outcome::Delivered(_)));
+        let relayed = t
+            .strategy
+            .as_deref()
+            .is_some_and(|s| s.starts_with("relay:"));
+        let Some(level) = t.level.filter(|_| delivered && !relayed) else {
+            return;
+        };
+        let window = cfg.config.ledger.window.as_std().as_secs();
+        match crate::ledger::record(&self.shared.store, domain, level, queue::now_secs(), window) {
+            Ok(Some(mark)) => {
+                crate::metrics::downgrade();
+                tracing::warn!(
+                    domain,
+                    level = level.as_str(),
+                    mark = mark.as_str(),
+                    mx = t.mx.as_deref().unwrap_or(""),
+                    "downgrade: delivered below the level this domain reached within ledger.window"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(domain, error = %e, "downgrade ledger"),
+        }
     }
 
     /// Writes the result of an attempt: done, or rescheduled; with the DSNs
@@ -305,6 +343,15 @@ impl Engine {
                     ob.expire, env.attempts
                 ));
                 r.status = Status::Failed;
+                crate::metrics::delivery("none", "expired");
+                tracing::info!(
+                    id = %env.id,
+                    rcpt = %r.address,
+                    status = "expired",
+                    dsn = "4.4.7",
+                    reply = r.last_error.as_deref().unwrap_or(""),
+                    "recipient"
+                );
                 newly_failed.push(*i);
             }
         }
@@ -414,6 +461,82 @@ impl Engine {
 }
 
 /// Open recipients grouped by domain, in first-seen order.
+/// The one log line per recipient and attempt, Postfix-grade: where it
+/// went, how long each part took, the DSN code, the outcome, and the
+/// security it got, measured after the handshake.
+fn log_recipient(id: &str, received_at: u64, rcpt: &str, o: &Outcome, t: &attempt::Trace) {
+    let (status, text) = match o {
+        Outcome::Delivered(r) => ("sent", r.as_str()),
+        Outcome::Deferred(r, _) => ("deferred", r.as_str()),
+        Outcome::Failed(r, _) => ("bounced", r.as_str()),
+    };
+    let relay = match (&t.mx, t.ip) {
+        (Some(mx), Some(ip)) => format!("{mx}[{ip}]:{}", t.port),
+        (Some(mx), None) => mx.clone(),
+        _ => "none".into(),
+    };
+    let (version, cipher) = match t.tls.as_deref().and_then(|s| s.split_once(' ')) {
+        Some((v, c)) => (v, c),
+        None => ("", ""),
+    };
+    let level = match (t.level, t.ip) {
+        (Some(l), Some(_)) => l.as_str(),
+        _ => "none",
+    };
+    crate::metrics::delivery(level, status);
+    tracing::info!(
+        id,
+        rcpt,
+        relay = %relay,
+        delay = queue::now_secs().saturating_sub(received_at),
+        delays = %t.delays.text(),
+        dsn = %dsn_code(o),
+        status,
+        level,
+        tls_version = version,
+        cipher,
+        peer_cert_sha256 = t.peer_sha256.as_deref().unwrap_or(""),
+        reply = text,
+        "recipient"
+    );
+}
+
+/// The enhanced status code (RFC 3463) of an outcome: the remote's when
+/// its reply carries one, else one that says what kind of failure it was.
+pub fn dsn_code(o: &Outcome) -> String {
+    let (text, default) = match o {
+        Outcome::Delivered(r) => (r, "2.0.0"),
+        Outcome::Deferred(r, kind) => (r, default_dsn(kind, '4')),
+        Outcome::Failed(r, kind) => (r, default_dsn(kind, '5')),
+    };
+    text.split_whitespace()
+        .take(3)
+        .find(|w| is_enhanced_code(w))
+        .map(str::to_string)
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn default_dsn(kind: &str, class: char) -> &'static str {
+    match (kind, class) {
+        ("dns", '4') => "4.4.3",
+        ("dns", _) => "5.1.2",
+        ("tls" | "dane" | "mta-sts", '4') => "4.7.5",
+        ("tls" | "dane" | "mta-sts", _) => "5.7.5",
+        ("connection", '4') => "4.4.1",
+        (_, '4') => "4.0.0",
+        _ => "5.0.0",
+    }
+}
+
+fn is_enhanced_code(w: &str) -> bool {
+    let parts: Vec<&str> = w.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn pending_by_domain(env: &Envelope) -> Vec<(String, Vec<usize>)> {
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {

@@ -24,7 +24,10 @@
 //!
 //! `docs/policy-table.md` is generated from this code ([`table::markdown`]).
 
+pub mod level;
 pub mod table;
+
+pub use level::Level;
 
 use crate::config::{Requirement, Strategy};
 
@@ -50,7 +53,10 @@ impl Dnssec {
     /// The fact a lookup result gives: data or a denial carries its
     /// security; a bogus or indeterminate error is that; any other error
     /// (SERVFAIL, timeout) is `None` — the lookup failed, no fact.
-    pub fn of<T>(r: &Result<T, crate::dns::LookupError>, security: impl Fn(&T) -> crate::dns::Security) -> Option<Dnssec> {
+    pub fn of<T>(
+        r: &Result<T, crate::dns::LookupError>,
+        security: impl Fn(&T) -> crate::dns::Security,
+    ) -> Option<Dnssec> {
         use crate::dns::LookupError as E;
         match r {
             Ok(v) => Some(security(v).into()),
@@ -143,8 +149,12 @@ pub enum StsFact {
     /// No policy: none published, `mode: none`, not looked up, or a fetch
     /// that failed with nothing cached.
     None,
-    Testing { mx_listed: bool },
-    Enforce { mx_listed: bool },
+    Testing {
+        mx_listed: bool,
+    },
+    Enforce {
+        mx_listed: bool,
+    },
 }
 
 impl StsFact {
@@ -269,7 +279,9 @@ impl std::fmt::Display for Refusal {
             Refusal::DaneRequiredInsecure => {
                 "DANE is required, but the MX or address records are not DNSSEC-secure"
             }
-            Refusal::DaneRequiredNoTlsa => "DANE is required, but the host publishes no TLSA records",
+            Refusal::DaneRequiredNoTlsa => {
+                "DANE is required, but the host publishes no TLSA records"
+            }
             Refusal::DaneRequiredUnusable => {
                 "DANE is required, but the host has only unusable TLSA records"
             }
@@ -424,6 +436,7 @@ pub fn floor(chosen: &Strategy, first: &Strategy) -> Strategy {
     let mut s = chosen.clone();
     s.dane = stricter(chosen.dane, first.dane);
     s.mta_sts = stricter(chosen.mta_sts, first.mta_sts);
+    s.pin_level = chosen.pin_level || first.pin_level;
     s
 }
 

@@ -37,7 +37,10 @@ fn dns_rows() -> Vec<(Dnssec, Dnssec, TlsaFact)> {
         }
         for address in Dnssec::ALL {
             if mx == Dnssec::Secure && address == Dnssec::Secure {
-                for tlsa in TlsaFact::ALL.into_iter().filter(|t| *t != TlsaFact::NotLooked) {
+                for tlsa in TlsaFact::ALL
+                    .into_iter()
+                    .filter(|t| *t != TlsaFact::NotLooked)
+                {
                     rows.push((mx, address, tlsa));
                 }
             } else {

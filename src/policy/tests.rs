@@ -53,7 +53,8 @@ fn all_facts() -> Vec<Facts> {
 /// DANE is not disabled and the MX and address answers are secure; an MTA-STS
 /// policy exists only when `mtaSts` is not disabled.
 fn consistent(f: &Facts) -> bool {
-    let looked = f.strategy.dane != Disable && f.mx == Dnssec::Secure && f.address == Dnssec::Secure;
+    let looked =
+        f.strategy.dane != Disable && f.mx == Dnssec::Secure && f.address == Dnssec::Secure;
     let tlsa_ok = if looked {
         f.tlsa != TlsaFact::NotLooked
     } else {
@@ -313,7 +314,11 @@ fn fallbacks_never_switch_policies_off() {
                         let mut chosen = strategy(d2, m2, t2);
                         chosen.allow_invalid_certs = true;
                         let s = floor(&chosen, &first);
-                        assert!(stricter(s.dane, d1) == s.dane, "{d1:?} {d2:?} → {:?}", s.dane);
+                        assert!(
+                            stricter(s.dane, d1) == s.dane,
+                            "{d1:?} {d2:?} → {:?}",
+                            s.dane
+                        );
                         assert!(stricter(s.mta_sts, m1) == s.mta_sts);
                         assert!(stricter(s.dane, d2) == s.dane);
                         assert_eq!((s.start_tls, s.allow_invalid_certs), (t2, true));
@@ -323,11 +328,21 @@ fn fallbacks_never_switch_policies_off() {
         }
     }
     // the seed's `disable-tls` fallback keeps DANE and MTA-STS of `default`
-    let s = floor(&strategy(Disable, Disable, Disable), &strategy(Optional, Optional, Optional));
-    assert_eq!((s.dane, s.mta_sts, s.start_tls), (Optional, Optional, Disable));
+    let s = floor(
+        &strategy(Disable, Disable, Disable),
+        &strategy(Optional, Optional, Optional),
+    );
+    assert_eq!(
+        (s.dane, s.mta_sts, s.start_tls),
+        (Optional, Optional, Disable)
+    );
 }
 
-fn answer(security: crate::dns::Security, canonical: Option<&str>, origin: crate::dns::Security) -> crate::dns::Answer<std::net::IpAddr> {
+fn answer(
+    security: crate::dns::Security,
+    canonical: Option<&str>,
+    origin: crate::dns::Security,
+) -> crate::dns::Answer<std::net::IpAddr> {
     crate::dns::Answer {
         records: vec!["192.0.2.1".parse().unwrap()],
         security,
@@ -375,7 +390,14 @@ fn refusals_have_words_and_kinds() {
         Refusal::NotInPolicy,
     ] {
         let text = r.to_string();
-        let debug_like = ["::", "Some(", "Bogus", "Indeterminate", "TlsaFact", "Dnssec"];
+        let debug_like = [
+            "::",
+            "Some(",
+            "Bogus",
+            "Indeterminate",
+            "TlsaFact",
+            "Dnssec",
+        ];
         assert!(!debug_like.iter().any(|d| text.contains(d)), "{text}");
         assert!(["dns", "dane", "mta-sts"].contains(&r.last_error()));
     }

@@ -46,6 +46,10 @@ pub struct Recipient {
     /// The `last_error` expression variable of SPEC §2: `dns`, `tls`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+    /// The security of the last connection that carried it (sent, or
+    /// refused by the remote): `dane`, `mta-sts`, `verified`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<crate::policy::Level>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,6 +120,7 @@ impl Envelope {
                 status: Status::Pending,
                 last_error: None,
                 error_kind: None,
+                level: None,
             }],
             size: size as u64,
             received_at: now,
@@ -211,6 +216,7 @@ mod tests {
                 status: Status::Pending,
                 last_error: None,
                 error_kind: None,
+                level: None,
             }],
             size: 5,
             received_at: now_secs(),

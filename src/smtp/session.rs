@@ -413,6 +413,7 @@ impl Session {
                     status: Status::Pending,
                     last_error: None,
                     error_kind: None,
+                    level: None,
                 })
                 .collect(),
             size: message.len() as u64,

@@ -511,14 +511,27 @@ mod tests {
             &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
         )
         .unwrap();
-        apply(server, "example.org", &key, "_25._tcp.mx.example.org", 60, &[R1.into()], &[])
-            .await
-            .unwrap_err()
+        apply(
+            server,
+            "example.org",
+            &key,
+            "_25._tcp.mx.example.org",
+            60,
+            &[R1.into()],
+            &[],
+        )
+        .await
+        .unwrap_err()
     }
 
     #[tokio::test]
     async fn an_unsigned_answer_is_never_believed() {
-        for rcode in [ResponseCode::NoError, ResponseCode::YXRRSet, ResponseCode::NXRRSet, ResponseCode::Refused] {
+        for rcode in [
+            ResponseCode::NoError,
+            ResponseCode::YXRRSet,
+            ResponseCode::NXRRSet,
+            ResponseCode::Refused,
+        ] {
             let e = forged_answer(rcode).await;
             assert!(
                 matches!(&e, UpdateError::BadResponse { detail, .. } if detail.contains("not believed")),
