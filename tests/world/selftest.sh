@@ -671,9 +671,17 @@ atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-
   relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx2.atk-dane-ee.test\[*
 atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-ta.test\[*" "smtp mitm-old-tls / starttls-454"
   atk reset
+  atk smtp atk-dane-ee.test inject-after-220
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx1.atk-dane-ee.test\[$ATK_DANE_EE_MX1_IP\]*; Matched DANE EE certificate*
+atk-dane-ta.test|delivered: Verified TLS connection established to mx1.atk-dane-ta.test\[$ATK_DANE_TA_MX1_IP\]*" "smtp inject-after-220 / pass"
+  sleep 2.1   # the relay's smtp processes cache TLSA answers for their TTL (Unbound hands out at most 2 s)
   atk dns atk-dane-ee.test MX forge; atk dns _25._tcp.mx1.atk-dane-ta.test TLSA forge; atk smtp atk-dane-ta.test mitm-self
   relay_round "atk-dane-ee.test|deferred: *Name service error for name=atk-dane-ee.test type=MX*
 atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-ta.test\[*" "dns forge MX / forge TLSA + smtp mitm-self"
+  atk reset
+  atk dns mx1.atk-dane-ee.test A strip-rrsig; atk dns atk-dane-ta.test '*' drop-dnssec
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx2.atk-dane-ee.test\[*
+atk-dane-ta.test|deferred: *Name service error for name=atk-dane-ta.test type=MX*" "dns strip-rrsig A of mx1 / drop-dnssec"
   atk reset
   [ "$(ncap)" = 0 ] && pass "postfix relay: nothing reached the attacker in any of these rounds" || fail "postfix relay: nothing reached the attacker" "$(ls "$WORLD_ATTACKER_CAPTURED")"
   grep -l "^Delivered-To: atk-$TOKEN@" "$GSPOOL"/* 2>/dev/null | xargs -r rm -f
