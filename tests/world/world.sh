@@ -313,6 +313,9 @@ cert_sha256() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; 
 make_pki() {
   mkdir -p "$S/pki"
   gen_ca
+  # the attacker's certificates are independent of the rest: made alongside
+  make_attacker_pki > "$S/pki/attacker-pki.err" 2>&1 &
+  local atk_pid=$!
   local id ip host cert beh
   while IFS='|' read -r id ip host cert beh; do
     case $cert in
@@ -332,7 +335,7 @@ make_pki() {
   gen_leaf tlsrpt.test ca tlsrpt.test
   gen_leaf mx.postern.test ca mx.postern.test
   for d in $ATK_STS_DOMAINS; do gen_leaf "mta-sts.$d.test" ca "mta-sts.$d.test"; done
-  make_attacker_pki
+  wait "$atk_pid" || die "the attacker's certificates: $(cat "$S/pki/attacker-pki.err")"
   openssl genpkey -algorithm ed25519 -out "$S/pki/dkim.key" 2>/dev/null
   chmod 600 "$S/pki/dkim.key"
 }
@@ -624,6 +627,9 @@ make_dns() {
   printf 'key "%s" {\n\talgorithm %s;\n\tsecret "%s";\n};\n' "${TSIG_NAME%.}" "$TSIG_ALG" "$(cat "$S/dns/tsig.secret")" > "$S/dns/tsig.key"
   chmod 600 "$S/dns/tsig.key"
   write_knot_conf
+  # the forged Knot's keys and zones (needs the attacker key only), alongside the world's keys
+  make_forged_dns > "$S/dns/forged.err" 2>&1 &
+  local forged_pid=$!
   local K="keymgr -c $S/knot/knot.conf" z
   # One CSK per signed zone, generated before Knot starts, so the DS set in test. and the
   # trust anchor are known up front and start-up needs no second phase.
@@ -658,7 +664,7 @@ make_dns() {
     local tag; tag=$($K bogus.test. ds | awk '$5 == 2 { print $3; exit }')
     echo "bogus DS $tag 13 2 $(printf 'postern test world: bogus' | sha256sum | cut -d' ' -f1)"
   } > "$S/knot/zones/test.zone"
-  make_forged_dns
+  wait "$forged_pid" || die "the forged zones: $(cat "$S/dns/forged.err")"
 }
 
 start_knot() {
