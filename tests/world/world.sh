@@ -314,7 +314,8 @@ make_pki() {
   mkdir -p "$S/pki"
   gen_ca
   # the attacker's certificates are independent of the rest: made alongside
-  make_attacker_pki > "$S/pki/attacker-pki.err" 2>&1 &
+  { make_attacker_pki; for d in $ATK_STS_DOMAINS; do gen_leaf "mta-sts.$d.test" ca "mta-sts.$d.test"; done; } \
+    > "$S/pki/attacker-pki.err" 2>&1 &
   local atk_pid=$!
   local id ip host cert beh
   while IFS='|' read -r id ip host cert beh; do
@@ -334,7 +335,6 @@ make_pki() {
   gen_leaf nginx-default.test ca nginx-default.test
   gen_leaf tlsrpt.test ca tlsrpt.test
   gen_leaf mx.postern.test ca mx.postern.test
-  for d in $ATK_STS_DOMAINS; do gen_leaf "mta-sts.$d.test" ca "mta-sts.$d.test"; done
   wait "$atk_pid" || die "the attacker's certificates: $(cat "$S/pki/attacker-pki.err")"
   openssl genpkey -algorithm ed25519 -out "$S/pki/dkim.key" 2>/dev/null
   chmod 600 "$S/pki/dkim.key"
