@@ -425,6 +425,269 @@ meta=$(grep -l "\"size\": $(stat -c %s "$TMP/report.gz")" "$WORLD_TLSRPT_DIR"/*.
   || fail "tls-rpt sink stores an application/tlsrpt+gzip POST to $WORLD_TLSRPT_URL" "code=$code"
 [ -n "$meta" ] && rm -f "$meta" "${meta%.json}.body"
 
+# ------------------------------------------------------------------ attackers (README "Attacks")
+W="$WORLD_DIR/world.sh"
+atk() { "$W" attack "$S" "$@"; }
+G_CERT=$MX_ATK_GENUINE_CERT
+GSPOOL=$MX_ATK_GENUINE_SPOOL
+# the attack command: silent on success; a bad mode is refused on stderr with exit 2
+out=$(atk smtp atk-opp.test pass 2>&1); rc=$?
+[ $rc = 0 ] && [ -z "$out" ] && pass "attack: a valid command prints nothing and exits 0" || fail "attack: a valid command prints nothing and exits 0" "rc=$rc '$out'"
+atk smtp atk-opp.test no-such-mode >"$TMP/o" 2>"$TMP/e"; rc=$?
+[ $rc = 2 ] && [ ! -s "$TMP/o" ] && grep -q 'unknown mode' "$TMP/e" && pass "attack: an unknown mode exits 2 with the reason on stderr" \
+  || fail "attack: an unknown mode exits 2 with the reason on stderr" "rc=$rc $(cat "$TMP/o" "$TMP/e")"
+atk dns dane-ok.test MX forge 2>/dev/null; [ $? = 2 ] && pass "attack: dns refuses names outside the attacked zones" || fail "attack: dns refuses names outside the attacked zones"
+atk reset
+
+# DNS of the destinations under attack (all modes pass)
+for z in atk-dane-ee atk-dane-ta attacker; do expect_dns "$z.test." SOA secure; done
+for z in atk-sts-enforce atk-sts-testing atk-opp; do expect_dns "$z.test." SOA insecure; done
+q atk-opp.test. DS
+[ "$ST" = NOERROR ] && [ $AD = 1 ] && [ -z "$(answers DS)" ] \
+  && pass "dns atk-opp.test. DS is a secure denial (provably insecure)" || fail "dns atk-opp.test. DS is a secure denial" "status=$ST ad=$AD"
+IFS=, read -ra ATKD <<< "$WORLD_ATTACK_DOMAINS"
+for d in "${ATKD[@]}"; do
+  X=$(printf '%s' "${d#atk-}" | sed 's/\.test$//' | tr 'a-z.-' 'A-Z__')
+  eval "ip1=\$ATK_${X}_MX1_IP ip2=\$ATK_${X}_MX2_IP"
+  q "$d." NS +cd; ns=$(answers NS)
+  q "$d." MX; mx=$(answers MX | sort | tr '\n' ' ')
+  q "mx1.$d." A; a1=$(answers A); q "mx2.$d." A; a2=$(answers A)
+  q "_smtp._tls.$d." TXT; t=$(answers TXT)
+  [ "$ns" = "ns-atk.test." ] && [ "$mx" = "10 mx1.$d. 20 mx2.$d. " ] && [ "$a1" = "$ip1" ] && [ "$a2" = "$ip2" ] \
+    && [[ $t == *"rua=mailto:tlsrpt@reports.test"* ]] \
+    && pass "dns $d: NS ns-atk.test, MX 10 mx1 ($ip1, the SMTP attacker) and 20 mx2 ($ip2, genuine), TLS-RPT mailto" \
+    || fail "dns $d: NS ns-atk.test, MX 10 mx1 and 20 mx2, TLS-RPT" "ns=$ns mx=$mx a1=$a1 a2=$a2 t=$t"
+done
+for h in mx1 mx2; do
+  q "_25._tcp.$h.atk-dane-ee.test." TLSA
+  [ $AD = 1 ] && [ "$(answers TLSA | lc)" = "311$(spki "$G_CERT")" ] && pass "dns atk-dane-ee: $h TLSA 3 1 1 is secure and matches the genuine MTA's key" \
+    || fail "dns atk-dane-ee: $h TLSA 3 1 1 is secure and matches the genuine MTA's key" "$(answers TLSA) ad=$AD"
+  q "_25._tcp.$h.atk-dane-ta.test." TLSA
+  [ $AD = 1 ] && [ "$(answers TLSA | lc)" = "211$(spki "$WORLD_CA")" ] && pass "dns atk-dane-ta: $h TLSA 2 1 1 is the test CA key (secure)" \
+    || fail "dns atk-dane-ta: $h TLSA 2 1 1 is the test CA key (secure)" "$(answers TLSA) ad=$AD"
+done
+for d in atk-sts-enforce atk-sts-testing; do
+  q "_mta-sts.$d.test." TXT; t=$(answers TXT); q "mta-sts.$d.test." A; a=$(answers A)
+  [ "$t" = "\"v=STSv1; id=$WORLD_STS_ID;\"" ] && [ "$a" = "$WORLD_ATTACKER_HTTPS_IP" ] \
+    && pass "dns $d: _mta-sts id=$WORLD_STS_ID, mta-sts A -> the HTTPS attacker" || fail "dns $d: _mta-sts and mta-sts A" "txt=$t a=$a"
+done
+q mx.attacker.test. A; a=$(answers A); ad1=$AD; q _25._tcp.mx.attacker.test. TLSA
+[ "$a" = "$WORLD_ATTACKER_MX_IP" ] && [ $ad1 = 1 ] && [ $AD = 1 ] && [ "$(answers TLSA | lc)" = "311$WORLD_ATTACKER_SPKI_SHA256" ] \
+  && pass "dns attacker.test: mx.attacker.test = $WORLD_ATTACKER_MX_IP with a secure TLSA for the attacker's key" \
+  || fail "dns attacker.test: mx.attacker.test with a secure TLSA" "a=$a tlsa=$(answers TLSA)"
+
+# DNS attacks (each switched on, checked, and reset)
+atk dns _25._tcp.mx1.atk-dane-ee.test TLSA forge
+q _25._tcp.mx1.atk-dane-ee.test. TLSA; st1=$ST; q _25._tcp.mx1.atk-dane-ee.test. TLSA +cd
+[ "$st1" = SERVFAIL ] && [ "$(answers TLSA | lc)" = "311$WORLD_ATTACKER_SPKI_SHA256" ] && grep -qE 'RRSIG[[:space:]]+TLSA ' <<< "$OUT" \
+  && pass "dns forge (signed zone): Unbound SERVFAILs; with +cd the forged TLSA (attacker key) and a foreign RRSIG" \
+  || fail "dns forge (signed zone): Unbound SERVFAILs; with +cd the forged TLSA" "status=$st1 tlsa=$(answers TLSA)"
+atk dns _25._tcp.mx1.atk-dane-ee.test TLSA forge-unsigned
+q _25._tcp.mx1.atk-dane-ee.test. TLSA; st1=$ST; q _25._tcp.mx1.atk-dane-ee.test. TLSA +cd
+[ "$st1" = SERVFAIL ] && [ "$(answers TLSA | lc)" = "311$WORLD_ATTACKER_SPKI_SHA256" ] && ! grep -qE 'RRSIG[[:space:]]+TLSA ' <<< "$OUT" \
+  && pass "dns forge-unsigned: SERVFAIL; with +cd the forged TLSA without any RRSIG" \
+  || fail "dns forge-unsigned: SERVFAIL; with +cd the forged TLSA without any RRSIG" "status=$st1"
+atk dns _25._tcp.mx1.atk-dane-ee.test TLSA pass
+expect_dns _25._tcp.mx1.atk-dane-ee.test. TLSA secure
+atk dns atk-opp.test MX forge
+q atk-opp.test. MX
+[ "$ST" = NOERROR ] && [ $AD = 0 ] && [ "$(answers MX)" = "10 $WORLD_ATTACKER_MX_HOST." ] \
+  && pass "dns forge (insecure zone): Unbound believes the forged MX (10 mx.attacker.test, no AD)" \
+  || fail "dns forge (insecure zone): Unbound believes the forged MX" "status=$ST $(answers MX)"
+atk dns _mta-sts.atk-sts-enforce.test TXT forge
+q _mta-sts.atk-sts-enforce.test. TXT
+[ "$(answers TXT)" = "\"v=STSv1; id=$WORLD_ATTACKER_FORGED_STS_ID;\"" ] && pass "dns forge: _mta-sts TXT id changed to $WORLD_ATTACKER_FORGED_STS_ID" \
+  || fail "dns forge: _mta-sts TXT id changed" "$(answers TXT)"
+atk dns mx1.atk-dane-ee.test A strip-rrsig
+q mx1.atk-dane-ee.test. A; st1=$ST; q mx1.atk-dane-ee.test. A +cd
+[ "$st1" = SERVFAIL ] && [ "$(answers A)" = "$ATK_DANE_EE_MX1_IP" ] && ! grep -qE 'RRSIG[[:space:]]+A ' <<< "$OUT" \
+  && pass "dns strip-rrsig: SERVFAIL; with +cd the genuine A without its RRSIG" || fail "dns strip-rrsig: SERVFAIL; with +cd the A without RRSIG" "status=$st1"
+atk dns atk-dane-ta.test '*' drop-dnssec
+k=$(dig @"$WORLD_ATTACKER_DNS_IP" +norec +dnssec +time=2 +tries=1 atk-dane-ta.test. DNSKEY | sed -n 's/.*status: \([A-Z]*\),.*/\1/p')
+q atk-dane-ta.test. MX; st1=$ST; q atk-dane-ta.test. MX +cd
+[ "$k" = SERVFAIL ] && [ "$st1" = SERVFAIL ] && [ "$ST" = NOERROR ] \
+  && pass "dns drop-dnssec: DNSKEY SERVFAIL at the attacker; the MX is SERVFAIL through Unbound (data there with +cd)" \
+  || fail "dns drop-dnssec: DNSKEY SERVFAIL; MX SERVFAIL" "dnskey=$k mx=$st1 cd=$ST"
+atk dns atk-sts-testing.test MX servfail
+expect_dns atk-sts-testing.test. MX servfail
+atk dns mx2.atk-dane-ta.test A tc-no-tcp
+u=$(dig @"$WORLD_ATTACKER_DNS_IP" +norec +ignore +time=2 +tries=1 mx2.atk-dane-ta.test. A 2>&1)
+tc=$(dig @"$WORLD_ATTACKER_DNS_IP" +norec +tcp +time=2 +tries=1 mx2.atk-dane-ta.test. A 2>&1)
+q mx2.atk-dane-ta.test. A
+grep -qE '^;; flags:[^;]* tc[ ;]' <<< "$u" && ! grep -q 'status: NOERROR' <<< "$tc" && [ "$ST" = SERVFAIL ] \
+  && pass "dns tc-no-tcp: UDP answer truncated (TC), TCP closed, Unbound SERVFAIL" \
+  || fail "dns tc-no-tcp: UDP answer truncated (TC), TCP closed, Unbound SERVFAIL" "udp=$(grep flags <<< "$u") tcp=$(tail -2 <<< "$tc" | tr '\n' ' ') unbound=$ST"
+atk dns mx2.atk-opp.test A delay 1.5
+t0=${EPOCHREALTIME//[!0-9]/}
+a=$(dig @"$WORLD_ATTACKER_DNS_IP" +norec +short +time=4 +tries=1 mx2.atk-opp.test. A 2>&1)
+dt=$(( (${EPOCHREALTIME//[!0-9]/} - t0) / 1000 ))
+[ "$a" = "$WORLD_ATK_GENUINE_IP" ] && [ $dt -ge 1400 ] && pass "dns delay 1.5: the answer comes after ${dt} ms" \
+  || fail "dns delay 1.5: the answer comes after 1.5 s" "a=$a after $dt ms"
+atk reset
+expect_dns atk-dane-ta.test. MX secure
+expect_dns atk-sts-testing.test. MX insecure
+grep -q 'dns name=_25._tcp.mx1.atk-dane-ee.test type=TLSA mode=forge proto=' "$WORLD_ATTACKER_LOG" \
+  && pass "attacker log: one line per attacked DNS query" || fail "attacker log: one line per attacked DNS query"
+
+# the AD attacker in front of Unbound
+adq() { OUT=$(dig @"$WORLD_AD_PROXY_IP" +dnssec +time=3 +tries=1 "$@" 2>&1)
+        if grep -qE '^;; flags:[^;]* ad[ ;]' <<< "$OUT"; then AD=1; else AD=0; fi; }
+adq atk-opp.test. MX; a0=$AD; adq dane-ok.test. MX; a1=$AD
+[ $a0 = 0 ] && [ $a1 = 1 ] && pass "ad proxy pass: AD as Unbound sets it" || fail "ad proxy pass: AD as Unbound sets it" "insecure=$a0 secure=$a1"
+atk ad set-ad; adq atk-opp.test. MX
+[ $AD = 1 ] && pass "ad proxy set-ad: AD on an insecure answer" || fail "ad proxy set-ad: AD on an insecure answer"
+atk ad clear-ad; adq dane-ok.test. MX
+[ $AD = 0 ] && [ -n "$(answers MX)" ] && pass "ad proxy clear-ad: no AD on a secure answer" || fail "ad proxy clear-ad: no AD on a secure answer"
+atk ad forge atk-dane-ee.test MX; adq atk-dane-ee.test. MX
+[ $AD = 1 ] && [ "$(answers MX)" = "10 $WORLD_ATTACKER_MX_HOST." ] && pass "ad proxy forge: the forged MX (mx.attacker.test) with AD" \
+  || fail "ad proxy forge: the forged MX with AD" "ad=$AD $(answers MX)"
+atk ad pass; adq atk-dane-ee.test. MX
+[ $AD = 1 ] && [ "$(answers MX | wc -l)" = 2 ] && pass "ad proxy pass again: the genuine MX" || fail "ad proxy pass again: the genuine MX" "$(answers MX)"
+
+# SMTP attacker
+cert_of() { # ip [s_client args]: the certificate the STARTTLS server presents, in $TMP/peer.pem
+  echo QUIT | timeout 5 openssl s_client -connect "$1:25" -starttls smtp "${@:2}" 2>/dev/null | openssl x509 > "$TMP/peer.pem" 2>/dev/null
+}
+ncap() { ls "$WORLD_ATTACKER_CAPTURED" | wc -l; }
+rm -f "$WORLD_ATTACKER_CAPTURED"/*
+E1=$ATK_DANE_EE_MX1_IP E5=$ATK_OPP_MX1_IP
+offers_starttls "$E1" && tls_verify "$E1" mx1.atk-dane-ee.test -tls1_3 \
+  && pass "smtp attacker pass: relays to the genuine MTA (STARTTLS, certificate valid for mx1.atk-dane-ee.test)" \
+  || fail "smtp attacker pass: relays to the genuine MTA"
+cert_of "$E1"; [ "$(spki "$TMP/peer.pem")" = "$(spki "$G_CERT")" ] && pass "smtp attacker pass: the genuine key" || fail "smtp attacker pass: the genuine key"
+atk smtp atk-opp.test strip-starttls
+offers_starttls "$E5"; [ $? = 1 ] && pass "smtp strip-starttls: STARTTLS is gone from the EHLO reply" || fail "smtp strip-starttls: STARTTLS is gone from the EHLO reply"
+r=$(python3 - "$E5" <<'EOF'
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], 25, local_hostname="selftest.test", timeout=5)
+code, msg = s.ehlo()
+lines = msg.decode().splitlines()
+print(code, s.docmd("STARTTLS")[0], len(lines))
+s.quit()
+EOF
+)
+[[ $r == "250 502 "* ]] && pass "smtp strip-starttls: a well-formed EHLO reply; STARTTLS sent anyway gets 502" || fail "smtp strip-starttls: STARTTLS sent anyway gets 502" "$r"
+send "$E5" "strip@atk-opp.test" no
+f=""; for i in $(seq 1 50); do f=$(grep -l "X-World-Selftest: $TOKEN" "$GSPOOL"/* 2>/dev/null | xargs -r grep -l '^Delivered-To: strip@atk-opp.test$' | head -1); [ -n "$f" ] && break; sleep 0.1; done
+c=$(grep -l 'X-Attacker-Capture: mode=strip-starttls domain=atk-opp.test' "$WORLD_ATTACKER_CAPTURED"/* 2>/dev/null | xargs -r grep -l "X-World-Selftest: $TOKEN" | head -1)
+[ $SWRC = 0 ] && [ -n "$f" ] && ! grep -q '(using TLS' "$f" && [ -n "$c" ] \
+  && pass "smtp strip-starttls: plaintext mail reaches the genuine MTA (no TLS in Received) and the attacker recorded it" \
+  || fail "smtp strip-starttls: plaintext mail reaches the genuine MTA and is recorded" "swaks=$SWRC spool='$f' capture='$c'"
+rm -f "$f"
+atk smtp atk-opp.test starttls-454
+send "$E5" "t454@atk-opp.test" yes
+grep -qE '^<\*\* +454 4\.7\.0 TLS not available' <<< "$SW" && pass "smtp starttls-454: STARTTLS answered 454 4.7.0" || fail "smtp starttls-454: STARTTLS answered 454 4.7.0" "$(grep -E '^<' <<< "$SW" | tail -3)"
+atk smtp atk-opp.test inject-after-220
+r=$(python3 - "$E5" <<'EOF'
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 25), timeout=5)
+f = s.makefile("rb")
+def reply():
+    while True:
+        l = f.readline()
+        if l[3:4] != b"-":
+            return l
+reply(); s.sendall(b"EHLO selftest.test\r\n"); reply()
+s.sendall(b"STARTTLS\r\n")
+time.sleep(0.5)
+print(repr(f.peek(4096)[:200]))
+EOF
+)
+[[ $r == *"220 "*"\\r\\n250 injected\\r\\n"* ]] && pass "smtp inject-after-220: a forged '250 injected' right after the 220" || fail "smtp inject-after-220: a forged line after the 220" "$r"
+# a client that does TLS after the 220 (ignoring the injected line is its job) reaches the genuine MTA
+cert_of "$E5" -servername mx1.atk-opp.test; [ "$(spki "$TMP/peer.pem")" = "$(spki "$G_CERT")" ] \
+  && pass "smtp inject-after-220: then relays TLS to the genuine MTA" || fail "smtp inject-after-220: then relays TLS to the genuine MTA"
+grep -q 'domain=atk-opp.test mode=inject-after-220 event=injected' "$WORLD_ATTACKER_LOG" && pass "attacker log: event=injected" || fail "attacker log: event=injected"
+atk smtp atk-dane-ee.test mitm-self
+cert_of "$E1"
+s=$(openssl x509 -in "$TMP/peer.pem" -noout -subject -issuer 2>/dev/null | tr '\n' ' ')
+[[ $s == *"subject=CN = mx1.atk-dane-ee.test"*"issuer=CN = mx1.atk-dane-ee.test"* ]] && [ "$(spki "$TMP/peer.pem")" != "$(spki "$G_CERT")" ] \
+  && pass "smtp mitm-self: a self-signed certificate for mx1.atk-dane-ee.test (not the genuine key)" || fail "smtp mitm-self: a self-signed certificate" "$s"
+tls_verify "$E1" mx1.atk-dane-ee.test && fail "smtp mitm-self: not trusted by the test CA" || pass "smtp mitm-self: not trusted by the test CA"
+send "$E1" "mitm@atk-dane-ee.test" yes
+c=$(grep -l 'X-Attacker-Capture: mode=mitm-self domain=atk-dane-ee.test addr=[0-9.]* tls=TLSv1.3' "$WORLD_ATTACKER_CAPTURED"/* 2>/dev/null | xargs -r grep -l "X-World-Selftest: $TOKEN" | head -1)
+[ $SWRC = 0 ] && [ -n "$c" ] && pass "smtp mitm-self: mail sent over its TLS is captured (mode, domain, tls in the first line)" \
+  || fail "smtp mitm-self: mail sent over its TLS is captured" "swaks=$SWRC $(tail -2 <<< "$SW")"
+grep -qE 'domain=atk-dane-ee.test mode=mitm-self event=tls-ok version=TLSv1.3' "$WORLD_ATTACKER_LOG" && grep -qE 'domain=atk-dane-ee.test mode=mitm-self event=tls-failed error=' "$WORLD_ATTACKER_LOG" \
+  && pass "attacker log: tls-ok and tls-failed (with the reason) events" || fail "attacker log: tls-ok and tls-failed events"
+atk smtp atk-dane-ee.test mitm-othername
+tls_verify "$E1" mx.elsewhere.test && ! tls_verify "$E1" mx1.atk-dane-ee.test \
+  && pass "smtp mitm-othername: test-CA certificate for mx.elsewhere.test, not for mx1" || fail "smtp mitm-othername: test-CA certificate for mx.elsewhere.test"
+atk smtp atk-dane-ee.test mitm-attacker-domain
+tls_verify "$E1" mx.attacker.test && ! tls_verify "$E1" mx1.atk-dane-ee.test \
+  && pass "smtp mitm-attacker-domain: test-CA certificate for mx.attacker.test" || fail "smtp mitm-attacker-domain: test-CA certificate for mx.attacker.test"
+tls_verify "$WORLD_ATTACKER_MX_IP" mx.attacker.test && pass "smtp mx.attacker.test ($WORLD_ATTACKER_MX_IP): the attacker's own MX, valid certificate" \
+  || fail "smtp mx.attacker.test: the attacker's own MX, valid certificate"
+atk smtp atk-dane-ee.test mitm-old-tls
+tls_any "$E1" -tls1_2 && fail "smtp mitm-old-tls: TLS 1.2 fails" || pass "smtp mitm-old-tls: TLS 1.2 fails"
+tls_any "$E1" -tls1_3 && fail "smtp mitm-old-tls: TLS 1.3 fails" || pass "smtp mitm-old-tls: TLS 1.3 fails"
+tls_any "$E1" -tls1 -cipher 'DEFAULT:@SECLEVEL=0' && pass "smtp mitm-old-tls: a TLS 1.0 SECLEVEL=0 client gets through" \
+  || fail "smtp mitm-old-tls: a TLS 1.0 SECLEVEL=0 client gets through"
+atk reset
+offers_starttls "$E1" && offers_starttls "$E5" && pass "attack reset: the SMTP attacker relays again" || fail "attack reset: the SMTP attacker relays again"
+rm -f "$WORLD_ATTACKER_CAPTURED"/*
+
+# HTTPS attacker
+afetch() { # host [curl args]
+  RES=$(curl -sS --max-time 5 --cacert "$WORLD_CA" --resolve "$1:443:$WORLD_ATTACKER_HTTPS_IP" -o "$TMP/body" \
+        -w '%{http_code} %{redirect_url}' "${@:2}" "https://$1/.well-known/mta-sts.txt" 2>"$TMP/err"); CRC=$?
+}
+H=$ATK_STS_ENFORCE_STS_HOST
+afetch "$H"
+[ $CRC = 0 ] && [[ $RES == "200 "* ]] && grep -q '^mode: enforce' "$TMP/body" && grep -q '^mx: mx1.atk-sts-enforce.test' "$TMP/body" && grep -q '^mx: mx2.atk-sts-enforce.test' "$TMP/body" \
+  && pass "https attacker pass: the genuine enforce policy (mx1, mx2) from nginx" || fail "https attacker pass: the genuine policy" "rc=$CRC $RES"
+afetch "$ATK_STS_TESTING_STS_HOST"
+[ $CRC = 0 ] && grep -q '^mode: testing' "$TMP/body" && pass "https attacker pass: the genuine testing policy" || fail "https attacker pass: the genuine testing policy" "rc=$CRC"
+atk https "$H" redirect; afetch "$H"
+[ $CRC = 0 ] && [ "$RES" = "301 https://mta-sts.attacker.test/.well-known/mta-sts.txt" ] && pass "https redirect: 301 to mta-sts.attacker.test" || fail "https redirect: 301" "rc=$CRC $RES"
+atk https "$H" wrong-cert; afetch "$H"; c1=$CRC; afetch "$H" -k
+[ $c1 = 60 ] && grep -q '^mode: enforce' "$TMP/body" && pass "https wrong-cert: verification fails (curl rc 60); genuine body behind it" || fail "https wrong-cert: verification fails" "rc=$c1"
+atk https "$H" changed-policy; afetch "$H"
+[ $CRC = 0 ] && grep -q '^mode: none' "$TMP/body" && pass "https changed-policy: verified, 'mode: none'" || fail "https changed-policy: verified, 'mode: none'" "rc=$CRC"
+atk https "$H" widen-mx; afetch "$H"
+[ $CRC = 0 ] && grep -q '^mx: mx.attacker.test' "$TMP/body" && grep -q '^mx: mx1.atk-sts-enforce.test' "$TMP/body" && grep -q '^mode: enforce' "$TMP/body" \
+  && pass "https widen-mx: verified, the genuine policy plus mx.attacker.test" || fail "https widen-mx" "rc=$CRC"
+atk reset
+
+# Postfix (the reference relay) against the attacked DANE destinations: never to the attacker
+if [ -n "${WORLD_SELFTEST_SKIP_RELAY:-}" ]; then :; else
+  relay_round() { # lines "domain|expected glob"
+    local d want got
+    while IFS='|' read -r d want; do "$W" postfix-relay-send "$S" "atk-$TOKEN@$d" 20 >"$TMP/relay.$d" 2>&1 & done <<< "$1"
+    wait
+    while IFS='|' read -r d want; do
+      got=$(cat "$TMP/relay.$d")
+      # shellcheck disable=SC2053
+      [[ $got == $want ]] && pass "postfix relay to $d [$2]: $(cut -c1-110 <<< "$got")" || fail "postfix relay to $d [$2]: $want" "got: $got"
+    done <<< "$1"
+  }
+  atk smtp atk-dane-ee.test mitm-self; atk smtp atk-dane-ta.test strip-starttls
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx2.atk-dane-ee.test\[*; Matched DANE EE certificate*
+atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-ta.test\[*" "smtp mitm-self / strip-starttls"
+  atk smtp atk-dane-ee.test mitm-attacker-domain; atk smtp atk-dane-ta.test mitm-othername
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx2.atk-dane-ee.test\[*
+atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-ta.test\[*" "smtp mitm-attacker-domain / mitm-othername"
+  atk smtp atk-dane-ee.test mitm-old-tls; atk smtp atk-dane-ta.test starttls-454
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx2.atk-dane-ee.test\[*
+atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-ta.test\[*" "smtp mitm-old-tls / starttls-454"
+  atk reset
+  atk smtp atk-dane-ee.test inject-after-220
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx1.atk-dane-ee.test\[$ATK_DANE_EE_MX1_IP\]*; Matched DANE EE certificate*
+atk-dane-ta.test|delivered: Verified TLS connection established to mx1.atk-dane-ta.test\[$ATK_DANE_TA_MX1_IP\]*" "smtp inject-after-220 / pass"
+  sleep 2.1   # the relay's smtp processes cache TLSA answers for their TTL (Unbound hands out at most 2 s)
+  atk dns atk-dane-ee.test MX forge; atk dns _25._tcp.mx1.atk-dane-ta.test TLSA forge; atk smtp atk-dane-ta.test mitm-self
+  relay_round "atk-dane-ee.test|deferred: *Name service error for name=atk-dane-ee.test type=MX*
+atk-dane-ta.test|delivered: Verified TLS connection established to mx2.atk-dane-ta.test\[*" "dns forge MX / forge TLSA + smtp mitm-self"
+  atk reset
+  atk dns mx1.atk-dane-ee.test A strip-rrsig; atk dns atk-dane-ta.test '*' drop-dnssec
+  relay_round "atk-dane-ee.test|delivered: Verified TLS connection established to mx2.atk-dane-ee.test\[*
+atk-dane-ta.test|deferred: *Name service error for name=atk-dane-ta.test type=MX*" "dns strip-rrsig A of mx1 / drop-dnssec"
+  atk reset
+  [ "$(ncap)" = 0 ] && pass "postfix relay: nothing reached the attacker in any of these rounds" || fail "postfix relay: nothing reached the attacker" "$(ls "$WORLD_ATTACKER_CAPTURED")"
+  grep -l "^Delivered-To: atk-$TOKEN@" "$GSPOOL"/* 2>/dev/null | xargs -r rm -f
+  "$WORLD_DIR/world.sh" status "$S" 2>/dev/null | grep -q '^up   postfix-relay ' && [ $relay_was_up = 0 ] && "$W" postfix-relay-stop "$S"
+fi
+
 # ------------------------------------------------------------------ generated files
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["resolver"]["nameservers"] == [sys.argv[2]]; assert c["outbound"]["mxPort"] == 25' \
   "$WORLD_POSTERN_CONFIG" "$WORLD_RESOLVER" 2>/dev/null \

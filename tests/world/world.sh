@@ -9,12 +9,14 @@
 #   world.sh stop-tlsrpt|start-tlsrpt STATEDIR    HTTPS TLS-RPT report sink
 #   world.sh stop-mx|start-mx STATEDIR ID         one receiving Postfix (ID as in WORLD_MX_IDS)
 #   world.sh flush-dns STATEDIR                   empty Unbound's caches
+#   world.sh attack STATEDIR smtp DOMAIN MODE | https HOST MODE | dns NAME TYPE MODE [SECONDS]
+#            | ad MODE [NAME TYPE] | reset | show      switch the attackers (README "Attacks")
 #   world.sh postfix-relay-start|postfix-relay-stop STATEDIR   Postfix as a DANE relay (reference)
 #   world.sh postfix-relay-send STATEDIR RCPT [SECONDS]
 #            send one message through that relay; prints one line: delivered: ... |
 #            deferred: REASON | bounced: REASON (exit 0), or timeout: ... | error: ... (exit 1)
 #
-# Needs root. Only 127.0.1.0/24 .. 127.0.3.0/24 are used; nothing leaves loopback.
+# Needs root. Only 127.0.1.0/24 .. 127.0.3.0/24 and 127.0.5.0/24 are used; nothing leaves loopback.
 # See tests/world/README.md for addresses, zones and the intended outcome of each domain.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -30,6 +32,12 @@ FAULT_NS_IP=127.0.1.4      # ns-fault.test: faultdns.py, forwards to Knot but SE
 NGINX_IP=127.0.3.1         # mta-sts.<domain> for every MTA-STS domain (SNI)
 TLSRPT_IP=127.0.3.2        # tlsrpt.test: HTTPS sink for TLS-RPT POSTs
 RELAY_IP=127.0.3.3         # relay.test: Postfix as a sending DANE relay, the reference (started on demand)
+ATK_NS_IP=127.0.1.5        # ns-atk.test: dns_attacker.py, the name server of the atk-* zones (forwards to Knot)
+FORGED_NS_IP=127.0.1.6     # ns-forged.test: a third knotd serving the attacker's forged copies of the atk-* zones
+AD_PROXY_IP=127.0.1.7      # dns_attacker.py's AD attacker: a recursive proxy in front of Unbound
+HTTPS_ATK_IP=127.0.3.4     # https_attacker.py: mta-sts.atk-sts-*.test and mta-sts.attacker.test
+ATTACKER_MX_IP=127.0.5.10  # mx.attacker.test: the attacker's own MX (smtp_attacker.py, always mitm-attacker-domain)
+ATTACKER_MX_HOST=mx.attacker.test
 POSTERN_IP=127.0.0.1       # postern's own listener (mx.postern.test)
 POSTERN_PORT=2525
 TSIG_NAME=world-key.
@@ -67,6 +75,7 @@ dane-ta|127.0.2.19|mx.dane-ta.test|ca|tls
 sts-fetch|127.0.2.20|mx.sts-redirect.test|multi:mx.sts-redirect.test,mx.sts-404.test,mx.sts-ctype.test,mx.sts-big.test,mx.sts-badcert.test|tls
 tlsa-cname-bogus|127.0.2.21|mx.tlsa-cname-bogus.test|ca|tls
 addr-bogus|127.0.2.22|mx2.bogus.test|ca|tls
+atk-genuine|127.0.2.23|mx2.atk-dane-ee.test|multi:mx1.atk-dane-ee.test,mx2.atk-dane-ee.test,mx1.atk-dane-ta.test,mx2.atk-dane-ta.test,mx1.atk-sts-enforce.test,mx2.atk-sts-enforce.test,mx1.atk-sts-testing.test,mx2.atk-sts-testing.test,mx1.atk-opp.test,mx2.atk-opp.test|tls
 "
 
 # Zones served by Knot. signed = child has DS in test.; insecure = no DS (provably insecure);
@@ -80,6 +89,24 @@ BOGUS_ZONES="bogus"
 # indeterminate = signed, with a correct DS in test., but delegated to the fault proxy, which
 # answers SERVFAIL to the zone's DNSKEY queries: the data cannot be validated, nor shown bogus.
 INDETERMINATE_ZONES="mx-indeterminate"
+# Destinations under attack (tests/world/README.md, "Attacks"): domain label | kind | address of
+# mx1.<d> (the SMTP attacker, in front of the genuine MTA atk-genuine); mx2.<d> is atk-genuine
+# itself. Their name server is the DNS attacker (NS ns-atk.test, Unbound stub-zone).
+ATK_TABLE="
+atk-dane-ee|signed|127.0.5.1
+atk-dane-ta|signed|127.0.5.2
+atk-sts-enforce|insecure|127.0.5.3
+atk-sts-testing|insecure|127.0.5.4
+atk-opp|insecure|127.0.5.5
+"
+atk_rows() { printf '%s\n' "$ATK_TABLE" | sed '/^$/d'; }
+ATK_SIGNED_ZONES="atk-dane-ee atk-dane-ta"
+ATK_INSECURE_ZONES="atk-sts-enforce atk-sts-testing atk-opp"
+ATK_ZONES="$ATK_SIGNED_ZONES $ATK_INSECURE_ZONES"
+ATK_STS_DOMAINS="atk-sts-enforce atk-sts-testing"   # policies on nginx; mta-sts.<d> -> the HTTPS attacker
+ATK_GENUINE=atk-genuine
+# the attacker's own (properly signed) domain: mx.attacker.test, mta-sts.attacker.test
+SIGNED_ZONES="$SIGNED_ZONES attacker"
 # MTA-STS domains (each gets _mta-sts TXT and mta-sts.<d> -> nginx)
 STS_DOMAINS="sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname dane-sts
  sts-redirect sts-404 sts-ctype sts-big sts-badcert"
@@ -219,8 +246,8 @@ check_conflicts() {
 $lines"
         fi
       fi
-      if printf '%s\n' "$lines" | awk '{print $4}' | grep -qE '^127\.0\.[123]\.'; then
-        die "port $port on 127.0.1-3.x is already in use (another world still up? run world.sh down on its state dir):
+      if printf '%s\n' "$lines" | awk '{print $4}' | grep -qE '^127\.0\.[1235]\.'; then
+        die "port $port on 127.0.1-3.x or 127.0.5.x is already in use (another world still up? run world.sh down on its state dir):
 $lines"
       fi
     done
@@ -251,12 +278,45 @@ gen_leaf() {
   if [ "$kind" = ca ]; then cat "$S/pki/$base.pem" "$S/pki/ca.pem" > "$S/pki/$base.chain.pem"
   else cp "$S/pki/$base.pem" "$S/pki/$base.chain.pem"; fi
 }
+# gen_attacker_cert FILEBASE KIND NAME[,NAME...]: like gen_leaf, in pki/attacker/, with the one attacker key
+gen_attacker_cert() {
+  local base=$1 kind=$2 names=$3 san="" n cn A="$S/pki/attacker"
+  for n in ${names//,/ }; do san="${san:+$san,}DNS:$n"; done
+  cn=${names%%,*}
+  local -a signer=()
+  [ "$kind" = ca ] && signer=(-CA "$S/pki/ca.pem" -CAkey "$S/pki/ca.key")
+  openssl req -x509 "${signer[@]}" -key "$A/attacker.key" -out "$A/$base.pem" -days $PKI_DAYS -subj "/CN=$cn" \
+    -set_serial "0x$(openssl rand -hex 12)" \
+    -addext "subjectAltName=$san" -addext "basicConstraints=critical,CA:FALSE" \
+    -addext "keyUsage=critical,digitalSignature" -addext "extendedKeyUsage=serverAuth,clientAuth" 2>/dev/null
+  if [ "$kind" = ca ]; then cat "$A/$base.pem" "$S/pki/ca.pem" > "$A/$base.chain.pem"
+  else cp "$A/$base.pem" "$A/$base.chain.pem"; fi
+}
+# The attacker's certificates, all on one key (so one forged TLSA 3 1 1 matches each of them):
+# self-signed for each mx1.<atk domain>; test-CA-signed for names the attacker does not own
+# (mx.elsewhere.test, mta-sts.elsewhere.test) and for its own (mx.attacker.test, mta-sts.attacker.test).
+make_attacker_pki() {
+  local A="$S/pki/attacker" d pids=() p
+  mkdir -p "$A"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$A/attacker.key" 2>/dev/null
+  chmod 600 "$A/attacker.key"
+  for d in $ATK_ZONES; do gen_attacker_cert "self-mx1.$d.test" self "mx1.$d.test" & pids+=($!); done
+  for d in mx.elsewhere.test mx.attacker.test mta-sts.elsewhere.test mta-sts.attacker.test; do
+    gen_attacker_cert "$d" ca "$d" & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || die "attacker certificate generation failed"; done
+}
+attacker_tlsa() { echo "3 1 1 $(openssl pkey -in "$S/pki/attacker/attacker.key" -pubout -outform DER | sha256sum | cut -d' ' -f1)"; }
 spki_sha256() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1; }
 cert_sha256() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
 
 make_pki() {
   mkdir -p "$S/pki"
   gen_ca
+  # the attacker's certificates are independent of the rest: made alongside
+  { make_attacker_pki; for d in $ATK_STS_DOMAINS; do gen_leaf "mta-sts.$d.test" ca "mta-sts.$d.test"; done; } \
+    > "$S/pki/attacker-pki.err" 2>&1 &
+  local atk_pid=$!
   local id ip host cert beh
   while IFS='|' read -r id ip host cert beh; do
     case $cert in
@@ -275,6 +335,7 @@ make_pki() {
   gen_leaf nginx-default.test ca nginx-default.test
   gen_leaf tlsrpt.test ca tlsrpt.test
   gen_leaf mx.postern.test ca mx.postern.test
+  wait "$atk_pid" || die "the attacker's certificates: $(cat "$S/pki/attacker-pki.err")"
   openssl genpkey -algorithm ed25519 -out "$S/pki/dkim.key" 2>/dev/null
   chmod 600 "$S/pki/dkim.key"
 }
@@ -299,6 +360,7 @@ NOMATCH_HASH=$(printf 'postern test world: this TLSA record matches nothing' | s
 write_child_zone() { # zone-label
   local z=$1 f="$S/knot/zones/$1.test.zone" ns=ns1.test.
   case " $INDETERMINATE_ZONES " in *" $z "*) ns=ns-fault.test. ;; esac
+  case " $ATK_ZONES " in *" $z "*) ns=ns-atk.test. ;; esac
   {
     zone_head "$z.test" "$ns"
     case $z in
@@ -387,9 +449,103 @@ write_child_zone() { # zone-label
       sts-redirect|sts-404|sts-ctype|sts-big|sts-badcert)
         printf '@ MX 10 mx.%s.test.\nmx A %s\n' "$z" "$(mx_ip sts-fetch)"
         sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
+      atk-dane-ee|atk-dane-ta|atk-sts-enforce|atk-sts-testing|atk-opp)
+        atk_zone_body "$z" ;;
+      attacker)     # the attacker's own domain, properly signed, with DANE for its own MX
+        printf '@ MX 10 %s.\nmx A %s\n' "$ATTACKER_MX_HOST" "$ATTACKER_MX_IP"
+        echo "_25._tcp.mx TLSA $(attacker_tlsa)"
+        printf 'mta-sts A %s\n_mta-sts TXT "v=STSv1; id=attacker1;"\n' "$HTTPS_ATK_IP" ;;
       *) die "no zone content for $z" ;;
     esac
   } > "$f"
+}
+atk_field() { atk_rows | awk -F'|' -v id="$1" -v f="$2" '$1 == id { print $f }'; }
+# A destination under attack: mx1 (pref 10) = the SMTP attacker's address for it, mx2 (pref 20)
+# = the genuine MTA; both names are on the genuine MTA's certificate.
+atk_zone_body() { # zone-label
+  local z=$1 g; g=$(mx_field "$ATK_GENUINE" 3)
+  printf '@ MX 10 mx1.%s.test.\n@ MX 20 mx2.%s.test.\nmx1 A %s\nmx2 A %s\n' "$z" "$z" "$(atk_field "$z" 3)" "$(mx_ip "$ATK_GENUINE")"
+  case $z in
+    atk-dane-ee) echo "_25._tcp.mx1 TLSA $(tlsa_of "$g")"; echo "_25._tcp.mx2 TLSA $(tlsa_of "$g")" ;;
+    atk-dane-ta) local ta; ta="2 1 1 $(spki_sha256 "$S/pki/ca.pem")"; echo "_25._tcp.mx1 TLSA $ta"; echo "_25._tcp.mx2 TLSA $ta" ;;
+    atk-sts-enforce|atk-sts-testing) printf '_mta-sts TXT "v=STSv1; id=%s;"\nmta-sts A %s\n' "$STS_ID" "$HTTPS_ATK_IP" ;;
+  esac
+  tlsrpt_txt "$TLSRPT_MAILTO"
+}
+# The attacker's copy of an atk-* zone, served by the forged Knot ($FORGED_NS_IP): same names,
+# the attacker's data; signed (for the signed zones) with keys that are not in test.'s DS set.
+write_forged_zone() { # zone-label
+  {
+    zone_head "$1.test" ns-atk.test.
+    printf '@ MX 10 %s.\nmx1 A %s\nmx2 A %s\n' "$ATTACKER_MX_HOST" "$ATTACKER_MX_IP" "$ATTACKER_MX_IP"
+    echo "_25._tcp.mx1 TLSA $(attacker_tlsa)"
+    echo "_25._tcp.mx2 TLSA $(attacker_tlsa)"
+    printf '_mta-sts TXT "v=STSv1; id=forged1;"\nmta-sts A %s\n' "$HTTPS_ATK_IP"
+    printf '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@attacker.test"\n'
+  } > "$S/forged/zones/$1.test.zone"
+}
+make_forged_dns() {
+  local F="$S/forged" z
+  mkdir -p "$F/zones" "$F/db"
+  cat > "$F/knot.conf" <<EOF
+# generated by tests/world/world.sh: the attacker's forged copies of the atk-* zones
+server:
+    listen: $FORGED_NS_IP@53
+    rundir: $F
+    pidfile: $F/knot.pid
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: $F/knot.log
+    any: warning
+database:
+    storage: $F/db
+policy:
+  - id: forged
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    manual: on
+    nsec3: off
+template:
+  - id: default
+    storage: $F/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+    semantic-checks: off
+  - id: signed
+    storage: $F/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+    dnssec-signing: on
+    dnssec-policy: forged
+zone:
+EOF
+  for z in $ATK_SIGNED_ZONES; do printf '  - domain: %s.test.\n    template: signed\n' "$z"; done >> "$F/knot.conf"
+  for z in $ATK_INSECURE_ZONES; do printf '  - domain: %s.test.\n' "$z"; done >> "$F/knot.conf"
+  for z in $ATK_SIGNED_ZONES; do
+    keymgr -c "$F/knot.conf" "$z.test." generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
+  done
+  for z in $ATK_ZONES; do write_forged_zone "$z"; done
+}
+start_forged() {
+  local F="$S/forged" i z q=() want got
+  knotd -c "$F/knot.conf" -d </dev/null >>"$F/knot.log" 2>&1 || die "forged knotd failed to start (see $F/knot.log)"
+  for i in $(seq 1 100); do [ -s "$F/knot.pid" ] && break; sleep 0.05; done
+  record_pid forged "$(cat "$F/knot.pid")"
+  wait_tcp "$FORGED_NS_IP" 53 "forged knotd"
+  for z in $ATK_SIGNED_ZONES; do q+=("$z.test." SOA); done
+  want=$(( ${#q[@]} / 2 ))
+  for i in $(seq 1 200); do
+    got=$(kdig @"$FORGED_NS_IP" +norec +dnssec +noall +answer "${q[@]}" 2>/dev/null | awk '$4 == "RRSIG" && $5 == "SOA"' | wc -l)
+    [ "$got" -ge "$want" ] && return 0
+    sleep 0.05
+  done
+  die "forged knotd did not sign its zones in 10 s (see $F/knot.log)"
 }
 
 write_knot_conf() {
@@ -459,8 +615,8 @@ zone:
   - domain: test.
     template: parent
 EOF
-    for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do printf '  - domain: %s.test.\n    template: signed\n' "$z"; done
-    for z in $INSECURE_ZONES; do printf '  - domain: %s.test.\n    template: unsigned\n' "$z"; done
+    for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES $ATK_SIGNED_ZONES; do printf '  - domain: %s.test.\n    template: signed\n' "$z"; done
+    for z in $INSECURE_ZONES $ATK_INSECURE_ZONES; do printf '  - domain: %s.test.\n    template: unsigned\n' "$z"; done
   } > "$S/knot/knot.conf"
 }
 
@@ -471,35 +627,44 @@ make_dns() {
   printf 'key "%s" {\n\talgorithm %s;\n\tsecret "%s";\n};\n' "${TSIG_NAME%.}" "$TSIG_ALG" "$(cat "$S/dns/tsig.secret")" > "$S/dns/tsig.key"
   chmod 600 "$S/dns/tsig.key"
   write_knot_conf
+  # the forged Knot's keys and zones (needs the attacker key only), alongside the world's keys
+  make_forged_dns > "$S/dns/forged.err" 2>&1 &
+  local forged_pid=$!
   local K="keymgr -c $S/knot/knot.conf" z
   # One CSK per signed zone, generated before Knot starts, so the DS set in test. and the
   # trust anchor are known up front and start-up needs no second phase.
   $K test. generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
-  for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do
+  for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES $ATK_SIGNED_ZONES; do
     $K "$z.test." generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
   done
   # trust anchors for test.: DNSKEY form (postern.json) and DS form (Unbound)
   $K test. dnskey | sed 's/ DNSKEY / 3600 IN DNSKEY /' > "$S/dns/trust-anchors.dnskey"
   $K test. ds | awk '$5 == 2' | sed 's/ DS / 3600 IN DS /' > "$S/dns/trust-anchors.ds"
   [ -s "$S/dns/trust-anchors.dnskey" ] && [ -s "$S/dns/trust-anchors.ds" ] || die "keymgr produced no anchor for test."
-  for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do write_child_zone "$z"; done
+  for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES $ATK_ZONES; do write_child_zone "$z"; done
   # the parent zone, with the delegations
   {
     zone_head test
     echo "ns1 A $KNOT_IP"
     echo "ns-lame A $LAME_NS_IP"
     echo "ns-fault A $FAULT_NS_IP"
+    echo "ns-atk A $ATK_NS_IP"
+    echo "ns-forged A $FORGED_NS_IP"
+    echo "ad-proxy A $AD_PROXY_IP"
     echo "resolver A $RESOLVER_IP"
     echo "tlsrpt A $TLSRPT_IP"
     echo "nginx-default A $NGINX_IP"
     for z in $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES; do echo "$z NS ns1.test."; done
     # delegated to the fault proxy (glue ns-fault above), with a correct DS
     for z in $INDETERMINATE_ZONES; do echo "$z NS ns-fault.test."; done
-    for z in $SIGNED_ZONES $INDETERMINATE_ZONES; do $K "$z.test." ds | awk '$5 == 2' | sed 's/\.test\. DS / DS /'; done
+    # the destinations under attack: delegated to the DNS attacker (glue ns-atk above)
+    for z in $ATK_ZONES; do echo "$z NS ns-atk.test."; done
+    for z in $SIGNED_ZONES $INDETERMINATE_ZONES $ATK_SIGNED_ZONES; do $K "$z.test." ds | awk '$5 == 2' | sed 's/\.test\. DS / DS /'; done
     # bogus.test.: a well-formed DS for its key tag and algorithm whose digest matches no key
     local tag; tag=$($K bogus.test. ds | awk '$5 == 2 { print $3; exit }')
     echo "bogus DS $tag 13 2 $(printf 'postern test world: bogus' | sha256sum | cut -d' ' -f1)"
   } > "$S/knot/zones/test.zone"
+  wait "$forged_pid" || die "the forged zones: $(cat "$S/dns/forged.err")"
 }
 
 start_knot() {
@@ -512,7 +677,7 @@ start_knot() {
   wait_tcp "$KNOT_IP" 53 knotd
   # every zone must be loaded (and the signed ones signed) before the resolver asks for them
   local z q=(test. SOA) want got
-  for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES; do q+=("$z.test." SOA); done
+  for z in $SIGNED_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES $ATK_SIGNED_ZONES; do q+=("$z.test." SOA); done
   want=$(( ${#q[@]} / 2 ))
   for i in $(seq 1 200); do
     got=$(kdig @"$KNOT_IP" +norec +dnssec +noall +answer "${q[@]}" 2>/dev/null | awk '$4 == "RRSIG" && $5 == "SOA"' | wc -l)
@@ -559,6 +724,131 @@ start_faultdns() {
     --rcode servfail "${faults[@]}" </dev/null >>"$S/faultdns/faultdns.log" 2>&1 &
   record_pid faultdns "$!"
   wait_tcp "$FAULT_NS_IP" 53 "the DNS fault proxy"
+}
+
+# ---------------------------------------------------------------- attackers
+# State files (one line per attacked key; missing = pass), written by `world.sh attack` and
+# read by the attackers at each new connection or query; one event log; captured mail.
+attack_init() { mkdir -p "$S/attack/captured"; touch "$S/attack/"{smtp,https,dns,ad}.state "$S/attack/attacker.log"; }
+world_python() { if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi; }
+start_dns_attacker() {
+  pidfile_alive "$S/pids/dns-attacker.pid" && return 0
+  attack_init
+  "$(world_python)" "$WORLD_DIR/dns_attacker.py" --zone-addr "$ATK_NS_IP" --ad-addr "$AD_PROXY_IP" --port 53 \
+    --knot "$KNOT_IP:53" --forged "$FORGED_NS_IP:53" --resolver "$RESOLVER_IP:53" \
+    --zone-state "$S/attack/dns.state" --ad-state "$S/attack/ad.state" --log "$S/attack/attacker.log" \
+    </dev/null >>"$S/attack/dns_attacker.err" 2>&1 &
+  record_pid dns-attacker "$!"
+  wait_tcp "$ATK_NS_IP" 53 "the DNS attacker"
+  wait_tcp "$AD_PROXY_IP" 53 "the AD attacker"
+}
+start_smtp_attacker() {
+  pidfile_alive "$S/pids/smtp-attacker.pid" && return 0
+  attack_init
+  local g gip z ip kind listen=()
+  g=$(mx_field "$ATK_GENUINE" 3); gip=$(mx_ip "$ATK_GENUINE")
+  while IFS='|' read -r z kind ip; do listen+=(--listen "$ip=$z.test=$gip"); done < <(atk_rows)
+  "$(world_python)" "$WORLD_DIR/smtp_attacker.py" "${listen[@]}" --own "$ATTACKER_MX_IP" --port 25 \
+    --state "$S/attack/smtp.state" --log "$S/attack/attacker.log" --capture "$S/attack/captured" \
+    --pki "$S/pki" --genuine-chain "$S/pki/$g.chain.pem" --genuine-key "$S/pki/$g.key" \
+    </dev/null >>"$S/attack/smtp_attacker.err" 2>&1 &
+  record_pid smtp-attacker "$!"
+  while IFS='|' read -r z kind ip; do wait_tcp "$ip" 25 "the SMTP attacker"; done < <(atk_rows)
+  wait_tcp "$ATTACKER_MX_IP" 25 "the SMTP attacker"
+}
+start_https_attacker() {
+  pidfile_alive "$S/pids/https-attacker.pid" && return 0
+  attack_init
+  "$(world_python)" "$WORLD_DIR/https_attacker.py" --addr "$HTTPS_ATK_IP" --port 443 --upstream "$NGINX_IP:443" \
+    --state "$S/attack/https.state" --log "$S/attack/attacker.log" --pki "$S/pki" --www "$S/www" \
+    </dev/null >>"$S/attack/https_attacker.err" 2>&1 &
+  record_pid https-attacker "$!"
+  wait_tcp "$HTTPS_ATK_IP" 443 "the HTTPS attacker"
+}
+
+# world.sh attack STATEDIR ...: switch one attack (see usage in main and README "Attacks")
+SMTP_MODES="pass strip-starttls starttls-454 inject-after-220 mitm-self mitm-othername mitm-attacker-domain mitm-old-tls"
+HTTPS_MODES="pass redirect wrong-cert changed-policy widen-mx"
+DNS_MODES="pass strip-rrsig forge forge-unsigned drop-dnssec servfail tc-no-tcp delay"
+DNS_TYPES="A AAAA MX TXT TLSA DNSKEY DS NS SOA CNAME NSEC *"
+AD_MODES="pass set-ad clear-ad forge"
+in_list() { case " $2 " in *" $1 "*) return 0;; esac; return 1; }
+state_set() { # FILE KEY [LINE]: drop the lines of KEY, then append LINE (if any); atomic rename
+  local f=$1 k="$2|" line=${3:-}
+  { awk -v k="$k" 'index($0, k) != 1' "$f" 2>/dev/null || true; [ -n "$line" ] && printf '%s\n' "$line"; } > "$f.tmp.$$"
+  mv -f "$f.tmp.$$" "$f"
+}
+flush_atk_dns() { # zone...: Unbound forgets what it learnt about these zones and the attacker
+  local uc=(unbound-control -c "$S/unbound/unbound.conf") z
+  for z in "$@"; do "${uc[@]}" flush_zone "$z" >/dev/null 2>&1 || true; done
+  "${uc[@]}" flush_bogus >/dev/null 2>&1 || true
+  "${uc[@]}" flush_negative >/dev/null 2>&1 || true
+  "${uc[@]}" flush_infra "$ATK_NS_IP" >/dev/null 2>&1 || true
+}
+atk_zone_of() { # name -> the atk zone it is in (or nothing)
+  local n=$1 z
+  for z in $ATK_ZONES; do case $n in "$z.test"|*".$z.test") echo "$z.test"; return 0;; esac; done
+  return 1
+}
+attack_usage() {
+  die "usage: world.sh attack STATEDIR smtp DOMAIN MODE | https HOST MODE | dns NAME TYPE MODE [SECONDS] | ad MODE [NAME TYPE] | reset | show
+  smtp:  DOMAIN one of: $(printf '%s.test ' $ATK_ZONES); MODE one of: $SMTP_MODES
+  https: HOST one of: $(printf 'mta-sts.%s.test ' $ATK_STS_DOMAINS); MODE one of: $HTTPS_MODES
+  dns:   NAME in an atk-* zone; TYPE one of: $DNS_TYPES; MODE one of: $DNS_MODES (SECONDS only for delay)
+  ad:    pass | set-ad | clear-ad | forge NAME TYPE"
+}
+cmd_attack() {
+  local A="$S/attack" kind=${1:-}
+  [ -f "$A/smtp.state" ] || die "no attackers in $S (run up first)"
+  [ $# -gt 0 ] && shift
+  case $kind in
+    smtp)
+      [ $# = 2 ] || attack_usage
+      local d=${1%.}; d=${d,,}
+      in_list "$d" "$(printf '%s.test ' $ATK_ZONES)" || die "smtp: unknown destination '$1' (one of: $(printf '%s.test ' $ATK_ZONES))"
+      in_list "$2" "$SMTP_MODES" || die "smtp: unknown mode '$2' (one of: $SMTP_MODES)"
+      if [ "$2" = pass ]; then state_set "$A/smtp.state" "$d"; else state_set "$A/smtp.state" "$d" "$d|$2"; fi ;;
+    https)
+      [ $# = 2 ] || attack_usage
+      local h=${1%.}; h=${h,,}
+      in_list "$h" "$(printf 'mta-sts.%s.test ' $ATK_STS_DOMAINS)" || die "https: unknown host '$1' (one of: $(printf 'mta-sts.%s.test ' $ATK_STS_DOMAINS))"
+      in_list "$2" "$HTTPS_MODES" || die "https: unknown mode '$2' (one of: $HTTPS_MODES)"
+      if [ "$2" = pass ]; then state_set "$A/https.state" "$h"; else state_set "$A/https.state" "$h" "$h|$2"; fi ;;
+    dns)
+      [ $# = 3 ] || { [ $# = 4 ] && [ "${3:-}" = delay ]; } || attack_usage
+      local n=${1%.} t=${2^^} m=$3 secs=${4:-10} z; n=${n,,}
+      [ "$t" = ANY ] && t='*'
+      z=$(atk_zone_of "$n") || die "dns: '$1' is not in an attacked zone (one of: $(printf '%s.test ' $ATK_ZONES))"
+      in_list "$t" "$DNS_TYPES" || die "dns: unknown type '$2' (one of: $DNS_TYPES)"
+      in_list "$m" "$DNS_MODES" || die "dns: unknown mode '$m' (one of: $DNS_MODES)"
+      [[ $secs =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "dns: SECONDS must be a number, not '$secs'"
+      case $m in
+        pass) state_set "$A/dns.state" "$n|$t" ;;
+        delay) state_set "$A/dns.state" "$n|$t" "$n|$t|$m|$secs" ;;
+        *) state_set "$A/dns.state" "$n|$t" "$n|$t|$m" ;;
+      esac
+      flush_atk_dns "$z" ;;
+    ad)
+      [ $# -ge 1 ] || attack_usage
+      case $1 in
+        pass) [ $# = 1 ] || attack_usage; : > "$A/ad.state.tmp.$$"; mv -f "$A/ad.state.tmp.$$" "$A/ad.state" ;;
+        set-ad|clear-ad) [ $# = 1 ] || attack_usage; state_set "$A/ad.state" mode "mode|$1" ;;
+        forge)
+          [ $# = 3 ] || attack_usage
+          local n=${2%.} t=${3^^}; n=${n,,}; [ "$t" = ANY ] && t='*'
+          atk_zone_of "$n" >/dev/null || die "ad forge: '$2' is not in an attacked zone (the forged server holds only those)"
+          in_list "$t" "$DNS_TYPES" || die "ad forge: unknown type '$3' (one of: $DNS_TYPES)"
+          state_set "$A/ad.state" "forge|$n|$t" "forge|$n|$t" ;;
+        *) die "ad: unknown mode '$1' (one of: $AD_MODES)" ;;
+      esac ;;
+    reset)
+      [ $# = 0 ] || attack_usage
+      local f; for f in smtp https dns ad; do : > "$A/$f.state.tmp.$$"; mv -f "$A/$f.state.tmp.$$" "$A/$f.state"; done
+      flush_atk_dns $(printf '%s.test ' $ATK_ZONES) ;;
+    show)
+      local f; for f in smtp https dns ad; do sed "s/^/$f|/" "$A/$f.state"; done ;;
+    *) attack_usage ;;
+  esac
 }
 
 # ---------------------------------------------------------------- Unbound
@@ -622,6 +912,10 @@ EOC
   local z
   for z in $INDETERMINATE_ZONES; do
     printf 'stub-zone:\n    name: "%s.test."\n    stub-addr: %s\n    stub-prime: no\n' "$z" "$FAULT_NS_IP" >> "$S/unbound/unbound.conf"
+  done
+  # the same for the destinations under attack, delegated to the DNS attacker
+  for z in $ATK_ZONES; do
+    printf 'stub-zone:\n    name: "%s.test."\n    stub-addr: %s\n    stub-prime: no\n' "$z" "$ATK_NS_IP" >> "$S/unbound/unbound.conf"
   done
   local bin; bin=$(command -v unbound)
   # Debian ships an AppArmor profile attached to /usr/sbin/unbound that forbids files outside
@@ -933,7 +1227,10 @@ write_nginx() {
   mkdir -p "$n/tmp" "$www"
   # Policies. Where a fetch must fail (redirect, 404, content type, size, certificate) the body
   # that *is* served names an MX that does not exist: wrongly accepting it defers the mail.
-  for d in $STS_DOMAINS; do mkdir -p "$www/$d/.well-known"; done
+  for d in $STS_DOMAINS $ATK_STS_DOMAINS; do mkdir -p "$www/$d/.well-known"; done
+  # the destinations under attack: genuine policies listing both MX hosts (reached through the HTTPS attacker)
+  sts_policy enforce mx1.atk-sts-enforce.test mx2.atk-sts-enforce.test > "$www/atk-sts-enforce/.well-known/mta-sts.txt"
+  sts_policy testing mx1.atk-sts-testing.test mx2.atk-sts-testing.test > "$www/atk-sts-testing/.well-known/mta-sts.txt"
   sts_policy enforce mx.sts-enforce.test > "$www/sts-enforce/.well-known/mta-sts.txt"
   sts_policy testing mx.elsewhere.sts-testing.test > "$www/sts-testing/.well-known/mta-sts.txt"
   sts_policy testing mx.invalidcert.test > "$www/sts-testing-badcert/.well-known/mta-sts.txt"
@@ -976,7 +1273,7 @@ http {
         return 404;
     }
 EOC
-    for d in $STS_DOMAINS; do
+    for d in $STS_DOMAINS $ATK_STS_DOMAINS; do
       printf '    server {\n        listen %s:443 ssl;\n        server_name mta-sts.%s.test;\n' "$NGINX_IP" "$d"
       printf '        ssl_certificate %s;\n        ssl_certificate_key %s;\n        root %s;\n' \
         "$S/pki/mta-sts.$d.test.chain.pem" "$S/pki/mta-sts.$d.test.key" "$www/$d"
@@ -1038,7 +1335,7 @@ WORLD_TSIG_NAME=$TSIG_NAME
 WORLD_TSIG_ALGORITHM=$TSIG_ALG
 WORLD_TSIG_SECRET_FILE=$S/dns/tsig.secret
 WORLD_TSIG_KEYFILE=$S/dns/tsig.key
-WORLD_UPDATE_ZONES=$(printf '%s.test,' $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES | sed 's/,$//')
+WORLD_UPDATE_ZONES=$(printf '%s.test,' $SIGNED_ZONES $INSECURE_ZONES $BOGUS_ZONES $INDETERMINATE_ZONES $ATK_ZONES | sed 's/,$//')
 WORLD_NGINX_IP=$NGINX_IP
 WORLD_TLSRPT_IP=$TLSRPT_IP
 WORLD_TLSRPT_URL=$TLSRPT_HTTPS
@@ -1062,7 +1359,33 @@ WORLD_RELAY_SMTP=$RELAY_IP:25
 WORLD_RELAY_HOST=$RELAY_HOST
 WORLD_RELAY_CONF=$S/postfix-relay/conf
 WORLD_RELAY_LOG=$S/postfix-relay/maillog
+WORLD_ATTACK_DOMAINS=$(printf '%s.test,' $ATK_ZONES | sed 's/,$//')
+WORLD_ATTACKER_STATE_DIR=$S/attack
+WORLD_ATTACKER_LOG=$S/attack/attacker.log
+WORLD_ATTACKER_CAPTURED=$S/attack/captured
+WORLD_ATTACKER_DNS_IP=$ATK_NS_IP
+WORLD_FORGED_NS_IP=$FORGED_NS_IP
+WORLD_AD_PROXY=$AD_PROXY_IP:53
+WORLD_AD_PROXY_IP=$AD_PROXY_IP
+WORLD_ATTACKER_HTTPS_IP=$HTTPS_ATK_IP
+WORLD_ATTACKER_MX_IP=$ATTACKER_MX_IP
+WORLD_ATTACKER_MX_HOST=$ATTACKER_MX_HOST
+WORLD_ATTACKER_KEY=$S/pki/attacker/attacker.key
+WORLD_ATTACKER_SPKI_SHA256=$(attacker_tlsa | cut -d' ' -f4)
+WORLD_ATTACKER_FORGED_STS_ID=forged1
+WORLD_ATK_GENUINE_IP=$(mx_ip "$ATK_GENUINE")
 EOC
+    local z kind ip X
+    while IFS='|' read -r z kind ip; do
+      X=$(envname "${z#atk-}")
+      echo "ATK_${X}_DOMAIN=$z.test"
+      echo "ATK_${X}_DNSSEC=$kind"
+      echo "ATK_${X}_MX1=mx1.$z.test"
+      echo "ATK_${X}_MX1_IP=$ip"
+      echo "ATK_${X}_MX2=mx2.$z.test"
+      echo "ATK_${X}_MX2_IP=$(mx_ip "$ATK_GENUINE")"
+    done < <(atk_rows)
+    for z in $ATK_STS_DOMAINS; do echo "ATK_$(envname "${z#atk-}")_STS_HOST=mta-sts.$z.test"; done
     while IFS='|' read -r id ip host cert beh; do
       E=$(envname "$id")
       echo "MX_${E}_IP=$ip"
@@ -1177,11 +1500,15 @@ cmd_up() {
   make_dns; phase make_dns
   start_knot; phase start_knot
   start_lame; phase start_lame
+  start_forged; phase start_forged
   start_faultdns; phase start_faultdns
+  start_dns_attacker; phase start_dns_attacker
   start_unbound; phase start_unbound
   start_postfixes; phase start_postfixes
+  start_smtp_attacker; phase start_smtp_attacker
   write_nginx
   start_nginx; phase start_nginx
+  start_https_attacker; phase start_https_attacker
   start_tlsrpt; phase start_tlsrpt
   relay_write
   write_env
@@ -1235,12 +1562,13 @@ main() {
       local rcpt=${2:-} secs=${3:-30}
       [[ $rcpt == ?*@?* ]] && [[ $secs =~ ^[0-9]+$ ]] || die "usage: world.sh postfix-relay-send STATEDIR RCPT [SECONDS]"
       relay_send "$rcpt" "$secs" ;;
+    attack) state_dir_arg "$@"; shift; cmd_attack "$@" ;;
     flush-dns) state_dir_arg "$@"
       unbound-control -c "$S/unbound/unbound.conf" flush_zone test. >/dev/null
       unbound-control -c "$S/unbound/unbound.conf" flush_bogus >/dev/null
       unbound-control -c "$S/unbound/unbound.conf" flush_negative >/dev/null
       unbound-control -c "$S/unbound/unbound.conf" flush_infra all >/dev/null ;;
-    *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [ -z "$CMD" ] || [ "$CMD" = help ] || exit 2 ;;
+    *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [ -z "$CMD" ] || [ "$CMD" = help ] || exit 2 ;;
   esac
 }
 main "$@"
