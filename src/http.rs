@@ -26,7 +26,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, over_limit: bool) {
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let reply = match (method, target) {
-        ("GET", "/healthz") => response(200, "text/plain", "ok\n"),
+        ("GET", "/healthz") => {
+            let (code, body) = crate::health::healthz(&shared);
+            response(code, "application/json", &body)
+        }
         ("GET", "/metrics") => response(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -7,6 +7,7 @@ pub mod control;
 pub mod dane;
 pub mod delivery;
 pub mod dns;
+pub mod health;
 pub mod http;
 pub mod ledger;
 pub mod listener;

@@ -34,6 +34,9 @@ struct Metrics {
     tlsrpt_failures: Family<ResultTypeLabels, Counter>,
     connections: Gauge,
     queue_messages: Gauge,
+    dnssec_validates: Gauge,
+    dnssec_last_success: Gauge,
+    tlsa_in_step: Gauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -70,7 +73,28 @@ fn metrics() -> &'static Metrics {
             "Messages in the queue",
             queue_messages.clone(),
         );
+        let dnssec_validates = Gauge::default();
+        registry.register(
+            "dnssec_validates",
+            "1 when the resolver's DNSSEC self-check passed last time (DANE works), else 0",
+            dnssec_validates.clone(),
+        );
+        let dnssec_last_success = Gauge::default();
+        registry.register(
+            "dnssec_last_success_timestamp_seconds",
+            "When the DNSSEC self-check last passed (Unix time)",
+            dnssec_last_success.clone(),
+        );
+        let tlsa_in_step = Gauge::default();
+        registry.register(
+            "tlsa_in_step",
+            "1 when the published TLSA records match the served certificates, else 0 (only with tlsa.records)",
+            tlsa_in_step.clone(),
+        );
         Metrics {
+            dnssec_validates,
+            dnssec_last_success,
+            tlsa_in_step,
             registry,
             deliveries,
             downgrades,
@@ -105,6 +129,20 @@ pub fn tlsrpt_failure(result_type: &str) {
             result_type: result_type.to_string(),
         })
         .inc();
+}
+
+/// The result of a DNSSEC self-check.
+pub fn dnssec(ok: bool) {
+    let m = metrics();
+    m.dnssec_validates.set(ok as i64);
+    if ok {
+        m.dnssec_last_success.set(crate::queue::now_secs() as i64);
+    }
+}
+
+/// Whether the TLSA records are in step with the served certificates.
+pub fn tlsa_in_step(ok: bool) {
+    metrics().tlsa_in_step.set(ok as i64);
 }
 
 /// The exposition text, with the gauges read now.

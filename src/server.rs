@@ -30,6 +30,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Wakes the delivery scheduler (a message was queued).
     pub wake: tokio::sync::Notify,
+    /// The last results of the health checks (`/healthz`, `STATUS=`).
+    pub health: crate::health::Health,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ pub async fn run(
         connections: AtomicUsize::new(0),
         stopping: stop_rx,
         wake: tokio::sync::Notify::new(),
+        health: crate::health::Health::default(),
     });
     let mut accept_tasks = Vec::new();
     for o in opened {
@@ -130,6 +133,7 @@ pub async fn run(
     );
     let engine_task = tokio::spawn(engine.clone().run());
     let certificates_task = tokio::spawn(watch_certificates(shared.clone()));
+    let health_task = tokio::spawn(crate::health::watch(shared.clone()));
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -167,6 +171,7 @@ pub async fn run(
     control.abort();
     engine_task.abort();
     certificates_task.abort();
+    health_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
@@ -277,21 +282,7 @@ pub async fn tlsa_status(shared: &Arc<Shared>) -> (String, bool) {
 /// The resolver and the client TLS roots deliveries use. DNSSEC that cannot
 /// work is said once here; `dane: require` then fails rather than passes.
 pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
-    let r = &cfg.resolver;
-    let settings = crate::dns::ResolverSettings {
-        nameservers: r
-            .nameservers
-            .as_ref()
-            .map(|ns| ns.iter().map(|n| n.0).collect()),
-        dnssec: match r.dnssec {
-            crate::config::DnssecMode::Validate => crate::dns::Mode::Validate,
-            crate::config::DnssecMode::TrustAd => crate::dns::Mode::TrustAd,
-        },
-        trust_anchors: r.trust_anchors.clone(),
-        timeout: r.timeout.as_std(),
-        attempts: r.attempts,
-    };
-    let resolver = crate::dns::Resolver::new(&settings).map_err(|e| format!("resolver: {e}"))?;
+    let resolver = resolver(cfg)?;
     let check = resolver.clone();
     tokio::spawn(async move {
         match check.self_check().await {
@@ -315,10 +306,34 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
     })
 }
 
+/// The resolver of `resolver` (SPEC §2.4); sends nothing.
+pub fn resolver(cfg: &crate::config::Config) -> Result<crate::dns::Resolver, String> {
+    let r = &cfg.resolver;
+    let settings = crate::dns::ResolverSettings {
+        nameservers: r
+            .nameservers
+            .as_ref()
+            .map(|ns| ns.iter().map(|n| n.0).collect()),
+        dnssec: match r.dnssec {
+            crate::config::DnssecMode::Validate => crate::dns::Mode::Validate,
+            crate::config::DnssecMode::TrustAd => crate::dns::Mode::TrustAd,
+        },
+        trust_anchors: r.trust_anchors.clone(),
+        timeout: r.timeout.as_std(),
+        attempts: r.attempts,
+    };
+    crate::dns::Resolver::new(&settings).map_err(|e| format!("resolver: {e}"))
+}
+
 fn status_line(shared: &Shared) -> String {
     let queued = shared.store.count("queue").unwrap_or(0);
     let conns = shared.connections.load(Ordering::SeqCst);
-    format!("{queued} queued, {conns} connections")
+    let reasons = crate::health::reasons(shared);
+    if reasons.is_empty() {
+        format!("{queued} queued, {conns} connections")
+    } else {
+        format!("{queued} queued, {conns} connections; UNHEALTHY: {}", reasons.join("; "))
+    }
 }
 
 /// SIGHUP: read the configuration again; a bad one keeps the old running.

@@ -184,6 +184,7 @@ fn typed(root: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     section(&map, "storage", &mut c.storage, problems);
     section(&map, "control", &mut c.control, problems);
     section(&map, "ledger", &mut c.ledger, problems);
+    section(&map, "health", &mut c.health, problems);
     (problems.len() == before).then_some(c)
 }
 

@@ -30,10 +30,11 @@ pub struct Config {
     pub storage: Storage,
     pub control: Control,
     pub ledger: Ledger,
+    pub health: Health,
 }
 
 /// Top-level keys, in document order, for per-section parsing.
-pub const SECTIONS: [&str; 12] = [
+pub const SECTIONS: [&str; 13] = [
     "server",
     "certificates",
     "session",
@@ -46,6 +47,7 @@ pub const SECTIONS: [&str; 12] = [
     "storage",
     "control",
     "ledger",
+    "health",
 ];
 
 // ------------------------------------------------------------------ server
@@ -851,6 +853,25 @@ impl Default for Storage {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Control {
     pub socket: Option<PathBuf>,
+}
+
+/// `/healthz` and the `STATUS=` line (`src/health.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Health {
+    /// How often DNSSEC, the TLSA records and the store are checked.
+    pub check_interval: Duration,
+    /// Unhealthy when the oldest queued message has waited longer.
+    pub max_queue_age: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            check_interval: Duration::secs(60),
+            max_queue_age: Duration::secs(86_400),
+        }
+    }
 }
 
 /// The downgrade ledger (`src/ledger.rs`).

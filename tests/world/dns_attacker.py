@@ -105,6 +105,30 @@ def strip_rrsigs(msg):
     return out
 
 
+def strip_additional(msg):
+    """The message without its additional section, but for the OPT record.
+
+    Knot puts the A records of MX targets into the additional section; a
+    resolver caches them, and would then answer an attacked A query from
+    that cache with the genuine data, past the attacker. An on-path attacker
+    rewrites every answer, so this one drops what it cannot rewrite. The
+    message is cut at a section boundary: compression pointers in the
+    answer and authority sections (which point backwards) stay valid."""
+    qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
+    off = 12
+    for _ in range(qd):
+        _, off = read_name(msg, off)
+        off += 4
+    _, off = parse_rrs(msg, off, an)
+    _, off = parse_rrs(msg, off, ns)
+    rrs, _ = parse_rrs(msg, off, ar)
+    opts = [r for r in rrs if r[1] == 41]
+    out = msg[0:4] + struct.pack("!HHHH", qd, an, ns, len(opts)) + msg[12:off]
+    for name, rtype, rclass, ttl, rdata in opts:
+        out += name + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
+    return out
+
+
 def set_flags(msg, on=0, off=0):
     flags = struct.unpack("!H", msg[2:4])[0]
     return msg[0:2] + struct.pack("!H", (flags | on) & ~off & 0xFFFF) + msg[4:]
@@ -209,6 +233,10 @@ class ZoneAttacker:
 
     def answer(self, msg, proto):
         """The reply bytes, or None to send nothing (and close a TCP connection)."""
+        r = self.answer_full(msg, proto)
+        return None if r is None else strip_additional(r)
+
+    def answer_full(self, msg, proto):
         q = parse_question(msg)
         if q is None:
             return ask(self.knot, msg, proto)
