@@ -20,7 +20,23 @@ use tokio::net::{UnixListener, UnixStream};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
-    List,
+    List {
+        /// Only messages with a recipient at this domain.
+        #[serde(default)]
+        domain: Option<String>,
+        /// Only messages in this state: `deferred`, `pending`, `held`.
+        #[serde(default)]
+        status: Option<String>,
+    },
+    Hold {
+        id: String,
+    },
+    Release {
+        id: String,
+    },
+    RetryDomain {
+        domain: String,
+    },
     Show {
         id: String,
     },
@@ -143,7 +159,57 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
 fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
     let store = &shared.store;
     match req {
-        Request::List => Ok(serde_json::to_value(queue::list(store)?).map_err(|e| e.to_string())?),
+        Request::List { domain, status } => {
+            let domain = domain.map(|d| d.trim_end_matches('.').to_lowercase());
+            let rows: Vec<Envelope> = queue::list(store)?
+                .into_iter()
+                .filter(|e| domain.as_deref().is_none_or(|d| has_domain(e, d)))
+                .filter(|e| status.as_deref().is_none_or(|s| in_state(e, s)))
+                .collect();
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::Hold { id } => {
+            let (mut env, _) =
+                queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            let old = schedule_key(&env);
+            env.held = true;
+            let value = serde_json::to_vec(&env).map_err(|e| e.to_string())?;
+            store
+                .write(
+                    Batch::default().delete("schedule", &old).put(
+                        "queue",
+                        env.id.as_bytes(),
+                        &value,
+                    ),
+                    true,
+                )
+                .map_err(|e| e.to_string())?;
+            tracing::info!(id = %id, "held by the operator");
+            Ok(json!({"held": id}))
+        }
+        Request::Release { id } => {
+            let (mut env, _) =
+                queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
+            if !env.held {
+                return Err(format!("message {id} is not on hold"));
+            }
+            env.held = false;
+            reschedule_now(shared, env)?;
+            tracing::info!(id = %id, "released by the operator");
+            Ok(json!({"released": id}))
+        }
+        Request::RetryDomain { domain } => {
+            let d = domain.trim_end_matches('.').to_lowercase();
+            let mut ids = Vec::new();
+            for env in queue::list(store)?
+                .into_iter()
+                .filter(|e| !e.held && has_domain(e, &d))
+            {
+                ids.push(env.id.clone());
+                reschedule_now(shared, env)?;
+            }
+            Ok(json!({"retry": ids}))
+        }
         Request::Show { id } => {
             let (env, body) =
                 queue::get(store, &id)?.ok_or_else(|| format!("no message {id} in the queue"))?;
@@ -197,7 +263,7 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         }
         Request::RetryAll => {
             let mut ids = Vec::new();
-            for env in queue::list(store)? {
+            for env in queue::list(store)?.into_iter().filter(|e| !e.held) {
                 ids.push(env.id.clone());
                 reschedule_now(shared, env)?;
             }
@@ -277,6 +343,37 @@ async fn reports_send_now(shared: &Shared) -> Result<Value, String> {
         .map(|s| json!({"id": s.report_id, "domain": s.domain, "sessions": s.sessions, "deliveries": s.deliveries}))
         .collect();
     Ok(Value::Array(summary))
+}
+
+/// The message has a recipient still to deliver at `domain`.
+fn has_domain(env: &Envelope, domain: &str) -> bool {
+    env.recipients.iter().any(|r| {
+        matches!(r.status, queue::Status::Pending | queue::Status::Deferred)
+            && r.address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+    })
+}
+
+fn in_state(env: &Envelope, state: &str) -> bool {
+    match state {
+        "held" => env.held,
+        "deferred" => {
+            !env.held
+                && env
+                    .recipients
+                    .iter()
+                    .any(|r| r.status == queue::Status::Deferred)
+        }
+        "pending" => {
+            !env.held
+                && env
+                    .recipients
+                    .iter()
+                    .any(|r| r.status == queue::Status::Pending)
+        }
+        _ => false,
+    }
 }
 
 fn schedule_key(env: &Envelope) -> Vec<u8> {

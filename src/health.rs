@@ -41,7 +41,9 @@ pub fn reasons(shared: &Shared) -> Vec<String> {
     let s = shared.health.state();
     let mut out = Vec::new();
     if let Some(Err(e)) = &s.dnssec {
-        out.push(format!("DNSSEC cannot validate, so DANE is unavailable: {e}"));
+        out.push(format!(
+            "DNSSEC cannot validate, so DANE is unavailable: {e}"
+        ));
     }
     if let Some(Err(e)) = &s.tlsa {
         out.push(format!("TLSA records out of step: {e}"));
@@ -49,7 +51,13 @@ pub fn reasons(shared: &Shared) -> Vec<String> {
     if let Some(Err(e)) = &s.store {
         out.push(format!("store: {e}"));
     }
-    let max_age = shared.config().config.health.max_queue_age.as_std().as_secs();
+    let max_age = shared
+        .config()
+        .config
+        .health
+        .max_queue_age
+        .as_std()
+        .as_secs();
     match oldest_queued(shared) {
         Ok(Some(age)) if age > max_age => out.push(format!(
             "the oldest queued message waits for {} (health.maxQueueAge {})",
@@ -68,7 +76,10 @@ pub fn healthz(shared: &Shared) -> (u16, String) {
     if reasons.is_empty() {
         (200, json!({"status": "ok"}).to_string())
     } else {
-        (503, json!({"status": "unhealthy", "reasons": reasons}).to_string())
+        (
+            503,
+            json!({"status": "unhealthy", "reasons": reasons}).to_string(),
+        )
     }
 }
 
@@ -133,7 +144,11 @@ async fn check(shared: &Arc<Shared>) {
         Some(if ok {
             Ok(())
         } else {
-            Err(text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").to_string())
+            Err(text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string())
         })
     };
     let store = shared

@@ -27,7 +27,9 @@ struct Cli {
 enum Command {
     /// Run the daemon (the embedded default when no --config is given).
     Serve {
-        #[arg(long)]
+        /// The configuration (default: $POSTERN_CONFIG, then /etc/postern/config.json if it
+        /// exists, else the embedded default).
+        #[arg(long, env = "POSTERN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Validate a configuration; each problem is one line on stderr.
@@ -80,7 +82,9 @@ enum DomainsCommand {
 
 #[derive(Args)]
 struct Common {
-    #[arg(long)]
+    /// The configuration (default: $POSTERN_CONFIG, then /etc/postern/config.json if it
+    /// exists, else the embedded default).
+    #[arg(long, env = "POSTERN_CONFIG")]
     config: Option<PathBuf>,
     #[arg(long)]
     json: bool,
@@ -88,19 +92,44 @@ struct Common {
 
 #[derive(Subcommand)]
 enum QueueCommand {
-    /// List queued messages.
-    List(Common),
+    /// List queued messages: age, next attempt, last error.
+    List {
+        /// Only messages with a recipient still to deliver at this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only messages in this state.
+        #[arg(long, value_parser = ["deferred", "pending", "held"])]
+        status: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Put a message on hold: it is not attempted until released.
+    Hold {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Release a held message: attempted at once.
+    Release {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Show one message with its recipients and attempts.
     Show {
         id: String,
         #[command(flatten)]
         common: Common,
     },
-    /// Retry one message now, or all with --all.
+    /// Retry one message now, all with --all, or those for a domain with --domain.
     Retry {
         id: Option<String>,
+        /// Every message (not the held ones).
         #[arg(long)]
         all: bool,
+        /// Every message with a recipient still to deliver at this domain.
+        #[arg(long)]
+        domain: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -140,14 +169,18 @@ enum TlsaCommand {
     },
     /// Compare the configured TLSA records with what DNS serves.
     Status {
-        #[arg(long)]
+        /// The configuration (default: $POSTERN_CONFIG, then /etc/postern/config.json if it
+        /// exists, else the embedded default).
+        #[arg(long, env = "POSTERN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Do one step towards the configured TLSA records.
     Sync {
         #[arg(long)]
         dry_run: bool,
-        #[arg(long)]
+        /// The configuration (default: $POSTERN_CONFIG, then /etc/postern/config.json if it
+        /// exists, else the embedded default).
+        #[arg(long, env = "POSTERN_CONFIG")]
         config: Option<PathBuf>,
     },
 }
@@ -248,7 +281,8 @@ fn tlsa_verify(chain: &std::path::Path, name: &str, records: &[String]) -> ExitC
 }
 
 fn client_config(path: Option<&std::path::Path>) -> Result<config::Config, ExitCode> {
-    let loaded = match path {
+    let path = config_path(path);
+    let loaded = match path.as_deref() {
         // The client needs only paths; it reads no secret.
         Some(p) => config::load_file(p, config::Options { offline: true }),
         None => Ok(config::embedded_default()),
@@ -263,25 +297,40 @@ fn client_config(path: Option<&std::path::Path>) -> Result<config::Config, ExitC
 
 fn queue_command(q: QueueCommand) -> ExitCode {
     let (common, request) = match q {
-        QueueCommand::List(c) => (c, control::Request::List),
+        QueueCommand::List {
+            domain,
+            status,
+            common,
+        } => (common, control::Request::List { domain, status }),
+        QueueCommand::Hold { id, common } => (common, control::Request::Hold { id }),
+        QueueCommand::Release { id, common } => (common, control::Request::Release { id }),
         QueueCommand::Show { id, common } => (common, control::Request::Show { id }),
         QueueCommand::Delete { id, common } => (common, control::Request::Delete { id }),
         QueueCommand::Retry {
             id: Some(id),
             all: false,
+            domain: None,
             common,
         } => (common, control::Request::Retry { id }),
         QueueCommand::Retry {
             id: None,
             all: true,
+            domain: None,
             common,
         } => (common, control::Request::RetryAll),
+        QueueCommand::Retry {
+            id: None,
+            all: false,
+            domain: Some(domain),
+            common,
+        } => (common, control::Request::RetryDomain { domain }),
         QueueCommand::Retry { .. } => {
-            eprintln!("error: give either a queue id or --all");
+            eprintln!("error: give one of: a queue id, --all, --domain DOMAIN");
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let table = matches!(request, control::Request::List).then_some(print_queue_table as fn(&_));
+    let table =
+        matches!(request, control::Request::List { .. }).then_some(print_queue_table as fn(&_));
     control_command(common, request, table)
 }
 
@@ -371,19 +420,36 @@ fn print_reports_table(v: &serde_json::Value) {
 }
 
 fn print_queue_table(v: &serde_json::Value) {
-    let items = v.as_array().cloned().unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let span = |secs: i64| -> String {
+        let (sign, s) = if secs < 0 { ("-", -secs) } else { ("", secs) };
+        match s {
+            s if s >= 86_400 => format!("{sign}{}d{}h", s / 86_400, s % 86_400 / 3600),
+            s if s >= 3600 => format!("{sign}{}h{}m", s / 3600, s % 3600 / 60),
+            s if s >= 60 => format!("{sign}{}m", s / 60),
+            s => format!("{sign}{s}s"),
+        }
+    };
     println!(
-        "{:<16}  {:>9}  {:<10}  SENDER -> RECIPIENTS",
-        "ID", "SIZE", "STATUS"
+        "{:<16}  {:>6}  {:>8}  {:>7}  {:<8}  SENDER -> RECIPIENTS (LAST ERROR)",
+        "ID", "AGE", "ATTEMPTS", "NEXT", "STATE"
     );
-    for m in &items {
+    for m in v.as_array().into_iter().flatten() {
         let rcpts: Vec<String> = m["recipients"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|r| {
+                let err = r["lastError"]
+                    .as_str()
+                    .filter(|_| r["status"] != "delivered")
+                    .map(|e| format!(": {}", e.chars().take(80).collect::<String>()))
+                    .unwrap_or_default();
                 format!(
-                    "{} ({})",
+                    "{} ({}{err})",
                     r["address"].as_str().unwrap_or(""),
                     r["status"].as_str().unwrap_or("")
                 )
@@ -393,21 +459,30 @@ fn print_queue_table(v: &serde_json::Value) {
             .as_str()
             .filter(|s| !s.is_empty())
             .unwrap_or("<>");
-        let status = if m["attempts"].as_u64().unwrap_or(0) == 0 {
-            "new"
-        } else {
-            "retrying"
+        let received = m["receivedAt"].as_u64().unwrap_or(now);
+        let next = m["nextAttempt"].as_u64().unwrap_or(now);
+        let held = m["held"].as_bool().unwrap_or(false);
+        let attempts = m["attempts"].as_u64().unwrap_or(0);
+        let state = match (held, attempts) {
+            (true, _) => "held",
+            (false, 0) => "new",
+            _ => "retrying",
         };
         println!(
-            "{:<16}  {:>9}  {:<10}  {} -> {}",
+            "{:<16}  {:>6}  {:>8}  {:>7}  {:<8}  {} -> {}",
             m["id"].as_str().unwrap_or(""),
-            m["size"].as_u64().unwrap_or(0),
-            status,
+            span(now.saturating_sub(received) as i64),
+            attempts,
+            if held {
+                "-".into()
+            } else {
+                span(next as i64 - now as i64)
+            },
+            state,
             sender,
             rcpts.join(", ")
         );
     }
-    println!("{} message(s)", items.len());
 }
 
 /// What the commands that talk to the network need: the checked
@@ -416,7 +491,8 @@ fn online_command(
     path: Option<&std::path::Path>,
 ) -> Result<(config::Loaded, tokio::runtime::Runtime), ExitCode> {
     tls::install_provider();
-    let loaded = match path {
+    let path = config_path(path);
+    let loaded = match path.as_deref() {
         None => config::embedded_default(),
         Some(p) => config::load_file(p, config::Options::default()).map_err(|problems| {
             for p in &problems {
@@ -563,7 +639,21 @@ fn check_config(file: &std::path::Path, offline: bool, print: bool) -> ExitCode 
     }
 }
 
-fn serve(config_path: Option<PathBuf>) -> ExitCode {
+/// Where the configuration is when `--config` and `$POSTERN_CONFIG` are not
+/// given: `/etc/postern/config.json` if it exists, else none (the embedded
+/// default).
+fn config_path(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    const SYSTEM: &str = "/etc/postern/config.json";
+    match given {
+        Some(p) => Some(p.to_path_buf()),
+        None => std::path::Path::new(SYSTEM)
+            .exists()
+            .then(|| PathBuf::from(SYSTEM)),
+    }
+}
+
+fn serve(config_path_arg: Option<PathBuf>) -> ExitCode {
+    let config_path = config_path(config_path_arg.as_deref());
     // Sockets from systemd must be taken before any thread exists.
     // SAFETY: nothing has spawned a thread yet.
     let passed = match unsafe { systemd::take_passed_sockets() } {

@@ -332,7 +332,10 @@ fn status_line(shared: &Shared) -> String {
     if reasons.is_empty() {
         format!("{queued} queued, {conns} connections")
     } else {
-        format!("{queued} queued, {conns} connections; UNHEALTHY: {}", reasons.join("; "))
+        format!(
+            "{queued} queued, {conns} connections; UNHEALTHY: {}",
+            reasons.join("; ")
+        )
     }
 }
 

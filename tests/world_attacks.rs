@@ -199,7 +199,8 @@ fn scenarios() -> Vec<Scenario> {
             expect: |_| Some(Mx2),
         },
         Scenario {
-            name: "TLS terminated by the attacker: world-CA certificate for the attacker's own domain",
+            name:
+                "TLS terminated by the attacker: world-CA certificate for the attacker's own domain",
             attacks: |k| smtp("mitm-attacker-domain")(k),
             expect: |_| Some(Mx2),
         },
@@ -244,7 +245,11 @@ fn scenarios() -> Vec<Scenario> {
             name: "DNS: mx1's TLSA forged (the attacker's key)",
             attacks: |k| {
                 if k.signed() {
-                    vec![dns(&format!("_25._tcp.mx1.{}", k.domain()), "TLSA", "forge")]
+                    vec![dns(
+                        &format!("_25._tcp.mx1.{}", k.domain()),
+                        "TLSA",
+                        "forge",
+                    )]
                 } else {
                     vec![]
                 }
@@ -488,7 +493,10 @@ fn run_mode(
     world: &World,
     mode: &str,
     with_postfix: bool,
-) -> (BTreeMap<(usize, Kind), (Seen, bool)>, BTreeMap<(usize, Kind), String>) {
+) -> (
+    BTreeMap<(usize, Kind), (Seen, bool)>,
+    BTreeMap<(usize, Kind), String>,
+) {
     let smtp = world.get("WORLD_POSTERN_SMTP").to_string();
     let ns = if mode == "trust-ad" {
         world.get("WORLD_AD_PROXY").to_string()
@@ -585,7 +593,11 @@ fn downgrade_matrix() {
     let out = world.path().join("attacks.md");
     std::fs::write(&out, &doc).unwrap();
     if std::env::var_os("POSTERN_BLESS").is_some() {
-        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/attacks.md"), &doc).unwrap();
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/attacks.md"),
+            &doc,
+        )
+        .unwrap();
     }
     assert!(rows.len() >= 30, "{} rows", rows.len());
     let wrong: Vec<String> = rows

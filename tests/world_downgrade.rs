@@ -14,7 +14,7 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::world::{send, token, Postern, World};
 
@@ -85,6 +85,54 @@ fn probe(cfg: &std::path::Path, domain: &str) -> (Value, Option<i32>) {
     let v = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{domain}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     (v, out.status.code())
+}
+
+fn attempts(p: &Postern, id: &str) -> u64 {
+    p.queue(&["show", id])["attempts"].as_u64().unwrap_or(0)
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `queue hold|release`, `queue list --domain/--status`, `queue retry
+/// --domain`, on the deferred messages of this test.
+fn queue_steering(p: &Postern, sent: &[(&str, &str, String, String)]) {
+    let (_, _, _, held) = &sent[3]; // bogus.test
+    p.queue(&["hold", held]);
+    assert_eq!(
+        ids(&p.queue(&["list", "--status", "held"])),
+        vec![held.clone()]
+    );
+    assert_eq!(
+        ids(&p.queue(&["list", "--domain", "bogus.test"])),
+        vec![held.clone()]
+    );
+    assert!(!ids(&p.queue(&["list", "--status", "deferred"])).contains(held));
+    let before = attempts(p, held);
+    std::thread::sleep(Duration::from_secs(6)); // the world retries every 2–3 s
+    assert_eq!(attempts(p, held), before, "a held message is not attempted");
+    p.queue(&["release", held]);
+    let deadline = Instant::now() + WAIT;
+    while attempts(p, held) == before {
+        assert!(Instant::now() < deadline, "released, but never attempted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, _, _, other) = &sent[1]; // addr-bogus.test
+    let retried = p.queue(&["retry", "--domain", "addr-bogus.test"]);
+    assert_eq!(
+        ids(&json!(retried["retry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| json!({"id": i}))
+            .collect::<Vec<_>>())),
+        vec![other.clone()]
+    );
 }
 
 #[test]
@@ -166,6 +214,7 @@ fn bogus_and_indeterminate_answers_defer() {
             "{domain}: TLS-RPT result types {types:?}"
         );
     }
+    queue_steering(&p, &sent);
     let log = p.log_text();
     assert!(
         !log.contains("result=\"delivered\"")

@@ -29,7 +29,9 @@ fn queued_id(reply: &str) -> String {
 fn sent_level(p: &Postern, id: &str) -> Option<String> {
     let log = p.log_text();
     let line = log.lines().find(|l| {
-        l.contains(" recipient") && l.contains(&format!("id=\"{id}\"")) && l.contains("status=\"sent\"")
+        l.contains(" recipient")
+            && l.contains(&format!("id=\"{id}\""))
+            && l.contains("status=\"sent\"")
     })?;
     let rest = line.split(" level=\"").nth(1)?;
     Some(rest.split('"').next()?.to_string())
@@ -41,7 +43,11 @@ fn wait_level(p: &Postern, id: &str) -> String {
         if let Some(l) = sent_level(p, id) {
             return l;
         }
-        assert!(Instant::now() < deadline, "{id} not sent; log:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "{id} not sent; log:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -66,14 +72,21 @@ fn wait_health(code: &str, p: &Postern) -> String {
         if r.starts_with(&format!("HTTP/1.1 {code}")) {
             return r;
         }
-        assert!(Instant::now() < deadline, "healthz never {code}: {r}\nlog:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "healthz never {code}: {r}\nlog:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
 
 fn counter(text: &str, series: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -84,7 +97,11 @@ fn domains(p: &Postern, args: &[&str]) -> serde_json::Value {
         .args(["--json", "--config", p.config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -120,7 +137,12 @@ fn levels_metrics_and_the_downgrade_ledger() {
     ];
     let mut ids = Vec::new();
     for (domain, want) in cases {
-        let reply = send(&smtp, "sender@postern.test", &[&format!("user@{domain}")], &msg(&token(domain)));
+        let reply = send(
+            &smtp,
+            "sender@postern.test",
+            &[&format!("user@{domain}")],
+            &msg(&token(domain)),
+        );
         ids.push((domain, want, queued_id(&reply)));
     }
     let mut by_level: BTreeMap<String, u64> = BTreeMap::new();
@@ -131,7 +153,10 @@ fn levels_metrics_and_the_downgrade_ledger() {
     }
     // the lines never claim a verification that did not happen
     let log = p.log_text();
-    for line in log.lines().filter(|l| l.contains(" recipient") && l.contains("status=\"sent\"")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains(" recipient") && l.contains("status=\"sent\""))
+    {
         let claims_dane = line.contains("level=\"dane\"");
         let dane_domain = ["dane-ok.test", "dane-ta.test", "implicit-mx.test"]
             .iter()
@@ -173,24 +198,42 @@ fn levels_metrics_and_the_downgrade_ledger() {
     .unwrap();
     assert!(upd.wait().unwrap().success(), "knsupdate");
     std::thread::sleep(Duration::from_secs(3)); // the world's Unbound caches for 2 s
-    let reply = send(&smtp, "sender@postern.test", &["user@dane-ok.test"], &msg(&token("after")));
+    let reply = send(
+        &smtp,
+        "sender@postern.test",
+        &["user@dane-ok.test"],
+        &msg(&token("after")),
+    );
     let id = queued_id(&reply);
     assert_eq!(wait_level(&p, &id), "verified");
     assert!(
-        p.wait_log(&["downgrade:", "domain=\"dane-ok.test\""], WAIT).is_some(),
+        p.wait_log(&["downgrade:", "domain=\"dane-ok.test\""], WAIT)
+            .is_some(),
         "a warning; log:\n{}",
         p.log_text()
     );
     assert_eq!(counter(&scrape(), "postern_downgrades_total"), 1);
     let entry = domains(&p, &["show", "dane-ok.test"]);
-    assert_eq!((entry["best"].clone(), entry["last"].clone(), entry["downgrades"].clone()), (json!("dane"), json!("verified"), json!(1)));
+    assert_eq!(
+        (
+            entry["best"].clone(),
+            entry["last"].clone(),
+            entry["downgrades"].clone()
+        ),
+        (json!("dane"), json!("verified"), json!(1))
+    );
     drop(p);
 
     // With pinLevel the same delivery is refused before any mail is sent.
     let cfg = world.postern_config("levels-pinned", edit(true));
     let p = Postern::start(&cfg, &smtp);
     let t = token("pinned");
-    let reply = send(&smtp, "sender@postern.test", &["user@dane-ok.test"], &msg(&t));
+    let reply = send(
+        &smtp,
+        "sender@postern.test",
+        &["user@dane-ok.test"],
+        &msg(&t),
+    );
     let id = queued_id(&reply);
     let deadline = Instant::now() + WAIT;
     loop {
@@ -203,13 +246,22 @@ fn levels_metrics_and_the_downgrade_ledger() {
                 r["level"] == "verified" || r["level"] == "encrypted",
                 "queue show: the level it was refused at {shown:#}"
             );
-            assert!(r["lastError"].as_str().unwrap_or("").contains("downgrade refused"), "{shown:#}");
+            assert!(
+                r["lastError"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("downgrade refused"),
+                "{shown:#}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{shown:#}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(world.spool("dane-ok").iter().all(|m| !m.contains(&t)), "never delivered");
+    assert!(
+        world.spool("dane-ok").iter().all(|m| !m.contains(&t)),
+        "never delivered"
+    );
     // the operator accepts the new level: the next attempt delivers it
     domains(&p, &["forget", "dane-ok.test"]);
     world
@@ -237,7 +289,11 @@ fn levels_metrics_and_the_downgrade_ledger() {
             .args(["ad", mode])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     ad("clear-ad");
     let bad = wait_health("503", &p);

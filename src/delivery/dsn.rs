@@ -189,6 +189,7 @@ mod tests {
             next_attempt: 0,
             notified: 0,
             internal: false,
+            held: false,
         }
     }
 

@@ -33,6 +33,10 @@ pub struct Envelope {
     /// answered with another DSN.
     #[serde(default)]
     pub internal: bool,
+    /// Put on hold by the operator (`postern queue hold`): not scheduled
+    /// until released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -136,6 +140,7 @@ impl Envelope {
             next_attempt: now,
             notified: 0,
             internal: true,
+            held: false,
         }
     }
 }
@@ -226,6 +231,7 @@ mod tests {
             next_attempt: now_secs(),
             notified: 0,
             internal: false,
+            held: false,
         };
         enqueue(&store, &env, b"hello").unwrap();
         let (got, body) = get(&store, &env.id).unwrap().unwrap();

@@ -430,6 +430,7 @@ impl Session {
             next_attempt: now,
             notified: 0,
             internal: false,
+            held: false,
         };
         let store = self.shared.store.clone();
         let env2 = env.clone();
