@@ -57,6 +57,10 @@ pub enum Request {
         dry_run: bool,
     },
     TlsaStatus,
+    /// The daemon's cached MTA-STS policy of a domain (`probe`).
+    MtaStsCached {
+        domain: String,
+    },
     DomainsList,
     DomainsShow {
         domain: String,
@@ -241,6 +245,28 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         }
         Request::ReportsList => reports_list(store),
         Request::ReportsShow { id } => reports_show(store, &id),
+        Request::MtaStsCached { domain } => {
+            let key = crate::mta_sts::cache::cache_key(&domain);
+            match store.get("mta-sts", key.as_bytes()).map_err(|e| e.to_string())? {
+                None => Ok(Value::Null),
+                Some(bytes) => {
+                    let c = crate::mta_sts::CachedPolicy::from_bytes(&bytes)
+                        .map_err(|e| e.to_string())?;
+                    let iso = |t: u64| {
+                        chrono::DateTime::from_timestamp(t as i64, 0)
+                            .map(|d| d.to_rfc3339())
+                            .unwrap_or_default()
+                    };
+                    Ok(json!({
+                        "id": c.id,
+                        "policy": c.policy_text,
+                        "fetched": iso(c.fetched_at),
+                        "expires": iso(c.expires_at),
+                        "expired": c.is_expired(queue::now_secs()),
+                    }))
+                }
+            }
+        }
         Request::DomainsList => {
             serde_json::to_value(crate::ledger::list(store)?).map_err(|e| e.to_string())
         }

@@ -45,6 +45,9 @@ enum Command {
     /// Dry run of a delivery to DOMAIN; sends no mail.
     Probe {
         domain: String,
+        /// Give up after this long (e.g. "30s", "2m").
+        #[arg(long, default_value = "2m")]
+        timeout: String,
         #[command(flatten)]
         common: Common,
     },
@@ -205,7 +208,11 @@ fn main() -> ExitCode {
             offline,
             print,
         } => check_config(&file, offline, print),
-        Command::Probe { domain, common } => probe_command(&domain, common),
+        Command::Probe {
+            domain,
+            timeout,
+            common,
+        } => probe_command(&domain, &timeout, common),
         Command::Queue(q) => queue_command(q),
         Command::Tlsa(TlsaCommand::Records {
             cert,
@@ -513,12 +520,19 @@ fn online_command(
 
 /// Exit 0 when a delivery would go through now, 1 when it would defer or
 /// fail, 2 when the probe itself could not run.
-fn probe_command(domain: &str, common: Common) -> ExitCode {
+fn probe_command(domain: &str, timeout: &str, common: Common) -> ExitCode {
+    let timeout = match config::duration::parse(timeout) {
+        Ok(d) => d.as_std(),
+        Err(e) => {
+            eprintln!("error: --timeout: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let (loaded, runtime) = match online_command(common.config.as_deref()) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match runtime.block_on(probe::run(&loaded, domain)) {
+    match runtime.block_on(probe::run(&loaded, domain, timeout)) {
         Ok(v) => {
             if common.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

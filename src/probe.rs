@@ -7,7 +7,9 @@ use crate::config::Loaded;
 use crate::delivery::attempt::{self, Outcome};
 use serde_json::{json, Value};
 
-pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
+/// Probes `domain`; the whole probe ends after `timeout` (the verdict then
+/// says so). Progress goes to stderr, so a slow destination is never silent.
+pub async fn run(loaded: &Loaded, domain: &str, timeout: std::time::Duration) -> Result<Value, String> {
     let cfg = &loaded.config;
     let tools = crate::server::delivery_tools(cfg).await?;
     let domain = domain.trim_end_matches('.').to_lowercase();
@@ -28,7 +30,38 @@ pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
         last_error: "none",
         dry_run: true,
     };
-    let (outcomes, trace) = attempt::deliver(&ctx, &domain, std::slice::from_ref(&rcpt)).await;
+    eprintln!(
+        "probe: {domain}: MX, MTA-STS, every MX host and address (gives up after {}s)",
+        timeout.as_secs()
+    );
+    let Ok((outcomes, trace)) = tokio::time::timeout(
+        timeout,
+        attempt::deliver(&ctx, &domain, std::slice::from_ref(&rcpt)),
+    )
+    .await
+    else {
+        return Ok(json!({
+            "domain": domain,
+            "verdict": format!("defer: the probe did not finish within {}s", timeout.as_secs()),
+        }));
+    };
+    eprintln!("probe: {domain}: TLS-RPT record");
+    let tlsrpt = match tools.resolver.txt(&format!("_smtp._tls.{domain}")).await {
+        Ok(a) => json!({
+            "records": a.records.iter().filter(|r| r.starts_with("v=TLSRPTv1")).collect::<Vec<_>>(),
+            "dnssec": a.security.as_str(),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    // What the running daemon has cached (probe itself opens no store).
+    let daemon_policy = crate::control::call_if_running(
+        cfg,
+        &crate::control::Request::MtaStsCached {
+            domain: domain.clone(),
+        },
+    )
+    .ok()
+    .flatten();
     let verdict = match outcomes.first() {
         Some(Outcome::Delivered(_)) => match (trace.policy, trace.tls.is_some(), trace.verified) {
             ("dane", _, _) => "dane".to_string(),
@@ -48,6 +81,9 @@ pub async fn run(loaded: &Loaded, domain: &str) -> Result<Value, String> {
         "hosts": trace.hosts,
         "strategy": trace.strategy,
         "tls": trace.tls,
+        "level": trace.level,
+        "tlsrpt": tlsrpt,
+        "daemonMtaSts": daemon_policy,
         "verdict": verdict,
     }))
 }
@@ -107,14 +143,60 @@ pub fn text(v: &Value) -> String {
                 r["usable"].as_str().unwrap_or("")
             ));
         }
-        if let Some(o) = h["daneOutcome"].as_str() {
-            out.push_str(&format!("  DANE   {o}\n"));
+        if let Some(d) = h["decision"].as_str() {
+            out.push_str(&format!("  policy {d}\n"));
         }
+        let conns = h["connections"].as_array().cloned().unwrap_or_default();
+        if conns.is_empty() {
+            out.push_str(&format!(
+                "  result {}\n",
+                h["result"].as_str().unwrap_or("")
+            ));
+        }
+        for c in &conns {
+            out.push_str(&format!(
+                "  [{}]  TLS {} ({}), level {}\n",
+                c["ip"].as_str().unwrap_or(""),
+                c["tls"].as_str().unwrap_or("none"),
+                c["policy"].as_str().unwrap_or(""),
+                c["level"].as_str().unwrap_or("-"),
+            ));
+            if let Some(caps) = c["ehlo"].as_array() {
+                let caps: Vec<&str> = caps.iter().filter_map(|c| c.as_str()).collect();
+                out.push_str(&format!("         EHLO {}\n", caps.join(", ")));
+            }
+            let cert = &c["certificate"];
+            if cert.is_object() {
+                out.push_str(&format!(
+                    "         certificate {} (names {}), issuer {}, valid until {}\n",
+                    cert["subject"].as_str().unwrap_or(""),
+                    cert["names"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+                    cert["issuer"].as_str().unwrap_or(""),
+                    cert["notAfter"].as_str().unwrap_or(""),
+                ));
+            }
+            if let Some(o) = c["daneOutcome"].as_str() {
+                out.push_str(&format!("         DANE {o}\n"));
+            }
+            out.push_str(&format!("         result {}\n", c["result"].as_str().unwrap_or("")));
+        }
+    }
+    if let Some(records) = v["tlsrpt"]["records"].as_array() {
+        let r: Vec<&str> = records.iter().filter_map(|x| x.as_str()).collect();
         out.push_str(&format!(
-            "  TLS    {} ({})\n  result {}\n",
-            h["tls"].as_str().unwrap_or("none"),
-            h["policy"].as_str().unwrap_or(""),
-            h["result"].as_str().unwrap_or("")
+            "TLS-RPT  {}\n",
+            if r.is_empty() { "no record".to_string() } else { r.join(" | ") }
+        ));
+    } else if let Some(e) = v["tlsrpt"]["error"].as_str() {
+        out.push_str(&format!("TLS-RPT  lookup failed: {e}\n"));
+    }
+    if v["daemonMtaSts"].is_object() {
+        let d = &v["daemonMtaSts"];
+        out.push_str(&format!(
+            "daemon   cached MTA-STS policy id {} fetched {}, expires {}\n",
+            d["id"].as_str().unwrap_or(""),
+            d["fetched"].as_str().unwrap_or(""),
+            d["expires"].as_str().unwrap_or(""),
         ));
     }
     out.push_str(&format!(

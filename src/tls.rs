@@ -389,3 +389,49 @@ impl ServerCertVerifier for AnyCertificate {
             .supported_schemes()
     }
 }
+
+/// The leaf of a presented chain as `probe` shows it: subject, DNS names,
+/// issuer, validity and SHA-256 (`null` without a chain; the parse error
+/// when it does not parse).
+pub fn describe_certificate(chain: &[CertificateDer<'static>]) -> serde_json::Value {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Some(leaf) = chain.first() else {
+        return serde_json::Value::Null;
+    };
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()));
+    let cert = match X509Certificate::from_der(leaf.as_ref()) {
+        Ok((_, c)) => c,
+        Err(e) => return serde_json::json!({ "error": e.to_string(), "sha256": sha256 }),
+    };
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    GeneralName::IPAddress(ip) => Some(format!("{ip:?}")),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let time = |t: x509_parser::time::ASN1Time| {
+        chrono::DateTime::from_timestamp(t.timestamp(), 0)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "subject": cert.subject().to_string(),
+        "names": names,
+        "issuer": cert.issuer().to_string(),
+        "notBefore": time(cert.validity().not_before),
+        "notAfter": time(cert.validity().not_after),
+        "sha256": sha256,
+        "chainLength": chain.len(),
+    })
+}

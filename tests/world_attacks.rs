@@ -331,40 +331,33 @@ fn sts_expect(k: Kind, e: Expect) -> Option<Expect> {
 
 /// Runs `world.sh attack STATEDIR ARGS…`.
 fn attack(world: &World, args: &[String]) {
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/world/world.sh"))
-        .arg("attack")
-        .arg(world.path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "attack {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut all = vec!["attack"];
+    all.extend(args.iter().map(String::as_str));
+    world.ctl(&all);
+}
+
+/// What the attacker captured: (file name, content) per message.
+fn captures(world: &World) -> Vec<(String, String)> {
+    let dir = world.get("WORLD_ATTACKER_CAPTURED");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect()
 }
 
 fn captured_with(world: &World, needle: &str) -> bool {
-    let dir = world.get("WORLD_ATTACKER_CAPTURED");
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            std::fs::read_to_string(e.path())
-                .map(|t| t.contains(needle))
-                .unwrap_or(false)
-        })
+    captures(world).iter().any(|(_, text)| text.contains(needle))
 }
 
 fn captures_for(world: &World, domain: &str) -> usize {
-    let dir = world.get("WORLD_ATTACKER_CAPTURED");
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(domain))
+    captures(world)
+        .iter()
+        .filter(|(name, _)| name.contains(domain))
         .count()
 }
 

@@ -37,36 +37,18 @@ fn queued_id(reply: &str) -> String {
     reply.split_whitespace().nth(2).unwrap().to_string()
 }
 
-fn reports(p: &Postern) -> Value {
-    let out = support::postern()
-        .args(["reports", "list", "--json", "--config"])
-        .arg(&p.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// The result types recorded so far for `domain` (pending reports).
 fn result_types(p: &Postern, domain: &str) -> Vec<String> {
-    let list = reports(p);
+    let list = p.cli("reports", &["list"]);
     let mut types = Vec::new();
     for r in list.as_array().into_iter().flatten() {
         if r["domain"] != domain {
             continue;
         }
         let id = r["id"].as_str().unwrap_or_default();
-        let out = support::postern()
-            .args(["reports", "show", id, "--json", "--config"])
-            .arg(&p.config)
-            .output()
-            .unwrap();
         // a pending aggregate: policies[].failures = [[failure, count], …]
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let v = p.cli("reports", &["show", id]);
         for pol in v["policies"].as_array().into_iter().flatten() {
             for f in pol["failures"].as_array().into_iter().flatten() {
                 types.push(f[0]["result-type"].as_str().unwrap_or_default().to_string());

@@ -90,20 +90,6 @@ fn counter(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn domains(p: &Postern, args: &[&str]) -> serde_json::Value {
-    let out = support::postern()
-        .arg("domains")
-        .args(args)
-        .args(["--json", "--config", p.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn levels_metrics_and_the_downgrade_ledger() {
@@ -151,6 +137,14 @@ fn levels_metrics_and_the_downgrade_ledger() {
         assert_eq!(&got, want, "{domain}: level");
         *by_level.entry(got).or_default() += 1;
     }
+    // probe shows the daemon's cached MTA-STS policy (probe opens no store)
+    let out = support::postern()
+        .args(["probe", "sts-enforce.test", "--json", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["daemonMtaSts"]["id"], world.get("WORLD_STS_ID"), "{v:#}");
+    assert!(v["daemonMtaSts"]["policy"].as_str().unwrap().contains("mode: enforce"), "{v:#}");
     // the lines never claim a verification that did not happen
     let log = p.log_text();
     for line in log
@@ -177,7 +171,7 @@ fn levels_metrics_and_the_downgrade_ledger() {
 
     // The ledger knows dane-ok.test at `dane`. Remove its TLSA: the next
     // delivery is only `verified` — a downgrade, warned about and counted.
-    assert_eq!(domains(&p, &["show", "dane-ok.test"])["best"], "dane");
+    assert_eq!(p.cli("domains", &["show", "dane-ok.test"])["best"], "dane");
     let secret = std::fs::read_to_string(world.get("WORLD_TSIG_SECRET_FILE")).unwrap();
     let key = format!(
         "{}:{}:{}",
@@ -213,7 +207,7 @@ fn levels_metrics_and_the_downgrade_ledger() {
         p.log_text()
     );
     assert_eq!(counter(&scrape(), "postern_downgrades_total"), 1);
-    let entry = domains(&p, &["show", "dane-ok.test"]);
+    let entry = p.cli("domains", &["show", "dane-ok.test"]);
     assert_eq!(
         (
             entry["best"].clone(),
@@ -263,7 +257,7 @@ fn levels_metrics_and_the_downgrade_ledger() {
         "never delivered"
     );
     // the operator accepts the new level: the next attempt delivers it
-    domains(&p, &["forget", "dane-ok.test"]);
+    p.cli("domains", &["forget", "dane-ok.test"]);
     world
         .wait_for_mail("dane-ok", &t, WAIT)
         .unwrap_or_else(|| panic!("delivered after forget; log:\n{}", p.log_text()));

@@ -21,18 +21,7 @@ fn queued_id(reply: &str) -> String {
 }
 
 fn reports(p: &Postern, args: &[&str]) -> Value {
-    let out = support::postern()
-        .arg("reports")
-        .args(args)
-        .args(["--json", "--config", p.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reports {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("reports --json is JSON")
+    p.cli("reports", args)
 }
 
 /// Waits until message `id` has had an attempt (or is gone: delivered).

@@ -77,6 +77,18 @@ pub struct Trace {
     pub delays: Delays,
     /// The downgrade ledger's mark for the domain, if any.
     pub mark: Option<crate::policy::Level>,
+    /// `probe`: what the last connection showed (EHLO, certificate).
+    pub seen: Option<Seen>,
+}
+
+/// What `probe` records of one connection.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The EHLO keywords (after STARTTLS when TLS was used).
+    pub ehlo: serde_json::Value,
+    pub starttls: bool,
+    /// The leaf certificate: subject, SANs, issuer, expiry, SHA-256.
+    pub certificate: serde_json::Value,
 }
 
 /// Where an attempt's time went (the per-recipient log line's `delays`).
@@ -373,6 +385,7 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         format!("no MX host of {domain} could be reached"),
         "connection",
     );
+    let mut probed: Option<(Vec<Outcome>, Trace)> = None;
     for host in &hosts {
         trace.delays = Delays {
             dns: domain_dns,
@@ -389,9 +402,18 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         )
         .await
         {
+            // `probe` looks at every host; the first that works is the verdict
+            Ok(outcomes) if ctx.dry_run => {
+                probed.get_or_insert((outcomes, trace.clone()));
+            }
             Ok(outcomes) => return (outcomes, trace),
             Err(failed) => last = failed,
         }
+    }
+    if let Some((outcomes, mut first)) = probed {
+        first.hosts = trace.hosts;
+        first.tlsrpt = trace.tlsrpt;
+        return (outcomes, first);
     }
     (defer_all(rcpts, &last.0, last.1), trace)
 }
@@ -415,6 +437,9 @@ async fn to_host(
         mx: Some(host.to_string()),
         ..Session::default()
     };
+    if ctx.dry_run {
+        eprintln!("probe: {host}: addresses and TLSA");
+    }
     let dns_started = std::time::Instant::now();
     let resolved = match literal_ip(host) {
         Some(ip) => Ok(crate::dns::Answer {
@@ -491,14 +516,19 @@ async fn to_host(
         .expect("an address answer when the host is usable")
         .records;
     let mut last = (format!("{host} could not be reached"), "connection");
+    let mut probed = None;
     for ip in ips {
         let req = Requirement::new(decision, domain, host, ip, &tlsa, &strat);
         match to_address(ctx, domain, host, ip, &req, policy, rcpts, trace).await {
+            // `probe` looks at every address (IPv4 and IPv6)
+            Ok(outcomes) if ctx.dry_run => {
+                probed.get_or_insert(outcomes);
+            }
             Ok(outcomes) => return Ok(outcomes),
             Err(failed) => last = failed,
         }
     }
-    Err(last)
+    probed.ok_or(last)
 }
 
 /// The level deliveries to `domain` have reached lately (the downgrade
@@ -526,6 +556,9 @@ async fn to_address(
 ) -> Result<Vec<Outcome>, (String, &'static str)> {
     trace.ip = Some(ip);
     let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
+    if ctx.dry_run {
+        eprintln!("probe: {host} [{ip}]: connecting ({})", req.decision.describe());
+    }
     trace.policy = req.policy_word();
     trace.verified = req.authenticates();
     // A fresh DANE verifier per connection: its outcome is this address's.
@@ -546,17 +579,36 @@ async fn to_address(
         trace.tlsrpt.push(event);
     }
     if let Some(h) = trace.hosts.last_mut() {
-        h["ip"] = serde_json::json!(ip.to_string());
-        h["tls"] = serde_json::json!(trace.tls.clone().unwrap_or_else(|| "none".into()));
-        h["policy"] = serde_json::json!(trace.policy);
-        h["level"] = serde_json::json!(trace.level);
-        if let Some(o) = verifier.and_then(|v| v.outcome()) {
-            h["daneOutcome"] = serde_json::json!(o.to_string());
-        }
-        h["result"] = serde_json::json!(match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.to_string(),
+        let mut conn = serde_json::json!({
+            "ip": ip.to_string(),
+            "tls": trace.tls.clone().unwrap_or_else(|| "none".into()),
+            "policy": trace.policy,
+            "level": trace.level,
+            "result": match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            },
         });
+        if let Some(o) = verifier.and_then(|v| v.outcome()) {
+            conn["daneOutcome"] = serde_json::json!(o.to_string());
+        }
+        if let Some(seen) = trace.seen.take() {
+            conn["ehlo"] = seen.ehlo;
+            conn["starttls"] = serde_json::json!(seen.starttls);
+            conn["certificate"] = seen.certificate;
+        }
+        // the first address's view is also the host's (older readers)
+        if h.get("connections").is_none() {
+            for key in ["ip", "tls", "policy", "level", "result", "daneOutcome"] {
+                if let Some(v) = conn.get(key) {
+                    h[key] = v.clone();
+                }
+            }
+            h["connections"] = serde_json::json!([]);
+        }
+        if let Some(list) = h["connections"].as_array_mut() {
+            list.push(conn);
+        }
     }
     match result {
         Ok(outcomes) => {
@@ -1055,6 +1107,20 @@ async fn transaction(
     };
     if ctx.dry_run {
         let offered = c.offers("STARTTLS");
+        trace.seen = Some(Seen {
+            ehlo: serde_json::json!(c
+                .capabilities
+                .as_ref()
+                .map(|r| r
+                    .lines
+                    .iter()
+                    .skip(1)
+                    .map(|l| l.trim().to_string())
+                    .collect::<Vec<_>>())
+                .unwrap_or_default()),
+            starttls: offered || trace.tls.is_some(),
+            certificate: crate::tls::describe_certificate(&c.peer_chain),
+        });
         c.quit().await;
         return Ok(rcpts
             .iter()

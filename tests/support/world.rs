@@ -200,18 +200,25 @@ impl Postern {
 
     /// `postern queue …` against this daemon, parsed JSON.
     pub fn queue(&self, args: &[&str]) -> serde_json::Value {
+        self.cli("queue", args)
+    }
+
+    /// `postern COMMAND ARGS… --json --config <this daemon's>`, parsed JSON
+    /// (`queue`, `reports`, `domains`: the control-socket commands).
+    pub fn cli(&self, command: &str, args: &[&str]) -> serde_json::Value {
         let out = super::postern()
-            .arg("queue")
+            .arg(command)
             .args(args)
             .args(["--json", "--config", self.config.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "queue {args:?}: {}",
+            "{command} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("queue --json is JSON")
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{command} --json is JSON: {e}"))
     }
 
     /// Waits until the log has a line containing every needle.
