@@ -711,7 +711,7 @@ fn tlsa_section(h: &mut String, v: &View) {
     }
     for c in &t.certificates {
         let (key, phase) = match &c.state {
-            State::Idle => ("idle", "serving the certificate whose records are published".to_string()),
+            State::Idle => ("idle", "no rollover under way".to_string()),
             State::Published {
                 visible_since: None,
                 ..
