@@ -269,7 +269,7 @@ let
           "http"
         ];
         default = "smtp";
-        description = "`smtp`, or `http` for `/healthz` and `/metrics`.";
+        description = "`smtp`, or `http` for the status page `/`, `/healthz` and `/metrics` (optionally behind `auth.bearerToken`).";
       };
     };
   };

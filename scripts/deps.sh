@@ -6,7 +6,7 @@ set -euo pipefail
 need=(clang libclang-dev)
 if [ "${1:-build}" = test ]; then
   need+=(knot knot-dnsutils unbound postfix nginx swaks dnsutils ldnsutils gnutls-bin
-         nix-bin mypy openssl curl systemd iproute2 procps python3)
+         nix-bin mypy openssl curl systemd iproute2 procps python3 chromium)
 fi
 missing=()
 for p in "${need[@]}"; do

@@ -11,6 +11,8 @@
 //! | `mta-sts`  | domain                  | cached policy, fetched-at, expiry  |
 //! | `reports`  | domain ‖ period ‖ …     | TLS-RPT aggregates                 |
 //! | `tlsa`     | record name             | rollover state                     |
+//! | `ledger`   | domain                  | best/last level (downgrade ledger) |
+//! | `history`  | kind ‖ hour ‖ name, …   | per-hour counters, downgrade events (status page) |
 //!
 //! RocksDB holds an exclusive lock (`LOCK`) on the directory, so a second
 //! instance on the same path fails at open with a message naming the lock.
@@ -19,8 +21,8 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::Arc;
 
-pub const FAMILIES: [&str; 7] = [
-    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa", "ledger",
+pub const FAMILIES: [&str; 8] = [
+    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa", "ledger", "history",
 ];
 
 #[derive(Clone)]
@@ -137,6 +139,27 @@ impl Store {
         {
             let (k, v) = item?;
             if k.as_ref() >= upper || out.len() >= max {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Keys (and values) of a family from `from` (inclusive) to `to`
+    /// (exclusive), in key order, at most `max`.
+    pub fn scan_range(
+        &self,
+        family: &str,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+        let mut out = Vec::new();
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(family), mode) {
+            let (k, v) = item?;
+            if k.as_ref() >= to || out.len() >= max {
                 break;
             }
             out.push((k.to_vec(), v.to_vec()));

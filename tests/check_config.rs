@@ -163,6 +163,44 @@ fn a_report_signing_domain_without_a_key_is_a_warning() {
     );
 }
 
+/// The status page's bearer token: read from its file, redacted by
+/// `--print`; an `http` listener open beyond loopback without one is a
+/// warning.
+#[test]
+fn http_listener_auth_and_exposure() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("status-token");
+    std::fs::write(&token, "a-long-random-status-token\n").unwrap();
+    let file = dir.path().join("c.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"server": {{"listeners": {{
+                "smtp": {{"bind": "127.0.0.1:2525", "protocol": "smtp"}},
+                "status": {{"bind": "127.0.0.1:8080", "protocol": "http",
+                            "auth": {{"bearerToken": "%{{file:{}}}%"}}}},
+                "open": {{"bind": "0.0.0.0:8081", "protocol": "http"}}}}}}}}"#,
+            token.display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["check-config", "--print", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("a-long-random-status-token"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["server"]["listeners"]["status"]["auth"]["bearerToken"],
+        "<redacted>"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: server.listeners.open.bind: 0.0.0.0:8081 is not a loopback address and the listener has no auth.bearerToken"),
+        "{err}"
+    );
+    assert!(!err.contains("server.listeners.status"), "{err}");
+}
+
 /// (name, configuration, offline?, expected path, expected words)
 const BAD: &[(&str, &str, bool, &str, &str)] = &[
     (
@@ -472,6 +510,27 @@ const BAD: &[(&str, &str, bool, &str, &str)] = &[
         false,
         "certificates.default",
         "does not belong to the certificate",
+    ),
+    (
+        "unknown key in an http listener's auth",
+        r#"{"server": {"listeners": {"m": {"bind": "127.0.0.1:8080", "protocol": "http", "auth": {"bearerTokn": "x"}}}}}"#,
+        true,
+        "server.listeners.m.auth.bearerTokn",
+        "did you mean 'bearerToken'",
+    ),
+    (
+        "bearer token on an smtp listener",
+        r#"{"server": {"listeners": {"smtp": {"bind": "127.0.0.1:25", "protocol": "smtp", "auth": {"bearerToken": "0123456789abcdef"}}}}}"#,
+        true,
+        "server.listeners.smtp.auth",
+        "only http listeners",
+    ),
+    (
+        "empty bearer token",
+        r#"{"server": {"listeners": {"m": {"bind": "127.0.0.1:8080", "protocol": "http", "auth": {"bearerToken": " "}}}}}"#,
+        true,
+        "server.listeners.m.auth.bearerToken",
+        "must not be empty",
     ),
     (
         "not JSON",

@@ -75,6 +75,7 @@ impl Default for Server {
                 tls: TlsSettings::default(),
                 socket: SocketSettings::default(),
                 max_connections: None,
+                auth: None,
             },
         );
         Server {
@@ -228,6 +229,19 @@ pub struct Listener {
     pub socket: SocketSettings,
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// `http` listeners only: a bearer token every request must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
+}
+
+/// `server.listeners.<id>.auth` of an `http` listener: every path answers
+/// `401` without `Authorization: Bearer <bearerToken>`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpAuth {
+    /// Usually `%{file:/run/credentials/postern.service/status-token}%`;
+    /// white space around it (a file's newline) is ignored.
+    pub bearer_token: String,
 }
 
 /// `bind`: one address or a list of them.

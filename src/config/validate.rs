@@ -26,6 +26,38 @@ pub fn check(c: &Config, opts: Options, out: &mut Vec<Problem>) {
 
 // ------------------------------------------------------------------ server
 
+/// `auth` belongs to `http` listeners; an `http` listener reachable from
+/// elsewhere without it shows the status page to anyone: a warning.
+fn http_auth(path: &str, l: &Listener, out: &mut Vec<Problem>) {
+    match (&l.auth, l.protocol) {
+        (Some(_), Protocol::Smtp) => out.push(Problem::error(
+            format!("{path}.auth"),
+            "only http listeners take a bearer token (SMTP AUTH is session.auth)",
+        )),
+        (Some(a), Protocol::Http) if a.bearer_token.trim().is_empty() => out.push(Problem::error(
+            format!("{path}.auth.bearerToken"),
+            "must not be empty",
+        )),
+        (Some(a), Protocol::Http)
+            if !a.bearer_token.contains("%{") && a.bearer_token.trim().len() < 16 =>
+        {
+            out.push(Problem::warning(
+                format!("{path}.auth.bearerToken"),
+                "shorter than 16 characters: use a long random token",
+            ))
+        }
+        (None, Protocol::Http) => {
+            if let Some(addr) = l.bind.0.iter().find(|a| !a.ip().is_loopback()) {
+                out.push(Problem::warning(
+                    format!("{path}.bind"),
+                    format!("{addr} is not a loopback address and the listener has no auth.bearerToken: anyone who reaches it sees the status page, /metrics and /healthz"),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
 fn listeners(c: &Config, out: &mut Vec<Problem>) {
     let s = &c.server;
     if s.max_connections == 0 {
@@ -63,6 +95,7 @@ fn listeners(c: &Config, out: &mut Vec<Problem>) {
                 "must be at least 1",
             ));
         }
+        http_auth(&path, l, out);
         tls_names(&format!("{path}.tls"), &l.tls, c, out);
         let eff = l.tls.over(&s.tls);
         if l.protocol == Protocol::Smtp

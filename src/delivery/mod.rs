@@ -285,7 +285,8 @@ impl Engine {
     }
 
     /// Keeps the downgrade ledger: the level of a delivery to an MX (not a
-    /// relay), and a warning when it is below the domain's mark.
+    /// relay), and a warning when it is below the domain's mark; and the
+    /// status page's history (per-hour counts, downgrade events).
     fn note_level(&self, cfg: &Loaded, domain: &str, outcomes: &[Outcome], t: &attempt::Trace) {
         let delivered = outcomes.iter().any(|o| matches!(o, Outcome::Delivered(_)));
         let relayed = t
@@ -296,9 +297,27 @@ impl Engine {
             return;
         };
         let window = cfg.config.ledger.window.as_std().as_secs();
-        match crate::ledger::record(&self.shared.store, domain, level, queue::now_secs(), window) {
+        let now = queue::now_secs();
+        let sent = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Delivered(_)))
+            .count() as u64;
+        if let Err(e) = crate::history::record(&self.shared.store, domain, level, sent, now) {
+            tracing::error!(domain, error = %e, "status page history");
+        }
+        match crate::ledger::record(&self.shared.store, domain, level, now, window) {
             Ok(Some(mark)) => {
                 crate::metrics::downgrade();
+                let event = crate::history::Event {
+                    domain: domain.to_string(),
+                    at: now,
+                    from: mark,
+                    to: level,
+                    mx: t.mx.clone().unwrap_or_default(),
+                };
+                if let Err(e) = crate::history::downgrade(&self.shared.store, &event) {
+                    tracing::error!(domain, error = %e, "status page history");
+                }
                 tracing::warn!(
                     domain,
                     level = level.as_str(),
