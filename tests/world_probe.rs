@@ -103,7 +103,7 @@ fn probe_verdicts() {
         assert_eq!(c["level"], "dane", "{v:#}");
         assert!(c["ehlo"].as_array().unwrap().iter().any(|e| e == "PIPELINING"), "{v:#}");
         let names = c["certificate"]["names"].as_array().unwrap();
-        assert!(names.iter().any(|n| n == h["mx"]), "the certificate names the host: {v:#}");
+        assert!(names.iter().any(|n| *n == h["mx"]), "the certificate names the host: {v:#}");
         assert!(c["certificate"]["notAfter"].as_str().unwrap().starts_with("20"), "{v:#}");
         assert!(!c["certificate"]["issuer"].as_str().unwrap().is_empty(), "{v:#}");
     }
