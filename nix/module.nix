@@ -269,7 +269,10 @@ let
           "http"
         ];
         default = "smtp";
-        description = "`smtp`, or `http` for the status page `/`, `/healthz` and `/metrics` (optionally behind `auth.bearerToken`).";
+        description = ''
+          `smtp`, or `http` for the status page `/`, `/healthz` and `/metrics`
+          (optionally behind `auth.bearerToken`).
+        '';
       };
     };
   };

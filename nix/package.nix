@@ -7,7 +7,9 @@
 # nixpkgs happens to ship.
 {
   lib,
+  stdenv,
   rustPlatform,
+  installShellFiles,
 }:
 
 let
@@ -38,7 +40,22 @@ rustPlatform.buildRustPackage {
   # (`bindgen-runtime` loads it with dlopen: LIBCLANG_PATH) and passes the
   # C/C++ include paths of the Nix toolchain (BINDGEN_EXTRA_CLANG_ARGS).
   # The C++ compiler for RocksDB and the C compiler for lz4 come with stdenv.
-  nativeBuildInputs = [ rustPlatform.bindgenHook ];
+  nativeBuildInputs = [
+    rustPlatform.bindgenHook
+    installShellFiles
+  ];
+
+  # The man page and shell completions come from the binary's own clap
+  # definitions (`postern generate`), so they cannot drift from the CLI;
+  # a cross build cannot run the binary and goes without them.
+  postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+    mkdir -p generated
+    $out/bin/postern generate man generated
+    for shell in bash zsh fish; do $out/bin/postern generate $shell generated; done
+    installManPage generated/*.1
+    installShellCompletion --cmd postern \
+      --bash generated/postern.bash --zsh generated/_postern --fish generated/postern.fish
+  '';
 
   # The check phase runs the library's unit tests: `--lib` (the binary has
   # none; tests/ is the integration suite, which needs the built binary and,

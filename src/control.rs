@@ -247,7 +247,10 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         Request::ReportsShow { id } => reports_show(store, &id),
         Request::MtaStsCached { domain } => {
             let key = crate::mta_sts::cache::cache_key(&domain);
-            match store.get("mta-sts", key.as_bytes()).map_err(|e| e.to_string())? {
+            match store
+                .get("mta-sts", key.as_bytes())
+                .map_err(|e| e.to_string())?
+            {
                 None => Ok(Value::Null),
                 Some(bytes) => {
                     let c = crate::mta_sts::CachedPolicy::from_bytes(&bytes)

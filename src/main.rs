@@ -63,6 +63,15 @@ enum Command {
     /// The downgrade ledger: the best security level each destination reached.
     #[command(subcommand)]
     Domains(DomainsCommand),
+    /// Write the man page (postern.1) or shell completions into a directory
+    /// (the Nix package installs them).
+    #[command(hide = true)]
+    Generate {
+        /// `man`, or a shell: `bash`, `zsh`, `fish`.
+        what: String,
+        /// The directory to write into.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -233,6 +242,7 @@ fn main() -> ExitCode {
         }
         Command::Reports(r) => reports_command(r),
         Command::Domains(d) => domains_command(d),
+        Command::Generate { what, dir } => generate(&what, &dir),
     }
 }
 
@@ -350,6 +360,38 @@ fn reports_command(r: ReportsCommand) -> ExitCode {
     let table =
         matches!(request, control::Request::ReportsList).then_some(print_reports_table as fn(&_));
     control_command(common, request, table)
+}
+
+/// `postern generate man|bash|zsh|fish DIR`: the man page or completions,
+/// from the same clap definitions the CLI parses with.
+fn generate(what: &str, dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let written = match what {
+        // postern.1 and one page per subcommand (postern-queue.1, …)
+        "man" => clap_mangen::generate_to(cmd, dir).map_err(|e| e.to_string()),
+        shell => {
+            let shell = match shell {
+                "bash" => clap_complete::Shell::Bash,
+                "zsh" => clap_complete::Shell::Zsh,
+                "fish" => clap_complete::Shell::Fish,
+                other => {
+                    eprintln!("error: generate: '{other}' is neither 'man' nor bash, zsh, fish");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            };
+            clap_complete::generate_to(shell, &mut cmd, "postern", dir)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: generate {what} into {}: {e}", dir.display());
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 fn domains_command(d: DomainsCommand) -> ExitCode {

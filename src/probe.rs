@@ -9,7 +9,11 @@ use serde_json::{json, Value};
 
 /// Probes `domain`; the whole probe ends after `timeout` (the verdict then
 /// says so). Progress goes to stderr, so a slow destination is never silent.
-pub async fn run(loaded: &Loaded, domain: &str, timeout: std::time::Duration) -> Result<Value, String> {
+pub async fn run(
+    loaded: &Loaded,
+    domain: &str,
+    timeout: std::time::Duration,
+) -> Result<Value, String> {
     let cfg = &loaded.config;
     let tools = crate::server::delivery_tools(cfg).await?;
     let domain = domain.trim_end_matches('.').to_lowercase();
@@ -170,7 +174,14 @@ pub fn text(v: &Value) -> String {
                 out.push_str(&format!(
                     "         certificate {} (names {}), issuer {}, valid until {}\n",
                     cert["subject"].as_str().unwrap_or(""),
-                    cert["names"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+                    cert["names"]
+                        .as_array()
+                        .map(|n| n
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "))
+                        .unwrap_or_default(),
                     cert["issuer"].as_str().unwrap_or(""),
                     cert["notAfter"].as_str().unwrap_or(""),
                 ));
@@ -178,14 +189,21 @@ pub fn text(v: &Value) -> String {
             if let Some(o) = c["daneOutcome"].as_str() {
                 out.push_str(&format!("         DANE {o}\n"));
             }
-            out.push_str(&format!("         result {}\n", c["result"].as_str().unwrap_or("")));
+            out.push_str(&format!(
+                "         result {}\n",
+                c["result"].as_str().unwrap_or("")
+            ));
         }
     }
     if let Some(records) = v["tlsrpt"]["records"].as_array() {
         let r: Vec<&str> = records.iter().filter_map(|x| x.as_str()).collect();
         out.push_str(&format!(
             "TLS-RPT  {}\n",
-            if r.is_empty() { "no record".to_string() } else { r.join(" | ") }
+            if r.is_empty() {
+                "no record".to_string()
+            } else {
+                r.join(" | ")
+            }
         ));
     } else if let Some(e) = v["tlsrpt"]["error"].as_str() {
         out.push_str(&format!("TLS-RPT  lookup failed: {e}\n"));

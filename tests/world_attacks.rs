@@ -351,7 +351,9 @@ fn captures(world: &World) -> Vec<(String, String)> {
 }
 
 fn captured_with(world: &World, needle: &str) -> bool {
-    captures(world).iter().any(|(_, text)| text.contains(needle))
+    captures(world)
+        .iter()
+        .any(|(_, text)| text.contains(needle))
 }
 
 fn captures_for(world: &World, domain: &str) -> usize {

@@ -37,7 +37,6 @@ fn queued_id(reply: &str) -> String {
     reply.split_whitespace().nth(2).unwrap().to_string()
 }
 
-
 /// The result types recorded so far for `domain` (pending reports).
 fn result_types(p: &Postern, domain: &str) -> Vec<String> {
     let list = p.cli("reports", &["list"]);

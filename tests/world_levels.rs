@@ -90,7 +90,6 @@ fn counter(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-
 #[test]
 fn levels_metrics_and_the_downgrade_ledger() {
     let Some(world) = World::up() else { return };
@@ -139,12 +138,24 @@ fn levels_metrics_and_the_downgrade_ledger() {
     }
     // probe shows the daemon's cached MTA-STS policy (probe opens no store)
     let out = support::postern()
-        .args(["probe", "sts-enforce.test", "--json", "--config", cfg.to_str().unwrap()])
+        .args([
+            "probe",
+            "sts-enforce.test",
+            "--json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["daemonMtaSts"]["id"], world.get("WORLD_STS_ID"), "{v:#}");
-    assert!(v["daemonMtaSts"]["policy"].as_str().unwrap().contains("mode: enforce"), "{v:#}");
+    assert!(
+        v["daemonMtaSts"]["policy"]
+            .as_str()
+            .unwrap()
+            .contains("mode: enforce"),
+        "{v:#}"
+    );
     // the lines never claim a verification that did not happen
     let log = p.log_text();
     for line in log

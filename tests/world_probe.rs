@@ -92,23 +92,55 @@ fn probe_verdicts() {
     // Every MX host and every address, each with what it showed: EHLO,
     // the certificate; the TLS-RPT record.
     let out = support::postern()
-        .args(["probe", "atk-dane-ee.test", "--json", "--config", cfg.to_str().unwrap()])
+        .args([
+            "probe",
+            "atk-dane-ee.test",
+            "--json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hosts = v["hosts"].as_array().unwrap();
-    assert_eq!(hosts.len(), 2, "both MX hosts, not only the first that works: {v:#}");
+    assert_eq!(
+        hosts.len(),
+        2,
+        "both MX hosts, not only the first that works: {v:#}"
+    );
     for h in hosts {
         let c = &h["connections"][0];
         assert_eq!(c["level"], "dane", "{v:#}");
-        assert!(c["ehlo"].as_array().unwrap().iter().any(|e| e == "PIPELINING"), "{v:#}");
+        assert!(
+            c["ehlo"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == "PIPELINING"),
+            "{v:#}"
+        );
         let names = c["certificate"]["names"].as_array().unwrap();
-        assert!(names.iter().any(|n| *n == h["mx"]), "the certificate names the host: {v:#}");
-        assert!(c["certificate"]["notAfter"].as_str().unwrap().starts_with("20"), "{v:#}");
-        assert!(!c["certificate"]["issuer"].as_str().unwrap().is_empty(), "{v:#}");
+        assert!(
+            names.iter().any(|n| *n == h["mx"]),
+            "the certificate names the host: {v:#}"
+        );
+        assert!(
+            c["certificate"]["notAfter"]
+                .as_str()
+                .unwrap()
+                .starts_with("20"),
+            "{v:#}"
+        );
+        assert!(
+            !c["certificate"]["issuer"].as_str().unwrap().is_empty(),
+            "{v:#}"
+        );
     }
     assert!(
-        v["tlsrpt"]["records"][0].as_str().unwrap().starts_with("v=TLSRPTv1"),
+        v["tlsrpt"]["records"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("v=TLSRPTv1"),
         "{v:#}"
     );
     assert!(
@@ -117,11 +149,22 @@ fn probe_verdicts() {
     );
     // --timeout: a probe never sits silent for minutes
     let out = support::postern()
-        .args(["probe", "atk-dane-ee.test", "--json", "--timeout", "1ms", "--config", cfg.to_str().unwrap()])
+        .args([
+            "probe",
+            "atk-dane-ee.test",
+            "--json",
+            "--timeout",
+            "1ms",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["verdict"].as_str().unwrap().contains("did not finish"), "{v:#}");
+    assert!(
+        v["verdict"].as_str().unwrap().contains("did not finish"),
+        "{v:#}"
+    );
     // Text output, too.
     let out = support::postern()
         .args(["probe", "dane-ok.test", "--config", cfg.to_str().unwrap()])

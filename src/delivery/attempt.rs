@@ -557,7 +557,10 @@ async fn to_address(
     trace.ip = Some(ip);
     let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
     if ctx.dry_run {
-        eprintln!("probe: {host} [{ip}]: connecting ({})", req.decision.describe());
+        eprintln!(
+            "probe: {host} [{ip}]: connecting ({})",
+            req.decision.describe()
+        );
     }
     trace.policy = req.policy_word();
     trace.verified = req.authenticates();

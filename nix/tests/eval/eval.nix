@@ -632,6 +632,13 @@ let
       (builtins.toJSON full.meta.doc)
     )
     (eq "package: meta.mainProgram" package.meta.mainProgram "postern")
+    (check "package: the man page and completions are installed from the binary"
+      (
+        lib.hasInfix "postern generate man" package.postInstall
+        && lib.hasInfix "installShellCompletion" package.postInstall
+      )
+      package.postInstall
+    )
     # The build sandbox has no root, network, ldns-dane or danetool, and
     # holds only the source tree: the library's unit tests run, the tests
     # that need more are skipped (nix/README.md).

@@ -166,6 +166,8 @@ in
   # arguments, so that the test can read them.
   packageArgs = {
     inherit lib;
+    inherit (pkgs) stdenv;
+    installShellFiles = fakeDerivation "install-shell-files" { };
     rustPlatform = {
       buildRustPackage = args: args;
       bindgenHook = fakeDerivation "bindgen-hook" { };
