@@ -156,11 +156,47 @@ async fn check(shared: &Arc<Shared>) {
         .get("queue", b"")
         .map(|_| ())
         .map_err(|e| e.to_string());
+    gauges(shared, &cfg.config);
     shared.health.set(|s| {
         s.dnssec = Some(dnssec);
         s.tlsa = tlsa;
         s.store = Some(store);
     });
+}
+
+/// The readings `/metrics` shows between checks: each configured
+/// certificate's expiry and rollover phase, the oldest queued message, the
+/// MTA-STS cache size. All are key reads or tiny families, no queue scan.
+fn gauges(shared: &Shared, cfg: &crate::config::Config) {
+    for (name, cert) in &cfg.certificates {
+        if let Some(t) = not_after(&cert.cert) {
+            crate::metrics::certificate_expiry(name, t);
+        }
+    }
+    for name in crate::tlsa::gate::gated(cfg) {
+        let phase = match crate::tlsa::gate::load_state(&shared.store, &name) {
+            crate::tlsa::rollover::State::Idle => 0,
+            crate::tlsa::rollover::State::Published { .. } => 1,
+            crate::tlsa::rollover::State::Switched { .. } => 2,
+        };
+        crate::metrics::tlsa_rollover_phase(&name, phase);
+    }
+    let oldest = oldest_queued(shared).ok().flatten();
+    crate::metrics::queue_and_cache(oldest, shared.store.estimate_count("mta-sts"));
+}
+
+/// The expiry (Unix time) of the first certificate in a PEM text.
+fn not_after(pem: &str) -> Option<i64> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = <x509_parser::prelude::X509Certificate as x509_parser::prelude::FromDer<
+        '_,
+        x509_parser::error::X509Error,
+    >>::from_der(der.as_ref())
+    .ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 #[cfg(test)]

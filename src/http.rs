@@ -134,7 +134,7 @@ pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_
 }
 
 fn metrics(shared: &Shared) -> String {
-    let queued = shared.store.count("queue").unwrap_or(0);
+    let queued = shared.store.estimate_count("queue");
     let conns = shared.connections.load(Ordering::SeqCst);
     crate::metrics::render(conns as i64, queued as i64)
 }

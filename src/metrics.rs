@@ -27,6 +27,12 @@ pub struct ResultTypeLabels {
     pub result_type: String,
 }
 
+/// A name in `certificates` (the operator's own: a handful).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: String,
+}
+
 struct Metrics {
     registry: Registry,
     deliveries: Family<DeliveryLabels, Counter>,
@@ -37,6 +43,12 @@ struct Metrics {
     dnssec_validates: Gauge,
     dnssec_last_success: Gauge,
     tlsa_in_step: Gauge,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
+    tlsa_rollover_phase: Family<CertificateLabels, Gauge>,
+    queue_oldest_age: Gauge,
+    mta_sts_policies: Gauge,
+    mta_sts_refresh_failures: Counter,
+    pool_idle: Gauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -91,7 +103,49 @@ fn metrics() -> &'static Metrics {
             "1 when the published TLSA records match the served certificates, else 0 (only with tlsa.records)",
             tlsa_in_step.clone(),
         );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each configured certificate being served expires (Unix time)",
+            certificate_expiry.clone(),
+        );
+        let tlsa_rollover_phase = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "tlsa_rollover_phase",
+            "Gated TLSA rollover per certificate: 0 idle, 1 new records published (waiting), 2 switched (old records still published)",
+            tlsa_rollover_phase.clone(),
+        );
+        let queue_oldest_age = Gauge::default();
+        registry.register(
+            "queue_oldest_age_seconds",
+            "How long the oldest queued message has waited",
+            queue_oldest_age.clone(),
+        );
+        let mta_sts_policies = Gauge::default();
+        registry.register(
+            "mta_sts_cached_policies",
+            "MTA-STS policies in the cache",
+            mta_sts_policies.clone(),
+        );
+        let mta_sts_refresh_failures = Counter::default();
+        registry.register(
+            "mta_sts_refresh_failures",
+            "Proactive MTA-STS policy refreshes that failed (the cached policy stays)",
+            mta_sts_refresh_failures.clone(),
+        );
+        let pool_idle = Gauge::default();
+        registry.register(
+            "pool_idle_connections",
+            "Outbound connections kept idle for reuse",
+            pool_idle.clone(),
+        );
         Metrics {
+            certificate_expiry,
+            tlsa_rollover_phase,
+            queue_oldest_age,
+            mta_sts_policies,
+            mta_sts_refresh_failures,
+            pool_idle,
             dnssec_validates,
             dnssec_last_success,
             tlsa_in_step,
@@ -138,6 +192,43 @@ pub fn dnssec(ok: bool) {
     if ok {
         m.dnssec_last_success.set(crate::queue::now_secs() as i64);
     }
+}
+
+/// A configured certificate's expiry (Unix time).
+pub fn certificate_expiry(name: &str, not_after: i64) {
+    metrics()
+        .certificate_expiry
+        .get_or_create(&CertificateLabels {
+            certificate: name.to_string(),
+        })
+        .set(not_after);
+}
+
+/// The gated rollover's phase for a certificate (0, 1, 2).
+pub fn tlsa_rollover_phase(name: &str, phase: i64) {
+    metrics()
+        .tlsa_rollover_phase
+        .get_or_create(&CertificateLabels {
+            certificate: name.to_string(),
+        })
+        .set(phase);
+}
+
+/// Periodic readings of the queue and the MTA-STS cache.
+pub fn queue_and_cache(oldest_age: Option<u64>, cached_policies: u64) {
+    let m = metrics();
+    m.queue_oldest_age.set(oldest_age.unwrap_or(0) as i64);
+    m.mta_sts_policies.set(cached_policies as i64);
+}
+
+/// A failed proactive MTA-STS refresh.
+pub fn mta_sts_refresh_failure() {
+    metrics().mta_sts_refresh_failures.inc();
+}
+
+/// Idle pooled connections now.
+pub fn pool_idle(n: usize) {
+    metrics().pool_idle.set(n as i64);
 }
 
 /// Whether the TLSA records are in step with the served certificates.

@@ -326,7 +326,7 @@ pub fn resolver(cfg: &crate::config::Config) -> Result<crate::dns::Resolver, Str
 }
 
 fn status_line(shared: &Shared) -> String {
-    let queued = shared.store.count("queue").unwrap_or(0);
+    let queued = shared.store.estimate_count("queue");
     let conns = shared.connections.load(Ordering::SeqCst);
     let reasons = crate::health::reasons(shared);
     if reasons.is_empty() {

@@ -180,6 +180,30 @@ fn levels_metrics_and_the_downgrade_ledger() {
         assert_eq!(counter(&text, &series), *n, "{series}\n{text}");
     }
 
+    // the periodic readings: certificate expiry, MTA-STS cache, queue, pool
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry = counter(
+        &text,
+        "postern_certificate_expiry_timestamp_seconds{certificate=\"default\"}",
+    );
+    assert!(
+        expiry > now,
+        "the world's certificate is valid: {expiry}\n{text}"
+    );
+    assert!(
+        counter(&text, "postern_mta_sts_cached_policies") >= 1,
+        "{text}"
+    );
+    for series in [
+        "postern_queue_oldest_age_seconds",
+        "postern_pool_idle_connections",
+        "postern_mta_sts_refresh_failures_total",
+    ] {
+        assert!(text.contains(series), "{series}\n{text}");
+    }
     // The ledger knows dane-ok.test at `dane`. Remove its TLSA: the next
     // delivery is only `verified` — a downgrade, warned about and counted.
     assert_eq!(p.cli("domains", &["show", "dane-ok.test"])["best"], "dane");

@@ -60,5 +60,6 @@ impl Pool {
             }
         }
         idle.retain(|_, l| !l.is_empty());
+        crate::metrics::pool_idle(idle.values().map(Vec::len).sum());
     }
 }

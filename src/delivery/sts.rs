@@ -202,6 +202,7 @@ pub async fn refresh_due(
                 tracing::info!(domain = %cached.domain, id = %id, "MTA-STS policy refreshed before expiry");
             }
             Err(e) => {
+                crate::metrics::mta_sts_refresh_failure();
                 tracing::warn!(domain = %cached.domain, error = %e, "MTA-STS refresh failed; the cached policy stays in force")
             }
         }
