@@ -98,6 +98,7 @@ struct Common {
     /// exists, else the embedded default).
     #[arg(long, env = "POSTERN_CONFIG")]
     config: Option<PathBuf>,
+    /// Print the answer as JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -157,25 +158,34 @@ enum QueueCommand {
 enum TlsaCommand {
     /// Print TLSA records for a certificate (chain) in zone-file form.
     Records {
+        /// PEM file: the certificate, or the chain leaf first (usage 2 takes the issuer).
         #[arg(long)]
         cert: PathBuf,
+        /// The host name the records are for (`_PORT._tcp.NAME`).
         #[arg(long)]
         name: String,
+        /// The TCP port of the service.
         #[arg(long, default_value_t = 25)]
         port: u16,
+        /// Certificate usage: 3 DANE-EE, 2 DANE-TA.
         #[arg(long, default_value_t = 3)]
         usage: u8,
+        /// Selector: 1 the public key (SPKI), 0 the whole certificate.
         #[arg(long, default_value_t = 1)]
         selector: u8,
+        /// Matching type: 1 SHA-256, 2 SHA-512, 0 the full data.
         #[arg(long, default_value_t = 1)]
         matching: u8,
     },
     /// Check a PEM chain against TLSA records with RFC 7672 semantics.
     Verify {
+        /// PEM file with the chain the server presents, leaf first.
         #[arg(long)]
         chain: PathBuf,
+        /// The host name (DANE-TA checks the certificate's names against it).
         #[arg(long)]
         name: String,
+        /// A TLSA record as "USAGE SELECTOR MATCHING HEX"; repeat for an RRset.
         #[arg(long = "record", required = true)]
         records: Vec<String>,
     },
@@ -188,6 +198,7 @@ enum TlsaCommand {
     },
     /// Do one step towards the configured TLSA records.
     Sync {
+        /// Say what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
         /// The configuration (default: $POSTERN_CONFIG, then /etc/postern/config.json if it
@@ -536,14 +547,19 @@ fn print_queue_table(v: &serde_json::Value) {
 
 /// What the commands that talk to the network need: the checked
 /// configuration (secrets read) and a runtime.
+/// The configuration and a runtime for a command that talks to the
+/// network. `secrets`: whether it needs secret values (TSIG keys for
+/// `tlsa`); `probe` reads none.
 fn online_command(
     path: Option<&std::path::Path>,
+    secrets: bool,
 ) -> Result<(config::Loaded, tokio::runtime::Runtime), ExitCode> {
     tls::install_provider();
     let path = config_path(path);
+    let opts = config::Options { offline: !secrets };
     let loaded = match path.as_deref() {
         None => config::embedded_default(),
-        Some(p) => config::load_file(p, config::Options::default()).map_err(|problems| {
+        Some(p) => config::load_file(p, opts).map_err(|problems| {
             for p in &problems {
                 eprintln!("{p}");
             }
@@ -570,7 +586,7 @@ fn probe_command(domain: &str, timeout: &str, common: Common) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let (loaded, runtime) = match online_command(common.config.as_deref()) {
+    let (loaded, runtime) = match online_command(common.config.as_deref(), false) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -598,7 +614,7 @@ fn probe_command(domain: &str, timeout: &str, common: Common) -> ExitCode {
 /// `tlsa status` (`sync: None`) or `tlsa sync`: exit 0 when in sync or the
 /// step succeeded, 1 when DNS differs or no progress could be made.
 fn tlsa_command(path: Option<&std::path::Path>, sync: Option<bool>) -> ExitCode {
-    let (loaded, runtime) = match online_command(path) {
+    let (loaded, runtime) = match online_command(path, true) {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -53,6 +53,42 @@ fn man_page_and_completions_are_generated() {
     );
 }
 
+/// Every flag of every command says what it does.
+#[test]
+fn every_flag_has_help() {
+    let commands: &[&[&str]] = &[
+        &["serve"],
+        &["check-config"],
+        &["probe"],
+        &["queue", "list"],
+        &["queue", "show"],
+        &["queue", "retry"],
+        &["queue", "delete"],
+        &["queue", "hold"],
+        &["queue", "release"],
+        &["tlsa", "records"],
+        &["tlsa", "verify"],
+        &["tlsa", "status"],
+        &["tlsa", "sync"],
+        &["reports", "list"],
+        &["reports", "show"],
+        &["reports", "send-now"],
+        &["domains", "list"],
+        &["domains", "show"],
+        &["domains", "forget"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let help = support::stdout(&run(&args));
+        for line in help.lines().filter(|l| l.trim_start().starts_with('-')) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let described = words.len() > 2 || (words.len() == 2 && !words[1].starts_with('<'));
+            assert!(described, "{c:?}: `{}` has no help text", line.trim());
+        }
+    }
+}
+
 /// `--config` falls back to `$POSTERN_CONFIG`.
 #[test]
 fn config_comes_from_the_environment() {
