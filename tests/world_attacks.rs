@@ -159,6 +159,10 @@ struct Scenario {
     name: &'static str,
     attacks: fn(Kind) -> Vec<Vec<String>>,
     expect: fn(Kind) -> Option<Expect>,
+    /// The attacker sits between postern and its own resolver (the AD
+    /// proxy): `trust-ad` trusts that path by configuration, so the row is
+    /// run in `validate` mode only; Postfix does not use that path.
+    resolver_path: bool,
 }
 
 fn smtp(mode: &'static str) -> impl Fn(Kind) -> Vec<Vec<String>> {
@@ -170,47 +174,56 @@ fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "no attack",
+            resolver_path: false,
             attacks: |_| vec![],
             expect: |_| Some(Mx1),
         },
         Scenario {
             name: "SMTP: STARTTLS stripped from EHLO",
+            resolver_path: false,
             attacks: |k| smtp("strip-starttls")(k),
             expect: |k| Some(if k.demands().is_some() { Mx2 } else { Attacker }),
         },
         Scenario {
             name: "SMTP: 454 to STARTTLS",
+            resolver_path: false,
             attacks: |k| smtp("starttls-454")(k),
             expect: |_| Some(Mx2),
         },
         Scenario {
             name: "SMTP: command injected after 220 Ready to start TLS",
+            resolver_path: false,
             attacks: |k| smtp("inject-after-220")(k),
             expect: |_| Some(Mx1OrMx2),
         },
         Scenario {
             name: "TLS terminated by the attacker: self-signed certificate",
+            resolver_path: false,
             attacks: |k| smtp("mitm-self")(k),
             expect: |_| Some(Mx2),
         },
         Scenario {
             name: "TLS terminated by the attacker: world-CA certificate for another name",
+            resolver_path: false,
             attacks: |k| smtp("mitm-othername")(k),
             expect: |_| Some(Mx2),
         },
         Scenario {
             name:
                 "TLS terminated by the attacker: world-CA certificate for the attacker's own domain",
+            resolver_path: false,
             attacks: |k| smtp("mitm-attacker-domain")(k),
             expect: |_| Some(Mx2),
         },
         Scenario {
             name: "TLS 1.0/1.1 only (genuine certificate)",
+            resolver_path: false,
             attacks: |k| smtp("mitm-old-tls")(k),
             expect: |_| Some(Mx2),
         },
         Scenario {
             name: "DNS: MX forged (signed with a key outside the chain)",
+            resolver_path: false,
             attacks: |k| vec![dns(k.domain(), "MX", "forge")],
             expect: |k| {
                 Some(match k {
@@ -222,6 +235,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "DNS: MX forged, unsigned",
+            resolver_path: false,
             attacks: |k| vec![dns(k.domain(), "MX", "forge-unsigned")],
             expect: |k| {
                 Some(match k {
@@ -233,16 +247,19 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "DNS: RRSIGs stripped from the MX answer",
+            resolver_path: false,
             attacks: |k| vec![dns(k.domain(), "MX", "strip-rrsig")],
             expect: |k| Some(if k.signed() { Deferred } else { Mx1 }),
         },
         Scenario {
             name: "DNS: mx1's address forged (the attacker's MX)",
+            resolver_path: false,
             attacks: |k| vec![dns(&format!("mx1.{}", k.domain()), "A", "forge")],
             expect: |_| Some(Mx2),
         },
         Scenario {
             name: "DNS: mx1's TLSA forged (the attacker's key)",
+            resolver_path: false,
             attacks: |k| {
                 if k.signed() {
                     vec![dns(
@@ -258,36 +275,73 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "DNS: DNSKEY of the zone unavailable (validation indeterminate)",
+            resolver_path: false,
             attacks: |k| vec![dns(k.domain(), "*", "drop-dnssec")],
             expect: |k| Some(if k.signed() { Deferred } else { Mx1 }),
         },
         Scenario {
             name: "DNS: SERVFAIL for the MX",
+            resolver_path: false,
             attacks: |k| vec![dns(k.domain(), "MX", "servfail")],
             expect: |_| Some(Deferred),
         },
         Scenario {
             name: "DNS: truncated over UDP, TCP refused (MX)",
+            resolver_path: false,
             attacks: |k| vec![dns(k.domain(), "MX", "tc-no-tcp")],
             expect: |_| Some(Deferred),
         },
         Scenario {
+            name: "DNS: the MX answer delayed past the resolver's timeout",
+            resolver_path: false,
+            attacks: |k| vec![dns(k.domain(), "MX", "delay")],
+            expect: |_| Some(Deferred),
+        },
+        Scenario {
+            name: "resolver path: AD set on every answer",
+            resolver_path: true,
+            attacks: |_| vec![vec!["ad".into(), "set-ad".into()]],
+            expect: |_| Some(Mx1),
+        },
+        Scenario {
+            name: "resolver path: AD cleared on every answer",
+            resolver_path: true,
+            attacks: |_| vec![vec!["ad".into(), "clear-ad".into()]],
+            expect: |_| Some(Mx1),
+        },
+        Scenario {
+            name: "resolver path: MX forged, with AD set",
+            resolver_path: true,
+            attacks: |k| vec![vec!["ad".into(), "forge".into(), k.domain().into(), "MX".into()]],
+            expect: |k| {
+                Some(match k {
+                    _ if k.signed() => Deferred,
+                    Kind::StsEnforce => Deferred,
+                    _ => Attacker,
+                })
+            },
+        },
+        Scenario {
             name: "HTTPS: policy host redirects; TXT id forged to force a refetch",
+            resolver_path: false,
             attacks: |k| sts_attack(k, "redirect", true),
             expect: |k| sts_expect(k, Mx1),
         },
         Scenario {
             name: "HTTPS: certificate for another name; TXT id forged",
+            resolver_path: false,
             attacks: |k| sts_attack(k, "wrong-cert", true),
             expect: |k| sts_expect(k, Mx1),
         },
         Scenario {
             name: "HTTPS: policy changed to mode none under the unchanged TXT id",
+            resolver_path: false,
             attacks: |k| sts_attack(k, "changed-policy", false),
             expect: |k| sts_expect(k, Mx1),
         },
         Scenario {
             name: "HTTPS: mx widened to the attacker, unchanged TXT id, MX forged to the attacker",
+            resolver_path: false,
             attacks: |k| {
                 let mut a = sts_attack(k, "widen-mx", false);
                 if !a.is_empty() {
@@ -493,11 +547,9 @@ fn run_mode(
     BTreeMap<(usize, Kind), String>,
 ) {
     let smtp = world.get("WORLD_POSTERN_SMTP").to_string();
-    let ns = if mode == "trust-ad" {
-        world.get("WORLD_AD_PROXY").to_string()
-    } else {
-        world.get("WORLD_RESOLVER").to_string()
-    };
+    // both modes ask the world's Unbound through the AD proxy, which is
+    // transparent unless a resolver-path row attacks it
+    let ns = world.get("WORLD_AD_PROXY").to_string();
     let data = world.path().join(format!("data-attacks-{mode}"));
     let cfg = world.postern_config(&format!("attacks-{mode}"), |v| {
         v["resolver"]["nameservers"] = json!([ns]);
@@ -505,10 +557,16 @@ fn run_mode(
         v["storage"]["path"] = json!(data);
         // one attempt a scenario is enough to see; the next comes after 2 s
         v["outbound"]["retry"] = json!(["2s"]);
+        // a delayed answer is a timeout after 2 s (the attacker waits 10 s)
+        v["resolver"]["timeout"] = json!("2s");
+        v["resolver"]["attempts"] = json!(1);
     });
     let mut seen = BTreeMap::new();
     let mut postfix_seen = BTreeMap::new();
     for (n, sc) in scenarios().iter().enumerate() {
+        if sc.resolver_path && mode == "trust-ad" {
+            continue;
+        }
         attack(world, &["reset".to_string()]);
         let kinds: Vec<Kind> = KINDS
             .into_iter()
@@ -543,12 +601,17 @@ fn run_mode(
             let ok = (sc.expect)(*k).unwrap().holds(*k, &s);
             seen.insert((n, *k), (s, ok));
         }
-        if with_postfix {
+        if with_postfix && !sc.resolver_path {
             for k in kinds.iter().filter(|k| k.postfix_applies()) {
                 postfix_seen.insert((n, *k), postfix(world, *k));
             }
         }
         drop(p);
+        if (sc.attacks)(KINDS[0]).iter().flatten().any(|w| w == "delay") {
+            // the attacker is still sitting on the delayed answers (10 s)
+            attack(world, &["reset".to_string()]);
+            std::thread::sleep(Duration::from_secs(11));
+        }
     }
     attack(world, &["reset".to_string()]);
     (seen, postfix_seen)
@@ -567,20 +630,23 @@ fn downgrade_matrix() {
                 continue;
             };
             let (v, v_ok) = validate[&(n, k)].clone();
-            let (a, a_ok) = trust_ad[&(n, k)].clone();
-            let pf = if k.postfix_applies() {
-                postfix[&(n, k)].clone()
-            } else {
-                "n/a (no MTA-STS)".into()
+            let (a_text, a_ok) = match trust_ad.get(&(n, k)) {
+                Some((a, ok)) => (a.text(), *ok && !downgrade(k, a)),
+                None => ("n/a (trusts its resolver by configuration)".to_string(), true),
+            };
+            let pf = match postfix.get(&(n, k)) {
+                Some(p) => p.clone(),
+                None if sc.resolver_path => "n/a (not on its resolver path)".into(),
+                None => "n/a (no MTA-STS)".into(),
             };
             rows.push(Row {
                 scenario: sc.name,
                 kind: k,
                 expect: expect.text(k),
                 validate: v.text(),
-                trust_ad: a.text(),
+                trust_ad: a_text,
                 postfix: pf,
-                ok: v_ok && a_ok && !downgrade(k, &v) && !downgrade(k, &a),
+                ok: v_ok && a_ok && !downgrade(k, &v),
             });
         }
     }
@@ -627,6 +693,11 @@ fn markdown(rows: &[Row]) -> String {
          at `smtp_tls_security_level = dane` against the same attacker (it has no\n\
          MTA-STS). Levels are postern's measured levels (`dane`, `mta-sts`, `verified`,\n\
          `encrypted`, `plaintext`); for Postfix, `dane` means \"Verified\"/DANE-matched.\n\n\
+         postern asks the world's Unbound through a proxy that can set or clear the\n\
+         AD bit and inject answers with AD set (\"resolver path\" rows): in `validate`\n\
+         mode postern checks signatures itself and is not fooled; `trust-ad` trusts\n\
+         that path by configuration (accepted only for loopback resolvers), so those\n\
+         rows are not run for it.\n\n\
          A downgrade is mail that reaches the attacker, or the genuine host with less\n\
          than the destination demands (DANE: `dane`; MTA-STS enforce: `mta-sts`).\n\n",
     );
