@@ -51,15 +51,22 @@ pub async fn rua(resolver: &Resolver, domain: &str) -> Result<Option<Vec<ReportU
         Err(LookupError::NoData { .. } | LookupError::NxDomain { .. }) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let records: Vec<&String> = answer
-        .records
+    Ok(rua_of_records(&answer.records))
+}
+
+/// The rua list from the TXT records of `_smtp._tls.<domain>` (each one
+/// record, its strings joined): exactly one record beginning with
+/// `v=TLSRPTv1`, parsed by mail-auth, else none.
+pub fn rua_of_records<S: AsRef<str>>(records: &[S]) -> Option<Vec<ReportUri>> {
+    let records: Vec<&str> = records
         .iter()
+        .map(AsRef::as_ref)
         .filter(|r| r.trim_start().starts_with("v=TLSRPTv1"))
         .collect();
     if records.len() != 1 {
-        return Ok(None);
+        return None;
     }
-    Ok(TlsRpt::parse(records[0].as_bytes()).ok().map(|r| r.rua))
+    TlsRpt::parse(records[0].as_bytes()).ok().map(|r| r.rua)
 }
 
 /// The `sendFrequency` for a domain.
