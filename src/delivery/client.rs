@@ -471,7 +471,14 @@ impl ReplyParser {
     pub fn line(&mut self, line: &[u8]) -> Result<Option<Reply>, ClientError> {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
-        if text.len() < 3 || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+        // RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39; a first
+        // digit outside 2..5 (found by fuzzing: "033", "999", "100") is not
+        // an SMTP reply, and taking it for one made a reply whose code is
+        // neither positive nor negative.
+        if text.len() < 3
+            || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+            || !(b'2'..=b'5').contains(&text.as_bytes()[0])
+        {
             return Err(ClientError::Protocol(format!(
                 "malformed reply line: {text:.100}"
             )));
@@ -527,6 +534,16 @@ mod tests {
         assert_eq!(dot_stuff(b".a\r\nb\n.c"), b"..a\r\nb\r\n..c\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
         assert_eq!(dot_stuff(b"x\r\n"), b"x\r\n.\r\n");
+    }
+
+    #[test]
+    fn reply_codes_outside_2xx_to_5xx_are_malformed() {
+        for line in ["033 x\r\n", "199 x\r\n", "600 x\r\n", "999\r\n"] {
+            let r = ReplyParser::default().line(line.as_bytes());
+            assert!(matches!(r, Err(ClientError::Protocol(_))), "{line:?}");
+        }
+        let r = ReplyParser::default().line(b"250 ok\r\n").unwrap().unwrap();
+        assert_eq!((r.code, r.lines), (250, vec!["ok".to_string()]));
     }
 
     #[test]
