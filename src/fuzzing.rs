@@ -107,7 +107,10 @@ fn mailbox(addr: &str) {
 pub fn smtp_data(data: &[u8]) {
     let whole = decode(data, 1 << 20, data.len().max(1));
     let bytewise = decode(data, 1 << 20, 1);
-    assert_eq!(whole, bytewise, "the result depends on how the input is split");
+    assert_eq!(
+        whole, bytewise,
+        "the result depends on how the input is split"
+    );
     let Some((message, rest)) = whole else {
         return;
     };
@@ -236,7 +239,11 @@ pub fn mta_sts(data: &[u8]) {
     let _ = result.to_string();
     if let TxtResult::Found(r) = &result {
         assert!((1..=32).contains(&r.id.len()));
-        assert!(r.id.bytes().all(|b| b.is_ascii_alphanumeric()), "{:?}", r.id);
+        assert!(
+            r.id.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{:?}",
+            r.id
+        );
         let again = txt::parse_record(&format!("v=STSv1; id={}", r.id)).expect("canonical");
         assert_eq!(again.id, r.id);
     }
@@ -266,10 +273,16 @@ pub fn tlsrpt_record(data: &[u8]) {
             match uri {
                 // the address becomes an envelope recipient and a To: header
                 ReportUri::Mail(to) => {
-                    assert!(!to.contains(['\r', '\n']), "mailto: with a line break: {to:?}")
+                    assert!(
+                        !to.contains(['\r', '\n']),
+                        "mailto: with a line break: {to:?}"
+                    )
                 }
                 ReportUri::Http(url) => {
-                    assert!(!url.contains(['\r', '\n']), "https: with a line break: {url:?}")
+                    assert!(
+                        !url.contains(['\r', '\n']),
+                        "https: with a line break: {url:?}"
+                    )
                 }
             }
         }
@@ -379,7 +392,11 @@ pub fn rfc2136_answer(data: &[u8]) {
             u16::from_be_bytes([answer[0], answer[1]]),
             rfc2136::FUZZ_UPDATE_ID
         );
-        assert_eq!(answer[3] & 0x0f, 0, "success with an RCODE other than NOERROR");
+        assert_eq!(
+            answer[3] & 0x0f,
+            0,
+            "success with an RCODE other than NOERROR"
+        );
     }
     if let Err(e) = result {
         let _ = e.to_string();

@@ -59,7 +59,10 @@ fn every_target_has_a_corpus_and_a_test() {
         .map(|(n, _)| n.to_string())
         .collect();
     listed.sort();
-    assert_eq!(on_disk, listed, "fuzz/fuzz_targets and postern::fuzzing::TARGETS differ");
+    assert_eq!(
+        on_disk, listed,
+        "fuzz/fuzz_targets and postern::fuzzing::TARGETS differ"
+    );
 }
 
 macro_rules! corpus_tests {
