@@ -270,21 +270,18 @@ pub fn tlsrpt_record(data: &[u8]) {
     let records: Vec<&str> = text.split('\n').collect();
     if let Some(uris) = crate::tlsrpt::send::rua_of_records(&records) {
         for uri in uris {
-            match uri {
-                // the address becomes an envelope recipient and a To: header
-                ReportUri::Mail(to) => {
-                    assert!(
-                        !to.contains(['\r', '\n']),
-                        "mailto: with a line break: {to:?}"
-                    )
-                }
-                ReportUri::Http(url) => {
-                    assert!(
-                        !url.contains(['\r', '\n']),
-                        "https: with a line break: {url:?}"
-                    )
-                }
+            if crate::tlsrpt::send::usable_uri(&uri).is_err() {
+                continue; // send_one skips it
             }
+            // the address becomes an envelope recipient and a To: header
+            let text = match &uri {
+                ReportUri::Mail(to) => to,
+                ReportUri::Http(url) => url,
+            };
+            assert!(
+                !text.contains(|c: char| c.is_control() || c.is_whitespace()),
+                "usable rua with a control character or white space: {uri:?}"
+            );
         }
     }
 }
