@@ -1342,11 +1342,29 @@ impl AnchorConfig {
         Ok(cfg)
     }
 
+    /// The anchors in presentation format (`zone DNSKEY …`, then
+    /// `zone DS …`, each in file order), for the fuzz target's round trip.
+    fn presentation(&self) -> Vec<String> {
+        let keys = self.keys.iter().map(|(z, k)| format!("{z} IN DNSKEY {k}"));
+        let ds = self.ds.iter().map(|(z, d)| format!("{z} IN DS {d}"));
+        keys.chain(ds).collect()
+    }
+
     /// DS anchors need the zone's keys; non-root DNSKEY anchors need the rest
     /// of the zone's DNSKEY set (see the module comment).
     fn needs_resolution(&self) -> bool {
         !self.ds.is_empty() || self.zones.iter().any(|z| !z.is_root())
     }
+}
+
+/// For the fuzz target (`crate::fuzzing::trust_anchors`) only: parses the
+/// text of a trust-anchor file exactly as `resolver.trustAnchors` is read,
+/// and returns the anchor zones and the anchors in presentation format.
+#[doc(hidden)]
+pub fn fuzz_trust_anchors(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let cfg = AnchorConfig::parse(text)?;
+    let zones = cfg.zones.iter().map(Name::to_string).collect();
+    Ok((zones, cfg.presentation()))
 }
 
 /// From the DNSKEY RRset (with RRSIGs) of an anchor zone: the keys to trust

@@ -7,6 +7,8 @@ pub mod control;
 pub mod dane;
 pub mod delivery;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod history;
 pub mod http;

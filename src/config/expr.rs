@@ -342,10 +342,19 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SyntaxError> {
 
 // ---------------------------------------------------------------- parsing
 
+/// Bounds on an expression, so that parsing and evaluating it (all
+/// recursive) cannot overflow a thread's stack: fuzzing found that 4 600
+/// nested parentheses overflow a 2 MiB stack (a tokio worker's, a test
+/// thread's). No real expression comes near either bound.
+const MAX_TOKENS: usize = 1000;
+const MAX_NESTING: usize = 32;
+
 struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
     end_col: usize,
+    /// Open parentheses, `!` and function calls around the current token.
+    nesting: usize,
 }
 
 impl Parser {
@@ -414,9 +423,25 @@ impl Parser {
         Ok(Node::Bin(op, Box::new(left), Box::new(right)))
     }
 
+    /// Enters one more level of nesting (at column `col`), or refuses.
+    fn nest(&mut self, col: usize) -> Result<(), SyntaxError> {
+        self.nesting += 1;
+        if self.nesting > MAX_NESTING {
+            return err(
+                col,
+                format!("expression nested too deeply (more than {MAX_NESTING} levels of parentheses, '!' and calls)"),
+            );
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Node, SyntaxError> {
+        let col = self.col();
         if self.eat_op("!") {
-            return Ok(Node::Not(Box::new(self.unary()?)));
+            self.nest(col)?;
+            let inner = self.unary()?;
+            self.nesting -= 1;
+            return Ok(Node::Not(Box::new(inner)));
         }
         self.primary()
     }
@@ -427,10 +452,12 @@ impl Parser {
             Some(Tok::Str(s)) => Ok(Node::Lit(Value::Str(s))),
             Some(Tok::Int(n)) => Ok(Node::Lit(Value::Int(n))),
             Some(Tok::LParen) => {
+                self.nest(col)?;
                 let inner = self.or()?;
                 if self.bump() != Some(Tok::RParen) {
                     return err(self.col_prev(), "expected ')'");
                 }
+                self.nesting -= 1;
                 Ok(inner)
             }
             Some(Tok::Word(w)) => self.word(w, col),
@@ -457,6 +484,7 @@ impl Parser {
                 );
             };
             self.pos += 1;
+            self.nest(col)?;
             let a = self.or()?;
             if self.bump() != Some(Tok::Comma) {
                 return err(
@@ -471,6 +499,7 @@ impl Parser {
                     format!("{w} takes two arguments: expected ')'"),
                 );
             }
+            self.nesting -= 1;
             return Ok(Node::Call(func, Box::new(a), Box::new(b)));
         }
         Ok(match w.as_str() {
@@ -494,10 +523,17 @@ fn static_op(op: &str) -> &'static str {
 /// Parses one expression text.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let toks = lex(text)?;
+    if toks.len() > MAX_TOKENS {
+        return err(
+            toks[MAX_TOKENS].1,
+            format!("expression too long (more than {MAX_TOKENS} tokens)"),
+        );
+    }
     let mut p = Parser {
         toks,
         pos: 0,
         end_col: text.chars().count() + 1,
+        nesting: 0,
     };
     if p.peek().is_none() {
         return err(1, "empty expression");
@@ -1061,6 +1097,26 @@ mod tests {
 
     fn expr(json: &str) -> Expression {
         serde_json::from_str(json).unwrap()
+    }
+
+    /// Found by fuzzing: deep nesting overflowed the stack of the thread
+    /// that parsed (and evaluated) the expression.
+    #[test]
+    fn nesting_and_length_are_bounded() {
+        let deep = |n: usize| format!("{}retry_num > 1{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&deep(MAX_NESTING)).is_ok());
+        let e = parse(&deep(MAX_NESTING + 1)).unwrap_err();
+        assert!(e.message.contains("nested too deeply"), "{e}");
+        assert!(parse(&deep(100_000)).is_err());
+        assert!(parse(&format!("{}true", "!".repeat(MAX_NESTING))).is_ok());
+        assert!(parse(&format!("{}true", "!".repeat(100_000))).is_err());
+        let calls = format!("{}'a', 'b'{}", "contains(".repeat(40), ")".repeat(40));
+        assert!(parse(&calls).is_err());
+        // a long flat chain is bounded by its length
+        let chain = |n: usize| vec!["retry_num > 1"; n].join(" || ");
+        assert!(parse(&chain(200)).is_ok());
+        let e = parse(&chain(100_000)).unwrap_err();
+        assert!(e.message.contains("too long"), "{e}");
     }
 
     #[test]

@@ -425,30 +425,11 @@ impl Client {
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, ClientError> {
-        let mut lines = Vec::new();
-        let mut code = 0u16;
+        let mut parser = ReplyParser::default();
         loop {
             let line = self.read_line().await?;
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\r', '\n']);
-            if text.len() < 3 || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                return Err(ClientError::Protocol(format!(
-                    "malformed reply line: {text:.100}"
-                )));
-            }
-            let this_code: u16 = text[..3].parse().unwrap_or(0);
-            if code != 0 && this_code != code {
-                return Err(ClientError::Protocol(
-                    "reply codes differ within a multiline reply".into(),
-                ));
-            }
-            code = this_code;
-            lines.push(text.get(4..).unwrap_or("").to_string());
-            if text.as_bytes().get(3) != Some(&b'-') {
-                return Ok(Reply { code, lines });
-            }
-            if lines.len() > 1000 {
-                return Err(ClientError::Protocol("reply too long".into()));
+            if let Some(reply) = parser.line(&line)? {
+                return Ok(reply);
             }
         }
     }
@@ -472,6 +453,53 @@ impl Client {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// Assembles one reply from its lines (RFC 5321 §4.2): `ddd-text` lines
+/// continue it, `ddd text` (or a bare `ddd`) ends it. Pure, so that the
+/// fuzz target (`crate::fuzzing::smtp_reply`) drives the same code.
+#[derive(Default)]
+pub struct ReplyParser {
+    code: u16,
+    lines: Vec<String>,
+}
+
+impl ReplyParser {
+    /// Takes one line as read (with its line ending); returns the reply once
+    /// its last line is in, and is then ready for the next reply.
+    pub fn line(&mut self, line: &[u8]) -> Result<Option<Reply>, ClientError> {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        // RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39; a first
+        // digit outside 2..5 (found by fuzzing: "033", "999", "100") is not
+        // an SMTP reply, and taking it for one made a reply whose code is
+        // neither positive nor negative.
+        if text.len() < 3
+            || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+            || !(b'2'..=b'5').contains(&text.as_bytes()[0])
+        {
+            return Err(ClientError::Protocol(format!(
+                "malformed reply line: {text:.100}"
+            )));
+        }
+        let this_code: u16 = text[..3].parse().unwrap_or(0);
+        if self.code != 0 && this_code != self.code {
+            return Err(ClientError::Protocol(
+                "reply codes differ within a multiline reply".into(),
+            ));
+        }
+        self.code = this_code;
+        self.lines.push(text.get(4..).unwrap_or("").to_string());
+        if text.as_bytes().get(3) != Some(&b'-') {
+            let code = std::mem::take(&mut self.code);
+            let lines = std::mem::take(&mut self.lines);
+            return Ok(Some(Reply { code, lines }));
+        }
+        if self.lines.len() > 1000 {
+            return Err(ClientError::Protocol("reply too long".into()));
+        }
+        Ok(None)
     }
 }
 
@@ -506,6 +534,16 @@ mod tests {
         assert_eq!(dot_stuff(b".a\r\nb\n.c"), b"..a\r\nb\r\n..c\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
         assert_eq!(dot_stuff(b"x\r\n"), b"x\r\n.\r\n");
+    }
+
+    #[test]
+    fn reply_codes_outside_2xx_to_5xx_are_malformed() {
+        for line in ["033 x\r\n", "199 x\r\n", "600 x\r\n", "999\r\n"] {
+            let r = ReplyParser::default().line(line.as_bytes());
+            assert!(matches!(r, Err(ClientError::Protocol(_))), "{line:?}");
+        }
+        let r = ReplyParser::default().line(b"250 ok\r\n").unwrap().unwrap();
+        assert_eq!((r.code, r.lines), (250, vec!["ok".to_string()]));
     }
 
     #[test]

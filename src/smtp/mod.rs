@@ -1,11 +1,12 @@
 //! Inbound SMTP: the per-connection entry point. The session itself is in
 //! `session`; framing and TLS in `io`; DATA decoding in `data`.
 
-mod address;
-mod auth;
-mod data;
+// `pub(crate)` only for `crate::fuzzing`, which drives the parsers in them.
+pub(crate) mod address;
+pub(crate) mod auth;
+pub(crate) mod data;
 mod io;
-mod session;
+pub(crate) mod session;
 
 use crate::server::Shared;
 use io::{Conn, Stream};

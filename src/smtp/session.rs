@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// RFC 5321 §4.5.3.1.4: 512 octets for a command line.
-const COMMAND_LINE_MAX: usize = 512;
+pub(crate) const COMMAND_LINE_MAX: usize = 512;
 /// RFC 4954 §4: 12288 octets for an AUTH response line.
 const AUTH_LINE_MAX: usize = 12288;
 const MAX_AUTH_FAILURES: u32 = 3;
@@ -114,11 +114,7 @@ impl Session {
     }
 
     async fn command(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
-        let (lifted, literal) = super::address::lift_literal(line);
-        let parsed = Request::parse(&mut lifted.iter())
-            .map(|r| r.into_owned())
-            .map(|r| restore_literal(r, literal));
-        let request = match parsed {
+        let request = match parse_command(line) {
             Ok(r) => r,
             Err(e) => {
                 let reply = parse_error_reply(&e, line);
@@ -625,6 +621,15 @@ impl Session {
     }
 }
 
+/// One command line (with its line ending) as the session reads it:
+/// smtp-proto's parse, with address literals lifted out and put back.
+pub(crate) fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
+    let (lifted, literal) = super::address::lift_literal(line);
+    Request::parse(&mut lifted.iter())
+        .map(|r| r.into_owned())
+        .map(|r| restore_literal(r, literal))
+}
+
 /// Puts an address literal lifted before parsing back into the address.
 fn restore_literal(r: Request<String>, literal: Option<String>) -> Request<String> {
     let Some(lit) = literal else { return r };
@@ -644,7 +649,7 @@ fn restore_literal(r: Request<String>, literal: Option<String>) -> Request<Strin
 
 /// smtp-proto saturates a huge SIZE= value in a way that can wrap to a
 /// small number; more digits than a u64 holds is "too big" whatever it says.
-fn size_overflows(raw: &[u8]) -> bool {
+pub(crate) fn size_overflows(raw: &[u8]) -> bool {
     let text = String::from_utf8_lossy(raw).to_ascii_uppercase();
     text.split_whitespace()
         .filter_map(|w| w.strip_prefix("SIZE="))
@@ -652,11 +657,11 @@ fn size_overflows(raw: &[u8]) -> bool {
 }
 
 /// Keeps client-supplied text from breaking a header or a log line.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(255).collect()
 }
 
-fn parse_error_reply(e: &ParseError, line: &[u8]) -> String {
+pub(crate) fn parse_error_reply(e: &ParseError, line: &[u8]) -> String {
     let verb = line
         .split(|b| b.is_ascii_whitespace() || *b == b':')
         .next()

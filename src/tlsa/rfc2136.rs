@@ -244,11 +244,26 @@ async fn send(
                 detail: e.to_string(),
             },
         })?;
-    let response = Message::from_vec(&answer).map_err(|e| UpdateError::BadResponse {
+    interpret_answer(server, zone, message.metadata.id, &answer, |a| {
+        verifier.verify(a).map(|_| ()).map_err(|e| e.to_string())
+    })
+}
+
+/// What the answer (raw bytes) to our update with ID `id` says, `verify`
+/// checking its TSIG. Pure, apart from `verify`, so that the fuzz target
+/// drives it ([`fuzz_answer`]).
+fn interpret_answer(
+    server: SocketAddr,
+    zone: &str,
+    id: u16,
+    answer: &[u8],
+    verify: impl FnOnce(&[u8]) -> Result<(), String>,
+) -> Result<(), UpdateError> {
+    let response = Message::from_vec(answer).map_err(|e| UpdateError::BadResponse {
         server,
         detail: format!("unparsable: {e}"),
     })?;
-    if response.metadata.id != message.metadata.id {
+    if response.metadata.id != id {
         return Err(UpdateError::BadResponse {
             server,
             detail: "answer to another message (ID mismatch)".into(),
@@ -257,8 +272,8 @@ async fn send(
     // The TSIG is verified before the RCODE is believed: an unsigned
     // NOERROR is not a change, and an unsigned NXRRSET is not "someone else
     // changed the set" (an on-path forger could otherwise steer the sync).
-    match verifier.verify(&answer) {
-        Ok(_) => check_rcode(server, zone, &response),
+    match verify(answer) {
+        Ok(()) => check_rcode(server, zone, &response),
         Err(e) => match check_rcode(server, zone, &response) {
             // RFC 8945 §5.3.2: a server that could not verify our request
             // (BADSIG, BADKEY, BADTIME) cannot sign its answer either.
@@ -272,6 +287,46 @@ async fn send(
             }),
         },
     }
+}
+
+/// The ID of the update [`fuzz_answer`] answers.
+#[doc(hidden)]
+pub const FUZZ_UPDATE_ID: u16 = 0x2136;
+
+/// For the fuzz target (`crate::fuzzing::rfc2136_answer`) only: `answer`
+/// as the answer to a fixed update signed with a fixed key at a fixed time,
+/// its TSIG checked by hickory's verifier, or, with `pretend_verified`,
+/// taken as verified (so that every RCODE path is reached).
+#[doc(hidden)]
+pub fn fuzz_answer(answer: &[u8], pretend_verified: bool) -> Result<(), UpdateError> {
+    let server = SocketAddr::from(([192, 0, 2, 53], 53));
+    let zone = "example.org";
+    let key = TsigKeyMaterial {
+        name: "fuzz-key.".into(),
+        algorithm: TsigAlgorithm::HmacSha256,
+        secret: vec![7; 32],
+    };
+    let record = "3 1 1 0000000000000000000000000000000000000000000000000000000000000001";
+    let mut message = build_update(
+        zone,
+        "_25._tcp.mx.example.org",
+        60,
+        &[record.to_string()],
+        &[],
+        Prerequisite::None,
+    )?;
+    message.metadata.id = FUZZ_UPDATE_ID;
+    let mut verifier = message
+        .finalize(&key.signer()?, 1_700_000_000)
+        .map_err(|e| UpdateError::Input(format!("signing the update: {e}")))?
+        .ok_or_else(|| UpdateError::Input("signing the update produced no verifier".into()))?;
+    interpret_answer(server, zone, FUZZ_UPDATE_ID, answer, |a| {
+        if pretend_verified {
+            Ok(())
+        } else {
+            verifier.verify(a).map(|_| ()).map_err(|e| e.to_string())
+        }
+    })
 }
 
 /// Builds the UPDATE message (RFC 2136 §2): zone section = the zone's SOA,

@@ -51,15 +51,48 @@ pub async fn rua(resolver: &Resolver, domain: &str) -> Result<Option<Vec<ReportU
         Err(LookupError::NoData { .. } | LookupError::NxDomain { .. }) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let records: Vec<&String> = answer
-        .records
+    Ok(rua_of_records(&answer.records))
+}
+
+/// The rua list from the TXT records of `_smtp._tls.<domain>` (each one
+/// record, its strings joined): exactly one record beginning with
+/// `v=TLSRPTv1`, parsed by mail-auth, else none.
+pub fn rua_of_records<S: AsRef<str>>(records: &[S]) -> Option<Vec<ReportUri>> {
+    let records: Vec<&str> = records
         .iter()
+        .map(AsRef::as_ref)
         .filter(|r| r.trim_start().starts_with("v=TLSRPTv1"))
         .collect();
     if records.len() != 1 {
-        return Ok(None);
+        return None;
     }
-    Ok(TlsRpt::parse(records[0].as_bytes()).ok().map(|r| r.rua))
+    TlsRpt::parse(records[0].as_bytes()).ok().map(|r| r.rua)
+}
+
+/// Whether postern can send a report to `uri` as it is. A mailto address
+/// becomes `RCPT TO:<…>` and a `To: <…>` header; mail-auth decodes escapes
+/// (`=0A`, `%0A`) in the record, so the domain's TXT record can put CR, LF,
+/// NUL or `>` there (found by the `tlsrpt_record` fuzz target) and inject
+/// SMTP commands or headers into a report postern DKIM-signs. Only printable
+/// ASCII without white space, `<` or `>`, in a syntactically valid address;
+/// an https URL only printable ASCII without white space.
+pub fn usable_uri(uri: &ReportUri) -> Result<(), String> {
+    match uri {
+        ReportUri::Mail(to) => {
+            let printable = to
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>'));
+            if !printable || crate::smtp::address::Mailbox::parse(to).is_none() {
+                return Err(format!("rua mailto address {to:?} is not usable; skipped"));
+            }
+        }
+        ReportUri::Http(url) => {
+            if !url.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!("rua URL {url:?} is not usable; skipped"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `sendFrequency` for a domain.
@@ -184,6 +217,10 @@ async fn send_one(
         }
     };
     for uri in uris {
+        if let Err(why) = usable_uri(&uri) {
+            sent.deliveries.push(failed(String::new(), why));
+            continue;
+        }
         let r = match &uri {
             ReportUri::Mail(to) => by_mail(cfg, store, agg, end, &who, &report_id, to, &gz, now),
             ReportUri::Http(url) => by_https(resolver, tls, url, &gz).await,
@@ -349,4 +386,35 @@ pub fn sent(store: &Store) -> Result<Vec<Sent>, String> {
         .collect();
     out.sort_by(|a, b| b.sent_at.cmp(&a.sent_at));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rua_addresses_that_would_inject_are_not_used() {
+        // mail-auth decodes =0A; the record is the one the fuzzer found, cut down
+        let uris =
+            rua_of_records(&["v=TLSRPTv1; rua=mailto:v=0a=0D=0ARCPT TO:<x@evil.test>@example.org"])
+                .expect("one TLSRPTv1 record");
+        assert!(!uris.is_empty());
+        for uri in &uris {
+            assert!(usable_uri(uri).is_err(), "{uri:?}");
+        }
+        for bad in [
+            "a\r\nRCPT TO:<x@evil.test>@example.org",
+            "a>b@example.org",
+            "a b@example.org",
+            "noat",
+        ] {
+            assert!(usable_uri(&ReportUri::Mail(bad.into())).is_err(), "{bad:?}");
+        }
+        let ok =
+            rua_of_records(&["v=TLSRPTv1; rua=mailto:tlsrpt@example.org,https://r.example/v1"])
+                .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok.iter().all(|u| usable_uri(u).is_ok()), "{ok:?}");
+        assert!(usable_uri(&ReportUri::Http("https://r.example/a\nb".into())).is_err());
+    }
 }
