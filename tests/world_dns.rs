@@ -573,6 +573,7 @@ async fn fetch_failures_are_indeterminate(w: &World) {
     s.timeout = Duration::from_millis(500);
     s.attempts = 1;
     let r = Resolver::new(&s).unwrap();
+    let fetched = Instant::now();
     check!(
         "through the proxy, no fault: MX dane-ok.test",
         status(&r.mx("dane-ok.test").await),
@@ -581,11 +582,15 @@ async fn fetch_failures_are_indeterminate(w: &World) {
 
     proxy.set("dane-ok.test", RecordType::DNSKEY, Action::Drop);
     // Within their TTL, the DNSKEY and DS answers just fetched are kept: the
-    // dropped query is not even sent.
+    // dropped query is not even sent. The world's Unbound caps TTLs at 2 s;
+    // on a machine so loaded that the first lookup took most of that, the
+    // keys have expired and the answer is rightly indeterminate.
+    let kept = status(&r.mx("dane-ok.test").await);
+    let within_ttl = fetched.elapsed() < Duration::from_millis(1500);
     check!(
         "DNSKEY dane-ok.test dropped, kept answer still valid: MX dane-ok.test",
-        status(&r.mx("dane-ok.test").await),
-        |v: &String| v == "answer secure"
+        kept,
+        |v: &String| v == "answer secure" || (!within_ttl && v == "indeterminate")
     );
     // The world's Unbound caps TTLs at 2 s: after that the keys are fetched
     // again, and the faults below take effect.
