@@ -312,7 +312,14 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "resolver path: MX forged, with AD set",
             resolver_path: true,
-            attacks: |k| vec![vec!["ad".into(), "forge".into(), k.domain().into(), "MX".into()]],
+            attacks: |k| {
+                vec![vec![
+                    "ad".into(),
+                    "forge".into(),
+                    k.domain().into(),
+                    "MX".into(),
+                ]]
+            },
             expect: |k| {
                 Some(match k {
                     _ if k.signed() => Deferred,
@@ -607,7 +614,11 @@ fn run_mode(
             }
         }
         drop(p);
-        if (sc.attacks)(KINDS[0]).iter().flatten().any(|w| w == "delay") {
+        if (sc.attacks)(KINDS[0])
+            .iter()
+            .flatten()
+            .any(|w| w == "delay")
+        {
             // the attacker is still sitting on the delayed answers (10 s)
             attack(world, &["reset".to_string()]);
             std::thread::sleep(Duration::from_secs(11));
@@ -632,7 +643,10 @@ fn downgrade_matrix() {
             let (v, v_ok) = validate[&(n, k)].clone();
             let (a_text, a_ok) = match trust_ad.get(&(n, k)) {
                 Some((a, ok)) => (a.text(), *ok && !downgrade(k, a)),
-                None => ("n/a (trusts its resolver by configuration)".to_string(), true),
+                None => (
+                    "n/a (trusts its resolver by configuration)".to_string(),
+                    true,
+                ),
             };
             let pf = match postfix.get(&(n, k)) {
                 Some(p) => p.clone(),
