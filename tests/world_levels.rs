@@ -207,26 +207,10 @@ fn levels_metrics_and_the_downgrade_ledger() {
     // The ledger knows dane-ok.test at `dane`. Remove its TLSA: the next
     // delivery is only `verified` — a downgrade, warned about and counted.
     assert_eq!(p.cli("domains", &["show", "dane-ok.test"])["best"], "dane");
-    let secret = std::fs::read_to_string(world.get("WORLD_TSIG_SECRET_FILE")).unwrap();
-    let key = format!(
-        "{}:{}:{}",
-        world.get("WORLD_TSIG_ALGORITHM"),
-        world.get("WORLD_TSIG_NAME"),
-        secret.trim()
+    world.update(
+        "dane-ok.test",
+        "update delete _25._tcp.mx.dane-ok.test. TLSA",
     );
-    let mut upd = Command::new("knsupdate")
-        .args(["-y", &key])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    write!(
-        upd.stdin.take().unwrap(),
-        "server {} 53\nzone dane-ok.test.\nupdate delete _25._tcp.mx.dane-ok.test. TLSA\nsend\n",
-        world.get("WORLD_KNOT_IP")
-    )
-    .unwrap();
-    assert!(upd.wait().unwrap().success(), "knsupdate");
-    std::thread::sleep(Duration::from_secs(3)); // the world's Unbound caches for 2 s
     let reply = send(
         &smtp,
         "sender@postern.test",

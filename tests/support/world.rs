@@ -91,6 +91,32 @@ impl World {
         self.dir.path()
     }
 
+    /// One RFC 2136 update of `zone`, signed with the world's TSIG key
+    /// (`knsupdate`), then a wait until the world's Unbound (2 s cache) can
+    /// only give the new data.
+    pub fn update(&self, zone: &str, line: &str) {
+        let secret = std::fs::read_to_string(self.get("WORLD_TSIG_SECRET_FILE")).unwrap();
+        let key = format!(
+            "{}:{}:{}",
+            self.get("WORLD_TSIG_ALGORITHM"),
+            self.get("WORLD_TSIG_NAME"),
+            secret.trim()
+        );
+        let mut upd = Command::new("knsupdate")
+            .args(["-y", &key])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("knsupdate");
+        write!(
+            upd.stdin.take().unwrap(),
+            "server {} 53\nzone {zone}.\n{line}\nsend\n",
+            self.get("WORLD_KNOT_IP")
+        )
+        .unwrap();
+        assert!(upd.wait().unwrap().success(), "knsupdate {zone}: {line}");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
     /// Runs a world.sh sub-command (stop-nginx, stop-mx ID, …).
     pub fn ctl(&self, args: &[&str]) {
         let out = Command::new("bash")
