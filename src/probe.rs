@@ -30,6 +30,8 @@ pub async fn run(
         sender: &sender,
         message: b"",
         smtputf8: false,
+        params: &Default::default(),
+        rcpt_dsn: &[],
         retry_num: 0,
         last_error: "none",
         dry_run: true,

@@ -960,6 +960,7 @@ mod tests {
             last_error: Some(format!("451 {a}")),
             error_kind: None,
             level: None,
+            dsn: Default::default(),
         };
         let env = |at: u64, rs: Vec<Recipient>, held: bool| Envelope {
             id: "X".into(),
@@ -974,6 +975,7 @@ mod tests {
             notified: 0,
             internal: false,
             held,
+            params: Default::default(),
         };
         let q = summarize_queue(
             vec![

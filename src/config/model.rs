@@ -395,6 +395,17 @@ pub struct Outbound {
     pub mx_port: u16,
     pub ca_file: Option<PathBuf>,
     pub timeouts: Timeouts,
+    /// RFC 8689 §5: whether a message's `TLS-Required: No` header lets
+    /// delivery go on when DANE or MTA-STS would refuse the host.
+    pub tls_required_header: TlsRequiredHeader,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsRequiredHeader {
+    #[default]
+    Honor,
+    Ignore,
 }
 
 impl Default for Outbound {
@@ -416,6 +427,7 @@ impl Default for Outbound {
             mx_port: 25,
             ca_file: None,
             timeouts: Timeouts::default(),
+            tls_required_header: TlsRequiredHeader::Honor,
         }
     }
 }

@@ -35,6 +35,11 @@ pub struct Context<'a> {
     pub sender: &'a str,
     pub message: &'a [u8],
     pub smtputf8: bool,
+    /// REQUIRETLS, `TLS-Required: No`, BODY and the DSN parameters.
+    pub params: &'a crate::queue::Params,
+    /// Each recipient's NOTIFY and ORCPT, in the order of `rcpts` (empty:
+    /// none given).
+    pub rcpt_dsn: &'a [crate::queue::RcptDsn],
     pub retry_num: u32,
     pub last_error: &'a str,
     /// Idle connections to reuse (`None`: always a new connection).
@@ -79,6 +84,9 @@ pub struct Trace {
     pub mark: Option<crate::policy::Level>,
     /// `probe`: what the last connection showed (EHLO, certificate).
     pub seen: Option<Seen>,
+    /// The next hop that took the message offered DSN (RFC 3461), so
+    /// NOTIFY went on with it: success is then its to report, not ours.
+    pub next_hop_dsn: bool,
 }
 
 /// What `probe` records of one connection.

@@ -180,6 +180,7 @@ mod tests {
                 last_error: Some("550 5.1.1 No such user".into()),
                 error_kind: Some("unexpected-reply".into()),
                 level: None,
+                dsn: Default::default(),
             }],
             size: 10,
             received_at: 1_700_000_000,
@@ -190,6 +191,7 @@ mod tests {
             notified: 0,
             internal: false,
             held: false,
+            params: Default::default(),
         }
     }
 

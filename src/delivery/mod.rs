@@ -207,6 +207,10 @@ impl Engine {
                 .iter()
                 .map(|i| env.recipients[*i].address.clone())
                 .collect();
+            let rcpt_dsn: Vec<queue::RcptDsn> = idx
+                .iter()
+                .map(|i| env.recipients[*i].dsn.clone())
+                .collect();
             let last_error = idx
                 .iter()
                 .find_map(|i| env.recipients[*i].error_kind.clone())
@@ -227,6 +231,8 @@ impl Engine {
                 sender: &env.sender,
                 message: &body,
                 smtputf8: env.smtputf8,
+                params: &env.params,
+                rcpt_dsn: &rcpt_dsn,
                 retry_num: env.attempts,
                 last_error: &last_error,
                 dry_run: false,

@@ -4,7 +4,10 @@
 //! (`schedule`) — so after a crash a message is either wholly there or not
 //! at all, and "250" is only said once it is wholly there.
 
+pub mod params;
+
 use crate::store::{Batch, Store};
+pub use params::{Params, RcptDsn};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,6 +40,9 @@ pub struct Envelope {
     /// until released.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// What the sender asked of the transport (REQUIRETLS, BODY, DSN).
+    #[serde(default, skip_serializing_if = "Params::is_default")]
+    pub params: Params,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -54,6 +60,9 @@ pub struct Recipient {
     /// refused by the remote): `dane`, `mta-sts`, `verified`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<crate::policy::Level>,
+    /// The recipient's DSN parameters (NOTIFY, ORCPT).
+    #[serde(default, skip_serializing_if = "RcptDsn::is_default")]
+    pub dsn: RcptDsn,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +134,7 @@ impl Envelope {
                 last_error: None,
                 error_kind: None,
                 level: None,
+                dsn: Default::default(),
             }],
             size: size as u64,
             received_at: now,
@@ -141,6 +151,7 @@ impl Envelope {
             notified: 0,
             internal: true,
             held: false,
+            params: Default::default(),
         }
     }
 }
@@ -222,6 +233,7 @@ mod tests {
                 last_error: None,
                 error_kind: None,
                 level: None,
+                dsn: Default::default(),
             }],
             size: 5,
             received_at: now_secs(),
@@ -232,6 +244,7 @@ mod tests {
             notified: 0,
             internal: false,
             held: false,
+            params: Default::default(),
         };
         enqueue(&store, &env, b"hello").unwrap();
         let (got, body) = get(&store, &env.id).unwrap().unwrap();

@@ -410,6 +410,7 @@ impl Session {
                     last_error: None,
                     error_kind: None,
                     level: None,
+                    dsn: Default::default(),
                 })
                 .collect(),
             size: message.len() as u64,
@@ -427,6 +428,7 @@ impl Session {
             notified: 0,
             internal: false,
             held: false,
+            params: Default::default(),
         };
         let store = self.shared.store.clone();
         let env2 = env.clone();
