@@ -109,6 +109,7 @@ pub fn markdown() -> String {
                     tlsa,
                     sts,
                     strategy: knobs,
+                    message: MessageTls::Default,
                 };
                 let _ = write!(out, " {} |", cell(decide(&f)));
             }
