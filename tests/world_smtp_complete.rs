@@ -18,11 +18,11 @@
 
 mod support;
 
+use mail_parser::MimeHeaders;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use mail_parser::MimeHeaders;
 use support::world::{token, Postern, World};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,7 +30,14 @@ const SUBMIT: &str = "127.0.0.1:2525";
 
 /// Submits `message` to `server` with STARTTLS and the given parameters;
 /// returns the final reply.
-fn submit(server: &str, from: &str, to: &str, mail: &[&str], rcpt: &[&str], message: &[u8]) -> String {
+fn submit(
+    server: &str,
+    from: &str,
+    to: &str,
+    mail: &[&str],
+    rcpt: &[&str],
+    message: &[u8],
+) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/world/submit.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).args([server, from, to, "--tls"]);
@@ -61,7 +68,17 @@ fn submit(server: &str, from: &str, to: &str, mail: &[&str], rcpt: &[&str], mess
 /// swaks, for the messages that need no parameters.
 fn swaks(from: &str, to: &str, extra: &[&str]) -> String {
     let out = Command::new("swaks")
-        .args(["--server", SUBMIT, "--from", from, "--to", to, "--tls", "--helo", "client.test"])
+        .args([
+            "--server",
+            SUBMIT,
+            "--from",
+            from,
+            "--to",
+            to,
+            "--tls",
+            "--helo",
+            "client.test",
+        ])
         .args(extra)
         .output()
         .expect("swaks");
@@ -78,14 +95,21 @@ fn queued_id(reply: &str) -> String {
         .last()
         .unwrap_or(reply);
     let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "Message").expect("queue id in the reply");
+    let at = words
+        .iter()
+        .position(|w| *w == "Message")
+        .expect("queue id in the reply");
     words[at - 1].to_string()
 }
 
 /// The `recipient` log line of message `id` with `status`, once it is there.
 fn wait_recipient(p: &Postern, id: &str, status: &str) -> String {
     p.wait_log(
-        &[" recipient", &format!("id=\"{id}\""), &format!("status=\"{status}\"")],
+        &[
+            " recipient",
+            &format!("id=\"{id}\""),
+            &format!("status=\"{status}\""),
+        ],
         WAIT,
     )
     .unwrap_or_else(|| panic!("{id}: no {status} recipient line; log:\n{}", p.log_text()))
@@ -121,14 +145,16 @@ fn receiver(w: &World) -> Postern {
     let addr = w.get("WORLD_REQUIRETLS_ADDR").to_string();
     let cfg = w.postern_config("receiver", |v| {
         v["server"]["hostname"] = json!("mx.requiretls.test");
-        v["server"]["listeners"] = json!({ "smtp": { "bind": format!("{addr}:25"), "protocol": "smtp" } });
+        v["server"]["listeners"] =
+            json!({ "smtp": { "bind": format!("{addr}:25"), "protocol": "smtp" } });
         v["certificates"] = json!({ "default": {
             "cert": format!("%{{file:{}}}%", w.get("WORLD_REQUIRETLS_CERT")),
             "privateKey": format!("%{{file:{}}}%", w.get("WORLD_REQUIRETLS_KEY")),
         }});
         v["session"] = json!({ "localDomains": ["requiretls.test"], "relayNetworks": [] });
         v["outbound"]["route"] = json!("'hold'");
-        v["outbound"]["relays"] = json!({ "hold": { "host": "127.0.0.1", "port": 9, "tls": "starttls" } });
+        v["outbound"]["relays"] =
+            json!({ "hold": { "host": "127.0.0.1", "port": 9, "tls": "starttls" } });
         v["storage"]["path"] = json!(w.path().join("receiver-data"));
         let obj = v.as_object_mut().unwrap();
         obj.remove("tlsa");
@@ -150,7 +176,11 @@ fn wait_queued(p: &Postern, what: &str, pred: impl Fn(&Value) -> bool) -> Value 
                 return full;
             }
         }
-        assert!(Instant::now() < deadline, "no {what} in the queue; log:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in the queue; log:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -168,28 +198,36 @@ fn dsn_in_spool(w: &World, spool: &str, needle: &str) -> mail_parser::Message<'s
 
 /// The `message/delivery-status` part's fields: per-message, then one map
 /// per recipient (RFC 3464 §2.1–§2.3), keys lower-cased.
-fn delivery_status(m: &mail_parser::Message<'_>) -> (Vec<(String, String)>, Vec<Vec<(String, String)>>) {
+fn delivery_status(
+    m: &mail_parser::Message<'_>,
+) -> (Vec<(String, String)>, Vec<Vec<(String, String)>>) {
     let part = m
         .parts
         .iter()
         .find(|p| p.is_content_type("message", "delivery-status"))
         .expect("a message/delivery-status part");
     let body = String::from_utf8_lossy(part.contents()).replace("\r\n", "\n");
-    let mut groups = body.split("\n\n").filter(|g| !g.trim().is_empty()).map(|g| {
-        // unfold, then split fields
-        let unfolded = g.replace("\n ", " ").replace("\n\t", " ");
-        unfolded
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect::<Vec<_>>()
-    });
+    let mut groups = body
+        .split("\n\n")
+        .filter(|g| !g.trim().is_empty())
+        .map(|g| {
+            // unfold, then split fields
+            let unfolded = g.replace("\n ", " ").replace("\n\t", " ");
+            unfolded
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect::<Vec<_>>()
+        });
     let per_message = groups.next().unwrap_or_default();
     (per_message, groups.collect())
 }
 
 fn get<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 fn has_part(m: &mail_parser::Message<'_>, ctype: &str, subtype: &str) -> bool {
@@ -206,12 +244,20 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     // REQUIRETLS passed on (the receiving postern stored it).
     let t = token("requiretls-ok");
     let body = format!("From: alice@requiretls.test\r\nSubject: {t}\r\n\r\nsecret\r\n");
-    let reply = submit(SUBMIT, "alice@requiretls.test", "bob@requiretls.test", &["REQUIRETLS"], &[], body.as_bytes());
+    let reply = submit(
+        SUBMIT,
+        "alice@requiretls.test",
+        "bob@requiretls.test",
+        &["REQUIRETLS"],
+        &[],
+        body.as_bytes(),
+    );
     let id = queued_id(&reply);
     let line = wait_recipient(&s, &id, "sent");
     assert_eq!(field(&line, "level"), "dane", "{line}");
     let got = wait_queued(&r, "the REQUIRETLS message", |m| {
-        m["recipients"][0]["address"] == "bob@requiretls.test" && m["sender"] == "alice@requiretls.test"
+        m["recipients"][0]["address"] == "bob@requiretls.test"
+            && m["sender"] == "alice@requiretls.test"
     });
     assert_eq!(got["params"]["requiretls"], json!(true), "{got}");
 
@@ -220,11 +266,21 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     // only because that MX (the second postern) offers REQUIRETLS too.
     let t = token("requiretls-legacy");
     let body = format!("From: alice@requiretls.test\r\nSubject: {t}\r\n\r\nsecret\r\n");
-    let reply = submit(SUBMIT, "alice@requiretls.test", "carol@legacy.test", &["REQUIRETLS"], &[], body.as_bytes());
+    let reply = submit(
+        SUBMIT,
+        "alice@requiretls.test",
+        "carol@legacy.test",
+        &["REQUIRETLS"],
+        &[],
+        body.as_bytes(),
+    );
     let id = queued_id(&reply);
     let line = wait_recipient(&s, &id, "bounced");
     assert_eq!(field(&line, "dsn"), "5.7.30", "{line}");
-    assert!(w.spool("legacy").iter().all(|m| !m.contains(&t)), "delivered to a server without REQUIRETLS");
+    assert!(
+        w.spool("legacy").iter().all(|m| !m.contains(&t)),
+        "delivered to a server without REQUIRETLS"
+    );
     let bounce = wait_queued(&r, "the REQUIRETLS bounce", |m| {
         m["sender"] == "" && m["recipients"][0]["address"] == "alice@requiretls.test"
     });
@@ -233,7 +289,14 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     // REQUIRETLS to an unsigned domain without MTA-STS: 5.7.30 at once.
     let t = token("requiretls-insecure");
     let body = format!("Subject: {t}\r\n\r\nsecret\r\n");
-    let reply = submit(SUBMIT, "alice@requiretls.test", "dave@insecure.test", &["REQUIRETLS"], &[], body.as_bytes());
+    let reply = submit(
+        SUBMIT,
+        "alice@requiretls.test",
+        "dave@insecure.test",
+        &["REQUIRETLS"],
+        &[],
+        body.as_bytes(),
+    );
     let id = queued_id(&reply);
     let line = wait_recipient(&s, &id, "bounced");
     assert_eq!(field(&line, "dsn"), "5.7.30", "{line}");
@@ -245,15 +308,26 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     let reply = swaks(
         "erin@dane-ok.test",
         "frank@legacy.test",
-        &["--header", &format!("Subject: {t}"), "--body", "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e"],
+        &[
+            "--header",
+            &format!("Subject: {t}"),
+            "--body",
+            "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e",
+        ],
     );
     let id = queued_id(&reply);
     let line = wait_recipient(&s, &id, "bounced");
     assert_eq!(field(&line, "dsn"), "5.6.3", "{line}");
     let notice = dsn_in_spool(&w, "dane-ok", &t);
     let (per_message, rcpts) = delivery_status(&notice);
-    assert_eq!(get(&per_message, "reporting-mta"), Some("dns; mx.postern.test"));
-    assert_eq!(get(&rcpts[0], "final-recipient"), Some("rfc822; frank@legacy.test"));
+    assert_eq!(
+        get(&per_message, "reporting-mta"),
+        Some("dns; mx.postern.test")
+    );
+    assert_eq!(
+        get(&rcpts[0], "final-recipient"),
+        Some("rfc822; frank@legacy.test")
+    );
     assert_eq!(get(&rcpts[0], "action"), Some("failed"));
     assert_eq!(get(&rcpts[0], "status"), Some("5.6.3"));
 
@@ -271,14 +345,29 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     );
     let id = queued_id(&reply);
     wait_recipient(&s, &id, "sent");
-    assert!(w.wait_for_mail("legacy", &t, WAIT).is_some(), "not delivered to legacy");
+    assert!(
+        w.wait_for_mail("legacy", &t, WAIT).is_some(),
+        "not delivered to legacy"
+    );
     let notice = dsn_in_spool(&w, "dane-ok", "env-relayed");
     let (per_message, rcpts) = delivery_status(&notice);
-    assert_eq!(get(&per_message, "original-envelope-id"), Some("env-relayed"));
+    assert_eq!(
+        get(&per_message, "original-envelope-id"),
+        Some("env-relayed")
+    );
     assert_eq!(get(&rcpts[0], "action"), Some("relayed"));
-    assert!(get(&rcpts[0], "status").is_some_and(|s| s.starts_with("2.")), "{rcpts:?}");
-    assert_eq!(get(&rcpts[0], "original-recipient"), Some("rfc822; gina@legacy.test"));
-    assert!(has_part(&notice, "text", "rfc822-headers"), "RET=HDRS returns the header");
+    assert!(
+        get(&rcpts[0], "status").is_some_and(|s| s.starts_with("2.")),
+        "{rcpts:?}"
+    );
+    assert_eq!(
+        get(&rcpts[0], "original-recipient"),
+        Some("rfc822; gina@legacy.test")
+    );
+    assert!(
+        has_part(&notice, "text", "rfc822-headers"),
+        "RET=HDRS returns the header"
+    );
     assert!(!String::from_utf8_lossy(notice.raw_message()).contains("body stays home"));
 
     // NOTIFY=DELAY to a recipient that gets 450: a delay notice whose
@@ -299,10 +388,17 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     let notice = dsn_in_spool(&w, "dane-ok", "env-delayed");
     let (_, rcpts) = delivery_status(&notice);
     assert_eq!(get(&rcpts[0], "action"), Some("delayed"));
-    assert!(get(&rcpts[0], "status").is_some_and(|s| s.starts_with("4.")), "{rcpts:?}");
+    assert!(
+        get(&rcpts[0], "status").is_some_and(|s| s.starts_with("4.")),
+        "{rcpts:?}"
+    );
     let until = get(&rcpts[0], "will-retry-until").expect("Will-Retry-Until");
     let until = chrono::DateTime::parse_from_rfc2822(until).expect("an RFC 5322 date");
-    assert_eq!(until.timestamp(), received + 3600, "Will-Retry-Until is the expiry");
+    assert_eq!(
+        until.timestamp(),
+        received + 3600,
+        "Will-Retry-Until is the expiry"
+    );
     drop(s);
 
     // TLS-Required: No to a DANE domain whose TLSA matches nothing:
@@ -315,17 +411,29 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
         let reply = swaks(
             "erin@dane-ok.test",
             "henry@dane-bad.test",
-            &["--header", &format!("Subject: {t}"), "--add-header", "TLS-Required: No"],
+            &[
+                "--header",
+                &format!("Subject: {t}"),
+                "--add-header",
+                "TLS-Required: No",
+            ],
         );
         let id = queued_id(&reply);
         if delivered {
             let line = wait_recipient(&s, &id, "sent");
-            assert_ne!(field(&line, "tls_version"), "", "STARTTLS was still used: {line}");
+            assert_ne!(
+                field(&line, "tls_version"),
+                "",
+                "STARTTLS was still used: {line}"
+            );
             assert!(w.wait_for_mail("dane-bad", &t, WAIT).is_some());
         } else {
             wait_recipient(&s, &id, "deferred");
             std::thread::sleep(Duration::from_secs(3));
-            assert!(w.spool("dane-bad").iter().all(|m| !m.contains(&t)), "delivered despite DANE with ignore");
+            assert!(
+                w.spool("dane-bad").iter().all(|m| !m.contains(&t)),
+                "delivered despite DANE with ignore"
+            );
         }
     }
 }

@@ -8,9 +8,7 @@ use crate::config::{
     Config, Relay, RelayProtocol, RelayTls, Requirement as ConfigRequirement, Strategy,
 };
 use crate::dns::{LookupError, Resolver, Security};
-use crate::policy::{
-    self, Decision, Dnssec, Facts, Knobs, MessageTls, Refusal, StsFact, TlsaFact,
-};
+use crate::policy::{self, Decision, Dnssec, Facts, Knobs, MessageTls, Refusal, StsFact, TlsaFact};
 use crate::tls::ClientTls;
 use crate::tlsrpt::{Event, PolicyKey, Session};
 use std::net::{IpAddr, SocketAddr};

@@ -560,8 +560,8 @@ impl ReplyParser {
         match self.receiver.parse(&mut bytes.iter()) {
             Ok(r) => {
                 *self = ReplyParser::default();
-                let enhanced = (r.esc[0] != 0)
-                    .then(|| format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2]));
+                let enhanced =
+                    (r.esc[0] != 0).then(|| format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2]));
                 let lines = r.message.split('\n').map(str::to_string).collect();
                 Ok(Some(Reply {
                     code: r.code,

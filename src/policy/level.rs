@@ -62,9 +62,7 @@ impl Level {
             Decision::Encrypt(EncryptBy::UnusableTlsa) => Level::DaneEncrypt,
             Decision::Pkix(PkixBy::MtaSts) => Level::MtaSts,
             Decision::Pkix(PkixBy::Strategy | PkixBy::RequireTls)
-            | Decision::Opportunistic { pkix: true } => {
-                Level::Verified
-            }
+            | Decision::Opportunistic { pkix: true } => Level::Verified,
             Decision::Opportunistic { pkix: false }
             | Decision::Encrypt(EncryptBy::Strategy)
             | Decision::Plaintext

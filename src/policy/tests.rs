@@ -354,7 +354,10 @@ fn requiretls_is_never_weaker_and_no_knob_lowers_it() {
                 assert_eq!(d, plain, "{f:?}")
             }
             _ => assert!(
-                matches!(d, Decision::Pkix(PkixBy::RequireTls) | Decision::Unusable(_)),
+                matches!(
+                    d,
+                    Decision::Pkix(PkixBy::RequireTls) | Decision::Unusable(_)
+                ),
                 "{f:?} → {d:?}"
             ),
         }
@@ -386,7 +389,10 @@ fn tls_required_no_waives_policies_but_not_dnssec() {
         let d = decide(&f);
         let failed = f.mx.failed() || f.address.failed() || f.tlsa.failed();
         if failed {
-            assert!(matches!(d, Decision::Unusable(r) if r.result_type() == Some("dnssec-invalid")), "{f:?} → {d:?}");
+            assert!(
+                matches!(d, Decision::Unusable(r) if r.result_type() == Some("dnssec-invalid")),
+                "{f:?} → {d:?}"
+            );
         } else if f.strategy.start_tls == Disable {
             assert_eq!(d, Decision::Plaintext, "{f:?}");
         } else {

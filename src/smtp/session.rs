@@ -681,7 +681,9 @@ fn mail_params(
     from: &smtp_proto::MailFrom<String>,
     tls: bool,
 ) -> Result<queue::Params, &'static str> {
-    use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS};
+    use smtp_proto::{
+        MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS,
+    };
     if from.flags & MAIL_BODY_BINARYMIME != 0 {
         return Err("555 5.5.4 BODY=BINARYMIME is not supported");
     }
@@ -690,7 +692,10 @@ fn mail_params(
         // RFC 8689 §4.1: REQUIRETLS is only offered inside TLS.
         return Err("530 5.7.10 REQUIRETLS needs a TLS session");
     }
-    let ret = match (from.flags & MAIL_RET_FULL != 0, from.flags & MAIL_RET_HDRS != 0) {
+    let ret = match (
+        from.flags & MAIL_RET_FULL != 0,
+        from.flags & MAIL_RET_HDRS != 0,
+    ) {
         (true, true) => return Err("501 5.5.4 RET given twice"),
         (true, false) => Some(queue::params::Ret::Full),
         (false, true) => Some(queue::params::Ret::Hdrs),
