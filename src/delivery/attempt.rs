@@ -1283,7 +1283,7 @@ fn unsendable(
     if ctx.params.requiretls && !c.offers("REQUIRETLS") {
         // RFC 8689 §4.2.1: the next hop must promise to keep the requirement.
         return Err(ClientError::NotOffered(
-            "5.7.30 REQUIRETLS support required: the server does not offer REQUIRETLS".into(),
+            "the server does not offer REQUIRETLS".into(),
         ));
     }
     if ctx.smtputf8 && !c.offers("SMTPUTF8") {
