@@ -440,6 +440,22 @@ impl Resolver {
         r.into_answer(records)
     }
 
+    /// TXT records at `name`, each as its character-strings (bytes as
+    /// served, not joined): what the TXT read-back of `mtaSts.publish`
+    /// compares exactly.
+    pub async fn txt_strings(&self, name: &str) -> Result<Answer<Vec<Vec<u8>>>, LookupError> {
+        let r = self.query(name, RecordType::TXT).await?;
+        let records = r
+            .records
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::TXT(t) => Some(t.txt_data.iter().map(|s| s.to_vec()).collect()),
+                _ => None,
+            })
+            .collect();
+        r.into_answer(records)
+    }
+
     /// Can DNSSEC work? Every nameserver must answer over TCP (signed answers
     /// often exceed the UDP payload), and the DNSKEY set of each trust-anchor
     /// zone (the root by default) must come back secure — validated here, or

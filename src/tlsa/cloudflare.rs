@@ -1,8 +1,10 @@
-//! Cloudflare API v4 as a TLSA provider (SPEC §2.7, `"type": "cloudflare"`).
+//! Cloudflare API v4 as a TLSA provider (SPEC §2.7, `"type": "cloudflare"`),
+//! and for the TXT records of `mtaSts.publish`.
 //!
 //! Three calls: the zone id from the zone name (`GET /zones?name=`), the
-//! TLSA records at one owner name with their record ids (`GET
-//! /zones/{id}/dns_records?type=TLSA&name=`), and **one** batch call per
+//! records of one type at one owner name with their record ids (`GET
+//! /zones/{id}/dns_records?type=TLSA&name=`, or `type=TXT`), and **one**
+//! batch call per
 //! change (`POST /zones/{id}/dns_records/batch`). Cloudflare runs a batch
 //! in one database transaction, deletes before posts, all or nothing, so
 //! the set never passes through an empty or partial state in Cloudflare's
@@ -29,6 +31,7 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::kind::{self, Kind};
 use super::sync::{canonical, Change};
 
 /// The API's address when the provider sets no `apiUrl`.
@@ -37,7 +40,7 @@ pub const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Records asked for per page; one owner name rarely holds more than two.
 const PER_PAGE: u32 = 100;
-/// A listing longer than this is not a TLSA set postern should touch.
+/// A listing longer than this is not a set postern should touch.
 const MAX_PAGES: u32 = 10;
 
 /// One Cloudflare provider of `tlsa.providers`, ready to call.
@@ -63,7 +66,8 @@ impl fmt::Debug for Api {
     }
 }
 
-/// The TLSA records at one owner name, as the API listed them.
+/// The records of one type at one owner name, as the API listed them
+/// (for TXT: postern's and others'; [`Kind::owned`] picks postern's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listing {
     pub zone_id: String,
@@ -122,7 +126,11 @@ pub enum Error {
     },
     /// The batch failed and the records are no longer what was listed:
     /// another writer got there first.
-    Changed { provider: String, owner: String },
+    Changed {
+        provider: String,
+        kind: &'static str,
+        owner: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -165,9 +173,13 @@ impl fmt::Display for Error {
                 f,
                 "Cloudflare provider '{provider}': unexpected answer to {call}: {detail}"
             ),
-            Error::Changed { provider, owner } => write!(
+            Error::Changed {
+                provider,
+                kind,
+                owner,
+            } => write!(
                 f,
-                "Cloudflare provider '{provider}': the TLSA records at {owner} changed since they were read (another sync running?); the batch was refused as a whole, nothing changed — run sync again"
+                "Cloudflare provider '{provider}': the {kind} records at {owner} changed since they were read (another sync running?); the batch was refused as a whole, nothing changed — run sync again"
             ),
         }
     }
@@ -217,8 +229,10 @@ struct Record {
     #[serde(rename = "type")]
     kind: String,
     name: String,
+    /// TLSA: the fields; other types carry other shapes, read only for
+    /// TLSA.
     #[serde(default)]
-    data: Option<TlsaData>,
+    data: Option<serde_json::Value>,
     #[serde(default)]
     content: Option<String>,
 }
@@ -247,13 +261,19 @@ pub struct BatchDelete {
     pub id: String,
 }
 
+/// One record to create: TLSA with `data`, TXT with `content` (quoted
+/// character-strings, as the API asks: "The content must consist of quoted
+/// character strings (RFC 1035), each with a length of up to 255 bytes").
 #[derive(Debug, Serialize)]
 pub struct BatchPost {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub name: String,
     pub ttl: u32,
-    pub data: TlsaData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<TlsaData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 /// `"3 1 1 abcd"` as the API's `data` object.
@@ -282,6 +302,7 @@ pub fn tlsa_data(record: &str) -> Result<TlsaData, String> {
 /// `add` posted with `ttl`.
 pub fn batch_body(
     listing: &Listing,
+    kind: Kind,
     owner: &str,
     ttl: u32,
     change: &Change,
@@ -296,15 +317,33 @@ pub fn batch_body(
         .add
         .iter()
         .map(|r| {
+            let (data, content) = match kind {
+                Kind::Tlsa => (Some(tlsa_data(r)?), None),
+                Kind::Txt { .. } => (None, Some(kind.canonical(r)?)),
+            };
             Ok(BatchPost {
-                kind: "TLSA",
+                kind: kind.name(),
                 name: owner.to_string(),
                 ttl,
-                data: tlsa_data(r)?,
+                data,
+                content,
             })
         })
         .collect::<Result<_, String>>()?;
     Ok(BatchBody { deletes, posts })
+}
+
+/// A TXT record's `content` as listed, canonical: the quoted form the API
+/// documents (`"v=STSv1; id=…;"`, several strings for long values), or —
+/// for records created before Cloudflare asked for quotes, or content that
+/// does not parse as quoted strings — the raw text as one value.
+pub fn txt_content(kind: Kind, content: &str) -> String {
+    if content.trim_start().starts_with('"') {
+        if let Ok(c) = kind.canonical(content) {
+            return c;
+        }
+    }
+    kind::quote(content)
 }
 
 /// Why an envelope says no, from its `errors` (and their chains).
@@ -421,12 +460,13 @@ fn pick_zone(provider: &str, call: &str, zone: &str, zones: Vec<Zone>) -> Result
     Ok(found.id)
 }
 
-/// The TLSA records at `owner` among the records listed, canonical.
+/// The records of `kind` at `owner` among the records listed, canonical.
 /// Records of another type or name are ignored (the filter is the API's;
 /// a record postern did not ask for must never be deleted by it).
 fn pick_records(
     provider: &str,
     call: &str,
+    kind: Kind,
     owner: &str,
     records: Vec<Record>,
 ) -> Result<Vec<Listed>, Error> {
@@ -438,26 +478,41 @@ fn pick_records(
     let want = owner.trim_end_matches('.');
     let mut out = Vec::new();
     for r in records {
-        if r.kind != "TLSA" || !r.name.trim_end_matches('.').eq_ignore_ascii_case(want) {
+        if r.kind != kind.name() || !r.name.trim_end_matches('.').eq_ignore_ascii_case(want) {
             continue;
         }
         if !plain_id(&r.id) {
             return Err(bad(format!("record id {:?} is not an identifier", r.id)));
         }
-        let text = match (&r.data, &r.content) {
-            (Some(d), _) => format!(
-                "{} {} {} {}",
-                d.usage, d.selector, d.matching_type, d.certificate
-            ),
-            (None, Some(c)) => c.clone(),
-            (None, None) => {
-                return Err(bad(format!(
-                    "record {} has neither \"data\" nor \"content\"",
-                    r.id
-                )))
+        let record = match kind {
+            Kind::Tlsa => {
+                let data = r
+                    .data
+                    .map(serde_json::from_value::<TlsaData>)
+                    .transpose()
+                    .map_err(|e| bad(format!("record {}: \"data\": {e}", r.id)))?;
+                let text = match (data, &r.content) {
+                    (Some(d), _) => format!(
+                        "{} {} {} {}",
+                        d.usage, d.selector, d.matching_type, d.certificate
+                    ),
+                    (None, Some(c)) => c.clone(),
+                    (None, None) => {
+                        return Err(bad(format!(
+                            "record {} has neither \"data\" nor \"content\"",
+                            r.id
+                        )))
+                    }
+                };
+                canonical(&text).map_err(|e| bad(format!("record {}: {e}", r.id)))?
+            }
+            Kind::Txt { .. } => {
+                let content = r
+                    .content
+                    .ok_or_else(|| bad(format!("TXT record {} has no \"content\"", r.id)))?;
+                txt_content(kind, &content)
             }
         };
-        let record = canonical(&text).map_err(|e| bad(format!("record {}: {e}", r.id)))?;
         out.push(Listed { id: r.id, record });
     }
     Ok(out)
@@ -556,15 +611,15 @@ impl Api {
         pick_zone(&self.provider, &call, &self.zone, zones)
     }
 
-    /// The TLSA records at `owner`, every page.
-    pub async fn list(&self, owner: &str) -> Result<Listing, Error> {
+    /// The records of `kind` at `owner`, every page.
+    pub async fn list(&self, kind: Kind, owner: &str) -> Result<Listing, Error> {
         let zone_id = self.zone_id().await?;
-        self.list_in(&zone_id, owner).await
+        self.list_in(&zone_id, kind, owner).await
     }
 
-    async fn list_in(&self, zone_id: &str, owner: &str) -> Result<Listing, Error> {
+    async fn list_in(&self, zone_id: &str, kind: Kind, owner: &str) -> Result<Listing, Error> {
         let path = format!("/zones/{zone_id}/dns_records");
-        let call = format!("GET {path}?type=TLSA&name={owner}");
+        let call = format!("GET {path}?type={}&name={owner}", kind.name());
         let mut records = Vec::new();
         for page in 1..=MAX_PAGES {
             let page_text = page.to_string();
@@ -572,7 +627,7 @@ impl Api {
             let url = self.url(
                 &path,
                 &[
-                    ("type", "TLSA"),
+                    ("type", kind.name()),
                     ("name", owner),
                     ("per_page", &per_page),
                     ("page", &page_text),
@@ -585,7 +640,7 @@ impl Api {
                 .and_then(|i| i.total_pages)
                 .unwrap_or(1);
             let found: Vec<Record> = result_of(&self.provider, &call, env)?;
-            records.extend(pick_records(&self.provider, &call, owner, found)?);
+            records.extend(pick_records(&self.provider, &call, kind, owner, found)?);
             if page >= pages {
                 return Ok(Listing {
                     zone_id: zone_id.to_string(),
@@ -596,13 +651,23 @@ impl Api {
         Err(Error::BadResponse {
             provider: self.provider.clone(),
             call,
-            detail: format!("more than {MAX_PAGES} pages of TLSA records at one name"),
+            detail: format!(
+                "more than {MAX_PAGES} pages of {} records at one name",
+                kind.name()
+            ),
         })
     }
 
     /// The batch call as `--dry-run` shows it (no token).
-    pub fn describe(&self, listing: &Listing, owner: &str, ttl: u32, change: &Change) -> String {
-        let body = batch_body(listing, owner, ttl, change)
+    pub fn describe(
+        &self,
+        listing: &Listing,
+        kind: Kind,
+        owner: &str,
+        ttl: u32,
+        change: &Change,
+    ) -> String {
+        let body = batch_body(listing, kind, owner, ttl, change)
             .and_then(|b| serde_json::to_string_pretty(&b).map_err(|e| e.to_string()))
             .unwrap_or_else(|e| format!("(cannot build the body: {e})"));
         format!(
@@ -616,14 +681,16 @@ impl Api {
     pub async fn apply(
         &self,
         listing: &Listing,
+        kind: Kind,
         owner: &str,
         ttl: u32,
         change: &Change,
     ) -> Result<(), Error> {
-        let body = batch_body(listing, owner, ttl, change).map_err(|detail| Error::Setup {
-            provider: self.provider.clone(),
-            detail,
-        })?;
+        let body =
+            batch_body(listing, kind, owner, ttl, change).map_err(|detail| Error::Setup {
+                provider: self.provider.clone(),
+                detail,
+            })?;
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::Setup {
             provider: self.provider.clone(),
             detail: format!("encoding the batch: {e}"),
@@ -634,16 +701,23 @@ impl Api {
         match self.call(Method::POST, url, &call, Some(bytes)).await {
             Ok(_) => Ok(()),
             Err(e @ (Error::Auth { .. } | Error::Setup { .. })) => Err(e),
-            Err(e) => Err(self.explain_failed_batch(e, listing, owner).await),
+            Err(e) => Err(self.explain_failed_batch(e, listing, kind, owner).await),
         }
     }
 
     /// A refused batch changed nothing; if the records moved meanwhile,
     /// that is the reason worth telling (the next sync will succeed).
-    async fn explain_failed_batch(&self, e: Error, listing: &Listing, owner: &str) -> Error {
-        match self.list_in(&listing.zone_id, owner).await {
+    async fn explain_failed_batch(
+        &self,
+        e: Error,
+        listing: &Listing,
+        kind: Kind,
+        owner: &str,
+    ) -> Error {
+        match self.list_in(&listing.zone_id, kind, owner).await {
             Ok(now) if now != *listing => Error::Changed {
                 provider: self.provider.clone(),
+                kind: kind.name(),
                 owner: owner.to_string(),
             },
             _ => e,
@@ -694,7 +768,14 @@ mod tests {
             add: vec!["3 1 1 CC".into()],
             remove: vec!["3 1 1 bb".into()],
         };
-        let body = batch_body(&listing(), "_25._tcp.mx1.example.org", 3600, &change).unwrap();
+        let body = batch_body(
+            &listing(),
+            Kind::Tlsa,
+            "_25._tcp.mx1.example.org",
+            3600,
+            &change,
+        )
+        .unwrap();
         let v = serde_json::to_value(&body).unwrap();
         assert_eq!(
             v,
@@ -709,10 +790,97 @@ mod tests {
             add: vec!["3 1 1 cc".into()],
             remove: vec![],
         };
-        let v = serde_json::to_value(batch_body(&listing(), "o", 60, &add_only).unwrap()).unwrap();
+        let v =
+            serde_json::to_value(batch_body(&listing(), Kind::Tlsa, "o", 60, &add_only).unwrap())
+                .unwrap();
         assert!(v.get("deletes").is_none(), "{v}");
         assert!(tlsa_data("3 1 1 zz").is_err());
         assert!(tlsa_data("3 1").is_err());
+    }
+
+    /// TXT: posts carry `content` as quoted character-strings; deletes go
+    /// by id and only for records postern claims; listings are read in the
+    /// quoted form and in the older unquoted one.
+    #[test]
+    fn txt_batch_and_listing() {
+        let kind = Kind::Txt { claim: "v=STSv1" };
+        let listing = Listing {
+            zone_id: "z1".into(),
+            records: vec![
+                Listed {
+                    id: "t1".into(),
+                    record: "\"v=STSv1; id=old;\"".into(),
+                },
+                Listed {
+                    id: "t2".into(),
+                    record: "\"keep me\"".into(),
+                },
+            ],
+        };
+        let change = Change {
+            add: vec![kind::quote("v=STSv1; id=new;")],
+            remove: vec!["\"v=STSv1; id=old;\"".into()],
+        };
+        let v = serde_json::to_value(
+            batch_body(&listing, kind, "_mta-sts.example.org", 300, &change).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "deletes": [{"id": "t1"}],
+                "posts": [{"type": "TXT", "name": "_mta-sts.example.org", "ttl": 300,
+                           "content": "\"v=STSv1; id=new;\""}]
+            })
+        );
+        let long = format!("v=TLSRPTv1; rua=mailto:{}@example.org", "r".repeat(250));
+        let tlsrpt = Kind::Txt {
+            claim: "v=TLSRPTv1",
+        };
+        let change = Change {
+            add: vec![kind::quote(&long)],
+            remove: vec![],
+        };
+        let v = serde_json::to_value(
+            batch_body(&listing, tlsrpt, "_smtp._tls.example.org", 300, &change).unwrap(),
+        )
+        .unwrap();
+        let content = v["posts"][0]["content"].as_str().unwrap();
+        assert!(
+            content.starts_with("\"v=TLSRPTv1; rua=mailto:") && content.contains("\" \""),
+            "{content}"
+        );
+        assert_eq!(kind::txt_value(content).unwrap(), long);
+
+        let records: Vec<Record> = serde_json::from_value(serde_json::json!([
+            {"id": "a", "type": "TXT", "name": "_mta-sts.example.org", "content": "\"v=STSv1; id=q1;\""},
+            {"id": "b", "type": "TXT", "name": "_mta-sts.example.org", "content": "v=STSv1; id=legacy;"},
+            {"id": "c", "type": "TXT", "name": "_mta-sts.example.org", "content": "\"unclosed"},
+            {"id": "d", "type": "TLSA", "name": "_mta-sts.example.org", "content": "3 1 1 aa",
+             "data": {"usage": 3, "selector": 1, "matching_type": 1, "certificate": "aa"}},
+            {"id": "e", "type": "TXT", "name": "_mta-sts.example.org", "data": {"x": 1}, "content": "\"v=STSv1;\" \" id=two;\""}
+        ]))
+        .unwrap();
+        let got = pick_records("cf", "c", kind, "_mta-sts.example.org", records).unwrap();
+        let texts: Vec<&str> = got.iter().map(|l| l.record.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "\"v=STSv1; id=q1;\"",
+                "\"v=STSv1; id=legacy;\"",
+                "\"\\\"unclosed\"",
+                "\"v=STSv1;\" \" id=two;\""
+            ]
+        );
+        assert_eq!(
+            kind.owned(&got.iter().map(|l| l.record.clone()).collect::<Vec<_>>())
+                .len(),
+            3
+        );
+        let none: Vec<Record> =
+            serde_json::from_value(serde_json::json!([{"id": "a", "type": "TXT", "name": "o"}]))
+                .unwrap();
+        assert!(pick_records("cf", "c", kind, "o", none).is_err());
     }
 
     #[test]
@@ -810,7 +978,7 @@ mod tests {
             {"id": "r4", "type": "TLSA", "name": "_25._tcp.mx2.example.org", "content": "3 1 1 dd"}
         ]))
         .unwrap();
-        let got = pick_records("cf", "c", "_25._tcp.mx1.example.org", records).unwrap();
+        let got = pick_records("cf", "c", Kind::Tlsa, "_25._tcp.mx1.example.org", records).unwrap();
         assert_eq!(
             got,
             vec![
@@ -827,7 +995,7 @@ mod tests {
         let no_data: Vec<Record> =
             serde_json::from_value(serde_json::json!([{"id": "r1", "type": "TLSA", "name": "o"}]))
                 .unwrap();
-        assert!(pick_records("cf", "c", "o", no_data)
+        assert!(pick_records("cf", "c", Kind::Tlsa, "o", no_data)
             .unwrap_err()
             .to_string()
             .contains("neither"));
@@ -835,7 +1003,7 @@ mod tests {
             serde_json::json!([{"id": "r1", "type": "TLSA", "name": "o", "content": "3 1 1 xyz"}]),
         )
         .unwrap();
-        assert!(pick_records("cf", "c", "o", bad_hex).is_err());
+        assert!(pick_records("cf", "c", Kind::Tlsa, "o", bad_hex).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! In `"gate"` mode, `tlsa sync|status` are [`super::gate`]'s steps instead.
 
 use super::cloudflare;
+use super::kind::Kind;
 use super::provider::Provider as Backend;
 use super::readback;
 use super::rfc2136::TsigKeyMaterial;
@@ -20,12 +21,23 @@ pub struct Report {
 }
 
 pub fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
+    Ok(Target {
+        provider: backend(cfg, &r.provider)?,
+        owner: readback::owner_name(&r.host, r.port),
+        ttl: r.ttl,
+        kind: Kind::Tlsa,
+    })
+}
+
+/// Provider `name` of `tlsa.providers`, ready to use (also for the TXT
+/// records of `mtaSts.publish`).
+pub fn backend(cfg: &Config, name: &str) -> Result<Backend, String> {
     let provider = cfg
         .tlsa
         .providers
-        .get(&r.provider)
-        .ok_or_else(|| format!("no provider named '{}'", r.provider))?;
-    let backend = match provider {
+        .get(name)
+        .ok_or_else(|| format!("no provider named '{name}'"))?;
+    Ok(match provider {
         Provider::Rfc2136(p) => {
             let alg = match p.key.algorithm {
                 TsigAlgorithm::HmacSha256 => "hmac-sha256",
@@ -41,13 +53,8 @@ pub fn target(cfg: &Config, r: &TlsaRecord) -> Result<Target, String> {
             }
         }
         Provider::Cloudflare(p) => {
-            Backend::Cloudflare(cloudflare::Api::new(&r.provider, p).map_err(|e| e.to_string())?)
+            Backend::Cloudflare(cloudflare::Api::new(name, p).map_err(|e| e.to_string())?)
         }
-    };
-    Ok(Target {
-        provider: backend,
-        owner: readback::owner_name(&r.host, r.port),
-        ttl: r.ttl,
     })
 }
 
@@ -70,7 +77,7 @@ pub async fn status(cfg: &Config, resolver: &Resolver) -> Report {
     for (name, r) in &cfg.tlsa.records {
         match (target(cfg, r), desired(cfg, r)) {
             (Ok(t), Ok(want)) => {
-                let view = t.provider.view(resolver, &t.owner).await;
+                let view = t.provider.view(resolver, t.kind, &t.owner).await;
                 ok &= matches!(view.status(&want), sync::Status::InSync);
                 text.push_str(&view.text(name, &t.owner, &want));
             }

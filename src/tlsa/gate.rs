@@ -250,7 +250,7 @@ async fn everywhere(
     for (_, r) in records_of(cfg, name) {
         let t = commands::target(cfg, r)?;
         let wanted = at_owner(set, &t.owner);
-        let view = t.provider.view(resolver, &t.owner).await;
+        let view = t.provider.view(resolver, t.kind, &t.owner).await;
         if !view.all_have(&wanted) {
             return Ok(false);
         }
@@ -499,7 +499,7 @@ pub async fn status(
             match commands::target(cfg, r) {
                 Ok(t) => {
                     let want = at_owner(&target, &t.owner);
-                    let view = t.provider.view(resolver, &t.owner).await;
+                    let view = t.provider.view(resolver, t.kind, &t.owner).await;
                     ok &= matches!(view.status(&want), sync::Status::InSync);
                     text.push_str(&view.text(id, &t.owner, &want));
                     if !text.ends_with('\n') {

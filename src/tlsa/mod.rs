@@ -1,5 +1,9 @@
-//! SPEC §2.7: keeping the operator's own TLSA records right.
+//! SPEC §2.7: keeping the operator's own TLSA records right — and, through
+//! the same providers, the TXT records of `mtaSts.publish`
+//! ([`crate::publish`]).
 //!
+//! * [`kind`]: the record types (TLSA, TXT), their canonical texts, and
+//!   which TXT records at a name are postern's;
 //! * [`provider`]: read, change atomically, describe, show — for
 //!   either provider:
 //! * [`rfc2136`]: one atomic, TSIG-signed UPDATE per change;
@@ -14,6 +18,7 @@
 pub mod cloudflare;
 pub mod commands;
 pub mod gate;
+pub mod kind;
 pub mod provider;
 pub mod readback;
 pub mod rfc2136;

@@ -1,7 +1,8 @@
-//! Where a TLSA set lives, behind the four things `sync`, `status` and the
-//! gated rollover need: read the set, change it in one atomic step that
-//! only applies to the set that was read, describe that step for
-//! `--dry-run`, and show what is served.
+//! Where a record set lives (TLSA, or the TXT records of `mtaSts.publish`:
+//! [`Kind`]), behind the four things `sync`, `status` and the gated
+//! rollover need: read the set, change it in one atomic step that only
+//! applies to the set that was read, describe that step for `--dry-run`,
+//! and show what is served.
 //!
 //! The read-back differs by provider. For RFC 2136 it is DNS itself: every
 //! authoritative server of the zone and the validating resolver. For
@@ -12,6 +13,7 @@
 use std::net::SocketAddr;
 
 use super::cloudflare;
+use super::kind::Kind;
 use super::readback::{self, Served};
 use super::rfc2136::{self, TsigKeyMaterial};
 use super::sync::{Change, Status, SyncError};
@@ -30,7 +32,8 @@ pub enum Provider {
 }
 
 /// The set at one owner name as the provider holds it, with what the
-/// provider needs to change exactly that set.
+/// provider needs to change exactly that set. For TXT this is every TXT
+/// record at the name, postern's or not ([`Kind::owned`] picks postern's).
 #[derive(Clone, Debug)]
 pub enum Current {
     /// What the primary serves; the UPDATE's prerequisite.
@@ -40,7 +43,7 @@ pub enum Current {
 }
 
 impl Current {
-    /// Sorted, canonical `"U S M hex"` strings.
+    /// Sorted, canonical texts ([`Kind`]).
     pub fn records(&self) -> Vec<String> {
         match self {
             Current::Dns(set) => set.clone(),
@@ -56,15 +59,20 @@ pub enum View {
     /// The API's record list (or why it could not be read).
     Api {
         label: String,
+        kind: Kind,
         set: Result<Vec<String>, String>,
     },
 }
 
 impl View {
+    /// Compares `desired` with the records postern claims ([`Kind::owns`]).
     pub fn status(&self, desired: &[String]) -> Status {
         match self {
             View::Dns(served) => super::sync::status(desired, served),
-            View::Api { label, set } => super::sync::single_status(label, desired, set),
+            View::Api { label, kind, set } => {
+                let owned = set.as_ref().map(|s| kind.owned(s)).map_err(Clone::clone);
+                super::sync::single_status(label, desired, &owned)
+            }
         }
     }
 
@@ -83,23 +91,24 @@ impl View {
     pub fn text(&self, name: &str, owner: &str, desired: &[String]) -> String {
         match self {
             View::Dns(served) => super::sync::status_text(name, owner, desired, served),
-            View::Api { label, .. } => {
-                super::sync::text_for(name, owner, desired, self.status(desired), label)
+            View::Api { label, kind, .. } => {
+                super::sync::text_for(name, owner, *kind, desired, self.status(desired), label)
             }
         }
     }
 }
 
 impl Provider {
-    /// The set at `owner` now, from the source of truth for updates.
-    pub async fn current(&self, owner: &str) -> Result<Current, SyncError> {
+    /// The set of `kind` at `owner` now, from the source of truth for
+    /// updates.
+    pub async fn current(&self, kind: Kind, owner: &str) -> Result<Current, SyncError> {
         match self {
-            Provider::Rfc2136 { server, .. } => readback::query_tlsa(*server, owner)
+            Provider::Rfc2136 { server, .. } => readback::query_set(*server, kind, owner)
                 .await
                 .map(Current::Dns)
                 .map_err(SyncError::Read),
             Provider::Cloudflare(api) => api
-                .list(owner)
+                .list(kind, owner)
                 .await
                 .map(Current::Cloudflare)
                 .map_err(SyncError::Cloudflare),
@@ -110,26 +119,27 @@ impl Provider {
     /// is still `current`.
     pub async fn apply(
         &self,
+        kind: Kind,
         owner: &str,
         ttl: u32,
         current: &Current,
         change: &Change,
     ) -> Result<(), SyncError> {
         match (self, current) {
-            (Provider::Rfc2136 { server, zone, key }, Current::Dns(set)) => rfc2136::apply_checked(
-                *server,
-                zone,
-                key,
-                owner,
-                ttl,
-                set,
-                &change.add,
-                &change.remove,
-            )
-            .await
-            .map_err(SyncError::Update),
+            (Provider::Rfc2136 { server, zone, key }, Current::Dns(set)) => {
+                let update = rfc2136::Update {
+                    kind,
+                    owner,
+                    ttl,
+                    add: &change.add,
+                    remove: &change.remove,
+                };
+                rfc2136::apply_checked(*server, zone, key, set, &update)
+                    .await
+                    .map_err(SyncError::Update)
+            }
             (Provider::Cloudflare(api), Current::Cloudflare(listing)) => api
-                .apply(listing, owner, ttl, change)
+                .apply(listing, kind, owner, ttl, change)
                 .await
                 .map_err(SyncError::Cloudflare),
             _ => Err(SyncError::Read(
@@ -140,13 +150,20 @@ impl Provider {
 
     /// The step [`Provider::apply`] would take, in the provider's own
     /// terms: nsupdate commands, or the batch call.
-    pub fn describe(&self, owner: &str, ttl: u32, current: &Current, change: &Change) -> String {
+    pub fn describe(
+        &self,
+        kind: Kind,
+        owner: &str,
+        ttl: u32,
+        current: &Current,
+        change: &Change,
+    ) -> String {
         match (self, current) {
             (Provider::Cloudflare(api), Current::Cloudflare(listing)) => {
-                api.describe(listing, owner, ttl, change)
+                api.describe(listing, kind, owner, ttl, change)
             }
             (Provider::Rfc2136 { server, zone, .. }, _) => {
-                super::sync::describe_update(*server, zone, owner, ttl, change)
+                super::sync::describe_update(*server, zone, kind, owner, ttl, change)
             }
             (Provider::Cloudflare(api), Current::Dns(_)) => {
                 format!("(batch for zone {})\n", api.zone())
@@ -156,15 +173,16 @@ impl Provider {
 
     /// What is served at `owner` (see the module documentation for what
     /// each provider can see).
-    pub async fn view(&self, resolver: &Resolver, owner: &str) -> View {
+    pub async fn view(&self, resolver: &Resolver, kind: Kind, owner: &str) -> View {
         match self {
             Provider::Rfc2136 { server, zone, .. } => {
-                View::Dns(readback::read(resolver, *server, zone, owner).await)
+                View::Dns(readback::read(resolver, *server, zone, kind, owner).await)
             }
             Provider::Cloudflare(api) => View::Api {
                 label: format!("Cloudflare API (zone {})", api.zone()),
+                kind,
                 set: api
-                    .list(owner)
+                    .list(kind, owner)
                     .await
                     .map(|l| l.set())
                     .map_err(|e| e.to_string()),

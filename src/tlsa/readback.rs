@@ -1,10 +1,10 @@
-//! What DNS serves for one TLSA owner name.
+//! What DNS serves for one owner name and record type ([`Kind`]).
 //!
 //! Two views, because they answer different questions: each authoritative
 //! server of the zone (asked directly, without recursion) tells whether a
 //! change has reached every server — the gated rollover waits for that —
-//! and the validating resolver tells what a DANE sender sees, including
-//! the DNSSEC status (a record that is not `secure` protects nothing).
+//! and the validating resolver tells what a sender sees, including the
+//! DNSSEC status (a TLSA record that is not `secure` protects nothing).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::{DNSClass, Name, RData, RecordType};
 
+use super::kind::Kind;
 use super::wire;
 use crate::dane::Tlsa;
 use crate::dns::{LookupError, Resolver, Security};
@@ -26,7 +27,7 @@ pub struct ServerView {
     /// when the NS set could not be read).
     pub ns: String,
     pub addr: SocketAddr,
-    /// Sorted canonical `"U S M hex"` strings; empty for NODATA/NXDOMAIN.
+    /// Sorted canonical texts ([`Kind`]); empty for NODATA/NXDOMAIN.
     /// `Err` when the server gave no authoritative answer.
     pub records: Result<Vec<String>, String>,
 }
@@ -35,6 +36,7 @@ pub struct ServerView {
 #[derive(Clone, Debug)]
 pub struct Served {
     pub owner: String,
+    pub kind: Kind,
     /// One entry per address of every NS of the zone.
     pub servers: Vec<ServerView>,
     /// NS names whose addresses could not be resolved, with why.
@@ -65,16 +67,23 @@ pub fn owner_name(host: &str, port: u16) -> String {
 
 /// Reads both views. `primary` is the provider's server: it is asked for
 /// the zone's NS set, whose addresses come from `resolver`.
-pub async fn read(resolver: &Resolver, primary: SocketAddr, zone: &str, owner: &str) -> Served {
+pub async fn read(
+    resolver: &Resolver,
+    primary: SocketAddr,
+    zone: &str,
+    kind: Kind,
+    owner: &str,
+) -> Served {
     let (servers, unresolved) = zone_servers(resolver, primary, zone).await;
     let mut views = Vec::with_capacity(servers.len());
     for (ns, addr) in servers {
-        let records = query_tlsa(addr, owner).await;
+        let records = query_set(addr, kind, owner).await;
         views.push(ServerView { ns, addr, records });
     }
-    let validated = validated(resolver, owner).await;
+    let validated = validated(resolver, kind, owner).await;
     Served {
         owner: owner.to_string(),
+        kind,
         servers: views,
         unresolved,
         validated,
@@ -84,16 +93,29 @@ pub async fn read(resolver: &Resolver, primary: SocketAddr, zone: &str, owner: &
 /// The validating resolver's view.
 pub async fn validated(
     resolver: &Resolver,
+    kind: Kind,
     owner: &str,
 ) -> Result<(Vec<String>, Security), LookupError> {
-    match resolver.tlsa(owner).await {
-        Ok(answer) => {
+    let answer = match kind {
+        Kind::Tlsa => resolver.tlsa(owner).await.map(|answer| {
             let set = answer
                 .records
                 .into_iter()
                 .map(|(u, s, m, d)| Tlsa::new(u, s, m, d).to_string());
-            Ok((sorted(set.collect()), answer.security))
-        }
+            (sorted(set.collect()), answer.security)
+        }),
+        Kind::Txt { .. } => resolver.txt_strings(owner).await.map(|answer| {
+            let set = answer.records.into_iter().map(|strings| {
+                let rdata = hickory_resolver::proto::rr::rdata::TXT::from_bytes(
+                    strings.iter().map(Vec::as_slice).collect(),
+                );
+                kind.text_of(&RData::TXT(rdata)).unwrap_or_default()
+            });
+            (sorted(set.collect()), answer.security)
+        }),
+    };
+    match answer {
+        Ok(found) => Ok(found),
         Err(LookupError::NoData { security }) | Err(LookupError::NxDomain { security }) => {
             Ok((Vec::new(), security))
         }
@@ -143,25 +165,11 @@ pub async fn zone_servers(
     (servers, unresolved)
 }
 
-/// The TLSA set one authoritative server holds at `owner`: sorted,
-/// canonical; empty for NODATA or NXDOMAIN.
-pub async fn query_tlsa(server: SocketAddr, owner: &str) -> Result<Vec<String>, String> {
-    let rdata = query(server, owner, RecordType::TLSA).await?;
-    let set = rdata
-        .into_iter()
-        .filter_map(|r| match r {
-            RData::TLSA(t) => Some(
-                Tlsa::new(
-                    t.cert_usage.into(),
-                    t.selector.into(),
-                    t.matching.into(),
-                    t.cert_data,
-                )
-                .to_string(),
-            ),
-            _ => None,
-        })
-        .collect();
+/// The whole set of `kind` one authoritative server holds at `owner`
+/// (claimed or not): sorted, canonical; empty for NODATA or NXDOMAIN.
+pub async fn query_set(server: SocketAddr, kind: Kind, owner: &str) -> Result<Vec<String>, String> {
+    let rdata = query(server, owner, kind.rtype()).await?;
+    let set = rdata.iter().filter_map(|r| kind.text_of(r)).collect();
     Ok(sorted(set))
 }
 
@@ -242,6 +250,7 @@ mod tests {
         let r = "3 1 1 aa".to_string();
         let mut s = Served {
             owner: "x".into(),
+            kind: Kind::Tlsa,
             servers: vec![
                 view(Ok(vec![r.clone(), "3 1 1 bb".into()])),
                 view(Ok(vec![r.clone()])),

@@ -1,4 +1,5 @@
-//! RFC 2136 dynamic updates of one TLSA RRset, signed with TSIG (RFC 8945).
+//! RFC 2136 dynamic updates of one RRset (TLSA, or the TXT records postern
+//! claims at a name: [`Kind`]), signed with TSIG (RFC 8945).
 //!
 //! Each change is **one** UPDATE message: the records to add and the
 //! records to delete travel together, and the server applies them
@@ -10,17 +11,15 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hickory_resolver::proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_resolver::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
-use hickory_resolver::proto::rr::rdata::TLSA;
-use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use hickory_resolver::proto::rr::{DNSClass, Name, Record, RecordType, TSigner};
 
+use super::kind::Kind;
 use super::wire;
-use crate::dane::Tlsa;
 
 /// Clock skew the server may allow between our TSIG time and its own.
 const FUDGE: u16 = 300;
@@ -138,7 +137,7 @@ impl fmt::Display for UpdateError {
             UpdateError::ServFail { server } => write!(f, "{server} failed to apply the update (SERVFAIL)"),
             UpdateError::Changed { server } => write!(
                 f,
-                "{server}: the TLSA set changed since it was read (another sync running?); nothing was changed, read again"
+                "{server}: the record set changed since it was read (another sync running?); nothing was changed, read again"
             ),
             UpdateError::Timeout { server } => write!(f, "{server}: no answer to the update within {}s", TIMEOUT.as_secs()),
             UpdateError::Io { server, detail } => write!(f, "{server}: {detail}"),
@@ -160,73 +159,53 @@ enum Prerequisite<'a> {
     Exactly(&'a [String]),
 }
 
-/// Applies one change to the TLSA set at `owner` (e.g.
-/// `_25._tcp.mx.example.org`) in one signed UPDATE: each record of `add`
-/// is added with `ttl`, each of `remove` deleted; both are `"3 1 1 hex"`.
-/// Adding a record that exists, or deleting one that does not, is a no-op
-/// for the server, so a repeated call changes nothing.
+/// One change of the set of `kind` at `owner` (e.g.
+/// `_25._tcp.mx.example.org`): each record of `add` is added with `ttl`,
+/// each of `remove` deleted; both in canonical text ([`Kind`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Update<'a> {
+    pub kind: Kind,
+    pub owner: &'a str,
+    pub ttl: u32,
+    pub add: &'a [String],
+    pub remove: &'a [String],
+}
+
+/// Applies `update` in one signed UPDATE. Adding a record that exists, or
+/// deleting one that does not, is a no-op for the server, so a repeated
+/// call changes nothing. Records of the type that are not named are left
+/// alone (deletes are by value, RFC 2136 §2.5.4).
 pub async fn apply(
     server: SocketAddr,
     zone: &str,
     key: &TsigKeyMaterial,
-    owner: &str,
-    ttl: u32,
-    add: &[String],
-    remove: &[String],
+    update: &Update<'_>,
 ) -> Result<(), UpdateError> {
-    send(
-        server,
-        zone,
-        key,
-        owner,
-        ttl,
-        add,
-        remove,
-        Prerequisite::None,
-    )
-    .await
+    send(server, zone, key, update, Prerequisite::None).await
 }
 
-/// Like [`apply`], but only if the set is exactly `current` right now
-/// (empty: no TLSA set at all); otherwise [`UpdateError::Changed`] and
-/// nothing happens. This is the compare-and-swap that makes concurrent
-/// syncs safe.
-#[allow(clippy::too_many_arguments)]
+/// Like [`apply`], but only if the whole set of the type at the owner
+/// (claimed or not) is exactly `current` right now (empty: no such set at
+/// all); otherwise [`UpdateError::Changed`] and nothing happens. This is
+/// the compare-and-swap that makes concurrent syncs safe.
 pub async fn apply_checked(
     server: SocketAddr,
     zone: &str,
     key: &TsigKeyMaterial,
-    owner: &str,
-    ttl: u32,
     current: &[String],
-    add: &[String],
-    remove: &[String],
+    update: &Update<'_>,
 ) -> Result<(), UpdateError> {
-    send(
-        server,
-        zone,
-        key,
-        owner,
-        ttl,
-        add,
-        remove,
-        Prerequisite::Exactly(current),
-    )
-    .await
+    send(server, zone, key, update, Prerequisite::Exactly(current)).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn send(
     server: SocketAddr,
     zone: &str,
     key: &TsigKeyMaterial,
-    owner: &str,
-    ttl: u32,
-    add: &[String],
-    remove: &[String],
+    update: &Update<'_>,
     prerequisite: Prerequisite<'_>,
 ) -> Result<(), UpdateError> {
-    let mut message = build_update(zone, owner, ttl, add, remove, prerequisite)?;
+    let mut message = build_update(zone, update, prerequisite)?;
     let signer = key.signer()?;
     let mut verifier = message
         .finalize(&signer, unix_now())
@@ -307,14 +286,15 @@ pub fn fuzz_answer(answer: &[u8], pretend_verified: bool) -> Result<(), UpdateEr
         secret: vec![7; 32],
     };
     let record = "3 1 1 0000000000000000000000000000000000000000000000000000000000000001";
-    let mut message = build_update(
-        zone,
-        "_25._tcp.mx.example.org",
-        60,
-        &[record.to_string()],
-        &[],
-        Prerequisite::None,
-    )?;
+    let add = [record.to_string()];
+    let update = Update {
+        kind: Kind::Tlsa,
+        owner: "_25._tcp.mx.example.org",
+        ttl: 60,
+        add: &add,
+        remove: &[],
+    };
+    let mut message = build_update(zone, &update, Prerequisite::None)?;
     message.metadata.id = FUZZ_UPDATE_ID;
     let mut verifier = message
         .finalize(&key.signer()?, 1_700_000_000)
@@ -334,12 +314,16 @@ pub fn fuzz_answer(answer: &[u8], pretend_verified: bool) -> Result<(), UpdateEr
 /// §2.5.4) and the additions (§2.5.1).
 fn build_update(
     zone: &str,
-    owner: &str,
-    ttl: u32,
-    add: &[String],
-    remove: &[String],
+    update: &Update<'_>,
     prerequisite: Prerequisite<'_>,
 ) -> Result<Message, UpdateError> {
+    let Update {
+        kind,
+        owner,
+        ttl,
+        add,
+        remove,
+    } = *update;
     let zone_name = fqdn(zone)?;
     let owner_name = fqdn(owner)?;
     if !zone_name.zone_of(&owner_name) {
@@ -359,29 +343,33 @@ fn build_update(
 
     if let Prerequisite::Exactly(current) = prerequisite {
         if current.is_empty() {
-            let mut absent = Record::update0(owner_name.clone(), 0, RecordType::TLSA);
+            let mut absent = Record::update0(owner_name.clone(), 0, kind.rtype());
             absent.dns_class = DNSClass::NONE;
             message.add_answer(absent);
         } else {
             for text in current {
-                message.add_answer(tlsa_record(&owner_name, 0, DNSClass::IN, text)?);
+                message.add_answer(record(kind, &owner_name, 0, DNSClass::IN, text)?);
             }
         }
     }
     for text in remove {
-        message.add_authority(tlsa_record(&owner_name, 0, DNSClass::NONE, text)?);
+        message.add_authority(record(kind, &owner_name, 0, DNSClass::NONE, text)?);
     }
     for text in add {
-        message.add_authority(tlsa_record(&owner_name, ttl, DNSClass::IN, text)?);
+        message.add_authority(record(kind, &owner_name, ttl, DNSClass::IN, text)?);
     }
     Ok(message)
 }
 
-fn tlsa_record(owner: &Name, ttl: u32, class: DNSClass, text: &str) -> Result<Record, UpdateError> {
-    let t = Tlsa::from_str(text)
-        .map_err(|e| UpdateError::Input(format!("TLSA record {text:?}: {e}")))?;
-    let rdata = TLSA::new(t.usage.into(), t.selector.into(), t.matching.into(), t.data);
-    let mut record = Record::from_rdata(owner.clone(), ttl, RData::TLSA(rdata));
+fn record(
+    kind: Kind,
+    owner: &Name,
+    ttl: u32,
+    class: DNSClass,
+    text: &str,
+) -> Result<Record, UpdateError> {
+    let rdata = kind.rdata(text).map_err(UpdateError::Input)?;
+    let mut record = Record::from_rdata(owner.clone(), ttl, rdata);
     record.dns_class = class;
     Ok(record)
 }
@@ -448,18 +436,27 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::proto::rr::RData;
+
+    fn tlsa<'a>(owner: &'a str, ttl: u32, add: &'a [String], remove: &'a [String]) -> Update<'a> {
+        Update {
+            kind: Kind::Tlsa,
+            owner,
+            ttl,
+            add,
+            remove,
+        }
+    }
 
     const R1: &str = "3 1 1 0000000000000000000000000000000000000000000000000000000000000001";
     const R2: &str = "3 1 1 0000000000000000000000000000000000000000000000000000000000000002";
 
     #[test]
     fn one_message_holds_deletes_and_adds() {
+        let (add, remove) = ([R2.to_string()], [R1.to_string()]);
         let m = build_update(
             "example.org",
-            "_25._tcp.mx.example.org",
-            300,
-            &[R2.into()],
-            &[R1.into()],
+            &tlsa("_25._tcp.mx.example.org", 300, &add, &remove),
             Prerequisite::None,
         )
         .unwrap();
@@ -476,12 +473,11 @@ mod tests {
     #[test]
     fn compare_and_swap_lists_the_whole_current_set() {
         let cur = [R1.to_string()];
+        let (add, remove) = ([R2.to_string()], [R1.to_string()]);
+        let owner = "_25._tcp.mx.example.org";
         let m = build_update(
             "example.org",
-            "_25._tcp.mx.example.org",
-            300,
-            &[R2.into()],
-            &[R1.into()],
+            &tlsa(owner, 300, &add, &remove),
             Prerequisite::Exactly(&cur),
         )
         .unwrap();
@@ -492,10 +488,7 @@ mod tests {
         );
         let m = build_update(
             "example.org",
-            "_25._tcp.mx.example.org",
-            300,
-            &[R2.into()],
-            &[],
+            &tlsa(owner, 300, &add, &[]),
             Prerequisite::Exactly(&[]),
         )
         .unwrap();
@@ -510,26 +503,91 @@ mod tests {
         ));
     }
 
+    /// TXT: the prerequisite lists every TXT record at the name, postern's
+    /// and others' (RFC 2136 §2.4.2: the whole RRset, value dependent); the
+    /// update deletes only postern's old record by value and adds the new
+    /// one, so a foreign TXT record at the name survives.
+    #[test]
+    fn txt_prerequisite_lists_the_whole_set_and_deletes_by_value() {
+        let kind = Kind::Txt { claim: "v=STSv1" };
+        let foreign = "\"site-verification=abc\"".to_string();
+        let old = "\"v=STSv1; id=old1;\"".to_string();
+        let new = "\"v=STSv1; id=new2;\"".to_string();
+        let current = [foreign.clone(), old.clone()];
+        let (add, remove) = ([new.clone()], [old.clone()]);
+        let update = Update {
+            kind,
+            owner: "_mta-sts.example.org",
+            ttl: 300,
+            add: &add,
+            remove: &remove,
+        };
+        let m = build_update("example.org", &update, Prerequisite::Exactly(&current)).unwrap();
+        let text = |r: &Record| kind.text_of(&r.data).unwrap();
+        assert_eq!(m.answers.len(), 2, "both records of the set");
+        for (r, want) in m.answers.iter().zip(&current) {
+            assert_eq!(
+                (r.dns_class, r.ttl, r.record_type()),
+                (DNSClass::IN, 0, RecordType::TXT)
+            );
+            assert_eq!(&text(r), want);
+        }
+        assert_eq!(m.authorities.len(), 2);
+        let (del, ins) = (&m.authorities[0], &m.authorities[1]);
+        assert_eq!(
+            (del.dns_class, del.ttl),
+            (DNSClass::NONE, 0),
+            "delete by value"
+        );
+        assert_eq!(text(del), old);
+        assert_eq!((ins.dns_class, ins.ttl), (DNSClass::IN, 300));
+        assert_eq!(text(ins), new);
+        // the encoded message carries the TXT strings as wire data
+        let bytes = m.to_vec().unwrap();
+        let back = Message::from_vec(&bytes).unwrap();
+        assert_eq!(text(&back.authorities[1]), new);
+        assert!(
+            bytes
+                .windows(b"v=STSv1; id=new2;".len())
+                .any(|w| w == b"v=STSv1; id=new2;"),
+            "one character-string"
+        );
+        // no TXT at the name yet: "RRset does not exist" for TXT
+        let m = build_update("example.org", &update, Prerequisite::Exactly(&[])).unwrap();
+        assert_eq!(m.answers[0].dns_class, DNSClass::NONE);
+        assert!(matches!(m.answers[0].data, RData::Update0(RecordType::TXT)));
+    }
+
     #[test]
     fn refuses_names_outside_the_zone_and_bad_input() {
+        let r1 = [R1.to_string()];
         assert!(build_update(
             "example.org",
-            "_25._tcp.mx.example.net",
-            1,
-            &[R1.into()],
-            &[],
+            &tlsa("_25._tcp.mx.example.net", 1, &r1, &[]),
             Prerequisite::None
         )
         .is_err());
+        let bad = ["3 1 1 zz".to_string()];
         assert!(build_update(
             "example.org",
-            "_25._tcp.mx.example.org",
-            1,
-            &["3 1 1 zz".into()],
-            &[],
+            &tlsa("_25._tcp.mx.example.org", 1, &bad, &[]),
             Prerequisite::None
         )
         .is_err());
+        let unquoted = ["v=STSv1; id=1;".to_string()];
+        let e = build_update(
+            "example.org",
+            &Update {
+                kind: Kind::Txt { claim: "v=STSv1" },
+                owner: "_mta-sts.example.org",
+                ttl: 1,
+                add: &unquoted,
+                remove: &[],
+            },
+            Prerequisite::None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("TXT record"), "{e}");
         assert!(TsigKeyMaterial::new("k.", "hmac-md5", "AAAA").is_err());
         assert!(TsigKeyMaterial::new("k.", "hmac-sha256", "!!").is_err());
         let k = TsigKeyMaterial::new("k.", "HMAC-SHA512", "AAAA").unwrap();
@@ -566,14 +624,12 @@ mod tests {
             &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
         )
         .unwrap();
+        let add = [R1.to_string()];
         apply(
             server,
             "example.org",
             &key,
-            "_25._tcp.mx.example.org",
-            60,
-            &[R1.into()],
-            &[],
+            &tlsa("_25._tcp.mx.example.org", 60, &add, &[]),
         )
         .await
         .unwrap_err()

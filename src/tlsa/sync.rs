@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::cloudflare;
+use super::kind::Kind;
 use super::provider::Provider;
 use super::readback::Served;
 use super::rfc2136::UpdateError;
@@ -97,6 +98,8 @@ pub struct Target {
     /// `_25._tcp.mx.example.org`
     pub owner: String,
     pub ttl: u32,
+    /// The record type, and which records at `owner` are postern's.
+    pub kind: Kind,
 }
 
 /// What one `sync` step did.
@@ -121,7 +124,7 @@ pub enum SyncError {
 impl std::fmt::Display for SyncError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SyncError::Read(why) => write!(f, "cannot read the current TLSA set: {why}"),
+            SyncError::Read(why) => write!(f, "cannot read the current record set: {why}"),
             SyncError::Update(e) => write!(f, "update failed, nothing changed: {e}"),
             // already says that nothing changed and what to do
             SyncError::Cloudflare(e @ cloudflare::Error::Changed { .. }) => write!(f, "{e}"),
@@ -132,28 +135,31 @@ impl std::fmt::Display for SyncError {
 
 impl std::error::Error for SyncError {}
 
-/// One `sync` step for `mode: off`: read the provider's set, and if it
-/// is not `desired`, apply the difference in one update that only
-/// succeeds if the set is still what was read. Running it again is a no-op.
+/// One `sync` step for `mode: off`: read the provider's set, and if the
+/// records postern claims in it ([`Kind::owned`]) are not `desired`, apply
+/// the difference in one update that only succeeds if the whole set is
+/// still what was read. Records postern does not claim are left alone.
+/// Running it again is a no-op.
 pub async fn sync_once(
     target: &Target,
     desired: &[String],
     dry_run: bool,
 ) -> Result<Outcome, SyncError> {
-    let current = target.provider.current(&target.owner).await?;
-    let change = plan(desired, &current.records());
+    let kind = target.kind;
+    let current = target.provider.current(kind, &target.owner).await?;
+    let change = plan(desired, &kind.owned(&current.records()));
     if change.is_empty() {
         return Ok(Outcome::NoChange);
     }
     if dry_run {
         let step = target
             .provider
-            .describe(&target.owner, target.ttl, &current, &change);
+            .describe(kind, &target.owner, target.ttl, &current, &change);
         return Ok(Outcome::DryRun { change, step });
     }
     target
         .provider
-        .apply(&target.owner, target.ttl, &current, &change)
+        .apply(kind, &target.owner, target.ttl, &current, &change)
         .await?;
     Ok(Outcome::Applied(change))
 }
@@ -162,16 +168,18 @@ pub async fn sync_once(
 pub fn describe_update(
     server: SocketAddr,
     zone: &str,
+    kind: Kind,
     owner: &str,
     ttl: u32,
     change: &Change,
 ) -> String {
+    let t = kind.name();
     let mut s = format!("server {server}\nzone {zone}\n");
     for r in &change.remove {
-        let _ = writeln!(s, "update delete {owner}. TLSA {r}");
+        let _ = writeln!(s, "update delete {owner}. {t} {r}");
     }
     for r in &change.add {
-        let _ = writeln!(s, "update add {owner}. {ttl} TLSA {r}");
+        let _ = writeln!(s, "update add {owner}. {ttl} {t} {r}");
     }
     s.push_str("send\n");
     s
@@ -187,8 +195,10 @@ pub enum Status {
     Drift(Vec<String>),
 }
 
-/// Compares `desired` with every view in `served`.
+/// Compares `desired` with the records postern claims in every view of
+/// `served`.
 pub fn status(desired: &[String], served: &Served) -> Status {
+    let kind = served.kind;
     let mut problems = Vec::new();
     for (ns, why) in &served.unresolved {
         problems.push(format!(
@@ -201,14 +211,18 @@ pub fn status(desired: &[String], served: &Served) -> Status {
     for view in &served.servers {
         let label = format!("authoritative {} ({})", view.ns, view.addr);
         match &view.records {
-            Ok(set) => problems.extend(differences(&label, desired, set)),
+            Ok(set) => problems.extend(differences(&label, desired, &kind.owned(set))),
             Err(why) => problems.push(format!("{label}: no answer: {why}")),
         }
     }
     match &served.validated {
         Ok((set, security)) => {
-            problems.extend(differences("validating resolver", desired, set));
-            if !security.is_secure() && !desired.is_empty() {
+            problems.extend(differences(
+                "validating resolver",
+                desired,
+                &kind.owned(set),
+            ));
+            if kind.needs_dnssec() && !security.is_secure() && !desired.is_empty() {
                 problems.push(format!(
                     "validating resolver: the answer is {security}, so DANE senders ignore the records"
                 ));
@@ -251,11 +265,19 @@ fn differences(label: &str, desired: &[String], set: &[String]) -> Vec<String> {
 /// The `tlsa status` text for one record.
 pub fn status_text(name: &str, owner: &str, desired: &[String], served: &Served) -> String {
     match status(desired, served) {
-        Status::InSync => format!(
-            "{name}: in sync: {owner} TLSA {} on {} authoritative server(s), DNSSEC secure",
-            desired.join(", "),
-            served.servers.len()
-        ),
+        Status::InSync => {
+            let dnssec = match &served.validated {
+                Ok((_, security)) if security.is_secure() => "DNSSEC secure".to_string(),
+                Ok((_, security)) => format!("DNSSEC {security}"),
+                Err(_) => "DNSSEC unknown".to_string(),
+            };
+            format!(
+                "{name}: in sync: {owner} {} {} on {} authoritative server(s), {dnssec}",
+                served.kind.name(),
+                desired.join(", "),
+                served.servers.len()
+            )
+        }
         Status::Drift(problems) => drift_text(name, owner, desired, &problems),
     }
 }
@@ -264,13 +286,15 @@ pub fn status_text(name: &str, owner: &str, desired: &[String], served: &Served)
 pub fn text_for(
     name: &str,
     owner: &str,
+    kind: Kind,
     desired: &[String],
     status: Status,
     label: &str,
 ) -> String {
     match status {
         Status::InSync => format!(
-            "{name}: in sync: {owner} TLSA {} in {label}",
+            "{name}: in sync: {owner} {} {} in {label}",
+            kind.name(),
             desired.join(", ")
         ),
         Status::Drift(problems) => drift_text(name, owner, desired, &problems),
@@ -356,6 +380,7 @@ mod tests {
     ) -> Served {
         Served {
             owner: "_25._tcp.mx.example.org".into(),
+            kind: Kind::Tlsa,
             servers: server_sets
                 .into_iter()
                 .map(|records| ServerView {
