@@ -20,6 +20,7 @@ pub mod mta_sts;
 pub mod net;
 pub mod policy;
 pub mod probe;
+pub mod publish;
 pub mod queue;
 pub mod server;
 pub mod smtp;

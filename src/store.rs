@@ -13,6 +13,7 @@
 //! | `tlsa`     | record name             | rollover state                     |
 //! | `ledger`   | domain                  | best/last level (downgrade ledger) |
 //! | `history`  | kind ‖ hour ‖ name, …   | per-hour counters, downgrade events (status page) |
+//! | `publish`  | `auto/`, `log/`, `sync/` ‖ domain … | `mtaSts.publish`: auto state, its transitions, the last sync |
 //!
 //! RocksDB holds an exclusive lock (`LOCK`) on the directory, so a second
 //! instance on the same path fails at open with a message naming the lock.
@@ -21,8 +22,8 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::Arc;
 
-pub const FAMILIES: [&str; 8] = [
-    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa", "ledger", "history",
+pub const FAMILIES: [&str; 9] = [
+    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa", "ledger", "history", "publish",
 ];
 
 #[derive(Clone)]

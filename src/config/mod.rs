@@ -381,6 +381,108 @@ mod tests {
     }
 
     #[test]
+    fn mta_sts_publish_problems_name_their_path() {
+        let base = |listeners: &str, publish: &str| {
+            format!(
+                r#"{{"server": {{"hostname": "mx.example.org", "listeners": {{{listeners}}}}},
+                  "tlsa": {{"providers": {{
+                    "a": {{"type": "rfc2136", "server": "192.0.2.53", "zone": "example.org",
+                           "key": {{"name": "k", "algorithm": "hmac-sha256", "secret": "AAAA"}}}},
+                    "b": {{"type": "rfc2136", "server": "192.0.2.53", "zone": "sub.example.org",
+                           "key": {{"name": "k", "algorithm": "hmac-sha256", "secret": "AAAA"}}}},
+                    "c": {{"type": "rfc2136", "server": "192.0.2.54", "zone": "sub.example.org",
+                           "key": {{"name": "k", "algorithm": "hmac-sha256", "secret": "AAAA"}}}}}}}},
+                  "mtaSts": {{"publish": {publish}}}}}"#
+            )
+        };
+        let http = r#""web": {"bind": "127.0.0.1:8080", "protocol": "http"}"#;
+        let smtp = r#""smtp": {"bind": "127.0.0.1:2525", "protocol": "smtp"}"#;
+        // a good one: the closest provider zone is picked
+        let ok = load_str(
+            &base(
+                http,
+                r#"{"example.org": {"mode": "auto"}, "x.example.org": {}}"#,
+            ),
+            Options { offline: true },
+        )
+        .unwrap();
+        assert_eq!(ok.config.publish_provider("example.org").unwrap(), "a");
+        assert_eq!(ok.config.publish_provider("x.example.org").unwrap(), "a");
+        assert_eq!(
+            ok.config.mta_sts.publish["x.example.org"].mode,
+            PublishMode::Testing,
+            "mode defaults to testing"
+        );
+        let cases = [
+            (
+                base(smtp, r#"{"example.org": {}}"#),
+                "error: mtaSts.publish: the policies are served by http listeners",
+            ),
+            (
+                base(http, r#"{"example.org": {"mode": "strict"}}"#),
+                "error: mtaSts.publish.example.org.mode: unknown variant `strict`",
+            ),
+            (
+                base(http, r#"{"example.org": {"mx": ["mx.example.org", "a*.example.org"]}}"#),
+                "error: mtaSts.publish.example.org.mx[1]: 'a*.example.org' is not an MX pattern",
+            ),
+            (
+                base(http, r#"{"example.org": {"mx": []}}"#),
+                "error: mtaSts.publish.example.org.mx: mode \"testing\" needs at least one MX pattern",
+            ),
+            (
+                base(http, r#"{"example.org": {"maxAge": "366d"}}"#),
+                "error: mtaSts.publish.example.org.maxAge: 366d is more than the 31557600 seconds",
+            ),
+            (
+                base(http, r#"{"example.org": {"mode": "auto", "promoteAfter": "0s"}}"#),
+                "error: mtaSts.publish.example.org.promoteAfter: must be positive",
+            ),
+            (
+                base(http, r#"{"example.org": {"provider": "aa"}}"#),
+                "error: mtaSts.publish.example.org.provider: no provider named 'aa' in tlsa.providers",
+            ),
+            (
+                base(http, r#"{"example.net": {}}"#),
+                "error: mtaSts.publish.example.net: no provider in tlsa.providers has a zone that is example.net or above it",
+            ),
+            (
+                base(http, r#"{"example.net": {"provider": "a"}}"#),
+                "error: mtaSts.publish.example.net.provider: example.net is not inside zone example.org of provider 'a'",
+            ),
+            (
+                base(http, r#"{"y.sub.example.org": {}}"#),
+                "error: mtaSts.publish.y.sub.example.org: providers 'b' and 'c' both serve zone sub.example.org",
+            ),
+            (
+                base(http, r#"{"Example.org": {}}"#),
+                "error: mtaSts.publish.Example.org: write the domain in lower case",
+            ),
+            (
+                base(http, r#"{"example.org": {"ttl": 0}}"#),
+                "error: mtaSts.publish.example.org.ttl: must be positive",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = errors(&json);
+            assert!(
+                e.iter().any(|l| l.starts_with(want)),
+                "want {want:?}, got {e:?}"
+            );
+        }
+        // a short maxAge is allowed, with a warning
+        let l = load_str(
+            &base(http, r#"{"example.org": {"maxAge": "1h"}}"#),
+            Options { offline: true },
+        )
+        .unwrap();
+        assert!(l
+            .warnings
+            .iter()
+            .any(|w| w.path == "mtaSts.publish.example.org.maxAge"));
+    }
+
+    #[test]
     fn did_you_mean_is_conservative() {
         let known = ["hostname", "listeners", "tls"];
         assert_eq!(

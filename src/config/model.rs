@@ -636,6 +636,12 @@ pub struct MtaSts {
     /// Extra roots for policy fetches; `outbound.caFile` when unset.
     pub ca_file: Option<PathBuf>,
     pub refresh: bool,
+    /// The operator's own domains: the policy served on the `http`
+    /// listeners (`Host: mta-sts.<domain>`), and the `_mta-sts` and
+    /// `_smtp._tls` TXT records kept through `tlsa.providers`
+    /// (`src/publish/`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub publish: BTreeMap<String, Publish>,
 }
 
 impl Default for MtaSts {
@@ -643,8 +649,130 @@ impl Default for MtaSts {
         MtaSts {
             ca_file: None,
             refresh: true,
+            publish: BTreeMap::new(),
         }
     }
+}
+
+/// `mtaSts.publish.<domain>`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Publish {
+    #[serde(default)]
+    pub mode: PublishMode,
+    /// MX patterns (`mx.example.org`, `*.example.org`); `server.hostname`
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<Vec<String>>,
+    /// The policy's `max_age` (at most 31557600 s, RFC 8461 §3.2).
+    #[serde(default = "default_max_age")]
+    pub max_age: Duration,
+    /// `mode: "auto"`: how long reports must show no failure before
+    /// `testing` becomes `enforce`.
+    #[serde(default = "default_promote_after")]
+    pub promote_after: Duration,
+    /// A provider of `tlsa.providers`; when unset, the one whose zone is
+    /// the domain or the closest zone above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// postern extension: the TTL of the TXT records.
+    #[serde(default = "default_publish_ttl")]
+    pub ttl: u32,
+}
+
+fn default_max_age() -> Duration {
+    Duration::secs(7 * 86_400)
+}
+fn default_promote_after() -> Duration {
+    Duration::secs(14 * 86_400)
+}
+fn default_publish_ttl() -> u32 {
+    300
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Testing,
+    Enforce,
+    None,
+    /// `testing`, then `enforce` once the evidence allows (`src/publish/auto.rs`).
+    Auto,
+}
+
+impl PublishMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishMode::Testing => "testing",
+            PublishMode::Enforce => "enforce",
+            PublishMode::None => "none",
+            PublishMode::Auto => "auto",
+        }
+    }
+}
+
+impl Config {
+    /// The MX patterns published for `domain` (`server.hostname` when
+    /// `mx` is unset).
+    pub fn publish_mx(&self, p: &Publish) -> Vec<String> {
+        p.mx.clone()
+            .unwrap_or_else(|| vec![self.hostname().trim_end_matches('.').to_string()])
+    }
+
+    /// The provider of `tlsa.providers` that keeps the TXT records of
+    /// `mtaSts.publish.<domain>`: the one named, else the one whose zone is
+    /// `domain` or the closest zone above it. The error says why none fits.
+    pub fn publish_provider(&self, domain: &str) -> Result<String, String> {
+        let zone_of = |p: &Provider| match p {
+            Provider::Rfc2136(p) => p.zone.clone(),
+            Provider::Cloudflare(p) => p.zone.clone(),
+        };
+        if let Some(name) = self
+            .mta_sts
+            .publish
+            .get(domain)
+            .and_then(|p| p.provider.clone())
+        {
+            let p = self
+                .tlsa
+                .providers
+                .get(&name)
+                .ok_or_else(|| format!("no provider named '{name}' in tlsa.providers"))?;
+            let zone = zone_of(p);
+            if !zone_contains(&zone, domain) {
+                return Err(format!(
+                    "{domain} is not inside zone {zone} of provider '{name}'"
+                ));
+            }
+            return Ok(name);
+        }
+        let mut best: Vec<(usize, &String, String)> = self
+            .tlsa
+            .providers
+            .iter()
+            .map(|(name, p)| (name, zone_of(p)))
+            .filter(|(_, zone)| zone_contains(zone, domain))
+            .map(|(name, zone)| (zone.trim_end_matches('.').len(), name, zone))
+            .collect();
+        best.sort_by(|a, b| b.0.cmp(&a.0));
+        match best.as_slice() {
+            [] => Err(format!(
+                "no provider in tlsa.providers has a zone that is {domain} or above it: add one, or name one with \"provider\""
+            )),
+            [(len, a, zone), (other, b, _), ..] if len == other => Err(format!(
+                "providers '{a}' and '{b}' both serve zone {zone}: name one with \"provider\""
+            )),
+            [(_, name, _), ..] => Ok((*name).clone()),
+        }
+    }
+}
+
+/// `domain` is `zone` or below it (case and a final dot ignored).
+pub fn zone_contains(zone: &str, domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let z = zone.trim_end_matches('.').to_ascii_lowercase();
+    d == z || d.ends_with(&format!(".{z}"))
 }
 
 // ------------------------------------------------------------------ reports

@@ -17,6 +17,7 @@ pub fn check(c: &Config, opts: Options, out: &mut Vec<Problem>) {
     if let Some(ca) = &c.mta_sts.ca_file {
         ca_file("mtaSts.caFile", ca, opts, out);
     }
+    mta_sts_publish(c, out);
     reports(c, out);
     tlsa(c, opts, out);
     if c.storage.path.as_os_str().is_empty() {
@@ -402,6 +403,115 @@ fn resolver(r: &Resolver, opts: Options, out: &mut Vec<Problem>) {
                 "resolver.trustAnchors",
                 format!("cannot read {}: {e}", f.display()),
             ));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ mtaSts.publish
+
+fn mta_sts_publish(c: &Config, out: &mut Vec<Problem>) {
+    let publish = &c.mta_sts.publish;
+    if publish.is_empty() {
+        return;
+    }
+    if !c
+        .server
+        .listeners
+        .values()
+        .any(|l| l.protocol == Protocol::Http)
+    {
+        out.push(Problem::error(
+            "mtaSts.publish",
+            "the policies are served by http listeners, and server.listeners has none",
+        ));
+    }
+    for (domain, p) in publish {
+        let path = format!("mtaSts.publish.{domain}");
+        if let Err(e) = check_domain(domain) {
+            out.push(Problem::error(&path, e));
+            continue;
+        }
+        if domain != &domain.to_ascii_lowercase() || domain.ends_with('.') {
+            out.push(Problem::error(
+                &path,
+                "write the domain in lower case, without a final dot",
+            ));
+        }
+        let mx = c.publish_mx(p);
+        match &p.mx {
+            Some(list) => {
+                for (i, m) in list.iter().enumerate() {
+                    if let Err(e) = crate::mta_sts::Pattern::parse(m) {
+                        out.push(Problem::error(
+                            format!("{path}.mx[{i}]"),
+                            format!("'{m}' is not an MX pattern: {e}"),
+                        ));
+                    }
+                }
+            }
+            None => {
+                if let Err(e) = crate::mta_sts::Pattern::parse(&mx[0]) {
+                    out.push(Problem::error(
+                        format!("{path}.mx"),
+                        format!("unset, so server.hostname '{}' would be published, and it is not an MX pattern: {e}", mx[0]),
+                    ));
+                }
+            }
+        }
+        if mx.is_empty() && p.mode != PublishMode::None {
+            out.push(Problem::error(
+                format!("{path}.mx"),
+                format!(
+                    "mode \"{}\" needs at least one MX pattern (RFC 8461 §3.2)",
+                    p.mode.as_str()
+                ),
+            ));
+        }
+        let max_age = p.max_age.as_std();
+        if max_age.as_secs() > u64::from(crate::mta_sts::MAX_MAX_AGE) {
+            out.push(Problem::error(
+                format!("{path}.maxAge"),
+                format!(
+                    "{} is more than the 31557600 seconds (about a year) RFC 8461 allows",
+                    p.max_age
+                ),
+            ));
+        } else if max_age.subsec_nanos() != 0 {
+            out.push(Problem::error(
+                format!("{path}.maxAge"),
+                "max_age is whole seconds",
+            ));
+        } else if max_age.as_secs() < 86_400 {
+            out.push(Problem::warning(
+                format!("{path}.maxAge"),
+                format!(
+                    "{}: senders forget the policy that soon; RFC 8461 §3.2 suggests weeks",
+                    p.max_age
+                ),
+            ));
+        }
+        if p.promote_after.as_std().is_zero() {
+            out.push(Problem::error(
+                format!("{path}.promoteAfter"),
+                "must be positive",
+            ));
+        }
+        if p.ttl == 0 {
+            out.push(Problem::error(format!("{path}.ttl"), "must be positive"));
+        }
+        if let Err(e) = c.publish_provider(domain) {
+            let at = if p.provider.is_some() {
+                format!("{path}.provider")
+            } else {
+                path.clone()
+            };
+            let hint = p
+                .provider
+                .as_deref()
+                .filter(|n| !c.tlsa.providers.contains_key(*n))
+                .map(|n| hint(n, c.tlsa.providers.keys().map(String::as_str)))
+                .unwrap_or_default();
+            out.push(Problem::error(at, format!("{e}{hint}")));
         }
     }
 }
