@@ -61,6 +61,13 @@ pub enum Request {
     MtaStsCached {
         domain: String,
     },
+    /// `mta-sts status`: the operator's own published domains.
+    MtaStsStatus,
+    /// `mta-sts sync`: one publishing pass now.
+    MtaStsSync {
+        #[serde(default)]
+        dry_run: bool,
+    },
     DomainsList,
     DomainsShow {
         domain: String,
@@ -139,6 +146,22 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
             Ok(Request::TlsaStatus) => {
                 let (text, ok) = crate::server::tlsa_status(&shared).await;
                 Ok(json!({"text": text, "ok": ok}))
+            }
+            Ok(Request::MtaStsStatus) => mta_sts_status(&shared).await,
+            Ok(Request::MtaStsSync { dry_run }) => {
+                let cfg = shared.config();
+                let evidence = crate::publish::evidence::Daemon {
+                    store: &shared.store,
+                };
+                let r = crate::publish::sync::pass(
+                    &cfg.config,
+                    &shared.store,
+                    &evidence,
+                    queue::now_secs(),
+                    dry_run,
+                )
+                .await;
+                Ok(json!({"text": r.lines.join("\n") + "\n", "ok": r.ok}))
             }
             Ok(req) => {
                 let shared = shared.clone();
@@ -287,9 +310,11 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
             tracing::info!(domain = %d, "forgotten by the operator: the downgrade ledger starts again");
             Ok(json!({ "forgotten": d }))
         }
-        Request::ReportsSendNow | Request::TlsaSync { .. } | Request::TlsaStatus => {
-            Err("handled asynchronously".into())
-        }
+        Request::ReportsSendNow
+        | Request::TlsaSync { .. }
+        | Request::TlsaStatus
+        | Request::MtaStsStatus
+        | Request::MtaStsSync { .. } => Err("handled asynchronously".into()),
         Request::RetryAll => {
             let mut ids = Vec::new();
             for env in queue::list(store)?.into_iter().filter(|e| !e.held) {
@@ -349,6 +374,16 @@ fn reports_show(store: &crate::store::Store, id: &str) -> Result<Value, String> 
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no report {id}"))?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// `mta-sts status`: read-back through the daemon's resolver settings.
+async fn mta_sts_status(shared: &Shared) -> Result<Value, String> {
+    let cfg = shared.config();
+    let resolver = crate::server::resolver(&cfg.config)?;
+    let (v, _) =
+        crate::publish::show::status(&cfg.config, &shared.store, &resolver, queue::now_secs())
+            .await;
+    Ok(v)
 }
 
 /// Closes every open aggregate now and sends its report.

@@ -1,6 +1,8 @@
 //! The `http` listener protocol: the status page `/`, `/healthz` and
-//! Prometheus `/metrics`. Deliberately tiny: one request per connection,
-//! GET only.
+//! Prometheus `/metrics`, and the MTA-STS policies of `mtaSts.publish` at
+//! `/.well-known/mta-sts.txt` (by `Host: mta-sts.<domain>`, open to
+//! everyone even where a bearer token guards the rest). Deliberately tiny:
+//! one request per connection, GET only.
 
 use crate::server::Shared;
 use std::sync::atomic::Ordering;
@@ -81,6 +83,16 @@ pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_
     let Ok(Some(head)) = head else {
         return;
     };
+    let mut parts = head.line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    // Senders fetch the policy without credentials (RFC 8461 §3.3).
+    if path == MTA_STS_PATH {
+        let reply = mta_sts_policy(&shared, method, head.header("host"));
+        let _ = write.write_all(reply.as_bytes()).await;
+        let _ = write.shutdown().await;
+        return;
+    }
     let token = shared
         .config()
         .config
@@ -102,9 +114,6 @@ pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_
             return;
         }
     }
-    let mut parts = head.line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
     let reply = match (method, path) {
         ("GET", "/") => {
             let s = shared.clone();
@@ -131,6 +140,35 @@ pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_
     };
     let _ = write.write_all(reply.as_bytes()).await;
     let _ = write.shutdown().await;
+}
+
+/// Where senders fetch an MTA-STS policy (RFC 8461 §3.3).
+pub const MTA_STS_PATH: &str = "/.well-known/mta-sts.txt";
+
+/// The answer to a request for [`MTA_STS_PATH`]: the policy of the domain
+/// the `Host` header names, `404` for any other host.
+fn mta_sts_policy(shared: &Shared, method: &str, host: Option<&str>) -> String {
+    if method != "GET" {
+        return response(405, "text/plain", "method not allowed\n");
+    }
+    let cfg = shared.config();
+    let served = host
+        .and_then(crate::publish::policy::domain_of_host)
+        .and_then(|d| crate::publish::served_for(&cfg.config, &shared.store, &d));
+    match served {
+        Some(s) => policy_response(&s.text),
+        None => response(404, "text/plain", "no MTA-STS policy for this host\n"),
+    }
+}
+
+/// A policy body: `text/plain` (RFC 8461 §3.2), not to be sniffed.
+fn policy_response(text: &str) -> String {
+    with_headers(
+        200,
+        "text/plain; charset=utf-8",
+        "X-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n",
+        text,
+    )
 }
 
 fn metrics(shared: &Shared) -> String {
@@ -195,6 +233,26 @@ mod tests {
         ));
         assert!(!authorized(t, Some("s3cret-token-0123456789")));
         assert!(!authorized("", Some("Bearer ")));
+    }
+
+    #[test]
+    fn a_policy_answer_is_plain_text_with_the_exact_body() {
+        let text = crate::publish::policy::render(
+            crate::mta_sts::Mode::Enforce,
+            &["mx.example.org".into()],
+            604_800,
+        );
+        let reply = policy_response(&text);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", text.len())));
+        assert_eq!(body, text);
+        // postern's own client takes it
+        assert!(crate::mta_sts::Policy::parse(body).is_ok());
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //! security. `main` parses the command line and hands over; each command
 //! lives in the module named after what it does.
 
-use postern::{config, control, dane, logging, probe, queue, server, store, systemd, tls, tlsa};
+use postern::{
+    config, control, dane, logging, probe, publish, queue, server, store, systemd, tls, tlsa,
+};
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -57,6 +59,9 @@ enum Command {
     /// TLSA records: compute, verify, and keep the published ones right.
     #[command(subcommand)]
     Tlsa(TlsaCommand),
+    /// The operator's own MTA-STS policies (mtaSts.publish): served and kept in DNS.
+    #[command(subcommand, name = "mta-sts")]
+    MtaSts(MtaStsCommand),
     /// TLS-RPT aggregate reports.
     #[command(subcommand)]
     Reports(ReportsCommand),
@@ -209,6 +214,22 @@ enum TlsaCommand {
 }
 
 #[derive(Subcommand)]
+enum MtaStsCommand {
+    /// Per published domain: modes, auto state, the served policy and id, the TXT
+    /// records wanted against what DNS serves, the last sync. Exit 1 when a record
+    /// is out of step.
+    Status(Common),
+    /// One publishing pass now (auto step, then the TXT records).
+    Sync {
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
 enum ReportsCommand {
     List(Common),
     Show {
@@ -251,6 +272,7 @@ fn main() -> ExitCode {
         Command::Tlsa(TlsaCommand::Sync { dry_run, config }) => {
             tlsa_command(config.as_deref(), Some(dry_run))
         }
+        Command::MtaSts(m) => mta_sts_command(m),
         Command::Reports(r) => reports_command(r),
         Command::Domains(d) => domains_command(d),
         Command::Generate { what, dir } => generate(&what, &dir),
@@ -371,6 +393,42 @@ fn reports_command(r: ReportsCommand) -> ExitCode {
     let table =
         matches!(request, control::Request::ReportsList).then_some(print_reports_table as fn(&_));
     control_command(common, request, table)
+}
+
+/// `mta-sts status|sync` through the daemon: exit 0 when every record is
+/// in step (status) or the pass succeeded (sync), 1 when not.
+fn mta_sts_command(m: MtaStsCommand) -> ExitCode {
+    let (common, request) = match m {
+        MtaStsCommand::Status(c) => (c, control::Request::MtaStsStatus),
+        MtaStsCommand::Sync { dry_run, common } => {
+            (common, control::Request::MtaStsSync { dry_run })
+        }
+    };
+    let cfg = match client_config(common.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let status = matches!(request, control::Request::MtaStsStatus);
+    match control::call(&cfg, &request) {
+        Ok(v) => {
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if status {
+                print!("{}", publish::show::text(&v));
+            } else {
+                print!("{}", v["text"].as_str().unwrap_or_default());
+            }
+            if v["ok"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CHECK_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 /// `postern generate man|bash|zsh|fish DIR`: the man page or completions,

@@ -134,6 +134,7 @@ pub async fn run(
     let engine_task = tokio::spawn(engine.clone().run());
     let certificates_task = tokio::spawn(watch_certificates(shared.clone()));
     let health_task = tokio::spawn(crate::health::watch(shared.clone()));
+    let publish_task = tokio::spawn(crate::publish::run(shared.clone()));
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -172,6 +173,7 @@ pub async fn run(
     engine_task.abort();
     certificates_task.abort();
     health_task.abort();
+    publish_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
@@ -374,6 +376,8 @@ async fn reload(shared: &Arc<Shared>, path: Option<&std::path::Path>) {
                     }
                     shared.set_config(new, tls);
                     tracing::info!(config = %p.display(), "configuration and certificates reloaded");
+                    // the new policies are served now; their records follow
+                    crate::publish::wake();
                 }
             },
             Err(problems) => {

@@ -9,6 +9,8 @@
 //! - the downgrade events (deliveries below the ledger's mark);
 //! - the TLSA rollover phase of each certificate with `tlsa.records`;
 //! - the MTA-STS policy cache;
+//! - the operator's own published MTA-STS policies (`mtaSts.publish`):
+//!   mode, id, last record sync, and the timeline of `auto` transitions;
 //! - the queue: messages, oldest, deferred recipients by domain (one scan
 //!   of the `queue` family per view, capped at [`QUEUE_CAP`] messages).
 //!
@@ -50,6 +52,8 @@ pub struct View {
     pub tlsa: Option<Tlsa>,
     pub sts: Vec<CachedPolicy>,
     pub sts_more: bool,
+    /// One row per `mtaSts.publish` domain.
+    pub published: Vec<PublishedRow>,
     pub queue: QueueSummary,
     /// Store errors met while gathering.
     pub errors: Vec<String>,
@@ -82,6 +86,21 @@ pub struct CertRow {
     /// server).
     pub until: Option<u64>,
 }
+
+#[derive(Clone, Debug, Default)]
+pub struct PublishedRow {
+    pub domain: String,
+    pub configured: String,
+    /// The mode served now.
+    pub mode: String,
+    pub id: String,
+    pub last_sync: Option<crate::publish::state::LastSync>,
+    /// `auto` transitions, newest first (at most [`TRANSITIONS_SHOWN`]).
+    pub transitions: Vec<crate::publish::state::Transition>,
+}
+
+/// `auto` transitions shown per published domain.
+pub const TRANSITIONS_SHOWN: usize = 10;
 
 #[derive(Clone, Debug, Default)]
 pub struct QueueSummary {
@@ -154,6 +173,30 @@ pub fn gather(shared: &Shared) -> View {
     }
     let sts_more = sts.len() > STS_CAP;
     sts.truncate(STS_CAP);
+    let published = cfg
+        .config
+        .mta_sts
+        .publish
+        .iter()
+        .filter_map(|(domain, p)| {
+            let served = crate::publish::served_for(&cfg.config, store, domain)?;
+            let mut transitions =
+                crate::publish::state::timeline(store, domain).unwrap_or_else(|e| {
+                    errors.push(format!("MTA-STS auto timeline: {e}"));
+                    Vec::new()
+                });
+            transitions.reverse();
+            transitions.truncate(TRANSITIONS_SHOWN);
+            Some(PublishedRow {
+                domain: domain.clone(),
+                configured: p.mode.as_str().into(),
+                mode: served.mode.as_str().into(),
+                id: served.id,
+                last_sync: crate::publish::state::load_sync(store, domain),
+                transitions,
+            })
+        })
+        .collect();
     let queue = match store.scan_until("queue", &[0xff], QUEUE_CAP + 1) {
         Ok(rows) => summarize_queue(
             rows.iter()
@@ -177,6 +220,7 @@ pub fn gather(shared: &Shared) -> View {
         tlsa,
         sts,
         sts_more,
+        published,
         queue,
         errors,
     }
@@ -431,6 +475,7 @@ pub fn render(v: &View) -> String {
     queue_section(&mut h, v);
     tlsa_section(&mut h, v);
     sts_section(&mut h, v);
+    published_section(&mut h, v);
     h.push_str(
         "</main><footer>Delivered recipients to MX hosts (not relays), counted per hour and \
          kept 8 days; levels as measured after the handshake. Also: <a href=\"/metrics\">/metrics</a>, \
@@ -813,6 +858,64 @@ fn sts_section(h: &mut String, v: &View) {
     h.push_str("</section>");
 }
 
+/// The operator's own policies: nothing when `mtaSts.publish` is empty.
+fn published_section(h: &mut String, v: &View) {
+    if v.published.is_empty() {
+        return;
+    }
+    h.push_str("<section id=\"mta-sts-published\" class=\"wide\"><h2>MTA-STS policies served</h2>\
+        <div class=\"scroll\"><table><tr><th>domain</th><th>mode</th><th>id</th><th>records</th></tr>");
+    for r in &v.published {
+        let mode = if r.configured == r.mode {
+            esc(&r.mode)
+        } else {
+            format!(
+                "{} <span class=\"mute\">({})</span>",
+                esc(&r.mode),
+                esc(&r.configured)
+            )
+        };
+        let sync = match &r.last_sync {
+            Some(l) if l.ok => format!("<span class=\"ok\">in step</span> {}", when(l.at, v.now)),
+            Some(l) => format!(
+                "<span class=\"bad\">failed</span> {}: {}",
+                when(l.at, v.now),
+                esc(&truncate(&l.lines.join("; "), 200))
+            ),
+            None => "<span class=\"mute\">not synced yet</span>".into(),
+        };
+        let _ = write!(
+            h,
+            "<tr data-domain=\"{d}\" data-mode=\"{m}\"><td class=\"name\">{d}</td><td>{mode}</td><td><code>{id}</code></td><td>{sync}</td></tr>",
+            d = esc(&r.domain),
+            m = esc(&r.mode),
+            id = esc(&r.id),
+        );
+    }
+    h.push_str("</table></div>");
+    for r in v.published.iter().filter(|r| !r.transitions.is_empty()) {
+        let _ = write!(
+            h,
+            "<h3>auto mode: {}</h3><ol class=\"plain timeline\" data-domain=\"{}\">",
+            esc(&r.domain),
+            esc(&r.domain)
+        );
+        for t in &r.transitions {
+            let _ = write!(
+                h,
+                "<li data-action=\"{a}\">{} <strong>{a}</strong> {} → {}: {}</li>",
+                when(t.at, v.now),
+                esc(&t.from),
+                esc(&t.to),
+                esc(&t.reason),
+                a = esc(&t.action),
+            );
+        }
+        h.push_str("</ol>");
+    }
+    h.push_str("</section>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -894,6 +997,25 @@ mod tests {
             }),
             sts: vec![],
             sts_more: false,
+            published: vec![PublishedRow {
+                domain: evil.into(),
+                configured: "auto".into(),
+                mode: "enforce".into(),
+                id: "0123456789abcdef0123".into(),
+                last_sync: Some(crate::publish::state::LastSync {
+                    at: 1_699_999_000,
+                    ok: false,
+                    id: "0123456789abcdef0123".into(),
+                    lines: vec!["_mta-sts: <refused>".into()],
+                }),
+                transitions: vec![crate::publish::state::Transition {
+                    at: 1_699_999_500,
+                    action: "promote".into(),
+                    from: "testing".into(),
+                    to: "enforce".into(),
+                    reason: "3 reports from <evil>".into(),
+                }],
+            }],
             queue: QueueSummary {
                 messages: 2,
                 deferred_recipients: 1,
@@ -934,6 +1056,10 @@ mod tests {
         assert!(page.contains("<li class=\"now\">new records published, waiting</li>"));
         assert!(page.contains("switching after"));
         assert!(page.contains("id=\"queue-messages\">2<"));
+        assert!(page.contains("id=\"mta-sts-published\""));
+        assert!(page.contains("data-mode=\"enforce\""));
+        assert!(page.contains("<li data-action=\"promote\">"));
+        assert!(page.contains("3 reports from &lt;evil&gt;"));
         assert!(page.contains("data-health=\"unhealthy\""));
         assert!(page.contains("name=\"viewport\""));
     }

@@ -62,3 +62,33 @@ pub fn served_for(cfg: &Config, store: &Store, domain: &str) -> Option<policy::S
     let mode = mode_now(cfg, store, domain)?;
     Some(policy::served(cfg, domain, p, mode))
 }
+
+/// How often the daemon passes over the domains when nothing wakes it.
+pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The daemon's publishing task: a pass at start, after each reload or
+/// [`wake`], every [`PERIOD`], and when an auto domain's promotion falls
+/// due.
+pub async fn run(shared: std::sync::Arc<crate::server::Shared>) {
+    loop {
+        let loaded = shared.config();
+        let mut wait = PERIOD;
+        if !loaded.config.mta_sts.publish.is_empty() {
+            let now = crate::queue::now_secs();
+            let evidence = evidence::Daemon {
+                store: &shared.store,
+            };
+            let r = sync::pass(&loaded.config, &shared.store, &evidence, now, false).await;
+            if !r.ok {
+                tracing::warn!("MTA-STS publishing: {}", r.lines.join("; "));
+            }
+            if let Some(due) = r.next_due.filter(|d| *d > now) {
+                wait = wait.min(std::time::Duration::from_secs(due - now + 1));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = WAKE.notified() => {}
+        }
+    }
+}
