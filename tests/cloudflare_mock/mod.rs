@@ -1,7 +1,9 @@
 //! A stand-in for the three Cloudflare API v4 calls postern makes, over
 //! HTTPS on 127.0.0.1 with its own CA: `GET /zones?name=`, `GET
-//! /zones/{id}/dns_records?type=TLSA&name=`, and `POST
-//! /zones/{id}/dns_records/batch`, applied all or nothing. It keeps the
+//! /zones/{id}/dns_records?type=TLSA&name=` (or `type=TXT`), and `POST
+//! /zones/{id}/dns_records/batch`, applied all or nothing. TXT content is
+//! kept as given; a TXT post whose content is not quoted character-strings
+//! (what the API documents) is a problem. It keeps the
 //! records, logs every call, and writes down every request that does not
 //! look like what the API documents (`problems`), so the test can assert
 //! on the exact traffic.
@@ -47,10 +49,32 @@ impl Rec {
     }
 }
 
+/// A TXT record: `content` as the API holds it (quoted strings, or the
+/// unquoted form of records made before Cloudflare asked for quotes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxtRec {
+    pub id: String,
+    pub name: String,
+    pub ttl: u32,
+    pub content: String,
+}
+
+impl TxtRec {
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id, "zone_id": ZONE_ID, "zone_name": ZONE, "name": self.name,
+            "type": "TXT", "content": self.content, "proxiable": false, "proxied": false,
+            "ttl": self.ttl, "settings": {}, "meta": {}, "comment": null, "tags": [],
+            "created_on": "2025-01-01T00:00:00Z", "modified_on": "2025-01-01T00:00:00Z"
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     pub token: String,
     pub records: Vec<Rec>,
+    pub txt: Vec<TxtRec>,
     /// `"GET /zones?name=example.org"`, … (path without the prefix).
     pub calls: Vec<String>,
     /// Bodies of the batch calls that passed authentication.
@@ -254,20 +278,28 @@ fn handle(
             (200, success(zones))
         }
         ("GET", p) if p == records_path => {
-            if q.get("type").map(String::as_str) != Some("TLSA") {
+            let kind = q.get("type").cloned().unwrap_or_default();
+            if kind != "TLSA" && kind != "TXT" {
                 s.problems
-                    .push(format!("listing without type=TLSA: {target}"));
+                    .push(format!("listing without type=TLSA or TXT: {target}"));
             }
             let Some(name) = q.get("name") else {
                 s.problems.push(format!("listing without name=: {target}"));
                 return (400, failure(1004, "name required by this mock"));
             };
-            let found: Vec<Value> = s
-                .records
-                .iter()
-                .filter(|r| &r.name == name)
-                .map(Rec::json)
-                .collect();
+            let found: Vec<Value> = if kind == "TXT" {
+                s.txt
+                    .iter()
+                    .filter(|r| &r.name == name)
+                    .map(TxtRec::json)
+                    .collect()
+            } else {
+                s.records
+                    .iter()
+                    .filter(|r| &r.name == name)
+                    .map(Rec::json)
+                    .collect()
+            };
             let n = found.len();
             let mut answer = success(Value::Array(found));
             answer["result_info"] = json!({ "page": 1, "per_page": 100, "count": n, "total_count": n, "total_pages": 1 });
@@ -316,6 +348,7 @@ fn batch(s: &mut State, v: &Value) -> (u16, Value) {
         .unwrap_or(&empty);
     let posts = obj.get("posts").and_then(Value::as_array).unwrap_or(&empty);
     let mut records = s.records.clone();
+    let mut txt = s.txt.clone();
     let mut deleted = Vec::new();
     for d in deletes {
         let id = d["id"].as_str().unwrap_or_default();
@@ -323,13 +356,26 @@ fn batch(s: &mut State, v: &Value) -> (u16, Value) {
             s.problems
                 .push(format!("delete with keys other than id: {d}"));
         }
-        let Some(i) = records.iter().position(|r| r.id == id) else {
+        if let Some(i) = records.iter().position(|r| r.id == id) {
+            deleted.push(records.remove(i).json());
+        } else if let Some(i) = txt.iter().position(|r| r.id == id) {
+            deleted.push(txt.remove(i).json());
+        } else {
             return (404, failure(81044, "Record does not exist."));
-        };
-        deleted.push(records.remove(i).json());
+        }
     }
     let mut posted = Vec::new();
     for p in posts {
+        if p["type"] == "TXT" {
+            match txt_post(s, p, &txt) {
+                Ok(rec) => {
+                    posted.push(rec.json());
+                    txt.push(rec);
+                    continue;
+                }
+                Err(answer) => return answer,
+            }
+        }
         let keys: Vec<&str> = p
             .as_object()
             .map(|o| o.keys().map(String::as_str).collect())
@@ -397,8 +443,90 @@ fn batch(s: &mut State, v: &Value) -> (u16, Value) {
         records.push(rec);
     }
     s.records = records;
+    s.txt = txt;
     (
         200,
         success(json!({ "deletes": deleted, "patches": [], "puts": [], "posts": posted })),
     )
+}
+
+/// Checks one TXT post: keys `content`, `name`, `ttl`, `type`; content in
+/// quoted character-strings of at most 255 bytes each; inside the zone; no
+/// identical record at the name.
+fn txt_post(s: &mut State, p: &Value, existing: &[TxtRec]) -> Result<TxtRec, (u16, Value)> {
+    let mut keys: Vec<&str> = p
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort();
+    if keys != ["content", "name", "ttl", "type"] {
+        s.problems.push(format!("TXT post with keys {keys:?}: {p}"));
+    }
+    let content = p["content"].as_str().unwrap_or_default().to_string();
+    if !quoted_strings(&content) {
+        s.problems.push(format!(
+            "TXT content not in quoted character-strings: {content:?}"
+        ));
+        return Err((400, failure(9000, "DNS record content is invalid.")));
+    }
+    let name = p["name"].as_str().unwrap_or_default().to_string();
+    if !name.ends_with(&format!(".{ZONE}")) {
+        s.problems.push(format!("post outside the zone: {p}"));
+        return Err((400, failure(1004, "DNS Validation Error")));
+    }
+    let Some(ttl) = p["ttl"].as_u64() else {
+        s.problems
+            .push(format!("TXT post without a numeric ttl: {p}"));
+        return Err((400, failure(9000, "DNS record content is invalid.")));
+    };
+    if existing
+        .iter()
+        .any(|r| r.name == name && r.content == content)
+    {
+        return Err((400, failure(81058, "An identical record already exists.")));
+    }
+    Ok(TxtRec {
+        id: s.new_id(),
+        name,
+        ttl: ttl as u32,
+        content,
+    })
+}
+
+/// `"…" "…"`: quoted strings separated by spaces, `\"` and `\\` escaped,
+/// each at most 255 characters.
+fn quoted_strings(text: &str) -> bool {
+    let mut chars = text.chars().peekable();
+    let mut count = 0;
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        match chars.next() {
+            None => return count > 0,
+            Some('"') => {}
+            Some(_) => return false,
+        }
+        let mut len = 0;
+        loop {
+            match chars.next() {
+                None => return false,
+                Some('"') => break,
+                Some('\\') => {
+                    if chars.next().is_none() {
+                        return false;
+                    }
+                    len += 1;
+                }
+                Some(_) => len += 1,
+            }
+        }
+        if len > 255 {
+            return false;
+        }
+        count += 1;
+        if !matches!(chars.peek(), None | Some(' ')) {
+            return false;
+        }
+    }
 }
