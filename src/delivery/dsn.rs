@@ -16,7 +16,6 @@
 use crate::queue::params::{has_eight_bit, Params, Ret};
 use crate::queue::{self, Envelope, RcptDsn, Recipient};
 use mail_builder::headers::address::Address;
-use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
@@ -170,12 +169,13 @@ pub enum Returned {
     Nothing,
 }
 
-/// What a notice of `kind` returns (RFC 3461 §4.3, RFC 8689 §4.2.2):
-/// headers only for a REQUIRETLS message (its content must not travel
-/// where it could not); else what `RET=` asked for; without `RET=`, a
-/// failure returns the whole message up to [`RETURN_FULL_LIMIT`] and other
-/// notices the header. What cannot be carried byte for byte as 8bit MIME
-/// falls back to the header, then to nothing — never a re-encoding.
+/// What a notice of `kind` returns (RFC 3461 §4.3; RFC 8689 on
+/// non-delivery messages): headers only for a REQUIRETLS message (its
+/// content must not travel where it could not); else what `RET=` asked
+/// for; without `RET=`, a failure returns the whole message up to
+/// [`RETURN_FULL_LIMIT`] and other notices the header. What cannot be
+/// carried byte for byte as 8bit MIME falls back to the header, then to
+/// nothing — never a re-encoding.
 pub fn returned(kind: Kind, params: &Params, message: &[u8]) -> Returned {
     let full = if params.requiretls {
         false
@@ -212,8 +212,10 @@ pub fn build(
     let id = queue::new_id();
     let human = human_text(hostname, original, kind, lines);
     let status = delivery_status(hostname, original, kind, lines);
+    // as written (a reason stays on one line), not quoted-printable
+    let human_cte = if human.is_ascii() { "7bit" } else { "8bit" };
     let mut parts = vec![
-        MimePart::new("text/plain", human),
+        MimePart::new("text/plain", human).transfer_encoding(human_cte),
         MimePart::new("message/delivery-status", status.into_bytes()).transfer_encoding("7bit"),
     ];
     let header = header_block(original.message);
@@ -241,9 +243,11 @@ pub fn build(
         let cte = if has_eight_bit(bytes) { "8bit" } else { "7bit" };
         parts.push(MimePart::new(ctype, BodyPart::Binary(bytes.into())).transfer_encoding(cte));
     }
-    let report = MimePart::new(
-        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
-        BodyPart::Multipart(parts),
+    // `report-type=delivery-status` as everyone writes it (mail-builder
+    // would quote the value); the boundary is added by mail-builder
+    let report = MimePart::raw(BodyPart::Multipart(parts)).header(
+        "Content-Type",
+        Raw::new("multipart/report; report-type=delivery-status"),
     );
     let message = MessageBuilder::new()
         .from(Address::new_address(
@@ -266,7 +270,8 @@ pub fn build(
         "dsn",
         hostname,
     );
-    // RFC 8689 §4.2.2: the notice travels under the same requirement.
+    // RFC 8689 (non-delivery messages): the notice travels under the
+    // same requirement as the message it is about.
     dsn.params.requiretls = env.params.requiretls;
     if has_eight_bit(&message) {
         dsn.params.body_8bitmime = true;
@@ -332,8 +337,10 @@ fn human_text(hostname: &str, original: &Original<'_>, kind: Kind, lines: &[Line
             .as_deref()
             .map(diagnostic)
             .unwrap_or_else(|| "no reply recorded".into());
-        for reply_line in why.split(" / ") {
-            text.push_str(&format!("    {reply_line}\r\n"));
+        // one line per line of the reply, as it came; wrapped only where
+        // it would pass the limit of a line
+        for reply_line in why.split(" / ").filter(|l| !l.trim().is_empty()) {
+            push_words(&mut text, "   ", reply_line, LINE_MAX, "    ", false);
         }
     }
     text
@@ -402,9 +409,23 @@ fn delivery_status(
 /// over lines (unfolding then shows a space in it — the one change made).
 /// `value` is printable ASCII and spaces; runs of spaces become one.
 fn push_field(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push(':');
-    let mut col = name.len() + 1;
+    push_words(out, &format!("{name}:"), value, LINE_TARGET, " ", true);
+}
+
+/// `head`, then the words of `value` each after a space, a new line
+/// starting with `cont` when the next word would take the line past
+/// `target` (or, with `at_slash`, before a `/`); a word longer than
+/// `WORD_MAX` split over lines. Ends with CRLF.
+fn push_words(
+    out: &mut String,
+    head: &str,
+    value: &str,
+    target: usize,
+    cont: &str,
+    at_slash: bool,
+) {
+    out.push_str(head);
+    let mut col = head.len();
     let mut first = true;
     for word in value.split_ascii_whitespace() {
         let mut rest = word;
@@ -415,11 +436,12 @@ fn push_field(out: &mut String, name: &str, value: &str) {
                 take -= 1;
             }
             let (piece, tail) = rest.split_at(take);
-            let fold =
-                !first && (piece_of_word || word == "/" || col + 1 + piece.len() > LINE_TARGET);
+            let fold = !first
+                && (piece_of_word || (at_slash && word == "/") || col + 1 + piece.len() > target);
             if fold {
-                out.push_str("\r\n ");
-                col = 1;
+                out.push_str("\r\n");
+                out.push_str(cont);
+                col = cont.len();
             } else {
                 out.push(' ');
                 col += 1;
@@ -666,6 +688,12 @@ mod tests {
         );
         assert_eq!(top.subtype(), Some("report"));
         assert_eq!(top.attribute("report-type"), Some("delivery-status"));
+        assert!(
+            String::from_utf8_lossy(&raw).contains(
+                "\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\""
+            ),
+            "written as everyone writes it"
+        );
         assert_eq!(p.msg.subject(), Some("Undelivered Mail Returned to Sender"));
         assert_eq!(
             p.msg.from().unwrap().first().unwrap().address(),
@@ -681,8 +709,9 @@ mod tests {
         );
         assert_eq!(p.msg.date().unwrap().to_timestamp(), ATTEMPTED as i64);
 
-        // 1: for people
+        // 1: for people, as written
         assert_eq!(p.ctype(1), "text/plain");
+        assert_eq!(p.part(1).content_transfer_encoding(), Some("7bit"));
         let text = p.part(1).text_contents().unwrap();
         assert!(text.contains("<bob@example.net>:"), "{text}");
         assert!(text.contains("550 5.1.1 No such user"), "{text}");
@@ -971,6 +1000,32 @@ mod tests {
         let joined = |w: &[&str]| w.concat();
         assert_eq!(joined(&words), expected.concat());
         assert_eq!(field(&blocks[1], "Status"), Some("5.7.1"));
+    }
+
+    #[test]
+    fn the_text_for_people_keeps_each_reply_line_whole() {
+        let mut o = original("alice@example.org");
+        let reason = format!(
+            "mx.example.net [192.0.2.1]: STARTTLS is required but the server does not offer it {}",
+            "(and then some) ".repeat(10)
+        );
+        o.recipients[0].last_error = Some(format!("{reason} / second line"));
+        let (_, raw) = make(&o, MESSAGE, Kind::Failed);
+        let p = Parsed::new(&raw);
+        let text = std::str::from_utf8(p.raw_body(1)).unwrap();
+        assert!(
+            text.contains(&format!("\r\n    {}\r\n", reason.trim_end())),
+            "{text}"
+        );
+        assert!(text.contains("\r\n    second line\r\n"), "{text}");
+        // a line past the limit is wrapped at white space
+        o.recipients[0].last_error = Some("550 ".to_string() + &"abc ".repeat(600));
+        let (_, raw) = make(&o, MESSAGE, Kind::Failed);
+        every_line_fits(&raw);
+        let p = Parsed::new(&raw);
+        let text = std::str::from_utf8(p.raw_body(1)).unwrap();
+        assert!(text.contains("\r\n    abc abc"), "{text}");
+        assert_eq!(text.matches("abc").count(), 600);
     }
 
     #[test]
