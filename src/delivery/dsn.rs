@@ -285,20 +285,15 @@ pub fn build(
 /// one by kind of failure.
 pub fn status_of(r: &Recipient, kind: Kind) -> String {
     let class = kind.class();
-    if let Some(e) = &r.last_error {
-        let mut words = e.split_whitespace();
-        let _code = words.next();
-        if let Some(enh) = words.next() {
-            let parts: Vec<&str> = enh.split('.').collect();
-            if parts.len() == 3
-                && parts
-                    .iter()
-                    .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
-                && enh.starts_with(class)
-            {
-                return enh.to_string();
-            }
-        }
+    // where the log's `dsn=` finds it: `550 5.1.1 …`, or postern's own
+    // `5.7.30 …`
+    let remote = r.last_error.as_deref().and_then(|e| {
+        e.split_whitespace()
+            .take(3)
+            .find(|w| super::is_enhanced_code(w))
+    });
+    if let Some(code) = remote.filter(|c| c.starts_with(class)) {
+        return code.to_string();
     }
     if class == '2' {
         return "2.0.0".into();
@@ -854,6 +849,13 @@ mod tests {
     fn the_status_class_follows_the_action() {
         let r = rcpt("b@example.net", Status::Failed, "550 5.7.1 Refused");
         assert_eq!(status_of(&r, Kind::Failed), "5.7.1");
+        // postern's own reasons lead with the code
+        let own = rcpt(
+            "b@example.net",
+            Status::Failed,
+            "5.7.30 REQUIRETLS support required: no host offers it",
+        );
+        assert_eq!(status_of(&own, Kind::Failed), "5.7.30");
         // a remote code of the wrong class is not reported
         assert_eq!(status_of(&r, Kind::Delayed), "4.0.0");
         assert_eq!(status_of(&r, Kind::Relayed), "2.0.0");
