@@ -32,6 +32,8 @@ pub struct Shared {
     pub wake: tokio::sync::Notify,
     /// The last results of the health checks (`/healthz`, `STATUS=`).
     pub health: crate::health::Health,
+    /// The last self-check of the operator's own MX hosts.
+    pub selfcheck: crate::selfcheck::Last,
 }
 
 impl Shared {
@@ -112,6 +114,7 @@ pub async fn run(
         stopping: stop_rx,
         wake: tokio::sync::Notify::new(),
         health: crate::health::Health::default(),
+        selfcheck: crate::selfcheck::Last::default(),
     });
     let mut accept_tasks = Vec::new();
     for o in opened {
@@ -134,6 +137,7 @@ pub async fn run(
     let engine_task = tokio::spawn(engine.clone().run());
     let certificates_task = tokio::spawn(watch_certificates(shared.clone()));
     let health_task = tokio::spawn(crate::health::watch(shared.clone()));
+    let selfcheck_task = tokio::spawn(crate::selfcheck::watch(shared.clone()));
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -172,6 +176,7 @@ pub async fn run(
     engine_task.abort();
     certificates_task.abort();
     health_task.abort();
+    selfcheck_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
