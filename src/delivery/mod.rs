@@ -235,7 +235,15 @@ impl Engine {
                 dry_run: false,
             };
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
-            self.note_level(&cfg, &domain, &outcomes, &trace);
+            // A sender's `TLS-Required: No` waiver is no downgrade: it
+            // neither lowers the ledger's mark nor raises an alarm.
+            let honor = cfg.config.outbound.tls_required_header
+                == crate::config::TlsRequiredHeader::Honor;
+            if crate::policy::MessageTls::of(&env.params, honor)
+                != crate::policy::MessageTls::TlsOptional
+            {
+                self.note_level(&cfg, &domain, &outcomes, &trace);
+            }
             for e in &trace.tlsrpt {
                 if let Some(f) = &e.failure {
                     crate::metrics::tlsrpt_failure(&f.result_type);
