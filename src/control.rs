@@ -57,6 +57,8 @@ pub enum Request {
         dry_run: bool,
     },
     TlsaStatus,
+    /// Run the self-check now (`postern selfcheck`).
+    SelfCheck,
     /// The daemon's cached MTA-STS policy of a domain (`probe`).
     MtaStsCached {
         domain: String,
@@ -163,6 +165,9 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
                 .await;
                 Ok(json!({"text": r.lines.join("\n") + "\n", "ok": r.ok}))
             }
+            Ok(Request::SelfCheck) => crate::selfcheck::check_now(&shared)
+                .await
+                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
             Ok(req) => {
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || execute(&shared, req))
@@ -313,6 +318,7 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         Request::ReportsSendNow
         | Request::TlsaSync { .. }
         | Request::TlsaStatus
+        | Request::SelfCheck
         | Request::MtaStsStatus
         | Request::MtaStsSync { .. } => Err("handled asynchronously".into()),
         Request::RetryAll => {

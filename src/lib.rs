@@ -22,6 +22,7 @@ pub mod policy;
 pub mod probe;
 pub mod publish;
 pub mod queue;
+pub mod selfcheck;
 pub mod server;
 pub mod smtp;
 pub mod status;
