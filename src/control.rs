@@ -152,17 +152,16 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
             Ok(Request::MtaStsStatus) => mta_sts_status(&shared).await,
             Ok(Request::MtaStsSync { dry_run }) => {
                 let cfg = shared.config();
+                let now = queue::now_secs();
                 let evidence = crate::publish::evidence::Daemon {
+                    cfg: &cfg.config,
                     store: &shared.store,
+                    selfcheck: shared.selfcheck.get(),
+                    now,
                 };
-                let r = crate::publish::sync::pass(
-                    &cfg.config,
-                    &shared.store,
-                    &evidence,
-                    queue::now_secs(),
-                    dry_run,
-                )
-                .await;
+                let r =
+                    crate::publish::sync::pass(&cfg.config, &shared.store, &evidence, now, dry_run)
+                        .await;
                 Ok(json!({"text": r.lines.join("\n") + "\n", "ok": r.ok}))
             }
             Ok(Request::SelfCheck) => crate::selfcheck::check_now(&shared)
@@ -386,9 +385,15 @@ fn reports_show(store: &crate::store::Store, id: &str) -> Result<Value, String> 
 async fn mta_sts_status(shared: &Shared) -> Result<Value, String> {
     let cfg = shared.config();
     let resolver = crate::server::resolver(&cfg.config)?;
+    let now = queue::now_secs();
+    let evidence = crate::publish::evidence::Daemon {
+        cfg: &cfg.config,
+        store: &shared.store,
+        selfcheck: shared.selfcheck.get(),
+        now,
+    };
     let (v, _) =
-        crate::publish::show::status(&cfg.config, &shared.store, &resolver, queue::now_secs())
-            .await;
+        crate::publish::show::status(&cfg.config, &shared.store, &resolver, &evidence, now).await;
     Ok(v)
 }
 

@@ -302,6 +302,10 @@ pub async fn check_now(shared: &Shared) -> Result<Report, String> {
         }
     }
     shared.selfcheck.set(report.clone());
+    if was_ok != Some(report.ok()) {
+        // `mtaSts.publish` in auto mode decides on this verdict
+        crate::publish::wake();
+    }
     Ok(report)
 }
 

@@ -1,13 +1,16 @@
 //! What `mode: "auto"` decides on, behind one boundary so that the parts
 //! that produce it plug in: the TLS reports received for the domain
 //! (RFC 8460, stored by the report receiver) and the self-check's verdict
-//! on the domain's published setup.
+//! on the domain's MX hosts ([`crate::selfcheck`]).
 //!
-//! [`Daemon`] is what the daemon uses. Until the report receiver and the
-//! self-check are part of this build it answers "no reports" and "no
-//! verdict" — which, by the rules of [`super::auto`], never promotes.
+//! [`Daemon`] is what the daemon uses. Until the report receiver is part
+//! of this build it answers "no reports" — which, by the rules of
+//! [`super::auto`], never promotes.
 
 use super::auto::{ReportSummary, Verdict};
+use crate::config::Config;
+use crate::mta_sts::Pattern;
+use crate::selfcheck::Report;
 use crate::store::Store;
 
 /// The inputs of the auto state machine.
@@ -19,9 +22,12 @@ pub trait Evidence: Send + Sync {
     fn self_check(&self, domain: &str) -> Verdict;
 }
 
-/// The daemon's evidence, read from the store.
+/// The daemon's evidence: the store, and the last self-check.
 pub struct Daemon<'a> {
+    pub cfg: &'a Config,
     pub store: &'a Store,
+    pub selfcheck: Option<Report>,
+    pub now: u64,
 }
 
 impl Evidence for Daemon<'_> {
@@ -32,9 +38,72 @@ impl Evidence for Daemon<'_> {
         Ok(Vec::new())
     }
 
-    fn self_check(&self, _domain: &str) -> Verdict {
-        Verdict::Unknown("no self-check in this build".into())
+    fn self_check(&self, domain: &str) -> Verdict {
+        let Some(p) = self.cfg.mta_sts.publish.get(domain) else {
+            return Verdict::Unknown(format!("{domain} is not published"));
+        };
+        selfcheck_verdict(
+            self.selfcheck.as_ref(),
+            &self.cfg.publish_mx(p),
+            self.now,
+            self.cfg.self_check.interval.as_std().as_secs(),
+        )
     }
+}
+
+/// The self-check's word on a policy's MX patterns: red when a checked
+/// host that one of them matches has a problem; green when every pattern
+/// matches at least one checked host and none has a problem; no verdict
+/// when there is no recent check (within three intervals) or a pattern
+/// matches no host the self-check looks at (`tlsa.records`).
+pub fn selfcheck_verdict(
+    report: Option<&Report>,
+    mx: &[String],
+    now: u64,
+    interval: u64,
+) -> Verdict {
+    let Some(report) = report else {
+        return Verdict::Unknown("the self-check has not run yet".into());
+    };
+    if report.at.saturating_add(3 * interval.max(1)) < now {
+        return Verdict::Unknown(format!(
+            "the last self-check is from {}",
+            crate::tlsrpt::report::rfc3339(report.at)
+        ));
+    }
+    if mx.is_empty() {
+        return Verdict::Unknown("the policy lists no MX host".into());
+    }
+    let mut uncovered = Vec::new();
+    let mut problems = Vec::new();
+    for m in mx {
+        let Ok(pattern) = Pattern::parse(m) else {
+            uncovered.push(m.clone());
+            continue;
+        };
+        let hosts: Vec<_> = report
+            .hosts
+            .iter()
+            .filter(|h| pattern.matches(&h.host))
+            .collect();
+        if hosts.is_empty() {
+            uncovered.push(m.clone());
+        }
+        for h in hosts {
+            problems.extend(h.problems.iter().map(|p| format!("{}: {p}", h.host)));
+        }
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        return Verdict::Red(problems.join("; "));
+    }
+    if !uncovered.is_empty() {
+        return Verdict::Unknown(format!(
+            "the self-check looks at no MX host matching {} (it checks the hosts of tlsa.records)",
+            uncovered.join(", ")
+        ));
+    }
+    Verdict::Green
 }
 
 /// A test double: fixed reports and verdict.
@@ -57,5 +126,78 @@ impl Evidence for Fixed {
 
     fn self_check(&self, _domain: &str) -> Verdict {
         self.verdict.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selfcheck::HostReport;
+
+    fn host(name: &str, problems: &[&str]) -> HostReport {
+        HostReport {
+            record: name.into(),
+            host: name.into(),
+            port: 25,
+            tlsa: vec![],
+            addresses: vec![],
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_self_check_verdict_covers_every_mx_pattern() {
+        let mx = vec![
+            "mx1.example.org".to_string(),
+            "*.in.example.org".to_string(),
+        ];
+        let now = 10_000;
+        let report = |hosts| Report { at: now - 5, hosts };
+        assert!(matches!(
+            selfcheck_verdict(None, &mx, now, 600),
+            Verdict::Unknown(_)
+        ));
+        let both = report(vec![
+            host("mx1.example.org", &[]),
+            host("a.in.example.org", &[]),
+        ]);
+        assert_eq!(
+            selfcheck_verdict(Some(&both), &mx, now, 600),
+            Verdict::Green
+        );
+        // stale
+        assert!(matches!(
+            selfcheck_verdict(Some(&both), &mx, now + 3 * 600, 600),
+            Verdict::Unknown(w) if w.contains("last self-check")
+        ));
+        // a pattern without a checked host
+        let one = report(vec![host("mx1.example.org", &[])]);
+        assert!(matches!(
+            selfcheck_verdict(Some(&one), &mx, now, 600),
+            Verdict::Unknown(w) if w.contains("*.in.example.org")
+        ));
+        // a problem on a matching host is red, even with another uncovered
+        let bad = report(vec![
+            host("MX1.example.org", &["no STARTTLS"]),
+            host("other.example", &["x"]),
+        ]);
+        assert_eq!(
+            selfcheck_verdict(Some(&bad), &mx, now, 600),
+            Verdict::Red("MX1.example.org: no STARTTLS".into())
+        );
+        // problems of hosts outside the policy do not count
+        let unrelated = report(vec![
+            host("mx1.example.org", &[]),
+            host("b.in.example.org", &[]),
+            host("other.example", &["broken"]),
+        ]);
+        assert_eq!(
+            selfcheck_verdict(Some(&unrelated), &mx, now, 600),
+            Verdict::Green
+        );
+        assert!(matches!(
+            selfcheck_verdict(Some(&both), &[], now, 600),
+            Verdict::Unknown(_)
+        ));
     }
 }

@@ -76,7 +76,10 @@ pub async fn run(shared: std::sync::Arc<crate::server::Shared>) {
         if !loaded.config.mta_sts.publish.is_empty() {
             let now = crate::queue::now_secs();
             let evidence = evidence::Daemon {
+                cfg: &loaded.config,
                 store: &shared.store,
+                selfcheck: shared.selfcheck.get(),
+                now,
             };
             let r = sync::pass(&loaded.config, &shared.store, &evidence, now, false).await;
             if !r.ok {

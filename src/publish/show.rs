@@ -6,6 +6,8 @@
 
 use serde_json::{json, Value};
 
+use super::auto::Verdict;
+use super::evidence::Evidence;
 use super::state;
 use super::sync::wanted;
 use crate::config::{Config, PublishMode};
@@ -15,8 +17,15 @@ use crate::tlsa::provider::View;
 use crate::tlsa::sync::Status;
 use crate::tlsrpt::report::rfc3339;
 
-/// The status as JSON, and whether every record is in step.
-pub async fn status(cfg: &Config, store: &Store, resolver: &Resolver, now: u64) -> (Value, bool) {
+/// The status as JSON, and whether every record is in step. `evidence`:
+/// what auto mode decides on (the verdict and reports are shown).
+pub async fn status(
+    cfg: &Config,
+    store: &Store,
+    resolver: &Resolver,
+    evidence: &dyn Evidence,
+    now: u64,
+) -> (Value, bool) {
     let mut domains = Vec::new();
     let mut all_ok = true;
     for (domain, p) in &cfg.mta_sts.publish {
@@ -31,7 +40,23 @@ pub async fn status(cfg: &Config, store: &Store, resolver: &Resolver, now: u64) 
                 .as_ref()
                 .filter(|s| s.phase == super::auto::Phase::Testing)
                 .map(|s| s.since.saturating_add(promote_after));
+            let since = saved.as_ref().map(|s| s.since).unwrap_or(now);
+            let reports = match evidence.reports(domain, since) {
+                Ok(r) => json!({
+                    "count": r.len(),
+                    "successful": r.iter().map(|r| r.successful).sum::<u64>(),
+                    "failed": r.iter().map(|r| r.failed).sum::<u64>(),
+                }),
+                Err(e) => json!({"error": e}),
+            };
+            let verdict = match evidence.self_check(domain) {
+                Verdict::Green => "green".to_string(),
+                Verdict::Red(why) => format!("red: {why}"),
+                Verdict::Unknown(why) => format!("unknown: {why}"),
+            };
             json!({
+                "reportsSinceWindow": reports,
+                "selfCheck": verdict,
                 "phase": saved.as_ref().map(|s| s.phase.as_str()).unwrap_or("testing"),
                 "since": saved.as_ref().map(|s| rfc3339(s.since)),
                 "promoteAfter": p.promote_after.to_string(),
@@ -150,6 +175,15 @@ pub fn text(v: &Value) -> String {
                 );
             }
             s.push('\n');
+            let r = &a["reportsSinceWindow"];
+            let _ = writeln!(
+                s,
+                "    evidence: {} report(s), {} successful, {} failed session(s); self-check {}",
+                r["count"].as_u64().unwrap_or(0),
+                r["successful"].as_u64().unwrap_or(0),
+                r["failed"].as_u64().unwrap_or(0),
+                str_of(&a["selfCheck"])
+            );
             for t in a["timeline"].as_array().into_iter().flatten().rev().take(5) {
                 let _ = writeln!(
                     s,
