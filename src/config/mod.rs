@@ -407,11 +407,13 @@ mod tests {
             Some("client")
         );
         assert!(!ok.config.outbound.tls_resumption);
-        assert!(load_str("{}", Options { offline: true })
-            .expect("default")
-            .config
-            .outbound
-            .tls_resumption);
+        assert!(
+            load_str("{}", Options { offline: true })
+                .expect("default")
+                .config
+                .outbound
+                .tls_resumption
+        );
     }
 
     #[test]

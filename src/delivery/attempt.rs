@@ -589,7 +589,7 @@ async fn to_address(
         req.decision,
         trace.tls.is_some(),
     ));
-    if let Some(event) = session_event(ctx, host, req, policy, &result, trace) {
+    if let Some(event) = session_event(ctx.dry_run, host, req, policy, &result, trace) {
         trace.tlsrpt.push(event);
     }
     if let Some(h) = trace.hosts.last_mut() {
@@ -725,14 +725,14 @@ async fn tlsa_lookup(ctx: &Context<'_>, bases: &[String]) -> TlsaLookup {
 /// (`enforce`, or `testing`: then what `enforce` would have refused is
 /// the failure).
 fn session_event(
-    ctx: &Context<'_>,
+    dry_run: bool,
     host: &str,
     req: &Requirement,
     sts: Option<&crate::mta_sts::Policy>,
     result: &Result<Vec<Outcome>, ClientError>,
     trace: &Trace,
 ) -> Option<Event> {
-    if ctx.dry_run || trace.reused {
+    if dry_run || trace.reused {
         return None;
     }
     let sts = sts.filter(|p| p.mode != crate::mta_sts::Mode::None);
@@ -913,31 +913,7 @@ async fn to_relay(
             }
         },
     };
-    let plan = Plan {
-        dane: None,
-        client_cert: relay
-            .client_certificate
-            .clone()
-            .or_else(|| ctx.config.outbound.client_certificate.clone()),
-        requirement_key: format!(
-            "relay|{}|{:?}|{}",
-            relay.host, relay.tls, relay.allow_invalid_certs
-        ),
-        pin: None,
-        starttls: match relay.tls {
-            RelayTls::Starttls => ConfigRequirement::Require,
-            _ => ConfigRequirement::Disable,
-        },
-        implicit: relay.tls == RelayTls::Implicit,
-        allow_invalid: relay.allow_invalid_certs,
-        tls_name: relay.host.clone(),
-        tls_timeout: std::time::Duration::from_secs(180),
-        lmtp: relay.protocol == RelayProtocol::Lmtp,
-        auth: relay
-            .auth
-            .as_ref()
-            .map(|a| (a.username.clone(), a.secret.clone())),
-    };
+    let plan = relay_plan(ctx.config, relay);
     let mut last = (format!("relay {name} unreachable"), "connection");
     for ip in ips {
         trace.ip = Some(ip);
@@ -981,6 +957,36 @@ impl DaneCheck {
             crate::dane::DaneVerifier::new(self.records.clone(), self.names.clone())
                 .accept_when_no_usable_records(),
         )
+    }
+}
+
+/// How to talk to a relay: its TLS mode, its client certificate (else
+/// `outbound.clientCertificate`), its credentials.
+fn relay_plan(cfg: &Config, relay: &Relay) -> Plan {
+    Plan {
+        dane: None,
+        client_cert: relay
+            .client_certificate
+            .clone()
+            .or_else(|| cfg.outbound.client_certificate.clone()),
+        requirement_key: format!(
+            "relay|{}|{:?}|{}",
+            relay.host, relay.tls, relay.allow_invalid_certs
+        ),
+        pin: None,
+        starttls: match relay.tls {
+            RelayTls::Starttls => ConfigRequirement::Require,
+            _ => ConfigRequirement::Disable,
+        },
+        implicit: relay.tls == RelayTls::Implicit,
+        allow_invalid: relay.allow_invalid_certs,
+        tls_name: relay.host.clone(),
+        tls_timeout: std::time::Duration::from_secs(180),
+        lmtp: relay.protocol == RelayProtocol::Lmtp,
+        auth: relay
+            .auth
+            .as_ref()
+            .map(|a| (a.username.clone(), a.secret.clone())),
     }
 }
 
@@ -1089,7 +1095,7 @@ async fn transaction(
         receiving_ip: Some(peer.ip()),
         ..Session::default()
     };
-    let tls_config = tls_config(ctx, plan)?;
+    let tls_config = tls_config(ctx.tls, plan)?;
     let connect_started = std::time::Instant::now();
     let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
     trace.session.sending_ip = c.local_ip;
@@ -1185,7 +1191,7 @@ async fn transaction(
 /// tools: one per requirement and client certificate, so that a TLS
 /// session is only resumed under the requirement it was verified under.
 fn tls_config(
-    ctx: &Context<'_>,
+    tls: &ClientTls,
     plan: &Plan,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
     use crate::tls::Verification;
@@ -1197,13 +1203,12 @@ fn tls_config(
         (None, true) => Verification::Insecure,
         (None, false) => Verification::Pkix,
     };
-    ctx.tls
-        .config_for(
-            verification,
-            &plan.requirement_key,
-            plan.client_cert.as_deref(),
-        )
-        .map_err(ClientError::Connect)
+    tls.config_for(
+        verification,
+        &plan.requirement_key,
+        plan.client_cert.as_deref(),
+    )
+    .map_err(ClientError::Connect)
 }
 
 /// The DANE check of a chain a handshake accepted (`probe`'s
@@ -1525,3 +1530,6 @@ mod tests {
         assert!(plan(Decision::Pkix(policy::PkixBy::MtaSts)).dane.is_none());
     }
 }
+
+#[cfg(test)]
+mod tls_tests;

@@ -215,10 +215,10 @@ fn verifier_maps_outcomes_to_rustls_errors() {
         crate::tlsrpt::event::result_type_of_rustls(r.as_ref().expect_err("refused"))
     };
     let dane_failure = |r: &Result<(), Error>| match r {
-        Err(Error::InvalidCertificate(CertificateError::Other(o))) => o
-            .0
-            .downcast_ref::<crate::dane::DaneFailure>()
-            .map(|f| f.0.clone()),
+        Err(Error::InvalidCertificate(CertificateError::Other(o))) => {
+            o.0.downcast_ref::<crate::dane::DaneFailure>()
+                .map(|f| f.0.clone())
+        }
         _ => None,
     };
     let (result, _) = verify(&wrong_name.der, vec![root.record(2, 1, 1)], false);
