@@ -247,7 +247,12 @@ use rustls_pki_types::{ServerName, UnixTime};
 /// certificates, an empty session cache), shared by every delivery.
 #[derive(Clone)]
 pub struct ClientTls {
+    /// PKIX: a chain to a trusted root, valid now, for the host name (the
+    /// base of the PKIX configurations of [`ClientTls::config_for`]).
     pkix: Arc<ClientConfig>,
+    /// `allowInvalidCerts`: any certificate, but the handshake signature
+    /// is still checked, so the connection is at least encrypted to
+    /// whoever holds the presented key.
     insecure: Arc<ClientConfig>,
     /// The PKIX check on its own, for judging a chain after the fact.
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
@@ -409,11 +414,6 @@ impl ClientTls {
         self.configs.len()
     }
 
-    /// PKIX: a chain to a trusted root, valid now, for the host name.
-    pub fn pkix(&self) -> Arc<ClientConfig> {
-        self.pkix.clone()
-    }
-
     /// What the PKIX check would have said of a chain accepted without it
     /// (MTA-STS `testing` reports what `enforce` would have refused):
     /// `None` when valid for `host`, else the RFC 8460 result type.
@@ -437,12 +437,6 @@ impl ClientTls {
         }
     }
 
-    /// `allowInvalidCerts`: any certificate, but the handshake signature is
-    /// still checked, so the connection is at least encrypted to whoever
-    /// holds the presented key.
-    pub fn insecure(&self) -> Arc<ClientConfig> {
-        self.insecure.clone()
-    }
 }
 
 /// How a configuration of [`ClientTls::config_for`] checks the server.
