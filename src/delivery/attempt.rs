@@ -2,13 +2,13 @@
 //! route, MX, hosts in preference order, the TLS strategy per host, the
 //! SMTP transaction. Returns what became of each recipient.
 
-use super::client::{Client, ClientError, Reply, Timeouts};
+use super::client::{Client, ClientError, Mail, Reply, Timeouts};
 use crate::config::expr::{Value, Vars};
 use crate::config::{
     Config, Relay, RelayProtocol, RelayTls, Requirement as ConfigRequirement, Strategy,
 };
 use crate::dns::{LookupError, Resolver, Security};
-use crate::policy::{self, Decision, Dnssec, Facts, Knobs, Refusal, StsFact, TlsaFact};
+use crate::policy::{self, Decision, Dnssec, Facts, Knobs, MessageTls, Refusal, StsFact, TlsaFact};
 use crate::tls::ClientTls;
 use crate::tlsrpt::{Event, PolicyKey, Session};
 use std::net::{IpAddr, SocketAddr};
@@ -394,10 +394,12 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
     let policy = sts_policy(ctx, domain, &domain_strategy, &hosts, &mut trace).await;
     let domain_dns = started.elapsed();
     trace.mark = ledger_mark(ctx, domain);
-    let mut last: (String, &'static str) = (
+    let mut last = HostFailure::new(
         format!("no MX host of {domain} could be reached"),
         "connection",
     );
+    // Every host refused for good (REQUIRETLS): bounce now, not at expiry.
+    let mut all_permanent = true;
     let mut probed: Option<(Vec<Outcome>, Trace)> = None;
     for host in &hosts {
         trace.delays = Delays {
@@ -420,7 +422,10 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
                 probed.get_or_insert((outcomes, trace.clone()));
             }
             Ok(outcomes) => return (outcomes, trace),
-            Err(failed) => last = failed,
+            Err(failed) => {
+                all_permanent &= failed.permanent;
+                last = failed;
+            }
         }
     }
     if let Some((outcomes, mut first)) = probed {
@@ -428,7 +433,36 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
         first.tlsrpt = trace.tlsrpt;
         return (outcomes, first);
     }
-    (defer_all(rcpts, &last.0, last.1), trace)
+    (last.outcomes(rcpts, all_permanent), trace)
+}
+
+/// Why one host (or address) was not used: what to tell, the `last_error`
+/// kind, and whether no retry can help.
+struct HostFailure {
+    why: String,
+    kind: &'static str,
+    permanent: bool,
+}
+
+impl HostFailure {
+    fn new(why: String, kind: &'static str) -> HostFailure {
+        HostFailure {
+            why,
+            kind,
+            permanent: false,
+        }
+    }
+
+    /// Every recipient's outcome when this was the last host tried: a
+    /// bounce (5.7.30) when every host failed for good, else a deferral.
+    fn outcomes(&self, rcpts: &[String], all_permanent: bool) -> Vec<Outcome> {
+        if all_permanent && self.permanent {
+            let why = format!("5.7.30 REQUIRETLS support required: {}", self.why);
+            fail_all(rcpts, &why, self.kind)
+        } else {
+            defer_all(rcpts, &self.why, self.kind)
+        }
+    }
 }
 
 /// The facts of one host, the decision of the table, and the delivery it
@@ -442,7 +476,7 @@ async fn to_host(
     policy: Option<&crate::mta_sts::Policy>,
     rcpts: &[String],
     trace: &mut Trace,
-) -> Result<Vec<Outcome>, (String, &'static str)> {
+) -> Result<Vec<Outcome>, HostFailure> {
     let (name, strat) = strategy(ctx, domain, host);
     trace.mx = Some(host.to_string());
     trace.strategy = Some(name.clone());
@@ -467,20 +501,22 @@ async fn to_host(
         Ok(a) => policy::address_fact(a),
         Err(e) => match Dnssec::of(&Err::<(), _>(e.clone()), |_| Security::Insecure) {
             Some(f @ (Dnssec::Bogus | Dnssec::Indeterminate)) => f,
-            _ => return Err((format!("address of {host}: {e}"), "dns")),
+            _ => return Err(HostFailure::new(format!("address of {host}: {e}"), "dns")),
         },
     };
     let mut host_json =
         serde_json::json!({ "mx": host, "strategy": name, "dnssec": address_fact.as_str() });
     if let Ok(a) = &resolved {
         if a.records.is_empty() {
-            return Err((format!("{host} has no address"), "dns"));
+            return Err(HostFailure::new(format!("{host} has no address"), "dns"));
         }
         host_json["addresses"] =
             serde_json::json!(a.records.iter().map(|i| i.to_string()).collect::<Vec<_>>());
     }
     let knobs = Knobs::from(&strat);
+    let message = message_tls(ctx);
     let tlsa = if knobs.dane != ConfigRequirement::Disable
+        && message.uses_dane()
         && mx_fact == Dnssec::Secure
         && address_fact == Dnssec::Secure
     {
@@ -495,6 +531,7 @@ async fn to_host(
         tlsa: tlsa.fact,
         sts: sts_fact(policy, host),
         strategy: knobs,
+        message,
     };
     let decision = policy::decide(&facts);
     trace.delays.dns += dns_started.elapsed();
@@ -523,12 +560,16 @@ async fn to_host(
                 .push(Event::failure(key, result_type, &at, &why));
         }
         tracing::info!(id = ctx.message_id, domain, mx = %host, strategy = %name, result = "host-failed", detail = %why, "delivery attempt");
-        return Err((why, refusal.last_error()));
+        return Err(HostFailure {
+            why,
+            kind: refusal.last_error(),
+            permanent: refusal.permanent(),
+        });
     }
     let ips = resolved
         .expect("an address answer when the host is usable")
         .records;
-    let mut last = (format!("{host} could not be reached"), "connection");
+    let mut last = HostFailure::new(format!("{host} could not be reached"), "connection");
     let mut probed = None;
     for ip in ips {
         let req = Requirement::new(decision, domain, host, ip, &tlsa, &strat);
@@ -542,6 +583,12 @@ async fn to_host(
         }
     }
     probed.ok_or(last)
+}
+
+/// What the message asks of the transport (RFC 8689), as the table reads it.
+fn message_tls(ctx: &Context<'_>) -> MessageTls {
+    let honor = ctx.config.outbound.tls_required_header == crate::config::TlsRequiredHeader::Honor;
+    MessageTls::of(ctx.params, honor)
 }
 
 /// The level deliveries to `domain` have reached lately (the downgrade
@@ -566,7 +613,7 @@ async fn to_address(
     policy: Option<&crate::mta_sts::Policy>,
     rcpts: &[String],
     trace: &mut Trace,
-) -> Result<Vec<Outcome>, (String, &'static str)> {
+) -> Result<Vec<Outcome>, HostFailure> {
     trace.ip = Some(ip);
     let peer = SocketAddr::new(ip, ctx.config.outbound.mx_port);
     if ctx.dry_run {
@@ -579,7 +626,8 @@ async fn to_address(
     trace.verified = req.authenticates();
     let mut plan = Plan::for_requirement(req);
     plan.client_cert = ctx.config.outbound.client_certificate.clone();
-    if req.pin_level {
+    // `TLS-Required: No` waives every TLS policy, the ledger's too.
+    if req.pin_level && message_tls(ctx) != MessageTls::TlsOptional {
         plan.pin = trace
             .mark
             .map(|mark| (mark, req.decision, domain.to_string()));
@@ -644,7 +692,11 @@ async fn to_address(
                 ("tls", Decision::Pkix(policy::PkixBy::MtaSts)) => "mta-sts",
                 (k, _) => k,
             };
-            Err((format!("{host} [{ip}]: {e}"), kind))
+            Err(HostFailure {
+                why: format!("{host} [{ip}]: {e}"),
+                kind,
+                permanent: matches!(e, ClientError::NotOffered(_)),
+            })
         }
     }
 }
@@ -913,8 +965,15 @@ async fn to_relay(
             }
         },
     };
+    if ctx.params.requiretls && (relay.tls == RelayTls::None || relay.allow_invalid_certs) {
+        // RFC 8689 §4.2.1 holds for a smart host too: authenticated TLS.
+        let why = format!(
+            "5.7.30 REQUIRETLS support required: relay {name} is not configured for TLS with a checked certificate"
+        );
+        return (fail_all(rcpts, &why, "tls"), trace);
+    }
     let plan = relay_plan(ctx.config, relay);
-    let mut last = (format!("relay {name} unreachable"), "connection");
+    let mut last = HostFailure::new(format!("relay {name} unreachable"), "connection");
     for ip in ips {
         trace.ip = Some(ip);
         let result = transaction(
@@ -937,11 +996,15 @@ async fn to_relay(
             }
             Err(e) => {
                 log_attempt(ctx, name, &trace, &[], Some(&e));
-                last = (format!("relay {name} [{ip}]: {e}"), e.kind());
+                last = HostFailure {
+                    why: format!("relay {name} [{ip}]: {e}"),
+                    kind: e.kind(),
+                    permanent: matches!(e, ClientError::NotOffered(_)),
+                };
             }
         }
     }
-    (defer_all(rcpts, &last.0, last.1), trace)
+    (last.outcomes(rcpts, true), trace)
 }
 
 /// The DANE check of a connection: the TLSA RRset and the reference names.
@@ -1080,6 +1143,7 @@ async fn transaction(
         // (at MAIL or RCPT): then a new connection is made below.
         let started = std::time::Instant::now();
         if let Ok(outcomes) = send(&mut c, ctx, rcpts).await {
+            trace.next_hop_dsn = c.offers("DSN");
             trace.tls = c.tls.clone();
             trace.peer_sha256 = leaf_sha256(&c.peer_chain);
             trace.delays.transfer = started.elapsed();
@@ -1179,6 +1243,7 @@ async fn transaction(
     }
     let transfer_started = std::time::Instant::now();
     let outcomes = send(&mut c, ctx, rcpts).await?;
+    trace.next_hop_dsn = c.offers("DSN");
     trace.delays.transfer = transfer_started.elapsed();
     match pool {
         Some(p) => p.put(key, c, 1),
@@ -1234,26 +1299,27 @@ async fn send(
     ctx: &Context<'_>,
     rcpts: &[String],
 ) -> Result<Vec<Outcome>, ClientError> {
-    if ctx.smtputf8 && !c.offers("SMTPUTF8") {
-        return Ok(fail_all(
-            rcpts,
-            "553 5.6.7 the message needs SMTPUTF8, which the receiving server does not offer",
-            "unexpected-reply",
-        ));
+    if let Some(refused) = unsendable(c, ctx, rcpts)? {
+        return Ok(refused);
     }
+    let mail = Mail {
+        sender: ctx.sender,
+        size: ctx.message.len(),
+        smtputf8: ctx.smtputf8,
+        params: ctx.params,
+        rcpt_dsn: ctx.rcpt_dsn,
+    };
     if c.offers("PIPELINING") {
-        return send_pipelined(c, ctx, rcpts).await;
+        return send_pipelined(c, ctx, &mail, rcpts).await;
     }
-    let r = c
-        .mail_from(ctx.sender, ctx.message.len(), ctx.smtputf8)
-        .await?;
+    let r = c.mail_from(&mail).await?;
     if let Some(done) = mail_refused(&r, rcpts)? {
         return Ok(done);
     }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     let mut accepted = Vec::new();
     for (i, rcpt) in rcpts.iter().enumerate() {
-        let r = c.rcpt_to(rcpt).await?;
+        let r = c.rcpt_to(rcpt, ctx.rcpt_dsn.get(i)).await?;
         if r.is_positive() {
             accepted.push(i);
         } else {
@@ -1271,15 +1337,47 @@ async fn send(
     Ok(finish(outcomes, &accepted, data))
 }
 
+/// What this server cannot take, checked after EHLO and before MAIL:
+/// `Ok(Some)` fails every recipient (the message itself cannot go to any
+/// server like this one), `Err` fails the host (another may offer it).
+fn unsendable(
+    c: &Client,
+    ctx: &Context<'_>,
+    rcpts: &[String],
+) -> Result<Option<Vec<Outcome>>, ClientError> {
+    if ctx.params.requiretls && !c.offers("REQUIRETLS") {
+        // RFC 8689 §4.2.1: the next hop must promise to keep the requirement.
+        return Err(ClientError::NotOffered(
+            "the server does not offer REQUIRETLS".into(),
+        ));
+    }
+    if ctx.smtputf8 && !c.offers("SMTPUTF8") {
+        return Ok(Some(fail_all(
+            rcpts,
+            "553 5.6.7 the message needs SMTPUTF8, which the receiving server does not offer",
+            "unexpected-reply",
+        )));
+    }
+    if ctx.params.eight_bit && !c.offers("8BITMIME") {
+        // RFC 6152 §3: 8-bit data only to a server that offers 8BITMIME.
+        // postern does not convert to quoted-printable (docs/decisions.md).
+        return Ok(Some(fail_all(
+            rcpts,
+            "554 5.6.3 the message has 8-bit content and the receiving server does not offer 8BITMIME; postern does not convert it",
+            "unexpected-reply",
+        )));
+    }
+    Ok(None)
+}
+
 /// [`send`] with PIPELINING: one write for the envelope and DATA.
 async fn send_pipelined(
     c: &mut Client,
     ctx: &Context<'_>,
+    envelope: &Mail<'_>,
     rcpts: &[String],
 ) -> Result<Vec<Outcome>, ClientError> {
-    let (mail, replies, data) = c
-        .pipelined_envelope(ctx.sender, ctx.message.len(), ctx.smtputf8, rcpts)
-        .await?;
+    let (mail, replies, data) = c.pipelined_envelope(envelope, rcpts).await?;
     if let Some(done) = mail_refused(&mail, rcpts)? {
         if data.code == 354 {
             // a server that took DATA after refusing MAIL: end it empty

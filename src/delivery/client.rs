@@ -4,16 +4,21 @@
 //! rustls configuration, and reads back what happened.
 
 use crate::net::Stream;
+use crate::queue::params::{xtext, Ret};
+use crate::queue::{Params, RcptDsn};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A server reply: code, enhanced status (if any) and text lines.
+/// A server reply: code, enhanced status (if any) and text lines (the
+/// codes taken off).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
+    /// The enhanced status code (RFC 3463), `5.7.1`, when the reply has one.
+    pub enhanced: Option<String>,
     pub lines: Vec<String>,
 }
 
@@ -24,9 +29,12 @@ impl Reply {
     pub fn is_permanent(&self) -> bool {
         (500..600).contains(&self.code)
     }
-    /// The reply as one line, for logs and DSNs.
+    /// The reply as one line, for logs and DSNs: `550 5.1.1 text / more`.
     pub fn text(&self) -> String {
-        format!("{} {}", self.code, self.lines.join(" / "))
+        match &self.enhanced {
+            Some(e) => format!("{} {e} {}", self.code, self.lines.join(" / ")),
+            None => format!("{} {}", self.code, self.lines.join(" / ")),
+        }
     }
     pub fn has_extension(&self, name: &str) -> bool {
         self.lines.iter().skip(1).any(|l| {
@@ -49,6 +57,9 @@ pub enum ClientError {
         reply: Reply,
     },
     Protocol(String),
+    /// The message needs an extension the server does not offer
+    /// (REQUIRETLS): this host cannot take it, whatever is retried.
+    NotOffered(String),
 }
 
 /// A failed STARTTLS or handshake, with its RFC 8460 result type.
@@ -74,7 +85,7 @@ impl ClientError {
         match self {
             ClientError::Connect(_) => "connection",
             ClientError::Timeout(_) | ClientError::Io(_) => "io",
-            ClientError::Tls(_) => "tls",
+            ClientError::Tls(_) | ClientError::NotOffered(_) => "tls",
             ClientError::Reply { .. } | ClientError::Protocol(_) => "unexpected-reply",
         }
     }
@@ -89,6 +100,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Tls(e) => write!(f, "TLS: {}", e.message),
             ClientError::Reply { stage, reply } => write!(f, "{stage}: {}", reply.text()),
             ClientError::Protocol(e) => write!(f, "protocol: {e}"),
+            ClientError::NotOffered(e) => f.write_str(e),
         }
     }
 }
@@ -103,6 +115,16 @@ pub struct Timeouts {
     pub rcpt: Duration,
     pub data: Duration,
     pub tls: Duration,
+}
+
+/// The envelope of one transaction as MAIL FROM and RCPT TO carry it.
+pub struct Mail<'a> {
+    pub sender: &'a str,
+    pub size: usize,
+    pub smtputf8: bool,
+    pub params: &'a Params,
+    /// Per recipient, in order (may be shorter: no parameters).
+    pub rcpt_dsn: &'a [RcptDsn],
 }
 
 pub struct Client {
@@ -206,6 +228,7 @@ impl Client {
         }
         self.capabilities = Some(Reply {
             code: 250,
+            enhanced: None,
             lines: vec![],
         });
         Ok(())
@@ -304,24 +327,53 @@ impl Client {
         Ok(())
     }
 
-    fn mail_command(&self, sender: &str, size: usize, smtputf8: bool) -> String {
-        let mut cmd = format!("MAIL FROM:<{sender}>");
+    /// MAIL FROM with the parameters the server offers and the message
+    /// needs: SIZE, SMTPUTF8, BODY=8BITMIME (RFC 6152), REQUIRETLS
+    /// (RFC 8689; the caller has checked it is offered), RET and ENVID
+    /// (RFC 3461, only to a server that offers DSN).
+    fn mail_command(&self, m: &Mail<'_>) -> String {
+        let mut cmd = format!("MAIL FROM:<{}>", m.sender);
         if self.offers("SIZE") {
-            cmd.push_str(&format!(" SIZE={size}"));
+            cmd.push_str(&format!(" SIZE={}", m.size));
         }
-        if smtputf8 && self.offers("SMTPUTF8") {
+        if (m.params.body_8bitmime || m.params.eight_bit) && self.offers("8BITMIME") {
+            cmd.push_str(" BODY=8BITMIME");
+        }
+        if m.smtputf8 && self.offers("SMTPUTF8") {
             cmd.push_str(" SMTPUTF8");
+        }
+        if m.params.requiretls {
+            cmd.push_str(" REQUIRETLS");
+        }
+        if self.offers("DSN") {
+            match m.params.ret {
+                Some(Ret::Full) => cmd.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => cmd.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = &m.params.envid {
+                cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+            }
         }
         cmd
     }
 
-    pub async fn mail_from(
-        &mut self,
-        sender: &str,
-        size: usize,
-        smtputf8: bool,
-    ) -> Result<Reply, ClientError> {
-        let cmd = self.mail_command(sender, size, smtputf8);
+    /// RCPT TO with NOTIFY and ORCPT when the server offers DSN.
+    fn rcpt_command(&self, rcpt: &str, dsn: Option<&RcptDsn>) -> String {
+        let mut cmd = format!("RCPT TO:<{rcpt}>");
+        if let Some(d) = dsn.filter(|_| self.offers("DSN")) {
+            if let Some(n) = d.notify {
+                cmd.push_str(&format!(" NOTIFY={}", n.value()));
+            }
+            if let Some(o) = &d.orcpt {
+                cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(o)));
+            }
+        }
+        cmd
+    }
+
+    pub async fn mail_from(&mut self, m: &Mail<'_>) -> Result<Reply, ClientError> {
+        let cmd = self.mail_command(m);
         self.command(&cmd, self.timeouts.mail, "MAIL").await
     }
 
@@ -330,15 +382,14 @@ impl Client {
     /// recipient. DATA is last, as §3.1 requires.
     pub async fn pipelined_envelope(
         &mut self,
-        sender: &str,
-        size: usize,
-        smtputf8: bool,
+        m: &Mail<'_>,
         rcpts: &[String],
     ) -> Result<(Reply, Vec<Reply>, Reply), ClientError> {
-        let mut out = self.mail_command(sender, size, smtputf8);
+        let mut out = self.mail_command(m);
         out.push_str("\r\n");
-        for r in rcpts {
-            out.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        for (i, r) in rcpts.iter().enumerate() {
+            out.push_str(&self.rcpt_command(r, m.rcpt_dsn.get(i)));
+            out.push_str("\r\n");
         }
         out.push_str("DATA\r\n");
         self.write(out.as_bytes()).await?;
@@ -351,9 +402,13 @@ impl Client {
         Ok((mail, replies, data))
     }
 
-    pub async fn rcpt_to(&mut self, rcpt: &str) -> Result<Reply, ClientError> {
-        self.command(&format!("RCPT TO:<{rcpt}>"), self.timeouts.rcpt, "RCPT")
-            .await
+    pub async fn rcpt_to(
+        &mut self,
+        rcpt: &str,
+        dsn: Option<&RcptDsn>,
+    ) -> Result<Reply, ClientError> {
+        let cmd = self.rcpt_command(rcpt, dsn);
+        self.command(&cmd, self.timeouts.rcpt, "RCPT").await
     }
 
     /// DATA with the message dot-stuffed; returns one reply, or (LMTP) one
@@ -469,12 +524,16 @@ impl Client {
 }
 
 /// Assembles one reply from its lines (RFC 5321 §4.2): `ddd-text` lines
-/// continue it, `ddd text` (or a bare `ddd`) ends it. Pure, so that the
-/// fuzz target (`crate::fuzzing::smtp_reply`) drives the same code.
+/// continue it, `ddd text` (or a bare `ddd`) ends it. smtp-proto's
+/// `ResponseReceiver` does the parsing (text, enhanced status code); this
+/// adds what it lets through: a code outside 200..=599 and a code that
+/// changes within a reply. Pure, so that the fuzz target
+/// (`crate::fuzzing::smtp_reply`) drives the same code.
 #[derive(Default)]
 pub struct ReplyParser {
     code: u16,
-    lines: Vec<String>,
+    lines: usize,
+    receiver: smtp_proto::response::parser::ResponseReceiver,
 }
 
 impl ReplyParser {
@@ -490,28 +549,47 @@ impl ReplyParser {
         if text.len() < 3
             || !text.as_bytes()[..3].iter().all(u8::is_ascii_digit)
             || !(b'2'..=b'5').contains(&text.as_bytes()[0])
+            || !matches!(text.as_bytes().get(3), None | Some(b' ' | b'-'))
         {
-            return Err(ClientError::Protocol(format!(
-                "malformed reply line: {text:.100}"
-            )));
+            return Err(self.fail(format!("malformed reply line: {text:.100}")));
         }
         let this_code: u16 = text[..3].parse().unwrap_or(0);
         if self.code != 0 && this_code != self.code {
-            return Err(ClientError::Protocol(
-                "reply codes differ within a multiline reply".into(),
-            ));
+            return Err(self.fail("reply codes differ within a multiline reply".into()));
         }
         self.code = this_code;
-        self.lines.push(text.get(4..).unwrap_or("").to_string());
-        if text.as_bytes().get(3) != Some(&b'-') {
-            let code = std::mem::take(&mut self.code);
-            let lines = std::mem::take(&mut self.lines);
-            return Ok(Some(Reply { code, lines }));
+        self.lines += 1;
+        if self.lines > 1000 {
+            return Err(self.fail("reply too long".into()));
         }
-        if self.lines.len() > 1000 {
-            return Err(ClientError::Protocol("reply too long".into()));
+        // One line with one line ending, as smtp-proto expects.
+        let mut bytes = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line)
+            .to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        match self.receiver.parse(&mut bytes.iter()) {
+            Ok(r) => {
+                *self = ReplyParser::default();
+                let enhanced =
+                    (r.esc[0] != 0).then(|| format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2]));
+                let lines = r.message.split('\n').map(str::to_string).collect();
+                Ok(Some(Reply {
+                    code: r.code,
+                    enhanced,
+                    lines,
+                }))
+            }
+            Err(smtp_proto::Error::NeedsMoreData { .. }) => Ok(None),
+            Err(e) => Err(self.fail(format!("malformed reply: {e}"))),
         }
-        Ok(None)
+    }
+
+    /// Ready for a new reply; the error for this one.
+    fn fail(&mut self, why: String) -> ClientError {
+        *self = ReplyParser::default();
+        ClientError::Protocol(why)
     }
 }
 
@@ -562,6 +640,7 @@ mod tests {
     fn reply_helpers() {
         let r = Reply {
             code: 250,
+            enhanced: None,
             lines: vec![
                 "mx.example".into(),
                 "PIPELINING".into(),
@@ -572,9 +651,11 @@ mod tests {
         assert!(r.has_extension("starttls"));
         let r = Reply {
             code: 550,
-            lines: vec!["5.1.1 No such user".into()],
+            enhanced: Some("5.1.1".into()),
+            lines: vec!["No such user".into()],
         };
         assert!(r.is_permanent());
+        assert_eq!(r.text(), "550 5.1.1 No such user");
     }
 
     /// A fake server that answers nothing until MAIL, both RCPTs and DATA
@@ -634,10 +715,15 @@ mod tests {
             c.hello("client.example").await.unwrap();
             assert!(c.offers("PIPELINING"));
             let rcpts = vec!["a@example.org".to_string(), "b@example.org".to_string()];
-            let (mail, replies, data) = c
-                .pipelined_envelope("s@example.net", 42, false, &rcpts)
-                .await
-                .unwrap();
+            let params = Params::default();
+            let mail = Mail {
+                sender: "s@example.net",
+                size: 42,
+                smtputf8: false,
+                params: &params,
+                rcpt_dsn: &[],
+            };
+            let (mail, replies, data) = c.pipelined_envelope(&mail, &rcpts).await.unwrap();
             assert_eq!((mail.code, data.code), (250, 354));
             assert_eq!(
                 replies.iter().map(|r| r.code).collect::<Vec<_>>(),

@@ -207,10 +207,8 @@ impl Engine {
                 .iter()
                 .map(|i| env.recipients[*i].address.clone())
                 .collect();
-            let rcpt_dsn: Vec<queue::RcptDsn> = idx
-                .iter()
-                .map(|i| env.recipients[*i].dsn.clone())
-                .collect();
+            let rcpt_dsn: Vec<queue::RcptDsn> =
+                idx.iter().map(|i| env.recipients[*i].dsn.clone()).collect();
             let last_error = idx
                 .iter()
                 .find_map(|i| env.recipients[*i].error_kind.clone())

@@ -61,9 +61,8 @@ impl Level {
             Decision::Dane => Level::Dane,
             Decision::Encrypt(EncryptBy::UnusableTlsa) => Level::DaneEncrypt,
             Decision::Pkix(PkixBy::MtaSts) => Level::MtaSts,
-            Decision::Pkix(PkixBy::Strategy) | Decision::Opportunistic { pkix: true } => {
-                Level::Verified
-            }
+            Decision::Pkix(PkixBy::Strategy | PkixBy::RequireTls)
+            | Decision::Opportunistic { pkix: true } => Level::Verified,
             Decision::Opportunistic { pkix: false }
             | Decision::Encrypt(EncryptBy::Strategy)
             | Decision::Plaintext

@@ -197,6 +197,48 @@ impl From<&Strategy> for Knobs {
     }
 }
 
+/// What the message itself asks of the transport (RFC 8689). One value,
+/// so a message cannot be both: REQUIRETLS wins over the header (§5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageTls {
+    /// Nothing: the strategy and the destination's policies decide.
+    Default,
+    /// `MAIL FROM … REQUIRETLS` (§4.2.1): the MX must come from a
+    /// DNSSEC-secure answer or be listed in an MTA-STS policy, and TLS must
+    /// be authenticated by DANE or PKIX — whatever the strategy says. (The
+    /// next hop offering REQUIRETLS is checked after EHLO.)
+    RequireTls,
+    /// `TLS-Required: No` (§5), honored (`outbound.tlsRequiredHeader`):
+    /// DANE and MTA-STS do not block delivery; STARTTLS is still attempted
+    /// unless the strategy disables it. DNSSEC failures still refuse a host:
+    /// a forged MX or address is no TLS policy.
+    TlsOptional,
+}
+
+impl MessageTls {
+    pub const ALL: [MessageTls; 3] = [
+        MessageTls::Default,
+        MessageTls::RequireTls,
+        MessageTls::TlsOptional,
+    ];
+
+    /// From the stored parameters and `outbound.tlsRequiredHeader`.
+    pub fn of(params: &crate::queue::Params, honor_header: bool) -> MessageTls {
+        if params.requiretls {
+            MessageTls::RequireTls
+        } else if params.tls_required_no && honor_header {
+            MessageTls::TlsOptional
+        } else {
+            MessageTls::Default
+        }
+    }
+
+    /// Whether TLSA records are looked up for such a message at all.
+    pub fn uses_dane(self) -> bool {
+        self != MessageTls::TlsOptional
+    }
+}
+
 /// Everything [`decide`] looks at for one host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Facts {
@@ -208,6 +250,7 @@ pub struct Facts {
     pub tlsa: TlsaFact,
     pub sts: StsFact,
     pub strategy: Knobs,
+    pub message: MessageTls,
 }
 
 /// Why a host may not be used.
@@ -230,6 +273,9 @@ pub enum Refusal {
     MtaStsRequired,
     /// An `enforce` policy does not list this MX (RFC 8461 §4.1).
     NotInPolicy,
+    /// REQUIRETLS, and the MX answer is not DNSSEC-secure while no MTA-STS
+    /// policy lists the host (RFC 8689 §4.2.1): permanent, 5.7.30.
+    RequireTlsMx,
 }
 
 impl Refusal {
@@ -242,9 +288,16 @@ impl Refusal {
             }
             Refusal::DaneRequiredInsecure | Refusal::DaneRequiredNoTlsa => Some("dane-required"),
             Refusal::DaneRequiredUnusable => Some("tlsa-invalid"),
-            Refusal::MtaStsRequired => None,
+            Refusal::MtaStsRequired | Refusal::RequireTlsMx => None,
             Refusal::NotInPolicy => Some("validation-failure"),
         }
+    }
+
+    /// Whether no later attempt can succeed either, so the message bounces
+    /// now: only the sender's REQUIRETLS against a destination that cannot
+    /// meet it (RFC 8689 §4.2.1, 5.7.30). Everything else may heal.
+    pub fn permanent(self) -> bool {
+        self == Refusal::RequireTlsMx
     }
 
     /// The `last_error` kind of SPEC §2.2 expressions.
@@ -256,6 +309,7 @@ impl Refusal {
             | Refusal::DaneRequiredNoTlsa
             | Refusal::DaneRequiredUnusable => "dane",
             Refusal::MtaStsRequired | Refusal::NotInPolicy => "mta-sts",
+            Refusal::RequireTlsMx => "tls",
         }
     }
 }
@@ -287,6 +341,9 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::MtaStsRequired => "MTA-STS is required, but the domain has no policy",
             Refusal::NotInPolicy => "the MX host is not listed in the MTA-STS policy (enforce)",
+            Refusal::RequireTlsMx => {
+                "REQUIRETLS: the MX answer is not DNSSEC-secure and no MTA-STS policy lists the host"
+            }
         })
     }
 }
@@ -298,6 +355,9 @@ pub enum PkixBy {
     MtaSts,
     /// The strategy: `startTls: require` without `allowInvalidCerts`.
     Strategy,
+    /// The message's REQUIRETLS (RFC 8689 §4.2.1), where nothing else
+    /// demands authentication.
+    RequireTls,
 }
 
 /// Why TLS is mandatory but the certificate is not authenticated.
@@ -360,6 +420,7 @@ impl Decision {
             }
             Decision::Pkix(PkixBy::MtaSts) => "STARTTLS required, PKIX (MTA-STS enforce)".into(),
             Decision::Pkix(PkixBy::Strategy) => "STARTTLS required, PKIX".into(),
+            Decision::Pkix(PkixBy::RequireTls) => "STARTTLS required, PKIX (REQUIRETLS)".into(),
             Decision::Dane => "STARTTLS required, DANE".into(),
         }
     }
@@ -371,8 +432,58 @@ pub fn domain_refusal(mx: Dnssec) -> Option<Refusal> {
     mx.failed().then_some(Refusal::MxDnssec(mx))
 }
 
-/// The decision table (SPEC §2.3). Pure: same facts, same answer.
+/// The decision table (SPEC §2.3, RFC 8689). Pure: same facts, same answer.
 pub fn decide(f: &Facts) -> Decision {
+    match f.message {
+        MessageTls::Default => destination(f),
+        MessageTls::RequireTls => require_tls(f),
+        MessageTls::TlsOptional => tls_optional(f),
+    }
+}
+
+/// REQUIRETLS (RFC 8689 §4.2.1): what the destination demands, raised to
+/// authenticated TLS, and only for an MX from a secure answer or listed in
+/// an MTA-STS policy. Nothing the strategy says lowers it.
+fn require_tls(f: &Facts) -> Decision {
+    let d = destination(f);
+    if let Decision::Unusable(_) = d {
+        return d;
+    }
+    let listed = matches!(
+        f.sts,
+        StsFact::Enforce { mx_listed: true } | StsFact::Testing { mx_listed: true }
+    );
+    if f.mx != Dnssec::Secure && !listed {
+        return Decision::Unusable(Refusal::RequireTlsMx);
+    }
+    match d {
+        Decision::Dane | Decision::Pkix(PkixBy::MtaSts) => d,
+        _ => Decision::Pkix(PkixBy::RequireTls),
+    }
+}
+
+/// `TLS-Required: No` (RFC 8689 §5): no DANE or MTA-STS, STARTTLS when
+/// offered with any certificate — but still no forged MX or address.
+fn tls_optional(f: &Facts) -> Decision {
+    if let Some(refusal) = domain_refusal(f.mx) {
+        return Decision::Unusable(refusal);
+    }
+    if f.address.failed() {
+        return Decision::Unusable(Refusal::AddressDnssec(f.address));
+    }
+    // TLSA is not looked up for such a message; were it, a forged answer
+    // would still refuse the host rather than be ignored.
+    if f.tlsa.failed() {
+        return Decision::Unusable(Refusal::TlsaLookup(f.tlsa));
+    }
+    match f.strategy.start_tls {
+        Requirement::Disable => Decision::Plaintext,
+        _ => Decision::Opportunistic { pkix: false },
+    }
+}
+
+/// What the destination demands under the strategy (SPEC §2.3).
+fn destination(f: &Facts) -> Decision {
     use Decision::Unusable;
     let s = &f.strategy;
     // Rule 1: nothing that failed validation is used, whatever the strategy.

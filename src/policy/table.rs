@@ -53,6 +53,7 @@ fn dns_rows() -> Vec<(Dnssec, Dnssec, TlsaFact)> {
 
 fn cell(d: Decision) -> String {
     match d {
+        Decision::Unusable(r) if r.permanent() => format!("**refused for good** (5.7.30): {r}"),
         Decision::Unusable(r) => format!("**defer**: {r}"),
         other => other.describe(),
     }
@@ -82,44 +83,82 @@ pub fn markdown() -> String {
         StsFact::Enforce { mx_listed: false },
     ];
     for (name, knobs) in strategies() {
-        let _ = write!(
-            out,
-            "\n## `{name}` (dane {}, mtaSts {}, startTls {}, allowInvalidCerts {})\n\n",
+        let title = format!(
+            "`{name}` (dane {}, mtaSts {}, startTls {}, allowInvalidCerts {})",
             req(knobs.dane),
             req(knobs.mta_sts),
             req(knobs.start_tls),
             knobs.allow_invalid_certs
         );
-        out.push_str("| MX | address | TLSA |");
-        for s in sts_cols {
-            let _ = write!(out, " MTA-STS {} |", s.as_str());
-        }
-        out.push_str("\n|---|---|---|");
-        for _ in sts_cols {
-            out.push_str("---|");
-        }
-        out.push('\n');
-        for (mx, address, tlsa) in dns_rows() {
-            let addr = if mx.failed() { "any" } else { address.as_str() };
-            let _ = write!(out, "| {} | {} | {} |", mx.as_str(), addr, tlsa.as_str());
-            for sts in sts_cols {
-                let f = Facts {
-                    mx,
-                    address,
-                    tlsa,
-                    sts,
-                    strategy: knobs,
-                };
-                let _ = write!(out, " {} |", cell(decide(&f)));
-            }
-            out.push('\n');
-        }
+        table(&mut out, &title, knobs, MessageTls::Default, &sts_cols);
     }
+    let default = strategies()[0].1;
+    table(
+        &mut out,
+        "REQUIRETLS (RFC 8689; the same under every strategy)",
+        default,
+        MessageTls::RequireTls,
+        &[
+            StsFact::None,
+            StsFact::Testing { mx_listed: false },
+            StsFact::Testing { mx_listed: true },
+            StsFact::Enforce { mx_listed: true },
+            StsFact::Enforce { mx_listed: false },
+        ],
+    );
+    out.push_str(
+        "\nThe next hop must also offer REQUIRETLS (checked after EHLO). A host refused\n\
+         for REQUIRETLS alone is refused for good: when every MX host is, the message\n\
+         bounces with 5.7.30.\n",
+    );
+    table(
+        &mut out,
+        "`TLS-Required: No`, honored (RFC 8689 §5; `default` strategy, TLSA not looked up)",
+        default,
+        MessageTls::TlsOptional,
+        &sts_cols,
+    );
     out.push_str(
         "\nMTA-STS `testing` with the MX listed decides as `testing` with it unlisted\n\
          (RFC 8461 §5: as if there were no policy; the mismatch is only reported).\n",
     );
     out
+}
+
+/// One table: a row per DNS fact combination, a column per MTA-STS state.
+fn table(out: &mut String, title: &str, knobs: Knobs, message: MessageTls, sts_cols: &[StsFact]) {
+    let _ = write!(out, "\n## {title}\n\n");
+    out.push_str("| MX | address | TLSA |");
+    for s in sts_cols {
+        let _ = write!(out, " MTA-STS {} |", s.as_str());
+    }
+    out.push_str("\n|---|---|---|");
+    for _ in sts_cols {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (mx, address, row_tlsa) in dns_rows() {
+        // without DANE one row stands for every TLSA value
+        let tlsa = match (message.uses_dane(), row_tlsa) {
+            (true, t) => t,
+            (false, TlsaFact::NotLooked | TlsaFact::Absent) => TlsaFact::NotLooked,
+            (false, _) => continue,
+        };
+        let addr = if mx.failed() { "any" } else { address.as_str() };
+        let _ = write!(out, "| {} | {} | {} |", mx.as_str(), addr, tlsa.as_str());
+        for sts in sts_cols {
+            let f = Facts {
+                mx,
+                address,
+                tlsa,
+                sts: *sts,
+                strategy: knobs,
+                message,
+            };
+            let _ = write!(out, " {} |", cell(decide(&f)));
+        }
+        out.push('\n');
+    }
 }
 
 fn req(r: Requirement) -> &'static str {

@@ -1,5 +1,5 @@
 //! The decision table against its rules, over the whole cross product of
-//! fact values (4 × 4 × 7 × 5 × 3 × 3 × 3 × 2 = 30 240 inputs): every
+//! fact values (4 × 4 × 7 × 5 × 3 × 3 × 3 × 2 × 3 = 90 720 inputs): every
 //! property below is checked for every input, not for a sample.
 
 use super::*;
@@ -34,13 +34,16 @@ fn all_facts() -> Vec<Facts> {
             for tlsa in TlsaFact::ALL {
                 for sts in StsFact::ALL {
                     for strategy in all_knobs() {
-                        v.push(Facts {
-                            mx,
-                            address,
-                            tlsa,
-                            sts,
-                            strategy,
-                        });
+                        for message in MessageTls::ALL {
+                            v.push(Facts {
+                                mx,
+                                address,
+                                tlsa,
+                                sts,
+                                strategy,
+                                message,
+                            });
+                        }
                     }
                 }
             }
@@ -50,11 +53,14 @@ fn all_facts() -> Vec<Facts> {
 }
 
 /// The facts the delivery code can produce: TLSA is looked up exactly when
-/// DANE is not disabled and the MX and address answers are secure; an MTA-STS
-/// policy exists only when `mtaSts` is not disabled.
+/// DANE is not disabled, the message does not waive it (`TLS-Required: No`)
+/// and the MX and address answers are secure; an MTA-STS policy exists only
+/// when `mtaSts` is not disabled.
 fn consistent(f: &Facts) -> bool {
-    let looked =
-        f.strategy.dane != Disable && f.mx == Dnssec::Secure && f.address == Dnssec::Secure;
+    let looked = f.strategy.dane != Disable
+        && f.message.uses_dane()
+        && f.mx == Dnssec::Secure
+        && f.address == Dnssec::Secure;
     let tlsa_ok = if looked {
         f.tlsa != TlsaFact::NotLooked
     } else {
@@ -68,9 +74,27 @@ fn consistent_facts() -> Vec<Facts> {
     all_facts().into_iter().filter(consistent).collect()
 }
 
+/// Consistent facts for messages that do not waive the destination's
+/// policies (`TLS-Required: No` does, by the sender's choice).
+fn policy_facts() -> Vec<Facts> {
+    consistent_facts()
+        .into_iter()
+        .filter(|f| f.message != MessageTls::TlsOptional)
+        .collect()
+}
+
+/// Consistent facts for messages that ask nothing: the rows compared with
+/// Postfix and RFC 8461.
+fn default_facts() -> Vec<Facts> {
+    consistent_facts()
+        .into_iter()
+        .filter(|f| f.message == MessageTls::Default)
+        .collect()
+}
+
 #[test]
 fn the_cross_product_is_complete() {
-    assert_eq!(all_facts().len(), 4 * 4 * 7 * 5 * 3 * 3 * 3 * 2);
+    assert_eq!(all_facts().len(), 4 * 4 * 7 * 5 * 3 * 3 * 3 * 2 * 3);
     let c = consistent_facts().len();
     assert!(c > 1000, "{c} consistent inputs");
 }
@@ -103,7 +127,7 @@ fn failed_validation_is_never_more_permissive_than_unusable() {
 /// neither `startTls`, `allowInvalidCerts` nor the MTA-STS policy relaxes it.
 #[test]
 fn no_strategy_relaxes_usable_tlsa() {
-    for f in consistent_facts() {
+    for f in policy_facts() {
         if f.tlsa == TlsaFact::Usable {
             let d = decide(&f);
             assert!(
@@ -121,7 +145,7 @@ fn no_strategy_relaxes_usable_tlsa() {
 /// and nothing for unlisted ones, whatever `startTls` and `allowInvalidCerts`.
 #[test]
 fn no_strategy_relaxes_an_enforce_policy() {
-    for f in consistent_facts() {
+    for f in policy_facts() {
         let d = decide(&f);
         match f.sts {
             StsFact::Enforce { mx_listed: true } => assert!(
@@ -145,7 +169,7 @@ fn no_strategy_relaxes_an_enforce_policy() {
 /// changes rows that have no authentication requirement from the domain.
 #[test]
 fn tls_knobs_change_only_unprotected_rows() {
-    for f in consistent_facts() {
+    for f in policy_facts() {
         let d = decide(&f);
         let protected = matches!(d, Decision::Dane | Decision::Pkix(PkixBy::MtaSts));
         if !protected {
@@ -203,7 +227,7 @@ fn postfix(mx: Dnssec, address: Dnssec, tlsa: TlsaFact, dane_only: bool) -> &'st
 #[test]
 fn dane_rows_match_postfix() {
     let mut exact = 0;
-    for f in consistent_facts() {
+    for f in default_facts() {
         if f.strategy.dane == Disable || f.sts != StsFact::None || f.strategy.mta_sts == Require {
             continue;
         }
@@ -229,7 +253,7 @@ fn dane_rows_match_postfix() {
 /// `testing` changes nothing (§5).
 #[test]
 fn mta_sts_rows_follow_rfc_8461() {
-    for f in consistent_facts() {
+    for f in default_facts() {
         let d = decide(&f);
         match f.sts {
             StsFact::Enforce { mx_listed: true } => {
@@ -271,15 +295,133 @@ fn unusable_tlsa_with_enforce_is_pkix() {
             start_tls: Optional,
             allow_invalid_certs: true,
         },
+        message: MessageTls::Default,
     };
     assert_eq!(decide(&f), Decision::Pkix(PkixBy::MtaSts));
+}
+
+/// REQUIRETLS (RFC 8689 §4.2.1): authenticated TLS (DANE or PKIX) to an MX
+/// from a secure answer or listed in an MTA-STS policy, or no delivery.
+#[test]
+fn requiretls_is_authenticated_tls_to_a_trusted_mx_or_nothing() {
+    for f in consistent_facts() {
+        if f.message != MessageTls::RequireTls {
+            continue;
+        }
+        let d = decide(&f);
+        let listed = matches!(
+            f.sts,
+            StsFact::Enforce { mx_listed: true } | StsFact::Testing { mx_listed: true }
+        );
+        match d {
+            Decision::Dane | Decision::Pkix(_) => {
+                assert!(f.mx == Dnssec::Secure || listed, "{f:?} → {d:?}")
+            }
+            Decision::Unusable(_) => {}
+            other => panic!("{f:?} → {other:?}: REQUIRETLS without authentication"),
+        }
+        if f.mx == Dnssec::Insecure && !listed {
+            let plain = decide(&Facts {
+                message: MessageTls::Default,
+                ..f
+            });
+            // the destination's own refusal first; else REQUIRETLS's, for good
+            let want_permanent = !matches!(plain, Decision::Unusable(_));
+            assert!(
+                matches!(d, Decision::Unusable(r) if r.permanent() == want_permanent),
+                "{f:?} → {d:?}"
+            );
+        }
+    }
+}
+
+/// REQUIRETLS only ever adds to what the destination demands: where the
+/// same facts without it give DANE, PKIX or a refusal, so does REQUIRETLS;
+/// and no strategy knob changes a REQUIRETLS decision.
+#[test]
+fn requiretls_is_never_weaker_and_no_knob_lowers_it() {
+    for f in consistent_facts() {
+        if f.message != MessageTls::RequireTls {
+            continue;
+        }
+        let d = decide(&f);
+        let plain = decide(&Facts {
+            message: MessageTls::Default,
+            ..f
+        });
+        match plain {
+            Decision::Dane | Decision::Pkix(PkixBy::MtaSts) | Decision::Unusable(_) => {
+                assert_eq!(d, plain, "{f:?}")
+            }
+            _ => assert!(
+                matches!(
+                    d,
+                    Decision::Pkix(PkixBy::RequireTls) | Decision::Unusable(_)
+                ),
+                "{f:?} → {d:?}"
+            ),
+        }
+        for start_tls in REQS {
+            for allow_invalid_certs in [false, true] {
+                let g = Facts {
+                    strategy: Knobs {
+                        start_tls,
+                        allow_invalid_certs,
+                        ..f.strategy
+                    },
+                    ..f
+                };
+                assert_eq!(decide(&g), d, "{g:?} differs from {f:?}");
+            }
+        }
+    }
+}
+
+/// `TLS-Required: No` (RFC 8689 §5): STARTTLS with any certificate (or
+/// plaintext where the strategy disables it), whatever DANE or MTA-STS say
+/// — but a DNSSEC failure still refuses the host.
+#[test]
+fn tls_required_no_waives_policies_but_not_dnssec() {
+    for f in all_facts() {
+        if f.message != MessageTls::TlsOptional {
+            continue;
+        }
+        let d = decide(&f);
+        let failed = f.mx.failed() || f.address.failed() || f.tlsa.failed();
+        if failed {
+            assert!(
+                matches!(d, Decision::Unusable(r) if r.result_type() == Some("dnssec-invalid")),
+                "{f:?} → {d:?}"
+            );
+        } else if f.strategy.start_tls == Disable {
+            assert_eq!(d, Decision::Plaintext, "{f:?}");
+        } else {
+            assert_eq!(d, Decision::Opportunistic { pkix: false }, "{f:?}");
+        }
+    }
+}
+
+#[test]
+fn requiretls_wins_over_the_header() {
+    let p = crate::queue::Params {
+        requiretls: true,
+        tls_required_no: true,
+        ..Default::default()
+    };
+    assert_eq!(MessageTls::of(&p, true), MessageTls::RequireTls);
+    let p = crate::queue::Params {
+        tls_required_no: true,
+        ..Default::default()
+    };
+    assert_eq!(MessageTls::of(&p, true), MessageTls::TlsOptional);
+    assert_eq!(MessageTls::of(&p, false), MessageTls::Default);
 }
 
 /// Plaintext only ever comes from `startTls: disable`, and only where
 /// neither DANE nor an enforce policy applies.
 #[test]
 fn plaintext_only_when_nothing_protects_the_host() {
-    for f in consistent_facts() {
+    for f in policy_facts() {
         if decide(&f) == Decision::Plaintext {
             assert_eq!(f.strategy.start_tls, Disable, "{f:?}");
             assert!(

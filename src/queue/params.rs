@@ -199,7 +199,9 @@ mod tests {
 
     #[test]
     fn the_tls_required_header_is_found_in_the_header_only() {
-        assert!(tls_required_no(b"Subject: x\r\nTLS-Required: No\r\n\r\nbody"));
+        assert!(tls_required_no(
+            b"Subject: x\r\nTLS-Required: No\r\n\r\nbody"
+        ));
         assert!(tls_required_no(b"tls-required:\r\n\tno\r\n\r\n"));
         assert!(!tls_required_no(b"TLS-Required: yes\r\n\r\n"));
         assert!(!tls_required_no(b"Subject: x\r\n\r\nTLS-Required: No\r\n"));

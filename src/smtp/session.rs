@@ -42,7 +42,12 @@ pub struct Session {
 struct Transaction {
     sender: String,
     smtputf8: bool,
+    /// REQUIRETLS, BODY, RET, ENVID from MAIL FROM (the rest is filled in
+    /// from the message once it is in).
+    params: queue::Params,
     recipients: Vec<String>,
+    /// NOTIFY and ORCPT of each recipient, in the order of `recipients`.
+    rcpt_dsn: Vec<queue::RcptDsn>,
     /// BDAT chunks so far.
     chunks: Option<Vec<u8>>,
     chunks_oversize: bool,
@@ -126,7 +131,7 @@ impl Session {
             Request::Ehlo { host } => self.ehlo(host, true),
             Request::Helo { host } => self.ehlo(host, false),
             Request::Mail { from } => self.mail(from, line),
-            Request::Rcpt { to } => self.rcpt(to.address, line),
+            Request::Rcpt { to } => self.rcpt(to, line),
             Request::Data => return self.data().await,
             Request::Bdat {
                 chunk_size,
@@ -179,9 +184,14 @@ impl Session {
             "SMTPUTF8".into(),
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
+            "DSN".into(),
         ];
         if self.conn.tls.is_none() && self.tls.as_ref().is_some_and(|t| !t.implicit) {
             ext.push("STARTTLS".into());
+        }
+        // RFC 8689 §4.1: offered only inside TLS.
+        if self.conn.tls.is_some() {
+            ext.push("REQUIRETLS".into());
         }
         if self.auth_offered() {
             let mechs: Vec<&str> = self
@@ -234,15 +244,21 @@ impl Session {
                 "552 5.3.4 Message size exceeds fixed maximum of {max} bytes"
             ));
         }
+        let params = match mail_params(&from, self.conn.tls.is_some()) {
+            Ok(p) => p,
+            Err(reply) => return self.conn.reply(reply),
+        };
         self.tx = Some(Transaction {
             sender: from.address,
             smtputf8,
+            params,
             ..Default::default()
         });
         self.conn.reply("250 2.1.0 Sender OK");
     }
 
-    fn rcpt(&mut self, address: String, raw: &[u8]) {
+    fn rcpt(&mut self, to: smtp_proto::RcptTo<String>, raw: &[u8]) {
+        let address = to.address;
         let Some(tx) = &self.tx else {
             return self.conn.reply("503 5.5.1 Send MAIL first");
         };
@@ -284,6 +300,10 @@ impl Session {
             return self.conn.reply("452 4.5.3 Too many recipients");
         }
         tx.recipients.push(mailbox.to_address());
+        tx.rcpt_dsn.push(queue::RcptDsn {
+            notify: queue::params::Notify::from_flags(to.flags),
+            orcpt: to.orcpt,
+        });
         self.conn.reply("250 2.1.5 Recipient OK");
     }
 
@@ -397,6 +417,11 @@ impl Session {
         let id = queue::new_id();
         let mut message = self.received_header(&id, &tx).into_bytes();
         message.extend_from_slice(&body);
+        let params = queue::Params {
+            eight_bit: queue::params::has_eight_bit(&body),
+            tls_required_no: queue::params::tls_required_no(&body),
+            ..tx.params.clone()
+        };
         let now = queue::now_secs();
         let env = Envelope {
             id: id.clone(),
@@ -404,13 +429,14 @@ impl Session {
             recipients: tx
                 .recipients
                 .iter()
-                .map(|a| Recipient {
+                .zip(&tx.rcpt_dsn)
+                .map(|(a, dsn)| Recipient {
                     address: a.clone(),
                     status: Status::Pending,
                     last_error: None,
                     error_kind: None,
                     level: None,
-                    dsn: Default::default(),
+                    dsn: dsn.clone(),
                 })
                 .collect(),
             size: message.len() as u64,
@@ -428,7 +454,7 @@ impl Session {
             notified: 0,
             internal: false,
             held: false,
-            params: Default::default(),
+            params,
         };
         let store = self.shared.store.clone();
         let env2 = env.clone();
@@ -647,6 +673,41 @@ fn restore_literal(r: Request<String>, literal: Option<String>) -> Request<Strin
         }
         other => other,
     }
+}
+
+/// What MAIL FROM asks of the transport, or the reply refusing it.
+/// BINARYMIME is not offered (it needs CHUNKING-only delivery downstream).
+fn mail_params(
+    from: &smtp_proto::MailFrom<String>,
+    tls: bool,
+) -> Result<queue::Params, &'static str> {
+    use smtp_proto::{
+        MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS,
+    };
+    if from.flags & MAIL_BODY_BINARYMIME != 0 {
+        return Err("555 5.5.4 BODY=BINARYMIME is not supported");
+    }
+    let requiretls = from.flags & MAIL_REQUIRETLS != 0;
+    if requiretls && !tls {
+        // RFC 8689 §4.1: REQUIRETLS is only offered inside TLS.
+        return Err("530 5.7.10 REQUIRETLS needs a TLS session");
+    }
+    let ret = match (
+        from.flags & MAIL_RET_FULL != 0,
+        from.flags & MAIL_RET_HDRS != 0,
+    ) {
+        (true, true) => return Err("501 5.5.4 RET given twice"),
+        (true, false) => Some(queue::params::Ret::Full),
+        (false, true) => Some(queue::params::Ret::Hdrs),
+        (false, false) => None,
+    };
+    Ok(queue::Params {
+        requiretls,
+        body_8bitmime: from.flags & MAIL_BODY_8BITMIME != 0,
+        ret,
+        envid: from.env_id.clone(),
+        ..Default::default()
+    })
 }
 
 /// smtp-proto saturates a huge SIZE= value in a way that can wrap to a

@@ -22,7 +22,7 @@ pub struct Envelope<'a> {
 }
 
 /// The headers a DKIM signature covers.
-const SIGNED: [&str; 10] = [
+const SIGNED: [&str; 11] = [
     "From",
     "To",
     "Subject",
@@ -31,6 +31,7 @@ const SIGNED: [&str; 10] = [
     "TLS-Report-Domain",
     "TLS-Report-Submitter",
     "Auto-Submitted",
+    "TLS-Required",
     "MIME-Version",
     "Content-Type",
 ];
@@ -40,7 +41,9 @@ pub fn file_name(submitter: &str, domain: &str, begin: u64, end: u64) -> String 
     format!("{submitter}!{domain}!{begin}!{end}.json.gz")
 }
 
-/// The unsigned message, CRLF line ends.
+/// The unsigned message, CRLF line ends. It carries `TLS-Required: No`
+/// (RFC 8689 §5): a report about a broken TLS policy must not be blocked
+/// by that policy.
 pub fn build(e: &Envelope<'_>, gzipped: &[u8], now: u64) -> String {
     let boundary = format!("tlsrpt-{:016x}", hash(e.report_id) ^ now);
     let date = chrono::DateTime::from_timestamp(now as i64, 0)
@@ -62,6 +65,7 @@ pub fn build(e: &Envelope<'_>, gzipped: &[u8], now: u64) -> String {
          TLS-Report-Domain: {domain}\r\n\
          TLS-Report-Submitter: {submitter}\r\n\
          Auto-Submitted: auto-generated\r\n\
+         TLS-Required: No\r\n\
          MIME-Version: 1.0\r\n\
          Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n \
          boundary=\"{boundary}\"\r\n\
@@ -173,6 +177,8 @@ mod tests {
         assert!(m.contains("TLS-Report-Domain: example.org\r\n"));
         assert!(m.contains("TLS-Report-Submitter: mx1.example.net\r\n"));
         assert!(m.contains("Auto-Submitted: auto-generated\r\n"));
+        assert!(m.contains("TLS-Required: No\r\n"));
+        assert!(crate::queue::params::tls_required_no(m.as_bytes()));
         assert!(m.contains("Content-Type: multipart/report; report-type=\"tlsrpt\";"));
         assert!(m.contains("Content-Type: application/tlsrpt+gzip\r\n"));
         assert!(m.contains("filename=\"mx1.example.net!example.org!1!2.json.gz\""));

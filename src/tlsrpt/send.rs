@@ -277,7 +277,7 @@ fn by_mail(
     let id = queue::new_id();
     // The null reverse-path (Envelope::internal): a report that cannot be
     // delivered must not cause a bounce.
-    let envelope = Envelope::internal(
+    let mut envelope = Envelope::internal(
         id.clone(),
         to,
         signed.len(),
@@ -285,6 +285,8 @@ fn by_mail(
         "tlsrpt",
         cfg.hostname(),
     );
+    // The message says `TLS-Required: No` (message::build).
+    envelope.params.tls_required_no = true;
     match queue::enqueue(store, &envelope, signed.as_bytes()) {
         Ok(()) => RuaResult {
             uri,

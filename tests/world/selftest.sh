@@ -56,7 +56,7 @@ spki() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER
 lc() { tr 'A-F' 'a-f' | tr -d ' '; }
 
 SIGNED="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail nostarttls
- wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern tlsa-cname-bogus addr-bogus"
+ wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern tlsa-cname-bogus addr-bogus requiretls legacy"
 INSECURE="insecure sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-redirect sts-404
  sts-ctype sts-big sts-badcert"
 
@@ -165,6 +165,19 @@ q _25._tcp.mx.insecure.test. TLSA
   || fail "dns insecure.test has a TLSA record without AD (to be ignored)" "ad=$AD"
 expect_dns mx.tlsa-servfail.test. A secure
 expect_dns _25._tcp.mx.tlsa-servfail.test. TLSA servfail
+# issue 19: a DANE destination whose MX is a second postern the tests start (requiretls), and a
+# DANE-valid Postfix without 8BITMIME and DSN (legacy)
+dane_dest() { # zone ip cert: MX 10 mx.<zone>, its A = ip, TLSA 3 1 1 = the certificate's key, all secure
+  local z=$1 ip=$2 cert=$3 mx a ads
+  q "$z." MX; mx=$(answers MX); ads=$AD
+  q "mx.$z." A; a=$(answers A); ads=$ads$AD
+  q "_25._tcp.mx.$z." TLSA; ads=$ads$AD
+  [ "$ads" = 111 ] && [ "$mx" = "10 mx.$z." ] && [ "$a" = "$ip" ] && [ "$(answers TLSA | lc)" = "311$(spki "$cert")" ] \
+    && pass "dns $z: MX mx.$z, A $ip, TLSA 3 1 1 matching its certificate, all secure (AD)" \
+    || fail "dns $z: MX mx.$z, A $ip, TLSA 3 1 1 matching its certificate, all secure (AD)" "ad(mx,a,tlsa)=$ads mx='$mx' a='$a' tlsa='$(answers TLSA)'"
+}
+dane_dest requiretls.test "$WORLD_REQUIRETLS_ADDR" "$WORLD_REQUIRETLS_CERT"
+dane_dest legacy.test "$MX_LEGACY_IP" "$MX_LEGACY_CERT"
 q null-mx.test. MX
 [ $AD = 1 ] && [ "$(answers MX)" = "0 ." ] && pass "dns null-mx.test MX is '0 .' (secure)" || fail "dns null-mx.test MX is '0 .' (secure)" "$(answers MX)"
 q _25._tcp.mx.dane-ok.test. TLSA +tcp
@@ -233,16 +246,18 @@ out=$(printf 'server %s 53\nzone postern.test.\nupdate delete %s TLSA\nsend\n' "
 [ $? = 0 ] && pass "knsupdate with -y ALG:NAME:SECRET from world.env is accepted" || fail "knsupdate with -y ALG:NAME:SECRET from world.env is accepted" "$out"
 
 # ------------------------------------------------------------------ receiving MTAs
-offers_starttls() { # ip -> 0 if the EHLO reply lists the STARTTLS keyword, 1 if not
-  local r
-  r=$(python3 - "$1" <<'EOF'
+ehlo_keywords() { # ip -> the EHLO keywords, one a line, upper case
+  python3 - "$1" <<'EOF'
 import smtplib, sys
 s = smtplib.SMTP(sys.argv[1], 25, local_hostname="selftest.test", timeout=5)
 code, msg = s.ehlo()
 print("\n".join(l.split(" ")[0].upper() for l in msg.decode().splitlines()[1:]))
 s.quit()
 EOF
-  ) || return 2
+}
+offers_starttls() { # ip -> 0 if the EHLO reply lists the STARTTLS keyword, 1 if not
+  local r
+  r=$(ehlo_keywords "$1") || return 2
   grep -qx STARTTLS <<< "$r"
 }
 # tls_ok IP HOST: a TLS 1.2+ handshake works; then prints whether PKIX verification with the test CA succeeded
@@ -254,10 +269,18 @@ tls_verify() { # ip host extra-openssl-args -> rc of a verifying handshake
 tls_any() { # ip extra-args: handshake works, no verification
   echo QUIT | timeout 5 openssl s_client -connect "$1:25" -starttls smtp "${@:2}" >/dev/null 2>&1
 }
-send() { # ip rcpt tls(yes/no) -> swaks output in $SW, rc in $SWRC
+send() { # ip rcpt tls(yes/no) [swaks args] -> swaks output in $SW, rc in $SWRC
   local tlsopt=(); [ "$3" = yes ] && tlsopt=(--tls)
   SW=$(timeout 20 swaks --server "$1:25" --helo selftest.test --from "selftest@postern.test" --to "$2" \
-        --header "X-World-Selftest: $TOKEN" --header "Subject: world selftest $2" "${tlsopt[@]}" 2>&1); SWRC=$?
+        --header "X-World-Selftest: $TOKEN" --header "Subject: world selftest $2" "${tlsopt[@]}" "${@:4}" 2>&1); SWRC=$?
+}
+spool_wait() { # spool rcpt -> this run's message to rcpt: its file in $F (empty if none within 5 s)
+  local i
+  for i in $(seq 1 50); do
+    F=$(grep -l "X-World-Selftest: $TOKEN" "$1"/* 2>/dev/null | xargs -r grep -l "^Delivered-To: $2\$" 2>/dev/null | head -1)
+    [ -n "$F" ] && return 0; sleep 0.1
+  done
+  return 1
 }
 declare -A EXPECT=()   # spool|rcpt -> yes (TLS) / no (plain)
 domain_of() { case $1 in mx.*) echo "${1#mx.}";; *) echo "$1";; esac; }
@@ -319,11 +342,7 @@ done
 # delivery is asynchronous (queue -> virtual): wait for every message, check its Received header
 for key in "${!EXPECT[@]}"; do
   spool=${key%%|*}; rcpt=${key#*|}; tls=${EXPECT[$key]}
-  f=""
-  for i in $(seq 1 50); do
-    f=$(grep -l "X-World-Selftest: $TOKEN" "$spool"/* 2>/dev/null | xargs -r grep -l "^Delivered-To: $rcpt\$" 2>/dev/null | head -1)
-    [ -n "$f" ] && break; sleep 0.1
-  done
+  spool_wait "$spool" "$rcpt"; f=$F
   if [ -z "$f" ]; then fail "mail to $rcpt lands in $spool"; continue; fi
   pass "mail to $rcpt lands in its spool"
   if [ "$tls" = yes ]; then
@@ -334,6 +353,54 @@ for key in "${!EXPECT[@]}"; do
   fi
   rm -f "$f"
 done
+
+# ------------------------------------------------------------------ issue 19: certificates, legacy
+# test-CA-signed for the name and purpose, ECDSA P-256, the key belongs to it (mode 0600), the file is leaf + CA
+pki_pair() { # cert key name purpose
+  openssl verify -CAfile "$WORLD_CA" -verify_hostname "$3" -purpose "$4" "$1" >/dev/null 2>&1 \
+    && [ "$(openssl x509 -in "$1" -noout -pubkey)" = "$(openssl pkey -in "$2" -pubout 2>/dev/null)" ] \
+    && openssl pkey -in "$2" -noout -text 2>/dev/null | grep -q 'prime256v1' \
+    && [ "$(grep -c 'BEGIN CERTIFICATE' "$1")" = 2 ] && [ "$(stat -c %a "$2")" = 600 ]
+}
+pki_pair "$WORLD_CLIENT_CERT" "$WORLD_CLIENT_KEY" mx.postern.test sslclient \
+  && [ "$(openssl x509 -in "$WORLD_CLIENT_CERT" -noout -subject)" = "subject=CN = mx.postern.test" ] \
+  && pass "WORLD_CLIENT_CERT: test-CA client certificate (clientAuth) for CN/SAN mx.postern.test, P-256, leaf + CA; WORLD_CLIENT_KEY is its key" \
+  || fail "WORLD_CLIENT_CERT: test-CA client certificate for mx.postern.test, with WORLD_CLIENT_KEY"
+pki_pair "$WORLD_REQUIRETLS_CERT" "$WORLD_REQUIRETLS_KEY" mx.requiretls.test sslserver \
+  && pass "WORLD_REQUIRETLS_CERT: test-CA certificate for mx.requiretls.test, P-256, leaf + CA; WORLD_REQUIRETLS_KEY is its key" \
+  || fail "WORLD_REQUIRETLS_CERT: test-CA certificate for mx.requiretls.test, with WORLD_REQUIRETLS_KEY"
+[ -z "$(ss -Hltn "src $WORLD_REQUIRETLS_ADDR" 2>/dev/null)" ] && pass "nothing listens on $WORLD_REQUIRETLS_ADDR (left to the second postern the tests start)" \
+  || fail "nothing listens on $WORLD_REQUIRETLS_ADDR" "$(ss -Hltn "src $WORLD_REQUIRETLS_ADDR")"
+kw=$(ehlo_keywords "$MX_LEGACY_IP" | tr '\n' ' ')
+[[ " $kw" == *" STARTTLS "* ]] && [[ " $kw" != *" 8BITMIME "* ]] && [[ " $kw" != *" DSN "* ]] \
+  && pass "mta legacy: EHLO offers STARTTLS, neither 8BITMIME nor DSN" || fail "mta legacy: EHLO offers STARTTLS, neither 8BITMIME nor DSN" "$kw"
+send "$MX_LEGACY_IP" someone@legacy.test yes --tls-cert "$WORLD_CLIENT_CERT" --tls-key "$WORLD_CLIENT_KEY"
+kw=$(sed -n 's/^<~  250[- ]\([A-Za-z0-9]*\).*/\1/p' <<< "$SW" | tr 'a-z\n' 'A-Z ')
+[ $SWRC = 0 ] && grep -q '^=== TLS local DN="/CN=mx.postern.test"' <<< "$SW" && [[ " $kw" == *" CHUNKING "* ]] \
+  && [[ " $kw" != *" 8BITMIME "* ]] && [[ " $kw" != *" DSN "* ]] \
+  && pass "mta legacy: swaks --tls with WORLD_CLIENT_CERT/KEY is accepted; the EHLO after STARTTLS has neither 8BITMIME nor DSN" \
+  || fail "mta legacy: swaks --tls with WORLD_CLIENT_CERT/KEY is accepted; no 8BITMIME or DSN after STARTTLS" "swaks=$SWRC keywords: $kw $(tail -3 <<< "$SW")"
+if spool_wait "$MX_LEGACY_SPOOL" someone@legacy.test; then
+  grep -qF '(Client CN "mx.postern.test", Issuer "postern test world CA" (verified OK))' "$F" \
+    && pass "mta legacy: delivered; Received: names the client certificate (CN mx.postern.test, the test CA, verified OK)" \
+    || fail "mta legacy: Received: names the client certificate" "$(sed -n '/^Received:/,/^[^[:space:]R]/p' "$F" | head -7 | tr '\n' ' ')"
+  rm -f "$F"
+else
+  fail "mta legacy: the client-certificate mail to someone@legacy.test lands in its spool"
+fi
+# TLS 1.3 resumption: a second connection offering the first one's session ticket is resumed
+resume() { # out|in -> openssl's "New, …" or "Reused, …" line
+  (sleep 0.5; echo QUIT) | timeout 5 openssl s_client -connect "$MX_LEGACY_IP:25" -starttls smtp -servername "$MX_LEGACY_HOST" \
+    -tls1_3 "-sess_$1" "$TMP/legacy.sess" 2>/dev/null | grep -E '^(New|Reused), '
+}
+reused_logged() { tail -n +$((n0 + 1)) "$MX_LEGACY_LOG" | grep -q ': Reusing old session (RFC 5077 session ticket)$'; }
+n0=$(wc -l < "$MX_LEGACY_LOG")
+r1=$(resume out); r2=$(resume in)
+for i in $(seq 1 20); do reused_logged && break; sleep 0.1; done
+[[ $r1 == "New, TLSv1.3,"* ]] && [[ $r2 == "Reused, TLSv1.3,"* ]] \
+  && pass "mta legacy: TLS 1.3 session resumption (openssl: '$r1', then '$r2')" || fail "mta legacy: TLS 1.3 session resumption" "first '$r1', second '$r2'"
+reused_logged && pass "mta legacy: Postfix logs 'Reusing old session (RFC 5077 session ticket)' for it" \
+  || fail "mta legacy: Postfix logs 'Reusing old session (RFC 5077 session ticket)' for it"
 
 # ------------------------------------------------------------------ Postfix as a DANE relay
 # The reference: Postfix (dnssec + dane) delivers to dane-ok and defers each attack case.

@@ -41,6 +41,9 @@ ATTACKER_MX_IP=127.0.5.10  # mx.attacker.test: the attacker's own MX (smtp_attac
 ATTACKER_MX_HOST=mx.attacker.test
 POSTERN_IP=127.0.0.1       # postern's own listener (mx.postern.test)
 POSTERN_PORT=2525
+REQUIRETLS_IP=127.0.2.24   # mx.requiretls.test: nothing listens here; the tests start a second postern (REQUIRETLS)
+REQUIRETLS_HOST=mx.requiretls.test
+CLIENT_CERT_BASE=mx.postern.test-client   # pki/<base>.{pem,chain.pem,key}: postern's outbound client certificate
 TSIG_NAME=world-key.
 TSIG_ALG=hmac-sha256
 TLSRPT_MAILTO="mailto:tlsrpt@reports.test"
@@ -52,7 +55,8 @@ DKIM_SELECTOR="world"       # world._domainkey.postern.test: postern's TLS-RPT s
 #   certificate: ca (test CA, name = host), wrongname (test CA, other name),
 #                self (self-signed, right name), multi:<n1>,<n2> (test CA, several names), none
 #   behaviour:   tls (STARTTLS offered), plain (no STARTTLS), badtls (TLS 1.0/1.1 only),
-#                reject (only ok@ accepted, others 550 5.1.1), tempfail (only ok@ accepted, others 450)
+#                reject (only ok@ accepted, others 550 5.1.1), tempfail (only ok@ accepted, others 450),
+#                legacy (STARTTLS, but neither 8BITMIME nor DSN; asks for a client certificate)
 MX_TABLE="
 dane-ok|127.0.2.1|mx.dane-ok.test|ca|tls
 dane-bad|127.0.2.2|mx.dane-bad.test|ca|tls
@@ -77,13 +81,14 @@ sts-fetch|127.0.2.20|mx.sts-redirect.test|multi:mx.sts-redirect.test,mx.sts-404.
 tlsa-cname-bogus|127.0.2.21|mx.tlsa-cname-bogus.test|ca|tls
 addr-bogus|127.0.2.22|mx2.bogus.test|ca|tls
 atk-genuine|127.0.2.23|mx2.atk-dane-ee.test|multi:mx1.atk-dane-ee.test,mx2.atk-dane-ee.test,mx1.atk-dane-ta.test,mx2.atk-dane-ta.test,mx1.atk-sts-enforce.test,mx2.atk-sts-enforce.test,mx1.atk-sts-testing.test,mx2.atk-sts-testing.test,mx1.atk-opp.test,mx2.atk-opp.test|tls
+legacy|127.0.2.25|mx.legacy.test|ca|legacy
 "
 
 # Zones served by Knot. signed = child has DS in test.; insecure = no DS (provably insecure);
 # bogus = signed, but the DS in test. matches no key of the child.
 SIGNED_ZONES="dane-ok dane-bad dane-cname dane-pkix dane-ta dane-sts implicit-mx tlsa-servfail
  nostarttls wrongname badtls invalidcert null-mx rcpt-reject rcpt-tempfail reports postern
- tlsa-cname-bogus addr-bogus"
+ tlsa-cname-bogus addr-bogus requiretls legacy"
 INSECURE_ZONES="insecure sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname
  sts-redirect sts-404 sts-ctype sts-big sts-badcert"
 BOGUS_ZONES="bogus"
@@ -336,6 +341,10 @@ make_pki() {
   gen_leaf nginx-default.test ca nginx-default.test
   gen_leaf tlsrpt.test ca tlsrpt.test
   gen_leaf mx.postern.test ca mx.postern.test
+  # postern's outbound client certificate: the same name, its own key
+  gen_leaf "$CLIENT_CERT_BASE" ca mx.postern.test
+  # the second postern the tests start at $REQUIRETLS_IP (no MX_TABLE row: the world runs nothing there)
+  gen_leaf "$REQUIRETLS_HOST" ca "$REQUIRETLS_HOST"
   wait "$atk_pid" || die "the attacker's certificates: $(cat "$S/pki/attacker-pki.err")"
   openssl genpkey -algorithm ed25519 -out "$S/pki/dkim.key" 2>/dev/null
   chmod 600 "$S/pki/dkim.key"
@@ -352,10 +361,12 @@ tlsrpt_txt() { # rua...
 }
 mx_ip() { mx_field "$1" 2; }
 sts_txt() { printf '_mta-sts TXT "v=STSv1; id=%s;"\nmta-sts A %s\n' "$STS_ID" "$NGINX_IP"; }
-std_mx() { # zone id -> MX + A for mx.<zone>
-  printf '@ MX 10 mx.%s.\nmx A %s\n' "$1" "$(mx_ip "$2")"
+mx_rr() { # zone ip -> MX + A for mx.<zone>
+  printf '@ MX 10 mx.%s.\nmx A %s\n' "$1" "$2"
 }
+std_mx() { mx_rr "$1" "$(mx_ip "$2")"; } # zone id
 tlsa_of() { echo "3 1 1 $(spki_sha256 "$S/pki/$1.pem")"; }
+dane_tlsa() { echo "_25._tcp.mx TLSA $(tlsa_of "mx.$1")"; } # zone -> TLSA 3 1 1 of mx.<zone>'s key
 NOMATCH_HASH=$(printf 'postern test world: this TLSA record matches nothing' | sha256sum | cut -d' ' -f1)
 
 write_child_zone() { # zone-label
@@ -367,7 +378,7 @@ write_child_zone() { # zone-label
     case $z in
       dane-ok)
         std_mx dane-ok.test dane-ok
-        echo "_25._tcp.mx TLSA $(tlsa_of mx.dane-ok.test)"
+        dane_tlsa dane-ok.test
         tlsrpt_txt "$TLSRPT_MAILTO" ;;
       dane-bad)
         std_mx dane-bad.test dane-bad
@@ -413,7 +424,7 @@ write_child_zone() { # zone-label
       reports)      # reports to itself: a report about report mail would loop
         std_mx reports.test reports; tlsrpt_txt "$TLSRPT_MAILTO" ;;
       postern)      # postern's own domain; TLSA for mx.postern.test is published by the tests
-        printf '@ MX 10 mx.postern.test.\nmx A %s\n' "$POSTERN_IP"
+        mx_rr postern.test "$POSTERN_IP"
         # the key postern DKIM-signs its TLS reports with (RFC 8463 ed25519)
         printf '%s._domainkey TXT "v=DKIM1; k=ed25519; p=%s"\n' "$DKIM_SELECTOR" \
           "$(openssl pkey -in "$S/pki/dkim.key" -pubout -outform DER | tail -c 32 | base64 -w0)" ;;
@@ -422,7 +433,7 @@ write_child_zone() { # zone-label
         echo "_25._tcp.mx TLSA 3 1 1 $NOMATCH_HASH" ;;
       bogus)
         std_mx bogus.test bogus
-        echo "_25._tcp.mx TLSA $(tlsa_of mx.bogus.test)"
+        dane_tlsa bogus.test
         # the MX host of addr-bogus.test: A only, so its AAAA NODATA proof is bogus too
         echo "mx2 A $(mx_ip addr-bogus)"
         # the target of tlsa-cname-bogus.test's TLSA CNAME; matches that MX's key, so only
@@ -433,6 +444,12 @@ write_child_zone() { # zone-label
         echo "_25._tcp.mx CNAME tlsa-cname-target.bogus.test."; tlsrpt_txt "$TLSRPT_MAILTO" ;;
       addr-bogus)   # secure MX whose host lives in the bogus zone: its A/AAAA answers are bogus
         echo "@ MX 10 mx2.bogus.test."; tlsrpt_txt "$TLSRPT_MAILTO" ;;
+      requiretls)   # DANE for a second postern (REQUIRETLS) that the tests start at $REQUIRETLS_IP
+        mx_rr requiretls.test "$REQUIRETLS_IP"
+        dane_tlsa requiretls.test ;;
+      legacy)       # DANE-valid Postfix without REQUIRETLS, 8BITMIME, DSN; asks for a client certificate
+        std_mx legacy.test legacy
+        dane_tlsa legacy.test ;;
       mx-indeterminate)  # the MX itself is fine, but the zone's DNSKEY cannot be fetched
         echo "@ MX 10 mx.dane-ok.test." ;;
       sts-enforce)
@@ -964,8 +981,10 @@ pf_write() { # id ip host cert behaviour
   chown postfix "$d/data"
   # virtual(8) delivers as nobody; the Maildir exists from the start so MX_*_SPOOL is always a directory
   chown -R 65534:65534 "$S/mail/$id"
-  local maps="static:Maildir/"
+  local maps="static:Maildir/" tls_log=1
   [ "$beh" = reject ] && maps="inline:{ok@${host#mx.}=Maildir/}"
+  # legacy: also log session tickets ("Issuing session ticket", "Reusing old session (RFC 5077 session ticket)")
+  [ "$beh" = legacy ] && tls_log="1, cache"
   cat > "$d/conf/main.cf" <<EOC
 # generated by tests/world/world.sh -- receiving MTA $host ($ip)
 compatibility_level = 3.6
@@ -1005,7 +1024,7 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_banner = \$myhostname ESMTP postern-test-world
 biff = no
 smtpd_tls_received_header = yes
-smtpd_tls_loglevel = 1
+smtpd_tls_loglevel = $tls_log
 EOC
   case $beh in
     plain) echo "smtpd_tls_security_level = none" >> "$d/conf/main.cf" ;;
@@ -1024,6 +1043,16 @@ tls_medium_cipherlist = DEFAULT:@SECLEVEL=0
 EOC
     ;;
     tempfail) echo "smtpd_recipient_restrictions = check_recipient_access inline:{ok@${host#mx.}=OK}, defer" >> "$d/conf/main.cf" ;;
+    legacy) cat >> "$d/conf/main.cf" <<EOC
+# the receiver of issue 19's downgrade cases: no 8BITMIME, no DSN (and no REQUIRETLS, which
+# Postfix does not implement); asks for a client certificate and verifies it with the test CA
+# (the Received: header then names its CN and issuer). Server-side resumption (TLS 1.3
+# tickets, keys from tlsmgr) is Postfix's default; smtpd_tls_loglevel "1, cache" logs it.
+smtpd_discard_ehlo_keywords = 8bitmime, dsn
+smtpd_tls_ask_ccert = yes
+smtpd_tls_CAfile = $S/pki/ca.pem
+EOC
+    ;;
   esac
   cat > "$d/conf/master.cf" <<EOC
 # generated by tests/world/world.sh (no chroot anywhere)
@@ -1380,6 +1409,12 @@ WORLD_POSTERN_HOST=mx.postern.test
 WORLD_POSTERN_CERT=$S/pki/mx.postern.test.chain.pem
 WORLD_POSTERN_KEY=$S/pki/mx.postern.test.key
 WORLD_POSTERN_DATA=$S/postern-data
+WORLD_CLIENT_CERT=$S/pki/$CLIENT_CERT_BASE.chain.pem
+WORLD_CLIENT_KEY=$S/pki/$CLIENT_CERT_BASE.key
+WORLD_REQUIRETLS_ADDR=$REQUIRETLS_IP
+WORLD_REQUIRETLS_HOST=$REQUIRETLS_HOST
+WORLD_REQUIRETLS_CERT=$S/pki/$REQUIRETLS_HOST.chain.pem
+WORLD_REQUIRETLS_KEY=$S/pki/$REQUIRETLS_HOST.key
 WORLD_MX_IDS=$ids
 WORLD_RELAY_IP=$RELAY_IP
 WORLD_RELAY_SMTP=$RELAY_IP:25
