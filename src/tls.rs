@@ -436,7 +436,6 @@ impl ClientTls {
             Err(e) => Some(crate::tlsrpt::event::result_type_of_rustls(&e)),
         }
     }
-
 }
 
 /// How a configuration of [`ClientTls::config_for`] checks the server.
