@@ -49,6 +49,7 @@ struct Metrics {
     dnssec_validates: Gauge,
     dnssec_last_success: Gauge,
     tlsa_in_step: Gauge,
+    selfcheck_ok: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     tlsa_rollover_phase: Family<CertificateLabels, Gauge>,
     queue_oldest_age: Gauge,
@@ -110,6 +111,12 @@ fn metrics() -> &'static Metrics {
             "1 when the published TLSA records match the served certificates, else 0 (only with tlsa.records)",
             tlsa_in_step.clone(),
         );
+        let selfcheck_ok = Gauge::default();
+        registry.register(
+            "selfcheck_ok",
+            "1 when the last self-check found every own MX host serving a certificate its published TLSA records match, else 0 (only with tlsa.records)",
+            selfcheck_ok.clone(),
+        );
         let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -163,6 +170,7 @@ fn metrics() -> &'static Metrics {
             dnssec_validates,
             dnssec_last_success,
             tlsa_in_step,
+            selfcheck_ok,
             registry,
             deliveries,
             downgrades,
@@ -258,6 +266,11 @@ pub fn pool_idle(n: usize) {
 /// Whether the TLSA records are in step with the served certificates.
 pub fn tlsa_in_step(ok: bool) {
     metrics().tlsa_in_step.set(ok as i64);
+}
+
+/// The verdict of the last self-check.
+pub fn selfcheck(ok: bool) {
+    metrics().selfcheck_ok.set(ok as i64);
 }
 
 /// The exposition text, with the gauges read now.

@@ -32,6 +32,8 @@ pub struct Shared {
     pub wake: tokio::sync::Notify,
     /// The last results of the health checks (`/healthz`, `STATUS=`).
     pub health: crate::health::Health,
+    /// The last self-check of the operator's own MX hosts.
+    pub selfcheck: crate::selfcheck::Last,
 }
 
 impl Shared {
@@ -99,7 +101,8 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let queued = store.count("queue").unwrap_or(0);
+    // RocksDB's estimate, not a scan: a deep queue must not delay the first 220.
+    let queued = store.estimate_count("queue");
     let tls = crate::tls::listener_configs(&served_config(&loaded, &store)?)?;
     let opened = listener::open_all(cfg, passed)?;
     let control_path = crate::control::daemon_path(cfg);
@@ -112,6 +115,7 @@ pub async fn run(
         stopping: stop_rx,
         wake: tokio::sync::Notify::new(),
         health: crate::health::Health::default(),
+        selfcheck: crate::selfcheck::Last::default(),
     });
     let mut accept_tasks = Vec::new();
     for o in opened {
@@ -134,6 +138,7 @@ pub async fn run(
     let engine_task = tokio::spawn(engine.clone().run());
     let certificates_task = tokio::spawn(watch_certificates(shared.clone()));
     let health_task = tokio::spawn(crate::health::watch(shared.clone()));
+    let selfcheck_task = tokio::spawn(crate::selfcheck::watch(shared.clone()));
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -172,6 +177,7 @@ pub async fn run(
     engine_task.abort();
     certificates_task.abort();
     health_task.abort();
+    selfcheck_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {

@@ -51,6 +51,8 @@ pub struct View {
     pub sts: Vec<CachedPolicy>,
     pub sts_more: bool,
     pub queue: QueueSummary,
+    /// The last self-check (`None`: none ran).
+    pub selfcheck: Option<crate::selfcheck::Report>,
     /// Store errors met while gathering.
     pub errors: Vec<String>,
 }
@@ -178,6 +180,7 @@ pub fn gather(shared: &Shared) -> View {
         sts,
         sts_more,
         queue,
+        selfcheck: shared.selfcheck.get(),
         errors,
     }
 }
@@ -430,6 +433,7 @@ pub fn render(v: &View) -> String {
     downgrades_section(&mut h, v);
     queue_section(&mut h, v);
     tlsa_section(&mut h, v);
+    selfcheck_section(&mut h, v);
     sts_section(&mut h, v);
     h.push_str(
         "</main><footer>Delivered recipients to MX hosts (not relays), counted per hour and \
@@ -763,6 +767,37 @@ fn tlsa_section(h: &mut String, v: &View) {
     h.push_str("</section>");
 }
 
+/// What the own MX hosts served at the last self-check.
+fn selfcheck_section(h: &mut String, v: &View) {
+    let Some(r) = &v.selfcheck else { return };
+    let verdict = if r.ok() { ("ok", "in step") } else { ("bad", "mismatch") };
+    let _ = write!(
+        h,
+        "<section id=\"selfcheck\"><h2>Self-check</h2><p><span class=\"{}\" data-selfcheck=\"{}\">{}</span> \
+         <span class=\"mute\">· {}</span></p><ul class=\"plain\">",
+        verdict.0,
+        verdict.0,
+        verdict.1,
+        when(r.at, v.now)
+    );
+    for host in &r.hosts {
+        for a in &host.addresses {
+            let _ = write!(
+                h,
+                "<li>{} [{}]:{} — matched by {}</li>",
+                esc(&host.host),
+                esc(&a.ip),
+                host.port,
+                esc(&a.matched_by.join(", "))
+            );
+        }
+        for p in &host.problems {
+            let _ = write!(h, "<li class=\"bad\">{}: {}</li>", esc(&host.host), esc(p));
+        }
+    }
+    h.push_str("</ul></section>");
+}
+
 fn sts_section(h: &mut String, v: &View) {
     let _ = write!(
         h,
@@ -901,6 +936,7 @@ mod tests {
                 deferred: vec![("x.example".into(), 1, "451 <try later>".into())],
                 ..QueueSummary::default()
             },
+            selfcheck: None,
             errors: vec![],
         }
     }
@@ -936,6 +972,30 @@ mod tests {
         assert!(page.contains("id=\"queue-messages\">2<"));
         assert!(page.contains("data-health=\"unhealthy\""));
         assert!(page.contains("name=\"viewport\""));
+    }
+
+    #[test]
+    fn a_failed_self_check_is_shown_escaped() {
+        let report = crate::selfcheck::Report {
+            at: 1,
+            hosts: vec![crate::selfcheck::HostReport {
+                record: "mx".into(),
+                host: "mx.example".into(),
+                port: 25,
+                tlsa: vec![],
+                addresses: vec![],
+                problems: vec!["<served> matches no TLSA record".into()],
+            }],
+        };
+        let page = render(&View {
+            host: "mx".into(),
+            now: 2,
+            selfcheck: Some(report),
+            ..View::default()
+        });
+        assert!(page.contains("data-selfcheck=\"bad\""));
+        assert!(page.contains("&lt;served&gt; matches no TLSA record"));
+        assert!(!page.contains("<served>"));
     }
 
     #[test]

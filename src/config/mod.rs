@@ -185,6 +185,7 @@ fn typed(root: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     section(&map, "control", &mut c.control, problems);
     section(&map, "ledger", &mut c.ledger, problems);
     section(&map, "health", &mut c.health, problems);
+    section(&map, "selfCheck", &mut c.self_check, problems);
     (problems.len() == before).then_some(c)
 }
 

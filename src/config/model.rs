@@ -31,10 +31,11 @@ pub struct Config {
     pub control: Control,
     pub ledger: Ledger,
     pub health: Health,
+    pub self_check: SelfCheck,
 }
 
 /// Top-level keys, in document order, for per-section parsing.
-pub const SECTIONS: [&str; 13] = [
+pub const SECTIONS: [&str; 14] = [
     "server",
     "certificates",
     "session",
@@ -48,6 +49,7 @@ pub const SECTIONS: [&str; 13] = [
     "control",
     "ledger",
     "health",
+    "selfCheck",
 ];
 
 // ------------------------------------------------------------------ server
@@ -907,6 +909,22 @@ impl Default for Health {
         Health {
             check_interval: Duration::secs(60),
             max_queue_age: Duration::secs(86_400),
+        }
+    }
+}
+
+/// The self-check of the operator's own MX hosts (`src/selfcheck.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SelfCheck {
+    /// How often each `tlsa.records` host is looked at from outside.
+    pub interval: Duration,
+}
+
+impl Default for SelfCheck {
+    fn default() -> Self {
+        SelfCheck {
+            interval: Duration::secs(600),
         }
     }
 }

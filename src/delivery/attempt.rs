@@ -90,6 +90,21 @@ pub struct Trace {
     /// The next hop that took the message offered DSN (RFC 3461), so
     /// NOTIFY went on with it: success is then its to report, not ours.
     pub next_hop_dsn: bool,
+    /// The next hop was a relay spoken to over LMTP: its acceptance is
+    /// final delivery (a success notice says `delivered`, not `relayed`).
+    pub lmtp: bool,
+}
+
+impl Trace {
+    /// The hop that took the message delivered it for good (an LMTP
+    /// relay), rather than passing it on.
+    pub fn final_delivery(&self) -> bool {
+        self.lmtp
+            && self
+                .strategy
+                .as_deref()
+                .is_some_and(|s| s.starts_with("relay:"))
+    }
 }
 
 /// What `probe` records of one connection.
@@ -951,6 +966,7 @@ async fn to_relay(
     let mut trace = Trace {
         mx: Some(relay.host.clone()),
         strategy: Some(format!("relay:{name}")),
+        lmtp: relay.protocol == RelayProtocol::Lmtp,
         ..Trace::default()
     };
     let ips: Vec<IpAddr> = match relay.host.parse::<IpAddr>() {
