@@ -295,12 +295,12 @@ impl ClientTls {
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
                 .build()
                 .map_err(|e| e.to_string())?;
-        let pkix = ClientConfig::builder_with_provider(provider())
+        let mut pkix = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        let insecure = ClientConfig::builder_with_provider(provider())
+        let mut insecure = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
@@ -308,6 +308,10 @@ impl ClientTls {
                 provider: provider(),
             }))
             .with_no_client_auth();
+        // No session store in the base configurations: sessions live only
+        // in the configurations per requirement (`config_for`).
+        pkix.resumption = rustls::client::Resumption::disabled();
+        insecure.resumption = rustls::client::Resumption::disabled();
         Ok(ClientTls {
             pkix: Arc::new(pkix),
             insecure: Arc::new(insecure),
@@ -407,6 +411,14 @@ impl ClientTls {
             };
             Ok(config)
         })
+    }
+
+    /// `allowInvalidCerts` without a session store: every handshake is a
+    /// full one, so the chain a caller reads is the one the server serves
+    /// now (the self-check compares it with the TLSA records; a resumed
+    /// session would show the chain of the session's first handshake).
+    pub fn insecure(&self) -> Arc<ClientConfig> {
+        self.insecure.clone()
     }
 
     /// How many configurations the cache holds now.

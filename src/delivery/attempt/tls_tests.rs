@@ -628,3 +628,30 @@ fn client_certificates_are_read_with_the_tools() {
     let err = ClientTls::for_config(&cfg).err().expect("an error");
     assert!(err.starts_with("certificates.relay-client: "), "{err}");
 }
+
+/// `ClientTls::insecure` (the self-check's) has no session store: each
+/// handshake is a full one and shows the certificate served now.
+#[tokio::test]
+async fn the_unverified_base_configuration_never_resumes() {
+    let f = Fixture::new();
+    let tls = ClientTls::for_config(&f.config(true)).expect("client TLS");
+    let (addr, mut seen) =
+        starttls_server(f.server_config(&f.server, &rustls::version::TLS13, false)).await;
+    for _ in 0..3 {
+        let mut c = Client::connect(addr, timeouts(), false)
+            .await
+            .expect("connect");
+        c.greeting().await.expect("greeting");
+        c.hello("client.test").await.expect("EHLO");
+        c.starttls(tls.insecure(), SERVER, "client.test")
+            .await
+            .expect("STARTTLS");
+        assert!(!c.resumed);
+        assert_eq!(c.peer_chain.first(), Some(&f.server.der));
+        assert_eq!(
+            seen.recv().await.expect("handshake").kind,
+            Some(HandshakeKind::Full)
+        );
+        c.quit().await;
+    }
+}
