@@ -27,6 +27,12 @@ pub struct ResultTypeLabels {
     pub result_type: String,
 }
 
+/// How an outbound TLS handshake went: `full` or `resumed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub kind: String,
+}
+
 /// A name in `certificates` (the operator's own: a handful).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
@@ -50,6 +56,7 @@ struct Metrics {
     mta_sts_policies: Gauge,
     mta_sts_refresh_failures: Counter,
     pool_idle: Gauge,
+    outbound_handshakes: Family<HandshakeLabels, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -146,7 +153,14 @@ fn metrics() -> &'static Metrics {
             "Outbound connections kept idle for reuse",
             pool_idle.clone(),
         );
+        let outbound_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "outbound_tls_handshakes",
+            "Completed outbound TLS handshakes, by kind: full (the certificate checked) or resumed (a session of the same host and requirement)",
+            outbound_handshakes.clone(),
+        );
         Metrics {
+            outbound_handshakes,
             certificate_expiry,
             tlsa_rollover_phase,
             queue_oldest_age,
@@ -234,6 +248,16 @@ pub fn mta_sts_refresh_failure() {
     metrics().mta_sts_refresh_failures.inc();
 }
 
+/// A completed outbound TLS handshake.
+pub fn outbound_handshake(resumed: bool) {
+    metrics()
+        .outbound_handshakes
+        .get_or_create(&HandshakeLabels {
+            kind: if resumed { "resumed" } else { "full" }.to_string(),
+        })
+        .inc();
+}
+
 /// Idle pooled connections now.
 pub fn pool_idle(n: usize) {
     metrics().pool_idle.set(n as i64);
@@ -270,6 +294,8 @@ mod tests {
         delivery("dane", "sent");
         downgrade();
         tlsrpt_failure("dnssec-invalid");
+        outbound_handshake(false);
+        outbound_handshake(true);
         let text = render(3, 7);
         assert!(text.contains("# TYPE postern_deliveries counter"), "{text}");
         assert!(
@@ -279,6 +305,10 @@ mod tests {
         assert!(text.contains("postern_downgrades_total 1"), "{text}");
         assert!(
             text.contains("postern_tlsrpt_failures_total{result_type=\"dnssec-invalid\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postern_outbound_tls_handshakes_total{kind=\"resumed\"}"),
             "{text}"
         );
         assert!(text.contains("postern_connections 3"), "{text}");

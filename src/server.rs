@@ -287,8 +287,9 @@ pub async fn tlsa_status(shared: &Arc<Shared>) -> (String, bool) {
     crate::tlsa::gate::status(&loaded.config, &shared.store, &tools.resolver, &files).await
 }
 
-/// The resolver and the client TLS roots deliveries use. DNSSEC that cannot
-/// work is said once here; `dane: require` then fails rather than passes.
+/// The resolver, the client TLS roots and certificates deliveries use.
+/// DNSSEC that cannot work is said once here; `dane: require` then fails
+/// rather than passes.
 pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
     let resolver = resolver(cfg)?;
     let check = resolver.clone();
@@ -298,8 +299,9 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
             Err(e) => tracing::error!("DNSSEC cannot work: {e}; DANE is unavailable and `dane: require` destinations will be deferred"),
         }
     });
-    let tls = crate::tls::ClientTls::load(cfg.outbound.ca_file.as_deref())
-        .map_err(|e| format!("outbound.caFile: {e}"))?;
+    // client certificates are read here: a reload picks up renewed files,
+    // and the TLS session cache starts empty under the new trust roots
+    let tls = crate::tls::ClientTls::for_config(cfg)?;
     let sts_ca = cfg
         .mta_sts
         .ca_file

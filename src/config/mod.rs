@@ -484,6 +484,42 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_must_name_a_certificate() {
+        let e = errors(
+            r#"{"outbound": {"clientCertificate": "clent",
+                "relays": {"hub": {"host": "hub.example", "clientCertificate": "nope"}}},
+                "certificates": {"client": {"cert": "x", "privateKey": "y"}}}"#,
+        );
+        assert!(
+            e.contains(&"error: outbound.clientCertificate: no certificate named 'clent' in certificates (did you mean 'client'?)".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&"error: outbound.relays.hub.clientCertificate: no certificate named 'nope' in certificates".to_string()),
+            "{e:?}"
+        );
+        let ok = load_str(
+            r#"{"outbound": {"clientCertificate": "client", "tlsResumption": false,
+                "relays": {"hub": {"host": "hub.example", "clientCertificate": "client"}}},
+                "certificates": {"client": {"cert": "x", "privateKey": "y"}}}"#,
+            Options { offline: true },
+        )
+        .expect("valid offline");
+        assert_eq!(
+            ok.config.outbound.client_certificate.as_deref(),
+            Some("client")
+        );
+        assert!(!ok.config.outbound.tls_resumption);
+        assert!(
+            load_str("{}", Options { offline: true })
+                .expect("default")
+                .config
+                .outbound
+                .tls_resumption
+        );
+    }
+
+    #[test]
     fn did_you_mean_is_conservative() {
         let known = ["hostname", "listeners", "tls"];
         assert_eq!(

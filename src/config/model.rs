@@ -400,6 +400,12 @@ pub struct Outbound {
     /// RFC 8689 §5: whether a message's `TLS-Required: No` header lets
     /// delivery go on when DANE or MTA-STS would refuse the host.
     pub tls_required_header: TlsRequiredHeader,
+    /// The name in `certificates` offered to servers that ask for a client
+    /// certificate (relays may name their own).
+    pub client_certificate: Option<String>,
+    /// TLS session resumption on outbound connections (tickets and session
+    /// IDs, one store per host and requirement).
+    pub tls_resumption: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -430,6 +436,8 @@ impl Default for Outbound {
             ca_file: None,
             timeouts: Timeouts::default(),
             tls_required_header: TlsRequiredHeader::Honor,
+            client_certificate: None,
+            tls_resumption: true,
         }
     }
 }
@@ -469,6 +477,9 @@ pub struct Relay {
     pub allow_invalid_certs: bool,
     #[serde(default)]
     pub auth: Option<RelayAuth>,
+    /// Overrides `outbound.clientCertificate` for this relay.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
 }
 
 fn default_relay_port() -> u16 {

@@ -574,6 +574,7 @@ fn log_recipient(id: &str, received_at: u64, rcpt: &str, o: &Outcome, t: &attemp
         tls_version = version,
         cipher,
         peer_cert_sha256 = t.peer_sha256.as_deref().unwrap_or(""),
+        tls_resumed = t.tls.is_some() && t.tls_resumed,
         reply = text,
         "recipient"
     );
