@@ -51,6 +51,48 @@ impl Evidence for Daemon<'_> {
     }
 }
 
+/// One received report, reduced to what auto mode reads about `domain`:
+/// its date range (RFC 3339, as the report states it) and the sessions of
+/// the policies for the domain (`rows`: policy domain, successful,
+/// failed). `None` when the report is not about the domain, or its dates
+/// do not parse. When the report had more policies than were kept
+/// (`truncated`), failures elsewhere in it may be the domain's: then its
+/// failures are all of the report's (`total_failed`), to be safe.
+pub fn summarize(
+    domain: &str,
+    begin: &str,
+    end: &str,
+    from: &str,
+    rows: &[(&str, u64, u64)],
+    truncated: bool,
+    total_failed: u64,
+) -> Option<ReportSummary> {
+    let same = |d: &str| d.trim_end_matches('.').eq_ignore_ascii_case(domain);
+    let time = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t.trim())
+            .ok()
+            .and_then(|d| u64::try_from(d.timestamp()).ok())
+    };
+    let (begin, end) = (time(begin)?, time(end)?);
+    let mine: Vec<&(&str, u64, u64)> = rows.iter().filter(|(d, _, _)| same(d)).collect();
+    if mine.is_empty() && !truncated {
+        return None;
+    }
+    let successful = mine.iter().map(|r| r.1).sum();
+    let failed = if truncated {
+        total_failed
+    } else {
+        mine.iter().map(|r| r.2).sum()
+    };
+    Some(ReportSummary {
+        begin,
+        end,
+        successful,
+        failed,
+        from: from.to_string(),
+    })
+}
+
 /// The self-check's word on a policy's MX patterns: red when a checked
 /// host that one of them matches has a problem; green when every pattern
 /// matches at least one checked host and none has a problem; no verdict
@@ -143,6 +185,77 @@ mod tests {
             addresses: vec![],
             problems: problems.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn reports_are_reduced_to_the_domain() {
+        let (b, e) = ("2026-01-01T00:00:00Z", "2026-01-01T23:59:59Z");
+        let r = summarize(
+            "example.org",
+            b,
+            e,
+            "Google",
+            &[
+                ("example.org.", 10, 0),
+                ("EXAMPLE.org", 5, 1),
+                ("other.example", 7, 9),
+            ],
+            false,
+            10,
+        )
+        .unwrap();
+        assert_eq!((r.begin, r.end), (1_767_225_600, 1_767_311_999));
+        assert_eq!((r.successful, r.failed), (15, 1));
+        assert_eq!(r.from, "Google");
+        // about another domain only
+        assert_eq!(
+            summarize(
+                "example.org",
+                b,
+                e,
+                "x",
+                &[("other.example", 1, 0)],
+                false,
+                0
+            ),
+            None
+        );
+        // truncated: the report's failures count, to be safe
+        let t = summarize(
+            "example.org",
+            b,
+            e,
+            "x",
+            &[("other.example", 1, 0)],
+            true,
+            4,
+        )
+        .unwrap();
+        assert_eq!((t.successful, t.failed), (0, 4));
+        // dates that do not parse
+        assert_eq!(
+            summarize(
+                "example.org",
+                "yesterday",
+                e,
+                "x",
+                &[("example.org", 1, 0)],
+                false,
+                0
+            ),
+            None
+        );
+        let offset = summarize(
+            "example.org",
+            "2026-01-01T01:00:00+01:00",
+            e,
+            "x",
+            &[("example.org", 1, 0)],
+            false,
+            0,
+        )
+        .unwrap();
+        assert_eq!(offset.begin, 1_767_225_600);
     }
 
     #[test]
