@@ -17,6 +17,8 @@ pub mod aggregate;
 pub mod event;
 pub mod message;
 pub mod report;
+pub mod receive;
+pub mod received;
 pub mod send;
 
 pub use event::{Event, PolicyKey, Session};
