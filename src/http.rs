@@ -181,7 +181,14 @@ pub async fn serve(
                 head: &head,
             };
             match receive_report(&shared, request, &mut reader, &mut write).await {
-                Some(reply) => reply,
+                Some((reply, unread)) => {
+                    let _ = write.write_all(reply.as_bytes()).await;
+                    let _ = write.shutdown().await;
+                    if unread {
+                        drain(&mut reader).await;
+                    }
+                    return;
+                }
                 // the client stopped sending: nothing to answer
                 None => return,
             }
@@ -207,7 +214,9 @@ enum Route {
     /// `POST reports.receive.path`.
     ReceiveReport,
     NotFound,
-    NotAllowed { allow: &'static str },
+    NotAllowed {
+        allow: &'static str,
+    },
 }
 
 impl Route {
@@ -232,6 +241,19 @@ fn route(method: &str, path: &str, receive: Option<&crate::config::ReportsReceiv
     }
 }
 
+/// Reads and drops what a client still sends after a refusal that did not
+/// read its body (at most 2 MiB, for at most 2 s), so that closing does
+/// not reset the connection before the client has read the answer.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
+    let mut sink = tokio::io::sink();
+    let mut limited = reader.take(2 << 20);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::copy(&mut limited, &mut sink),
+    )
+    .await;
+}
+
 /// Where a request came from.
 struct Request<'a> {
     listener: &'a str,
@@ -249,7 +271,7 @@ async fn receive_report<R, W>(
     req: Request<'_>,
     reader: &mut R,
     write: &mut W,
-) -> Option<String>
+) -> Option<(String, bool)>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -258,34 +280,46 @@ where
     let ctype = head.header("content-type").unwrap_or("");
     let Some(format) = receive::Format::of_content_type(ctype) else {
         tracing::info!(listener = req.listener, peer = %req.peer, content_type = %crate::smtp::session::sanitize(ctype), "TLS report POST refused: wrong Content-Type");
-        return Some(response(
+        return Some((response(
             415,
             "text/plain",
             "a TLS report is sent as application/tlsrpt+gzip or application/tlsrpt+json (RFC 8460 section 5.4)\n",
-        ));
+        ), true));
     };
     if head.header("transfer-encoding").is_some() {
-        return Some(response(
-            411,
-            "text/plain",
-            "send the report with a Content-Length; chunked bodies are not taken\n",
+        return Some((
+            response(
+                411,
+                "text/plain",
+                "send the report with a Content-Length; chunked bodies are not taken\n",
+            ),
+            true,
         ));
     }
     let Some(length) = head.header("content-length") else {
-        return Some(response(411, "text/plain", "a Content-Length is required\n"));
+        return Some((
+            response(411, "text/plain", "a Content-Length is required\n"),
+            true,
+        ));
     };
     let Ok(length) = length.trim().parse::<u64>() else {
-        return Some(response(400, "text/plain", "the Content-Length is not a number\n"));
+        return Some((
+            response(400, "text/plain", "the Content-Length is not a number\n"),
+            true,
+        ));
     };
     if length > receive::MAX_BODY as u64 {
         tracing::info!(listener = req.listener, peer = %req.peer, length, "TLS report POST refused: too large");
-        return Some(response(
-            413,
-            "text/plain",
-            &format!(
-                "the report is {length} bytes; at most {} are taken\n",
-                receive::MAX_BODY
+        return Some((
+            response(
+                413,
+                "text/plain",
+                &format!(
+                    "the report is {length} bytes; at most {} are taken\n",
+                    receive::MAX_BODY
+                ),
             ),
+            true,
         ));
     }
     if head
@@ -322,7 +356,7 @@ where
     })
     .await
     .unwrap_or_else(|e| Err(format!("the report task failed: {e}")));
-    Some(match taken {
+    let reply = match taken {
         Ok(Outcome::Stored(r)) => response(200, "text/plain", &format!("stored as {}\n", r.id)),
         Ok(Outcome::Refused {
             why: receive::Refused::TooLarge(why),
@@ -331,12 +365,21 @@ where
         Ok(Outcome::Refused {
             why: receive::Refused::Malformed(why),
             ..
-        }) => response(400, "text/plain", &format!("not an RFC 8460 report: {why}\n")),
+        }) => response(
+            400,
+            "text/plain",
+            &format!("not an RFC 8460 report: {why}\n"),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "cannot store a received TLS report");
-            response(500, "text/plain", "cannot store the report now; try again later\n")
+            response(
+                500,
+                "text/plain",
+                "cannot store the report now; try again later\n",
+            )
         }
-    })
+    };
+    Some((reply, false))
 }
 
 fn metrics(shared: &Shared) -> String {
@@ -429,7 +472,10 @@ mod tests {
         assert_eq!(r("GET", "/nope"), Route::NotFound);
         assert_eq!(r("POST", "/"), Route::NotAllowed { allow: "GET" });
         // without reports.receive there is no report path
-        assert_eq!(route("POST", "/tlsrpt", None), Route::NotAllowed { allow: "GET" });
+        assert_eq!(
+            route("POST", "/tlsrpt", None),
+            Route::NotAllowed { allow: "GET" }
+        );
         assert_eq!(route("GET", "/tlsrpt", None), Route::NotFound);
     }
 

@@ -441,8 +441,14 @@ fn print_received_table(v: &serde_json::Value) {
             r["status"].as_str().unwrap_or(""),
             r["via"].as_str().unwrap_or(""),
             cut(r["organization"].as_str().unwrap_or("-"), 24),
-            r["successful"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            r["failed"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            r["successful"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r["failed"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
             what
         );
     }

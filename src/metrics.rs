@@ -290,7 +290,11 @@ pub fn tlsrpt_received(
             m.received_failures
                 .get_or_create(&ReceivedFailureLabels {
                     domain: domain.clone(),
-                    result_type: if known { d.result_type.clone() } else { "other".into() },
+                    result_type: if known {
+                        d.result_type.clone()
+                    } else {
+                        "other".into()
+                    },
                 })
                 .inc_by(d.failed_session_count);
         }
@@ -301,7 +305,9 @@ pub fn tlsrpt_received(
 pub fn tlsrpt_received_malformed(via: &str) {
     metrics()
         .received_malformed
-        .get_or_create(&ViaLabels { via: via.to_string() })
+        .get_or_create(&ViaLabels {
+            via: via.to_string(),
+        })
         .inc();
 }
 
@@ -439,7 +445,10 @@ mod tests {
         assert!(text.contains("postern_tlsrpt_received_sessions_total{domain=\"example.org\",policy_type=\"sts\",result=\"successful\"} 327"), "{text}");
         assert!(text.contains("postern_tlsrpt_received_sessions_total{domain=\"other\",policy_type=\"no-policy-found\",result=\"successful\"} 18"), "{text}");
         assert!(text.contains("postern_tlsrpt_received_failures_total{domain=\"example.org\",result_type=\"certificate-expired\"} 3"), "{text}");
-        assert!(text.contains("postern_tlsrpt_received_malformed_total{via=\"mail\"} 1"), "{text}");
+        assert!(
+            text.contains("postern_tlsrpt_received_malformed_total{via=\"mail\"} 1"),
+            "{text}"
+        );
         for i in 0..MAX_ORGANIZATIONS + 5 {
             organization_label(&format!("org {i}"));
         }

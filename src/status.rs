@@ -185,10 +185,10 @@ pub fn gather(shared: &Shared) -> View {
         crate::tlsrpt::received::recent(store, RECEIVED_SHOWN),
         crate::tlsrpt::received::malformed_count(store),
     ) {
-        (Ok(reports), Ok(malformed)) => (cfg.config.reports.receive.is_some()
-            || !reports.is_empty()
-            || malformed > 0)
-            .then_some(ReceivedView { reports, malformed }),
+        (Ok(reports), Ok(malformed)) => {
+            (cfg.config.reports.receive.is_some() || !reports.is_empty() || malformed > 0)
+                .then_some(ReceivedView { reports, malformed })
+        }
         (Err(e), _) | (_, Err(e)) => {
             errors.push(format!("received TLS reports: {e}"));
             None
@@ -1049,7 +1049,10 @@ mod tests {
         assert!(page.contains("id=\"queue-messages\">2<"));
         assert!(page.contains("data-health=\"unhealthy\""));
         assert!(page.contains("name=\"viewport\""));
-        assert!(page.contains("data-failed=\"2\" class=\"failing\""), "{page}");
+        assert!(
+            page.contains("data-failed=\"2\" class=\"failing\""),
+            "{page}"
+        );
         assert!(page.contains("certificate-expired: 2"));
         assert!(page.contains("3 malformed kept aside"));
         assert!(page.contains("&lt;b&gt;Evil&lt;/b&gt; Org"));

@@ -542,7 +542,10 @@ fn reports_receive(c: &Config, r: &ReportsReceive, out: &mut Vec<Problem>) {
     } else if crate::http::FIXED_PATHS.contains(&p.as_str()) {
         out.push(Problem::error(
             "reports.receive.path",
-            format!("{p} is already one of the http listener's own paths ({})", crate::http::FIXED_PATHS.join(", ")),
+            format!(
+                "{p} is already one of the http listener's own paths ({})",
+                crate::http::FIXED_PATHS.join(", ")
+            ),
         ));
     }
     let http = c

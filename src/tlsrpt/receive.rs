@@ -344,7 +344,11 @@ fn check(r: &ReceivedReport) -> Result<(), Refused> {
     for (i, p) in r.policies.iter().enumerate() {
         let at = format!("policies[{i}]");
         let pol = &p.policy;
-        text(&format!("{at}.policy.policy-domain"), &pol.policy_domain, true)?;
+        text(
+            &format!("{at}.policy.policy-domain"),
+            &pol.policy_domain,
+            true,
+        )?;
         list(&format!("{at}.policy.policy-string"), &pol.policy_string)?;
         list(&format!("{at}.policy.mx-host"), &pol.mx_host)?;
         let s = &p.summary;
@@ -391,7 +395,10 @@ fn check(r: &ReceivedReport) -> Result<(), Refused> {
                 d.failed_session_count,
             )?;
             failed = failed.saturating_add(d.failed_session_count);
-            count(&format!("{at} (the failed-session-counts together)"), failed)?;
+            count(
+                &format!("{at} (the failed-session-counts together)"),
+                failed,
+            )?;
             for (name, ip) in [
                 ("sending-mta-ip", &d.sending_mta_ip),
                 ("receiving-ip", &d.receiving_ip),
@@ -505,7 +512,12 @@ pub fn attachments(message: &[u8]) -> Result<Vec<Attachment>, String> {
         }
         let (ctype, sub) = part
             .content_type()
-            .map(|c| (c.ctype().to_ascii_lowercase(), c.subtype().unwrap_or("").to_ascii_lowercase()))
+            .map(|c| {
+                (
+                    c.ctype().to_ascii_lowercase(),
+                    c.subtype().unwrap_or("").to_ascii_lowercase(),
+                )
+            })
             .unwrap_or_default();
         let media = format!("{ctype}/{sub}");
         let name = part.attachment_name().map(str::to_string);
@@ -547,7 +559,8 @@ mod tests {
     /// RFC 8460 §4.4's example (its `additional-information` on one line;
     /// the example's `failure-error-code` — an erratum for
     /// `failure-reason-code` — is an unknown member, ignored).
-    const RFC_EXAMPLE: &str = include_str!("../../tests/data/tlsrpt-received/valid-rfc8460-example.json");
+    const RFC_EXAMPLE: &str =
+        include_str!("../../tests/data/tlsrpt-received/valid-rfc8460-example.json");
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
         super::super::report::gzip(bytes)
@@ -637,7 +650,8 @@ mod tests {
 
     #[test]
     fn the_committed_corpus_gets_the_expected_verdicts() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tlsrpt-received");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tlsrpt-received");
         let expect = std::fs::read_to_string(dir.join("expect.txt")).unwrap();
         let expect: std::collections::BTreeMap<&str, &str> = expect
             .lines()
@@ -673,7 +687,11 @@ mod tests {
             seen += 1;
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-        assert_eq!(seen, expect.len(), "expect.txt names a file that is not there");
+        assert_eq!(
+            seen,
+            expect.len(),
+            "expect.txt names a file that is not there"
+        );
     }
 
     fn report_with(policies: usize, details: usize) -> String {
@@ -698,7 +716,10 @@ mod tests {
         assert!(e.to_string().contains("at most 1000"), "{e}");
         assert!(parse(report_with(1, MAX_DETAILS).as_bytes()).is_ok());
         let e = parse(report_with(1, MAX_DETAILS + 1).as_bytes()).unwrap_err();
-        assert!(e.to_string().starts_with("policies[0].failure-details"), "{e}");
+        assert!(
+            e.to_string().starts_with("policies[0].failure-details"),
+            "{e}"
+        );
         let e = parse(report_with(11, MAX_DETAILS).as_bytes()).unwrap_err();
         assert!(e.to_string().contains("in all"), "{e}");
         // a policy's counts may not add up beyond the limit either
@@ -716,8 +737,13 @@ mod tests {
     #[test]
     fn a_body_over_the_limit_is_too_large_before_inflating() {
         let big = vec![b' '; MAX_BODY + 1];
-        assert!(matches!(decode(&big, Format::Json), Err(Refused::TooLarge(_))));
-        assert!(matches!(decode(&big, Format::Gzip), Err(Refused::TooLarge(_))));
+        assert!(matches!(
+            decode(&big, Format::Json),
+            Err(Refused::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode(&big, Format::Gzip),
+            Err(Refused::TooLarge(_))
+        ));
     }
 }
-

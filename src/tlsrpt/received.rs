@@ -147,7 +147,10 @@ fn totals(store: &Store) -> Result<Totals, String> {
 pub enum Outcome {
     Stored(Received),
     /// Kept aside (`id`), refused for `why`.
-    Refused { id: String, why: Refused },
+    Refused {
+        id: String,
+        why: Refused,
+    },
 }
 
 /// Reads `body` and stores the report, or keeps it aside as malformed;
@@ -220,10 +223,7 @@ pub fn take_mail(
 }
 
 fn clip(s: &str, max: usize) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// Stores a report that passed [`receive::parse`]; drops the oldest beyond
@@ -337,7 +337,8 @@ fn summarize(id: &str, now: u64, source: &Source, r: &ReceivedReport, size: usiz
     let mut result_types: BTreeMap<String, u64> = BTreeMap::new();
     for p in &r.policies {
         for d in &p.failure_details {
-            if result_types.len() < SUMMARY_RESULT_TYPES || result_types.contains_key(&d.result_type)
+            if result_types.len() < SUMMARY_RESULT_TYPES
+                || result_types.contains_key(&d.result_type)
             {
                 *result_types.entry(d.result_type.clone()).or_default() += d.failed_session_count;
             }
@@ -551,9 +552,15 @@ mod tests {
             .collect();
         assert_eq!(ids, [c.id.as_str(), b.as_str(), a.id.as_str()]);
         assert_eq!(list[1]["status"], "malformed");
-        assert_eq!(list[0]["domains"], json!(["example.org", "lists.example.org"]));
+        assert_eq!(
+            list[0]["domains"],
+            json!(["example.org", "lists.example.org"])
+        );
         let shown = show(&store, &a.id.to_lowercase()).unwrap();
-        assert_eq!(shown["report"]["organization-name"], "Microsoft Corporation");
+        assert_eq!(
+            shown["report"]["organization-name"],
+            "Microsoft Corporation"
+        );
         assert_eq!(shown["source"]["peer"], "192.0.2.1");
         let bad = show(&store, &b).unwrap();
         assert_eq!(bad["sample"], "{}");
@@ -568,9 +575,17 @@ mod tests {
         let report = receive::parse(MS).unwrap();
         let mut ids = Vec::new();
         for _ in 0..5 {
-            ids.push(store_within(&store, &source(), &report, MS, (3, u64::MAX)).unwrap().id);
+            ids.push(
+                store_within(&store, &source(), &report, MS, (3, u64::MAX))
+                    .unwrap()
+                    .id,
+            );
         }
-        let kept: Vec<String> = recent(&store, 10).unwrap().into_iter().map(|r| r.id).collect();
+        let kept: Vec<String> = recent(&store, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(kept, [ids[4].clone(), ids[3].clone(), ids[2].clone()]);
         assert_eq!(store.count("received-body").unwrap(), 3);
         // bytes: room for two bodies only
@@ -589,7 +604,10 @@ mod tests {
         for _ in 0..KEEP_MALFORMED + 5 {
             store_malformed(&store, &source(), "bad", &big).unwrap();
         }
-        assert_eq!(store.count("received-malformed").unwrap() as u64, KEEP_MALFORMED);
+        assert_eq!(
+            store.count("received-malformed").unwrap() as u64,
+            KEEP_MALFORMED
+        );
         assert_eq!(malformed_count(&store).unwrap(), KEEP_MALFORMED);
         let m = recent_malformed(&store, 1).unwrap();
         assert!(m[0].truncated && m[0].size == (SAMPLE * 2) as u64);
