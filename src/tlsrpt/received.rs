@@ -188,17 +188,32 @@ pub fn take_mail(
     source: &Source,
     message: &[u8],
 ) -> Result<Vec<Outcome>, String> {
-    let parsed = std::panic::catch_unwind(|| receive::attachments(message))
-        .unwrap_or_else(|_| Err("the MIME parser failed on this message".into()));
-    let mut source = source.clone();
-    if let Some(m) = mail_parser::MessageParser::default().parse_headers(message) {
-        source.from = m
-            .from()
+    // mail-parser is not ours: a panic in it must not end the session
+    // with a 451 the sender would retry for days.
+    let (parsed, from, message_id) = std::panic::catch_unwind(|| {
+        let headers = mail_parser::MessageParser::default().parse_headers(message);
+        let from = headers
+            .as_ref()
+            .and_then(|m| m.from())
             .and_then(|a| a.first())
             .and_then(|a| a.address())
             .map(|a| clip(a, 255));
-        source.message_id = m.message_id().map(|s| clip(s, 255));
-    }
+        let message_id = headers
+            .as_ref()
+            .and_then(|m| m.message_id())
+            .map(|s| clip(s, 255));
+        (receive::attachments(message), from, message_id)
+    })
+    .unwrap_or_else(|_| {
+        (
+            Err("the MIME parser failed on this message".into()),
+            None,
+            None,
+        )
+    });
+    let mut source = source.clone();
+    source.from = from;
+    source.message_id = message_id;
     match parsed {
         Err(e) => {
             source.content_type = "message/rfc822".into();
