@@ -10,6 +10,14 @@ also on failure or Ctrl-C.
   127.0.4.3:10025   smtp-sink            counts what the STARTTLS sink accepted
   127.0.4.10:2525   postern              relay under test (fresh storage each run)
   127.0.4.11:25     Postfix              relay under test (fresh instance each run)
+
+`bench.py resumption` (bench/run.sh resumption) measures TLS session resumption instead:
+
+  127.0.4.4:25      Python TLS sink      STARTTLS, one message per connection (closes after
+                                         the reply to DATA), counts full and resumed handshakes
+  127.0.4.10:2525   postern              relay to it (PKIX against the sink's CA), with
+                                         outbound.tlsResumption true and false
+  127.0.4.10:8080   postern's /metrics   postern_outbound_tls_handshakes_total{kind}
 """
 import json
 import os
@@ -33,12 +41,16 @@ LEGS = os.environ.get("BENCH_LEGS", "plain,starttls").split(",")
 RELAYS = os.environ.get("BENCH_RELAYS", "postern,postfix").split(",")
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 POSTERN_BIN = os.environ.get("POSTERN_BIN", "/var/cache/postern-release/release/postern")
+RES_N = int(os.environ.get("BENCH_RESUMPTION_MESSAGES", "1000"))
+RES_VERSIONS = os.environ.get("BENCH_TLS_VERSIONS", "1.3,1.2").split(",")
 
 SINK_PLAIN = ("127.0.4.1", 25)
 SINK_TLS = ("127.0.4.2", 25)
 SINK_TLS_COUNTER = ("127.0.4.3", 10025)
 POSTERN_ADDR = ("127.0.4.10", 2525)
 POSTFIX_ADDR = ("127.0.4.11", 25)
+SINK_ONE = ("127.0.4.4", 25)  # the resumption benchmark's sink: one message per connection
+POSTERN_HTTP = ("127.0.4.10", 8080)
 FROM, TO = "a@bench.test", "b@sink.test"
 
 
@@ -495,6 +507,248 @@ def sample_main(root, out):
         f.write(f"{peak[0]} {peak[1]} {peak[2]}\n")
 
 
+# ------------------------------------------------------------------ resumption
+def tls_sink_main(host, port, cert, key, out, version):
+    """Subprocess: a STARTTLS sink that takes one message per connection and then closes it, so
+    that every message needs a new connection and a new TLS handshake. Appends
+    `mesg=N full=F resumed=R` to `out` after each message (R: handshakes OpenSSL resumed)."""
+    import socket
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    v = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = ctx.maximum_version = v
+    lock = threading.Lock()
+    st = {"mesg": 0, "full": 0, "resumed": 0}
+    outf = open(out, "a", buffering=1)
+    srv = socket.create_server((host, int(port)), backlog=512)
+
+    class Lines:
+        def __init__(self, sock):
+            self.sock, self.buf = sock, b""
+
+        def line(self):
+            while b"\n" not in self.buf:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise EOFError
+                self.buf += data
+            line, self.buf = self.buf.split(b"\n", 1)
+            return line.rstrip(b"\r")
+
+    def handle(sock):
+        try:
+            sock.sendall(b"220 sink.bench.test ESMTP\r\n")
+            r = Lines(sock)
+            r.line()  # EHLO
+            sock.sendall(b"250-sink.bench.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            if not r.line().upper().startswith(b"STARTTLS") or r.buf:
+                return
+            sock.sendall(b"220 2.0.0 go ahead\r\n")
+            tls = ctx.wrap_socket(sock, server_side=True)
+            with lock:
+                st["resumed" if tls.session_reused else "full"] += 1
+            r = Lines(tls)
+            while True:
+                cmd = r.line().upper()
+                if cmd.startswith((b"EHLO", b"HELO")):
+                    tls.sendall(b"250-sink.bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif cmd.startswith((b"MAIL", b"RCPT", b"RSET", b"NOOP")):
+                    tls.sendall(b"250 2.0.0 ok\r\n")
+                elif cmd.startswith(b"DATA"):
+                    tls.sendall(b"354 go ahead\r\n")
+                    while r.line() != b".":
+                        pass
+                    tls.sendall(b"250 2.0.0 taken; closing\r\n")
+                    with lock:
+                        st["mesg"] += 1
+                        outf.write(f"mesg={st['mesg']} full={st['full']} resumed={st['resumed']}\n")
+                    return
+                elif cmd.startswith(b"QUIT"):
+                    tls.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    tls.sendall(b"502 5.5.2 no\r\n")
+        except (OSError, EOFError, ssl.SSLError):
+            pass
+        finally:
+            sock.close()
+
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def sink_stats(path):
+    """(messages, full, resumed) of the last line of the resumption sink."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 200))
+            tail_ = f.read().decode("ascii", "replace")
+    except OSError:
+        return 0, 0, 0
+    m = re.findall(r"mesg=(\d+) full=(\d+) resumed=(\d+)", tail_)
+    return tuple(int(x) for x in m[-1]) if m else (0, 0, 0)
+
+
+def handshake_counts():
+    """postern's postern_outbound_tls_handshakes_total by kind, from /metrics."""
+    import socket
+    with socket.create_connection(POSTERN_HTTP, timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        text = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            text += data
+    counts = {"full": 0, "resumed": 0}
+    for kind, n in re.findall(r'postern_outbound_tls_handshakes_total\{kind="(\w+)"\} (\d+)',
+                              text.decode(errors="replace")):
+        counts[kind] = int(n)
+    return counts
+
+
+def sink_pki(tmp):
+    """A CA and the sink's certificate (IP SAN 127.0.4.4: postern checks the relay by its address)."""
+    d = f"{tmp}/pki"
+    os.makedirs(d, exist_ok=True)
+
+    def run(*argv):
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("openssl", "req", "-x509", *ec, "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "30",
+        "-subj", "/CN=bench CA")
+    run("openssl", "req", *ec, "-keyout", f"{d}/sink.key", "-out", f"{d}/sink.csr",
+        "-subj", "/CN=sink.bench.test")
+    with open(f"{d}/ext", "w") as f:
+        f.write(f"subjectAltName=IP:{SINK_ONE[0]},DNS:sink.bench.test\n"
+                "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", f"{d}/sink.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+        "-CAcreateserial", "-out", f"{d}/sink.pem", "-days", "30", "-extfile", f"{d}/ext")
+    with open(f"{d}/sink.pem") as a, open(f"{d}/ca.pem") as b, open(f"{d}/chain.pem", "w") as c:
+        c.write(a.read() + b.read())
+    return f"{d}/ca.pem", f"{d}/chain.pem", f"{d}/sink.key"
+
+
+def start_postern_resumption(d, resumption, ca):
+    os.makedirs(d, exist_ok=True)
+    cfg = {
+        "server": {"hostname": "postern.bench.test",
+                   "listeners": {"smtp": {"bind": f"{POSTERN_ADDR[0]}:{POSTERN_ADDR[1]}", "protocol": "smtp"},
+                                 "http": {"bind": f"{POSTERN_HTTP[0]}:{POSTERN_HTTP[1]}", "protocol": "http"}}},
+        "session": {"relayNetworks": ["127.0.0.0/8"]},
+        "outbound": {"route": {"match": [], "else": "'sink'"},
+                     "relays": {"sink": {"host": SINK_ONE[0], "port": SINK_ONE[1], "tls": "starttls"}},
+                     "caFile": ca, "tlsResumption": resumption},
+        "storage": {"path": f"{d}/data"},
+    }
+    with open(f"{d}/postern.json", "w") as f:
+        json.dump(cfg, f, indent=1)
+    _, t = spawn("postern", [POSTERN_BIN, "serve", "--config", f"{d}/postern.json"], f"{d}/postern.log")
+    try:
+        wait_listen(POSTERN_ADDR, "postern")
+    except Fail:
+        raise Fail("postern did not start; log:\n" + tail(f"{d}/postern.log"))
+    return t, f"{d}/postern.log"
+
+
+def run_resumption_one(tmp, version, resumption, i, ca, counter):
+    d = f"{tmp}/resumption-{version}-{resumption}-{i}"
+    t, logf = start_postern_resumption(d, resumption, ca)
+    try:
+        time.sleep(0.3)
+        m0, f0, r0 = sink_stats(counter)
+        cpu0 = cpu_seconds(t.pid)
+        t0 = time.perf_counter()
+        src = subprocess.run(["smtp-source", "-s", str(SESSIONS), "-m", str(RES_N), "-l", str(SIZE),
+                              "-f", FROM, "-t", TO, f"{POSTERN_ADDR[0]}:{POSTERN_ADDR[1]}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if src.returncode != 0 or src.stdout.strip():
+            raise Fail(f"smtp-source: rc={src.returncode}: {src.stdout.decode(errors='replace')[-2000:]}")
+        last, last_t = 0, time.perf_counter()
+        while last < RES_N:
+            time.sleep(0.1)
+            c = sink_stats(counter)[0] - m0
+            now = time.perf_counter()
+            if c != last:
+                last, last_t = c, now
+            elif now - last_t > STALL:
+                raise Fail(f"resumption {version}/{resumption}: the sink has {c} of {RES_N} messages "
+                           f"and nothing moved for {STALL:.0f} s\nrelay log:\n{tail(logf)}")
+        t_e2e = time.perf_counter() - t0
+        cpu = cpu_seconds(t.pid) - cpu0
+        hs = handshake_counts()
+        m1, f1, r1 = sink_stats(counter)
+    finally:
+        t.stop()
+    n = hs["full"] + hs["resumed"]
+    r = {
+        "messages": last, "full": hs["full"], "resumed": hs["resumed"],
+        "handshakes_per_msg": n / last, "resumed_share": hs["resumed"] / n if n else 0.0,
+        "cpu_ms_per_msg": cpu * 1000 / last, "cpu_s": cpu, "e2e_rate": last / t_e2e,
+        "sink_full": f1 - f0, "sink_resumed": r1 - r0,
+    }
+    log(f"TLS {version} resumption {'on ' if resumption else 'off'} run {i}: {last} messages in "
+        f"{t_e2e:.2f} s ({r['e2e_rate']:.0f}/s), handshakes full {hs['full']} resumed {hs['resumed']} "
+        f"(sink: full {r['sink_full']} resumed {r['sink_resumed']}), postern CPU {cpu:.2f} s = "
+        f"{r['cpu_ms_per_msg']:.3f} ms/msg")
+    if not KEEP:
+        shutil.rmtree(d, ignore_errors=True)
+    return r
+
+
+def resumption_main(tmp):
+    """TLS 1.3 and 1.2, resumption on and off, interleaved RUNS times."""
+    ca, chain, key = sink_pki(tmp)
+    results = {}
+    for version in RES_VERSIONS:
+        counter = f"{tmp}/sink-one-{version}.count"
+        p, t = spawn(f"tls sink {version}", [sys.executable, os.path.abspath(__file__), "_tls_sink",
+                                             SINK_ONE[0], str(SINK_ONE[1]), chain, key, counter, version],
+                     f"{tmp}/sink-one-{version}.log")
+        wait_listen(SINK_ONE, f"the TLS sink ({version})")
+        try:
+            for i in range(1, RUNS + 1):
+                for resumption in (True, False):
+                    results.setdefault((version, resumption), []).append(
+                        run_resumption_one(tmp, version, resumption, i, ca, counter))
+        finally:
+            t.stop()
+    return results
+
+
+def resumption_report(results):
+    out = [f"{RES_N} messages x {SIZE} B per run, {SESSIONS} smtp-source sessions, every message on a new "
+           f"connection (the sink closes after one), PKIX-verified relay; {RUNS} runs each; "
+           "median [min-max]\n",
+           "| TLS | resumption | handshakes per message | resumed (postern / sink) | postern CPU per message (ms) "
+           "| end-to-end (msg/s) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    med = {}
+    order = {v: i for i, v in enumerate(RES_VERSIONS)}
+    for (version, resumption), rs in sorted(results.items(), key=lambda kv: (order.get(kv[0][0], 9),
+                                                                             not kv[0][1])):
+        def cell(key):
+            xs = [r[key] for r in rs]
+            return statistics.median(xs), f"{fmt(statistics.median(xs))} [{fmt(min(xs))}-{fmt(max(xs))}]"
+        cpu, cpu_s = cell("cpu_ms_per_msg")
+        med[(version, resumption)] = cpu
+        hs = cell("handshakes_per_msg")[1]
+        share = statistics.median(r["resumed_share"] for r in rs) * 100
+        sink = statistics.median(r["sink_resumed"] / max(1, r["sink_full"] + r["sink_resumed"]) for r in rs) * 100
+        out.append(f"| {version} | {'on' if resumption else 'off'} | {hs} | {share:.0f} % / {sink:.0f} % "
+                   f"| {cpu_s} | {cell('e2e_rate')[1]} |")
+    out.append("")
+    for version in RES_VERSIONS:
+        on, off = med.get((version, True)), med.get((version, False))
+        if on and off:
+            out.append(f"- TLS {version}: resumption saves {off - on:.3f} ms of postern CPU per message "
+                       f"({(off - on) / off * 100:.0f} % of the per-message total)")
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------ report
 METRICS = [  # key, label, better
     ("accept_rate", "accept rate (msg/s)", "higher"),
@@ -553,7 +807,12 @@ def main():
         sys.exit("bench: needs root (ports 25 on 127.0.4.x, Postfix instances)")
     if "postern" in RELAYS and not os.access(POSTERN_BIN, os.X_OK):
         sys.exit(f"bench: no postern binary at {POSTERN_BIN} (set POSTERN_BIN)")
-    busy = [a for a in (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if not port_free(a)]
+    mode = sys.argv[1] if len(sys.argv) > 1 else "relays"
+    if mode not in ("relays", "resumption"):
+        sys.exit(f"bench: unknown mode {mode!r} (relays, resumption)")
+    addrs = ((SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if mode == "relays"
+             else (SINK_ONE, POSTERN_ADDR, POSTERN_HTTP))
+    busy = [a for a in addrs if not port_free(a)]
     if busy:
         sys.exit(f"bench: already in use: {busy} (another bench still running?)")
     tmp = tempfile.mkdtemp(prefix="postern-bench.", dir="/var/tmp")  # on disk, not tmpfs
@@ -566,12 +825,16 @@ def main():
     results, rc = {}, 0
     t_start = time.time()
     try:
-        log(f"work dir {tmp}; {N} messages, {RUNS} runs, legs {LEGS}, relays {RELAYS}")
-        start_sinks(tmp)
-        for i in range(1, RUNS + 1):
-            for leg in LEGS:
-                for relay in RELAYS:
-                    results.setdefault((relay, leg), []).append(run_one(tmp, relay, leg, i))
+        if mode == "resumption":
+            log(f"work dir {tmp}; resumption: {RES_N} messages, {RUNS} runs, TLS {RES_VERSIONS}")
+            results = resumption_main(tmp)
+        else:
+            log(f"work dir {tmp}; {N} messages, {RUNS} runs, legs {LEGS}, relays {RELAYS}")
+            start_sinks(tmp)
+            for i in range(1, RUNS + 1):
+                for leg in LEGS:
+                    for relay in RELAYS:
+                        results.setdefault((relay, leg), []).append(run_one(tmp, relay, leg, i))
     except Fail as e:
         log(f"error: {e}")
         rc = 1
@@ -593,7 +856,7 @@ def main():
     if results:
         with open(os.environ.get("BENCH_JSON", os.devnull), "w") as f:
             json.dump({f"{k[0]}/{k[1]}": v for k, v in results.items()}, f, indent=1)
-        print(report(results))
+        print(resumption_report(results) if mode == "resumption" else report(results))
     log(f"total {time.time() - t_start:.0f} s")
     return rc
 
@@ -601,5 +864,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_sample":
         sample_main(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_tls_sink":
+        tls_sink_main(*sys.argv[2:8])
     else:
         sys.exit(main())

@@ -2,6 +2,7 @@
 # postern vs Postfix as relays, side by side, on loopback (see bench/README.md).
 #
 #   bench/run.sh                 build postern (release) and run the whole benchmark
+#   bench/run.sh resumption      postern alone: TLS session resumption on/off, one message per connection
 #
 # Environment:
 #   BENCH_MESSAGES=5000   messages per run (smtp-source -m)
@@ -13,6 +14,8 @@
 #   BENCH_STALL=60        fail a run when the sink count does not move for this many seconds
 #   BENCH_KEEP=1          keep the work dir (logs, configs) under /var/tmp
 #   BENCH_JSON=FILE       also write every run's raw numbers as JSON
+#   BENCH_RESUMPTION_MESSAGES=1000  messages per run of `resumption`
+#   BENCH_TLS_VERSIONS=1.3,1.2      TLS versions of `resumption` (the sink allows only that one)
 #   POSTERN_BIN=PATH      use this binary and skip the build
 #   CARGO_TARGET_DIR      release build dir (default /var/cache/postern-release)
 #
@@ -58,4 +61,4 @@ fi
 
 py=$(command -v python3)
 [ -x /usr/bin/python3 ] && py=/usr/bin/python3
-exec "$py" bench/bench.py
+exec "$py" bench/bench.py "$@"

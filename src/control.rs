@@ -62,6 +62,8 @@ pub enum Request {
         dry_run: bool,
     },
     TlsaStatus,
+    /// Run the self-check now (`postern selfcheck`).
+    SelfCheck,
     /// The daemon's cached MTA-STS policy of a domain (`probe`).
     MtaStsCached {
         domain: String,
@@ -145,6 +147,9 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
                 let (text, ok) = crate::server::tlsa_status(&shared).await;
                 Ok(json!({"text": text, "ok": ok}))
             }
+            Ok(Request::SelfCheck) => crate::selfcheck::check_now(&shared)
+                .await
+                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
             Ok(req) => {
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || execute(&shared, req))
@@ -294,9 +299,10 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
             tracing::info!(domain = %d, "forgotten by the operator: the downgrade ledger starts again");
             Ok(json!({ "forgotten": d }))
         }
-        Request::ReportsSendNow | Request::TlsaSync { .. } | Request::TlsaStatus => {
-            Err("handled asynchronously".into())
-        }
+        Request::ReportsSendNow
+        | Request::TlsaSync { .. }
+        | Request::TlsaStatus
+        | Request::SelfCheck => Err("handled asynchronously".into()),
         Request::RetryAll => {
             let mut ids = Vec::new();
             for env in queue::list(store)?.into_iter().filter(|e| !e.held) {

@@ -51,6 +51,11 @@ pub fn reasons(shared: &Shared) -> Vec<String> {
     if let Some(Err(e)) = &s.store {
         out.push(format!("store: {e}"));
     }
+    if let Some(r) = shared.selfcheck.get() {
+        for p in r.problems() {
+            out.push(format!("self-check: {p}"));
+        }
+    }
     let max_age = shared
         .config()
         .config

@@ -21,6 +21,7 @@ pub mod net;
 pub mod policy;
 pub mod probe;
 pub mod queue;
+pub mod selfcheck;
 pub mod server;
 pub mod smtp;
 pub mod status;

@@ -2,7 +2,9 @@
 //! security. `main` parses the command line and hands over; each command
 //! lives in the module named after what it does.
 
-use postern::{config, control, dane, logging, probe, queue, server, store, systemd, tls, tlsa};
+use postern::{
+    config, control, dane, logging, probe, queue, selfcheck, server, store, systemd, tls, tlsa,
+};
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -63,6 +65,10 @@ enum Command {
     /// The downgrade ledger: the best security level each destination reached.
     #[command(subcommand)]
     Domains(DomainsCommand),
+    /// Look at this server's own MX hosts (tlsa.records) from outside: the
+    /// certificate each address serves against the TLSA set every
+    /// authoritative server and the resolver publish. Exit 1 on a mismatch.
+    Selfcheck(Common),
     /// Write the man page (postern.1) or shell completions into a directory
     /// (the Nix package installs them).
     #[command(hide = true)]
@@ -272,6 +278,7 @@ fn main() -> ExitCode {
         }
         Command::Reports(r) => reports_command(r),
         Command::Domains(d) => domains_command(d),
+        Command::Selfcheck(c) => selfcheck_command(c),
         Command::Generate { what, dir } => generate(&what, &dir),
     }
 }
@@ -688,6 +695,83 @@ fn probe_command(domain: &str, timeout: &str, common: Common) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// `selfcheck`: through the daemon when it runs (it keeps the result for
+/// `/healthz` and the status page), else here.
+fn selfcheck_command(c: Common) -> ExitCode {
+    let (loaded, runtime) = match online_command(c.config.as_deref(), true) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let report = match control::call_if_running(&loaded.config, &control::Request::SelfCheck) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => runtime.block_on(async {
+            let tools = server::delivery_tools(&loaded.config).await?;
+            let r = selfcheck::run(&loaded.config, &tools.resolver, &tools.tls).await;
+            serde_json::to_value(r).map_err(|e| e.to_string())
+        }),
+        Err(e) => Err(e),
+    };
+    let v = match report {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print_selfcheck(&v);
+    }
+    let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+    if hosts.is_empty() && !c.json {
+        eprintln!("nothing to check: no tlsa.records configured");
+    }
+    if hosts
+        .iter()
+        .all(|h| h["problems"].as_array().is_none_or(|p| p.is_empty()))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
+}
+
+fn print_selfcheck(v: &serde_json::Value) {
+    for h in v["hosts"].as_array().into_iter().flatten() {
+        let problems = h["problems"].as_array().cloned().unwrap_or_default();
+        let verdict = if problems.is_empty() {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
+        println!(
+            "{} port {} ({}): {verdict}",
+            h["host"].as_str().unwrap_or(""),
+            h["port"],
+            h["record"].as_str().unwrap_or("")
+        );
+        for a in h["addresses"].as_array().into_iter().flatten() {
+            println!(
+                "  [{}] leaf {} matched by: {}",
+                a["ip"].as_str().unwrap_or(""),
+                a["leaf_sha256"].as_str().unwrap_or("(no TLS)"),
+                a["matched_by"]
+                    .as_array()
+                    .map(|m| m
+                        .iter()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            );
+        }
+        for p in problems {
+            println!("  problem: {}", p.as_str().unwrap_or(""));
         }
     }
 }

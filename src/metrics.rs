@@ -31,6 +31,12 @@ pub struct ResultTypeLabels {
     pub result_type: String,
 }
 
+/// How an outbound TLS handshake went: `full` or `resumed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub kind: String,
+}
+
 /// A name in `certificates` (the operator's own: a handful).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
@@ -86,12 +92,14 @@ struct Metrics {
     dnssec_validates: Gauge,
     dnssec_last_success: Gauge,
     tlsa_in_step: Gauge,
+    selfcheck_ok: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     tlsa_rollover_phase: Family<CertificateLabels, Gauge>,
     queue_oldest_age: Gauge,
     mta_sts_policies: Gauge,
     mta_sts_refresh_failures: Counter,
     pool_idle: Gauge,
+    outbound_handshakes: Family<HandshakeLabels, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -145,6 +153,12 @@ fn metrics() -> &'static Metrics {
             "tlsa_in_step",
             "1 when the published TLSA records match the served certificates, else 0 (only with tlsa.records)",
             tlsa_in_step.clone(),
+        );
+        let selfcheck_ok = Gauge::default();
+        registry.register(
+            "selfcheck_ok",
+            "1 when the last self-check found every own MX host serving a certificate its published TLSA records match, else 0 (only with tlsa.records)",
+            selfcheck_ok.clone(),
         );
         let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
         registry.register(
@@ -206,11 +220,18 @@ fn metrics() -> &'static Metrics {
             "Failed sessions in the failure details of received TLS reports, by our domain (or other) and RFC 8460 result type",
             received_failures.clone(),
         );
+        let outbound_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "outbound_tls_handshakes",
+            "Completed outbound TLS handshakes, by kind: full (the certificate checked) or resumed (a session of the same host and requirement)",
+            outbound_handshakes.clone(),
+        );
         Metrics {
             received_reports,
             received_malformed,
             received_sessions,
             received_failures,
+            outbound_handshakes,
             certificate_expiry,
             tlsa_rollover_phase,
             queue_oldest_age,
@@ -220,6 +241,7 @@ fn metrics() -> &'static Metrics {
             dnssec_validates,
             dnssec_last_success,
             tlsa_in_step,
+            selfcheck_ok,
             registry,
             deliveries,
             downgrades,
@@ -383,6 +405,16 @@ pub fn mta_sts_refresh_failure() {
     metrics().mta_sts_refresh_failures.inc();
 }
 
+/// A completed outbound TLS handshake.
+pub fn outbound_handshake(resumed: bool) {
+    metrics()
+        .outbound_handshakes
+        .get_or_create(&HandshakeLabels {
+            kind: if resumed { "resumed" } else { "full" }.to_string(),
+        })
+        .inc();
+}
+
 /// Idle pooled connections now.
 pub fn pool_idle(n: usize) {
     metrics().pool_idle.set(n as i64);
@@ -391,6 +423,11 @@ pub fn pool_idle(n: usize) {
 /// Whether the TLSA records are in step with the served certificates.
 pub fn tlsa_in_step(ok: bool) {
     metrics().tlsa_in_step.set(ok as i64);
+}
+
+/// The verdict of the last self-check.
+pub fn selfcheck(ok: bool) {
+    metrics().selfcheck_ok.set(ok as i64);
 }
 
 /// The exposition text, with the gauges read now.
@@ -414,6 +451,8 @@ mod tests {
         delivery("dane", "sent");
         downgrade();
         tlsrpt_failure("dnssec-invalid");
+        outbound_handshake(false);
+        outbound_handshake(true);
         let text = render(3, 7);
         assert!(text.contains("# TYPE postern_deliveries counter"), "{text}");
         assert!(
@@ -423,6 +462,10 @@ mod tests {
         assert!(text.contains("postern_downgrades_total 1"), "{text}");
         assert!(
             text.contains("postern_tlsrpt_failures_total{result_type=\"dnssec-invalid\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postern_outbound_tls_handshakes_total{kind=\"resumed\"}"),
             "{text}"
         );
         assert!(text.contains("postern_connections 3"), "{text}");

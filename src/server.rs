@@ -32,6 +32,8 @@ pub struct Shared {
     pub wake: tokio::sync::Notify,
     /// The last results of the health checks (`/healthz`, `STATUS=`).
     pub health: crate::health::Health,
+    /// The last self-check of the operator's own MX hosts.
+    pub selfcheck: crate::selfcheck::Last,
 }
 
 impl Shared {
@@ -99,7 +101,8 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let queued = store.count("queue").unwrap_or(0);
+    // RocksDB's estimate, not a scan: a deep queue must not delay the first 220.
+    let queued = store.estimate_count("queue");
     let tls = crate::tls::listener_configs(&served_config(&loaded, &store)?)?;
     let opened = listener::open_all(cfg, passed)?;
     let control_path = crate::control::daemon_path(cfg);
@@ -112,6 +115,7 @@ pub async fn run(
         stopping: stop_rx,
         wake: tokio::sync::Notify::new(),
         health: crate::health::Health::default(),
+        selfcheck: crate::selfcheck::Last::default(),
     });
     let mut accept_tasks = Vec::new();
     for o in opened {
@@ -134,6 +138,7 @@ pub async fn run(
     let engine_task = tokio::spawn(engine.clone().run());
     let certificates_task = tokio::spawn(watch_certificates(shared.clone()));
     let health_task = tokio::spawn(crate::health::watch(shared.clone()));
+    let selfcheck_task = tokio::spawn(crate::selfcheck::watch(shared.clone()));
     let watchdog = systemd::spawn_watchdog();
     let data = shared.config().config.storage.path.display().to_string();
     tracing::info!(storage = %data, queued, "postern ready");
@@ -172,6 +177,7 @@ pub async fn run(
     engine_task.abort();
     certificates_task.abort();
     health_task.abort();
+    selfcheck_task.abort();
     let _ = std::fs::remove_file(&control_path);
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
@@ -279,8 +285,9 @@ pub async fn tlsa_status(shared: &Arc<Shared>) -> (String, bool) {
     crate::tlsa::gate::status(&loaded.config, &shared.store, &tools.resolver, &files).await
 }
 
-/// The resolver and the client TLS roots deliveries use. DNSSEC that cannot
-/// work is said once here; `dane: require` then fails rather than passes.
+/// The resolver, the client TLS roots and certificates deliveries use.
+/// DNSSEC that cannot work is said once here; `dane: require` then fails
+/// rather than passes.
 pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delivery::Tools, String> {
     let resolver = resolver(cfg)?;
     let check = resolver.clone();
@@ -290,8 +297,9 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
             Err(e) => tracing::error!("DNSSEC cannot work: {e}; DANE is unavailable and `dane: require` destinations will be deferred"),
         }
     });
-    let tls = crate::tls::ClientTls::load(cfg.outbound.ca_file.as_deref())
-        .map_err(|e| format!("outbound.caFile: {e}"))?;
+    // client certificates are read here: a reload picks up renewed files,
+    // and the TLS session cache starts empty under the new trust roots
+    let tls = crate::tls::ClientTls::for_config(cfg)?;
     let sts_ca = cfg
         .mta_sts
         .ca_file

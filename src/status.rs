@@ -57,6 +57,8 @@ pub struct View {
     pub queue: QueueSummary,
     /// `None`: no `reports.receive` and nothing received.
     pub received: Option<ReceivedView>,
+    /// The last self-check (`None`: none ran).
+    pub selfcheck: Option<crate::selfcheck::Report>,
     /// Store errors met while gathering.
     pub errors: Vec<String>,
 }
@@ -207,6 +209,7 @@ pub fn gather(shared: &Shared) -> View {
         sts,
         sts_more,
         queue,
+        selfcheck: shared.selfcheck.get(),
         errors,
     }
 }
@@ -460,6 +463,7 @@ pub fn render(v: &View) -> String {
     downgrades_section(&mut h, v);
     queue_section(&mut h, v);
     tlsa_section(&mut h, v);
+    selfcheck_section(&mut h, v);
     sts_section(&mut h, v);
     received_section(&mut h, v);
     h.push_str(
@@ -794,6 +798,41 @@ fn tlsa_section(h: &mut String, v: &View) {
     h.push_str("</section>");
 }
 
+/// What the own MX hosts served at the last self-check.
+fn selfcheck_section(h: &mut String, v: &View) {
+    let Some(r) = &v.selfcheck else { return };
+    let verdict = if r.ok() {
+        ("ok", "in step")
+    } else {
+        ("bad", "mismatch")
+    };
+    let _ = write!(
+        h,
+        "<section id=\"selfcheck\"><h2>Self-check</h2><p><span class=\"{}\" data-selfcheck=\"{}\">{}</span> \
+         <span class=\"mute\">· {}</span></p><ul class=\"plain\">",
+        verdict.0,
+        verdict.0,
+        verdict.1,
+        when(r.at, v.now)
+    );
+    for host in &r.hosts {
+        for a in &host.addresses {
+            let _ = write!(
+                h,
+                "<li>{} [{}]:{} — matched by {}</li>",
+                esc(&host.host),
+                esc(&a.ip),
+                host.port,
+                esc(&a.matched_by.join(", "))
+            );
+        }
+        for p in &host.problems {
+            let _ = write!(h, "<li class=\"bad\">{}: {}</li>", esc(&host.host), esc(p));
+        }
+    }
+    h.push_str("</ul></section>");
+}
+
 fn sts_section(h: &mut String, v: &View) {
     let _ = write!(
         h,
@@ -1014,6 +1053,7 @@ mod tests {
                 }],
                 malformed: 3,
             }),
+            selfcheck: None,
             errors: vec![],
         }
     }
@@ -1056,6 +1096,30 @@ mod tests {
         assert!(page.contains("certificate-expired: 2"));
         assert!(page.contains("3 malformed kept aside"));
         assert!(page.contains("&lt;b&gt;Evil&lt;/b&gt; Org"));
+    }
+
+    #[test]
+    fn a_failed_self_check_is_shown_escaped() {
+        let report = crate::selfcheck::Report {
+            at: 1,
+            hosts: vec![crate::selfcheck::HostReport {
+                record: "mx".into(),
+                host: "mx.example".into(),
+                port: 25,
+                tlsa: vec![],
+                addresses: vec![],
+                problems: vec!["<served> matches no TLSA record".into()],
+            }],
+        };
+        let page = render(&View {
+            host: "mx".into(),
+            now: 2,
+            selfcheck: Some(report),
+            ..View::default()
+        });
+        assert!(page.contains("data-selfcheck=\"bad\""));
+        assert!(page.contains("&lt;served&gt; matches no TLSA record"));
+        assert!(!page.contains("<served>"));
     }
 
     #[test]

@@ -256,14 +256,27 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{ServerName, UnixTime};
 
-/// Trust roots and the client configurations built from them, made once
-/// (and again on reload), shared by every delivery.
+/// Trust roots, client certificates and the client configurations built
+/// from them, made once (and again on reload: new roots, renewed client
+/// certificates, an empty session cache), shared by every delivery.
 #[derive(Clone)]
 pub struct ClientTls {
+    /// PKIX: a chain to a trusted root, valid now, for the host name (the
+    /// base of the PKIX configurations of [`ClientTls::config_for`]).
     pkix: Arc<ClientConfig>,
+    /// `allowInvalidCerts`: any certificate, but the handshake signature
+    /// is still checked, so the connection is at least encrypted to
+    /// whoever holds the presented key.
     insecure: Arc<ClientConfig>,
     /// The PKIX check on its own, for judging a chain after the fact.
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// The client certificates `outbound.clientCertificate` and
+    /// `outbound.relays.<id>.clientCertificate` name, by that name.
+    client_certs: Arc<HashMap<String, Arc<CertifiedKey>>>,
+    /// `outbound.tlsResumption`.
+    resumption: bool,
+    /// One configuration (and so one session store) per requirement.
+    configs: Arc<ConfigCache>,
 }
 
 impl ClientTls {
@@ -296,12 +309,12 @@ impl ClientTls {
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
                 .build()
                 .map_err(|e| e.to_string())?;
-        let pkix = ClientConfig::builder_with_provider(provider())
+        let mut pkix = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        let insecure = ClientConfig::builder_with_provider(provider())
+        let mut insecure = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
@@ -309,16 +322,122 @@ impl ClientTls {
                 provider: provider(),
             }))
             .with_no_client_auth();
+        // No session store in the base configurations: sessions live only
+        // in the configurations per requirement (`config_for`).
+        pkix.resumption = rustls::client::Resumption::disabled();
+        insecure.resumption = rustls::client::Resumption::disabled();
         Ok(ClientTls {
             pkix: Arc::new(pkix),
             insecure: Arc::new(insecure),
             webpki,
+            client_certs: Arc::new(HashMap::new()),
+            resumption: true,
+            configs: Arc::new(ConfigCache::default()),
         })
     }
 
-    /// PKIX: a chain to a trusted root, valid now, for the host name.
-    pub fn pkix(&self) -> Arc<ClientConfig> {
-        self.pkix.clone()
+    /// What deliveries use: the trust roots of [`ClientTls::load`] with
+    /// `outbound.caFile`, the client certificates the configuration names
+    /// (parsed now, so a reload picks up renewed files) and
+    /// `outbound.tlsResumption`. Errors name the configuration path.
+    pub fn for_config(cfg: &Config) -> Result<ClientTls, String> {
+        let mut tls = ClientTls::load(cfg.outbound.ca_file.as_deref())
+            .map_err(|e| format!("outbound.caFile: {e}"))?;
+        let named = std::iter::once((
+            "outbound.clientCertificate".to_string(),
+            cfg.outbound.client_certificate.as_ref(),
+        ))
+        .chain(cfg.outbound.relays.iter().map(|(id, r)| {
+            (
+                format!("outbound.relays.{id}.clientCertificate"),
+                r.client_certificate.as_ref(),
+            )
+        }));
+        let mut certs = HashMap::new();
+        for (path, name) in named {
+            let Some(name) = name else { continue };
+            if certs.contains_key(name) {
+                continue;
+            }
+            let c = cfg
+                .certificates
+                .get(name)
+                .ok_or_else(|| format!("{path}: no certificate named '{name}' in certificates"))?;
+            let ck = certified_key(&c.cert, &c.private_key)
+                .map_err(|e| format!("certificates.{name}: {e}"))?;
+            certs.insert(name.clone(), ck);
+        }
+        tls.client_certs = Arc::new(certs);
+        tls.resumption = cfg.outbound.tls_resumption;
+        Ok(tls)
+    }
+
+    /// The configuration for connections made under one requirement:
+    /// `requirement` is everything the server's certificate is checked
+    /// against (for MX hosts the pool key of the requirement: decision, TLS
+    /// name, DANE names, TLSA RRset; for relays the relay's), `client_cert`
+    /// the name of the certificate offered when a server asks for one.
+    ///
+    /// Each configuration has its own session store, and rustls looks
+    /// sessions up by server name within it; a resumed session skips the
+    /// certificate check, so a session is only ever offered under the
+    /// requirement it was verified under. The configurations are kept
+    /// (at most [`MAX_CONFIGS`], least recently used out first) until the
+    /// tools are rebuilt on reload.
+    pub fn config_for(
+        &self,
+        verification: Verification<'_>,
+        requirement: &str,
+        client_cert: Option<&str>,
+    ) -> Result<Arc<ClientConfig>, String> {
+        let kind = match &verification {
+            Verification::Pkix => "pkix",
+            Verification::Insecure => "insecure",
+            Verification::Custom(_) => "custom",
+        };
+        let key = format!("{kind}|{requirement}|{}", client_cert.unwrap_or(""));
+        let cert = match client_cert {
+            None => None,
+            Some(name) => Some(self.client_certs.get(name).cloned().ok_or_else(|| {
+                format!("client certificate '{name}' is not loaded (a reload under way?)")
+            })?),
+        };
+        self.configs.get_or_insert(key, || {
+            let mut config = match verification {
+                Verification::Pkix => (*self.pkix).clone(),
+                Verification::Insecure => (*self.insecure).clone(),
+                Verification::Custom(make) => ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .dangerous()
+                    .with_custom_certificate_verifier(make())
+                    .with_no_client_auth(),
+            };
+            if let Some(ck) = cert {
+                // rustls offers it only when the server sends a CertificateRequest.
+                config.client_auth_cert_resolver =
+                    Arc::new(rustls::sign::SingleCertAndKey::from(ck));
+            }
+            config.resumption = if self.resumption {
+                rustls::client::Resumption::in_memory_sessions(SESSIONS_PER_CONFIG)
+            } else {
+                rustls::client::Resumption::disabled()
+            };
+            Ok(config)
+        })
+    }
+
+    /// `allowInvalidCerts` without a session store: every handshake is a
+    /// full one, so the chain a caller reads is the one the server serves
+    /// now (the self-check compares it with the TLSA records; a resumed
+    /// session would show the chain of the session's first handshake).
+    pub fn insecure(&self) -> Arc<ClientConfig> {
+        self.insecure.clone()
+    }
+
+    /// How many configurations the cache holds now.
+    pub fn cached_configs(&self) -> usize {
+        self.configs.len()
     }
 
     /// What the PKIX check would have said of a chain accepted without it
@@ -343,12 +462,75 @@ impl ClientTls {
             Err(e) => Some(crate::tlsrpt::event::result_type_of_rustls(&e)),
         }
     }
+}
 
-    /// `allowInvalidCerts`: any certificate, but the handshake signature is
-    /// still checked, so the connection is at least encrypted to whoever
-    /// holds the presented key.
-    pub fn insecure(&self) -> Arc<ClientConfig> {
-        self.insecure.clone()
+/// How a configuration of [`ClientTls::config_for`] checks the server.
+pub enum Verification<'a> {
+    /// PKIX: a chain to a trusted root, valid now, for the name.
+    Pkix,
+    /// `allowInvalidCerts`: any certificate (the handshake signature is
+    /// still checked).
+    Insecure,
+    /// The caller's verifier (DANE), made only when the cache has no
+    /// configuration for the requirement yet.
+    Custom(&'a dyn Fn() -> Arc<dyn ServerCertVerifier>),
+}
+
+/// Configurations the cache keeps before the least recently used goes.
+pub const MAX_CONFIGS: usize = 1024;
+
+/// The session store of each configuration: one server name (the
+/// requirement fixes it) with up to 8 TLS 1.3 tickets, or one TLS 1.2
+/// session.
+const SESSIONS_PER_CONFIG: usize = 8;
+
+/// The client configurations by requirement key, with the tick of their
+/// last use.
+#[derive(Default)]
+struct ConfigCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<String, (Arc<ClientConfig>, u64)>,
+    tick: u64,
+}
+
+impl ConfigCache {
+    fn get_or_insert(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<ClientConfig, String>,
+    ) -> Result<Arc<ClientConfig>, String> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some((config, used)) = inner.map.get_mut(&key) {
+            *used = tick;
+            return Ok(config.clone());
+        }
+        let config = Arc::new(build()?);
+        if inner.map.len() >= MAX_CONFIGS {
+            let oldest = inner
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                inner.map.remove(&k);
+            }
+        }
+        inner.map.insert(key, (config.clone(), tick));
+        Ok(config)
+    }
+
+    fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 }
 

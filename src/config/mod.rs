@@ -185,6 +185,7 @@ fn typed(root: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     section(&map, "control", &mut c.control, problems);
     section(&map, "ledger", &mut c.ledger, problems);
     section(&map, "health", &mut c.health, problems);
+    section(&map, "selfCheck", &mut c.self_check, problems);
     (problems.len() == before).then_some(c)
 }
 
@@ -378,6 +379,42 @@ mod tests {
             r#"{"outbound": {"tls": {"match": [{"if": "retry_num >", "then": "'x'"}], "else": "'default'"}}}"#,
         );
         assert_eq!(e, ["error: outbound.tls.match[0].if: syntax error at column 12: unexpected end of expression"]);
+    }
+
+    #[test]
+    fn client_certificates_must_name_a_certificate() {
+        let e = errors(
+            r#"{"outbound": {"clientCertificate": "clent",
+                "relays": {"hub": {"host": "hub.example", "clientCertificate": "nope"}}},
+                "certificates": {"client": {"cert": "x", "privateKey": "y"}}}"#,
+        );
+        assert!(
+            e.contains(&"error: outbound.clientCertificate: no certificate named 'clent' in certificates (did you mean 'client'?)".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&"error: outbound.relays.hub.clientCertificate: no certificate named 'nope' in certificates".to_string()),
+            "{e:?}"
+        );
+        let ok = load_str(
+            r#"{"outbound": {"clientCertificate": "client", "tlsResumption": false,
+                "relays": {"hub": {"host": "hub.example", "clientCertificate": "client"}}},
+                "certificates": {"client": {"cert": "x", "privateKey": "y"}}}"#,
+            Options { offline: true },
+        )
+        .expect("valid offline");
+        assert_eq!(
+            ok.config.outbound.client_certificate.as_deref(),
+            Some("client")
+        );
+        assert!(!ok.config.outbound.tls_resumption);
+        assert!(
+            load_str("{}", Options { offline: true })
+                .expect("default")
+                .config
+                .outbound
+                .tls_resumption
+        );
     }
 
     #[test]

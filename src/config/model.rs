@@ -31,10 +31,11 @@ pub struct Config {
     pub control: Control,
     pub ledger: Ledger,
     pub health: Health,
+    pub self_check: SelfCheck,
 }
 
 /// Top-level keys, in document order, for per-section parsing.
-pub const SECTIONS: [&str; 13] = [
+pub const SECTIONS: [&str; 14] = [
     "server",
     "certificates",
     "session",
@@ -48,6 +49,7 @@ pub const SECTIONS: [&str; 13] = [
     "control",
     "ledger",
     "health",
+    "selfCheck",
 ];
 
 // ------------------------------------------------------------------ server
@@ -398,6 +400,12 @@ pub struct Outbound {
     /// RFC 8689 §5: whether a message's `TLS-Required: No` header lets
     /// delivery go on when DANE or MTA-STS would refuse the host.
     pub tls_required_header: TlsRequiredHeader,
+    /// The name in `certificates` offered to servers that ask for a client
+    /// certificate (relays may name their own).
+    pub client_certificate: Option<String>,
+    /// TLS session resumption on outbound connections (tickets and session
+    /// IDs, one store per host and requirement).
+    pub tls_resumption: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -428,6 +436,8 @@ impl Default for Outbound {
             ca_file: None,
             timeouts: Timeouts::default(),
             tls_required_header: TlsRequiredHeader::Honor,
+            client_certificate: None,
+            tls_resumption: true,
         }
     }
 }
@@ -467,6 +477,9 @@ pub struct Relay {
     pub allow_invalid_certs: bool,
     #[serde(default)]
     pub auth: Option<RelayAuth>,
+    /// Overrides `outbound.clientCertificate` for this relay.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
 }
 
 fn default_relay_port() -> u16 {
@@ -929,6 +942,22 @@ impl Default for Health {
         Health {
             check_interval: Duration::secs(60),
             max_queue_age: Duration::secs(86_400),
+        }
+    }
+}
+
+/// The self-check of the operator's own MX hosts (`src/selfcheck.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SelfCheck {
+    /// How often each `tlsa.records` host is looked at from outside.
+    pub interval: Duration,
+}
+
+impl Default for SelfCheck {
+    fn default() -> Self {
+        SelfCheck {
+            interval: Duration::secs(600),
         }
     }
 }

@@ -13,6 +13,7 @@ pub fn check(c: &Config, opts: Options, out: &mut Vec<Problem>) {
     certificates(c, opts, out);
     session(&c.session, out);
     outbound(&c.outbound, opts, out);
+    client_certificates(c, out);
     resolver(&c.resolver, opts, out);
     if let Some(ca) = &c.mta_sts.ca_file {
         ca_file("mtaSts.caFile", ca, opts, out);
@@ -315,6 +316,26 @@ fn outbound(o: &Outbound, opts: Options, out: &mut Vec<Problem>) {
     }
     for (name, r) in &o.relays {
         relay(&format!("outbound.relays.{name}"), r, out);
+    }
+}
+
+/// `outbound.clientCertificate` and each relay's must name a certificate.
+fn client_certificates(c: &Config, out: &mut Vec<Problem>) {
+    if let Some(name) = &c.outbound.client_certificate {
+        if !c.certificates.contains_key(name) {
+            out.push(dangling("outbound.clientCertificate".into(), name, c));
+        }
+    }
+    for (id, r) in &c.outbound.relays {
+        if let Some(name) = &r.client_certificate {
+            if !c.certificates.contains_key(name) {
+                out.push(dangling(
+                    format!("outbound.relays.{id}.clientCertificate"),
+                    name,
+                    c,
+                ));
+            }
+        }
     }
 }
 

@@ -8,27 +8,31 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureSchem
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::record::Tlsa;
-use super::verify::{verify_chain_with, ChainError, Outcome};
+use super::verify::{verify_chain_with, Outcome};
 
-/// Where a [`DaneVerifier`] leaves the outcome of its last chain check,
-/// for the caller to log and to feed TLS-RPT (read it with
-/// [`DaneVerifier::outcome`] through the `Arc` kept beside the
-/// `ClientConfig`). It is written before
-/// rustls checks the handshake signature, so `Authenticated` here means
-/// "the chain matched"; the connection is DANE-authenticated only if the
-/// handshake also completed.
+/// Where a [`DaneVerifier`] leaves the outcome of its last chain check
+/// (read it with [`DaneVerifier::outcome`]). It is written before rustls
+/// checks the handshake signature, so `Authenticated` here means "the
+/// chain matched". It is the outcome *of one connection* only while the
+/// verifier serves one connection at a time (tests, diagnostics):
+/// delivery shares one verifier per requirement among concurrent
+/// connections, and takes each connection's failure from the handshake's
+/// error ([`DaneFailure`]) instead.
 pub type OutcomeSlot = Arc<Mutex<Option<Outcome>>>;
 
-/// A DANE failure carried inside `rustls::Error`, so that the message of
-/// a failed handshake says what went wrong.
+/// A DANE failure carried inside `rustls::Error` (as
+/// `InvalidCertificate(Other(..))`), so that the handshake's error says
+/// what went wrong — in words, and as the TLS-RPT result type
+/// (`tlsrpt::event::result_type_of_rustls`) — for that connection alone,
+/// though the verifier is shared.
 #[derive(Debug, thiserror::Error)]
 #[error("DANE: {0}")]
 pub struct DaneFailure(pub Outcome);
 
-/// A `ServerCertVerifier` with RFC 7672 semantics for one connection:
+/// A `ServerCertVerifier` with RFC 7672 semantics for one requirement:
 /// the TLSA records and reference names of the MX host being contacted
-/// are fixed at construction (TLSA data is per host, so build one
-/// `ClientConfig` per connection).
+/// are fixed at construction (TLSA data is per host, so one `ClientConfig`
+/// — and one session store — per TLSA RRset and names).
 ///
 /// The handshake signature is always verified with rustls' own functions
 /// and the provider's algorithms: a server that replays a public chain
@@ -164,19 +168,10 @@ impl ServerCertVerifier for DaneVerifier {
     }
 }
 
-/// Maps a failed outcome to the rustls certificate error (and so the TLS
-/// alert) closest to it; the full outcome rides along in `Other`.
+/// A failed outcome as the rustls certificate error: always the full
+/// outcome in `Other` (the TLS alert is then `certificate_unknown`), so
+/// that the caller learns which check failed — a name mismatch or an
+/// expired chain included — from the error of its own handshake.
 fn certificate_error(outcome: Outcome) -> CertificateError {
-    match &outcome {
-        Outcome::NameMismatch { .. } => CertificateError::NotValidForName,
-        Outcome::ChainInvalid {
-            reason: ChainError::Expired,
-            ..
-        } => CertificateError::Expired,
-        Outcome::ChainInvalid {
-            reason: ChainError::NotValidYet,
-            ..
-        } => CertificateError::NotValidYet,
-        _ => CertificateError::Other(OtherError(Arc::new(DaneFailure(outcome)))),
-    }
+    CertificateError::Other(OtherError(Arc::new(DaneFailure(outcome))))
 }

@@ -72,6 +72,9 @@ pub struct Trace {
     pub session: Session,
     /// The last transaction ran on a pooled connection (no new TLS session).
     pub reused: bool,
+    /// The TLS session of the last connection was resumed (an abbreviated
+    /// handshake: the certificate was checked when the session began).
+    pub tls_resumed: bool,
     /// The security the last transaction got, measured after the handshake.
     pub level: Option<crate::policy::Level>,
     /// SHA-256 of the peer's leaf certificate (hex), when TLS was used.
@@ -87,6 +90,21 @@ pub struct Trace {
     /// The next hop that took the message offered DSN (RFC 3461), so
     /// NOTIFY went on with it: success is then its to report, not ours.
     pub next_hop_dsn: bool,
+    /// The next hop was a relay spoken to over LMTP: its acceptance is
+    /// final delivery (a success notice says `delivered`, not `relayed`).
+    pub lmtp: bool,
+}
+
+impl Trace {
+    /// The hop that took the message delivered it for good (an LMTP
+    /// relay), rather than passing it on.
+    pub fn final_delivery(&self) -> bool {
+        self.lmtp
+            && self
+                .strategy
+                .as_deref()
+                .is_some_and(|s| s.starts_with("relay:"))
+    }
 }
 
 /// What `probe` records of one connection.
@@ -97,6 +115,8 @@ pub struct Seen {
     pub starttls: bool,
     /// The leaf certificate: subject, SANs, issuer, expiry, SHA-256.
     pub certificate: serde_json::Value,
+    /// On the DANE path: what the DANE check says of the presented chain.
+    pub dane_outcome: Option<String>,
 }
 
 /// Where an attempt's time went (the per-recipient log line's `delays`).
@@ -619,9 +639,8 @@ async fn to_address(
     }
     trace.policy = req.policy_word();
     trace.verified = req.authenticates();
-    // A fresh DANE verifier per connection: its outcome is this address's.
-    let dane = req.dane_config();
-    let mut plan = Plan::for_requirement(req, dane.as_ref().map(|(c, _)| c.clone()));
+    let mut plan = Plan::for_requirement(req);
+    plan.client_cert = ctx.config.outbound.client_certificate.clone();
     // `TLS-Required: No` waives every TLS policy, the ledger's too.
     if req.pin_level && message_tls(ctx) != MessageTls::TlsOptional {
         plan.pin = trace
@@ -633,8 +652,7 @@ async fn to_address(
         req.decision,
         trace.tls.is_some(),
     ));
-    let verifier = dane.as_ref().map(|(_, v)| v.as_ref());
-    if let Some(event) = session_event(ctx, host, req, verifier, policy, &result, trace) {
+    if let Some(event) = session_event(ctx.dry_run, host, req, policy, &result, trace) {
         trace.tlsrpt.push(event);
     }
     if let Some(h) = trace.hosts.last_mut() {
@@ -648,8 +666,14 @@ async fn to_address(
                 Err(e) => e.to_string(),
             },
         });
-        if let Some(o) = verifier.and_then(|v| v.outcome()) {
-            conn["daneOutcome"] = serde_json::json!(o.to_string());
+        // this handshake's own DANE verdict: from its error, or (probe) the
+        // presented chain checked again
+        let dane_outcome = match &result {
+            Err(ClientError::Tls(f)) => f.dane.as_ref().map(|o| o.to_string()),
+            _ => trace.seen.as_ref().and_then(|s| s.dane_outcome.clone()),
+        };
+        if let Some(o) = dane_outcome {
+            conn["daneOutcome"] = serde_json::json!(o);
         }
         if let Some(seen) = trace.seen.take() {
             conn["ehlo"] = seen.ehlo;
@@ -768,15 +792,14 @@ async fn tlsa_lookup(ctx: &Context<'_>, bases: &[String]) -> TlsaLookup {
 /// (`enforce`, or `testing`: then what `enforce` would have refused is
 /// the failure).
 fn session_event(
-    ctx: &Context<'_>,
+    dry_run: bool,
     host: &str,
     req: &Requirement,
-    verifier: Option<&crate::dane::DaneVerifier>,
     sts: Option<&crate::mta_sts::Policy>,
     result: &Result<Vec<Outcome>, ClientError>,
     trace: &Trace,
 ) -> Option<Event> {
-    if ctx.dry_run || trace.reused {
+    if dry_run || trace.reused {
         return None;
     }
     let sts = sts.filter(|p| p.mode != crate::mta_sts::Mode::None);
@@ -795,9 +818,11 @@ fn session_event(
         ))
     };
     if let Err(ClientError::Tls(f)) = result {
-        // The DANE verifier of this connection knows which check failed.
-        let result_type = verifier
-            .and_then(|v| v.outcome())
+        // The handshake's error knows which check failed (the DANE
+        // verifier puts its outcome in it).
+        let result_type = f
+            .dane
+            .as_ref()
             .and_then(|o| o.tlsrpt_result_type())
             .unwrap_or(f.result_type);
         return fail(result_type, &f.message);
@@ -899,31 +924,17 @@ impl Requirement {
         )
     }
 
-    /// A new DANE `ClientConfig` and its verifier for one connection, when
-    /// TLSA records decide (DANE, or encryption with unusable records).
-    fn dane_config(
-        &self,
-    ) -> Option<(
-        std::sync::Arc<rustls::ClientConfig>,
-        std::sync::Arc<crate::dane::DaneVerifier>,
-    )> {
-        if !matches!(
+    /// What the DANE check needs, when TLSA records decide (DANE, or
+    /// encryption with unusable records).
+    fn dane_check(&self) -> Option<DaneCheck> {
+        matches!(
             self.decision,
             Decision::Dane | Decision::Encrypt(policy::EncryptBy::UnusableTlsa)
-        ) {
-            return None;
-        }
-        let verifier = std::sync::Arc::new(
-            crate::dane::DaneVerifier::new(self.tlsa.clone(), self.dane_names.clone())
-                .accept_when_no_usable_records(),
-        );
-        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
-        Some((std::sync::Arc::new(config), verifier))
+        )
+        .then(|| DaneCheck {
+            records: self.tlsa.clone(),
+            names: self.dane_names.clone(),
+        })
     }
 
     /// The word logs and probe use for what the TLS is checked against.
@@ -955,6 +966,7 @@ async fn to_relay(
     let mut trace = Trace {
         mx: Some(relay.host.clone()),
         strategy: Some(format!("relay:{name}")),
+        lmtp: relay.protocol == RelayProtocol::Lmtp,
         ..Trace::default()
     };
     let ips: Vec<IpAddr> = match relay.host.parse::<IpAddr>() {
@@ -976,27 +988,7 @@ async fn to_relay(
         );
         return (fail_all(rcpts, &why, "tls"), trace);
     }
-    let plan = Plan {
-        config: None,
-        requirement_key: format!(
-            "relay|{}|{:?}|{}",
-            relay.host, relay.tls, relay.allow_invalid_certs
-        ),
-        pin: None,
-        starttls: match relay.tls {
-            RelayTls::Starttls => ConfigRequirement::Require,
-            _ => ConfigRequirement::Disable,
-        },
-        implicit: relay.tls == RelayTls::Implicit,
-        allow_invalid: relay.allow_invalid_certs,
-        tls_name: relay.host.clone(),
-        tls_timeout: std::time::Duration::from_secs(180),
-        lmtp: relay.protocol == RelayProtocol::Lmtp,
-        auth: relay
-            .auth
-            .as_ref()
-            .map(|a| (a.username.clone(), a.secret.clone())),
-    };
+    let plan = relay_plan(ctx.config, relay);
     let mut last = HostFailure::new(format!("relay {name} unreachable"), "connection");
     for ip in ips {
         trace.ip = Some(ip);
@@ -1031,10 +1023,59 @@ async fn to_relay(
     (last.outcomes(rcpts, true), trace)
 }
 
+/// The DANE check of a connection: the TLSA RRset and the reference names.
+#[derive(Clone, Debug)]
+struct DaneCheck {
+    records: Vec<crate::dane::Tlsa>,
+    names: Vec<String>,
+}
+
+impl DaneCheck {
+    fn verifier(&self) -> std::sync::Arc<crate::dane::DaneVerifier> {
+        std::sync::Arc::new(
+            crate::dane::DaneVerifier::new(self.records.clone(), self.names.clone())
+                .accept_when_no_usable_records(),
+        )
+    }
+}
+
+/// How to talk to a relay: its TLS mode, its client certificate (else
+/// `outbound.clientCertificate`), its credentials.
+fn relay_plan(cfg: &Config, relay: &Relay) -> Plan {
+    Plan {
+        dane: None,
+        client_cert: relay
+            .client_certificate
+            .clone()
+            .or_else(|| cfg.outbound.client_certificate.clone()),
+        requirement_key: format!(
+            "relay|{}|{:?}|{}",
+            relay.host, relay.tls, relay.allow_invalid_certs
+        ),
+        pin: None,
+        starttls: match relay.tls {
+            RelayTls::Starttls => ConfigRequirement::Require,
+            _ => ConfigRequirement::Disable,
+        },
+        implicit: relay.tls == RelayTls::Implicit,
+        allow_invalid: relay.allow_invalid_certs,
+        tls_name: relay.host.clone(),
+        tls_timeout: std::time::Duration::from_secs(180),
+        lmtp: relay.protocol == RelayProtocol::Lmtp,
+        auth: relay
+            .auth
+            .as_ref()
+            .map(|a| (a.username.clone(), a.secret.clone())),
+    }
+}
+
 /// How to talk to one host.
 struct Plan {
-    /// A TLS configuration that replaces the PKIX/insecure choice (DANE).
-    config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The DANE check, which replaces the PKIX/insecure choice.
+    dane: Option<DaneCheck>,
+    /// The name in `certificates` offered when the server asks for a
+    /// client certificate.
+    client_cert: Option<String>,
     starttls: ConfigRequirement,
     implicit: bool,
     allow_invalid: bool,
@@ -1053,10 +1094,7 @@ struct Plan {
 
 impl Plan {
     /// Carries out the decision of the table for one connection.
-    fn for_requirement(
-        req: &Requirement,
-        dane: Option<std::sync::Arc<rustls::ClientConfig>>,
-    ) -> Plan {
+    fn for_requirement(req: &Requirement) -> Plan {
         let starttls = match req.decision {
             Decision::Plaintext | Decision::Unusable(_) => ConfigRequirement::Disable,
             Decision::Opportunistic { .. } => ConfigRequirement::Optional,
@@ -1068,7 +1106,8 @@ impl Plan {
                 | Decision::Encrypt(policy::EncryptBy::Strategy)
         );
         Plan {
-            config: dane,
+            dane: req.dane_check(),
+            client_cert: None,
             starttls,
             implicit: false,
             allow_invalid,
@@ -1091,10 +1130,16 @@ async fn transaction(
     rcpts: &[String],
     trace: &mut Trace,
 ) -> Result<Vec<Outcome>, ClientError> {
-    let key = format!("{peer}|{}|{}", plan.requirement_key, plan.lmtp);
+    let key = format!(
+        "{peer}|{}|{}|{}",
+        plan.requirement_key,
+        plan.lmtp,
+        plan.client_cert.as_deref().unwrap_or("")
+    );
     let pool = ctx.pool.filter(|_| !ctx.dry_run && plan.auth.is_none());
     trace.tls = None;
     trace.reused = false;
+    trace.tls_resumed = false;
     trace.port = peer.port();
     trace.peer_sha256 = None;
     trace.delays = Delays {
@@ -1119,6 +1164,7 @@ async fn transaction(
             trace.peer_sha256 = leaf_sha256(&c.peer_chain);
             trace.delays.transfer = started.elapsed();
             trace.reused = true;
+            trace.tls_resumed = c.resumed;
             pool.expect("taken from it").put(key, c, uses + 1);
             return Ok(outcomes);
         }
@@ -1129,14 +1175,10 @@ async fn transaction(
         receiving_ip: Some(peer.ip()),
         ..Session::default()
     };
+    let tls_config = tls_config(ctx.tls, plan)?;
     let connect_started = std::time::Instant::now();
     let mut c = Client::connect(peer, timeouts(ctx.config, plan.tls_timeout), plan.lmtp).await?;
     trace.session.sending_ip = c.local_ip;
-    let tls_config = match &plan.config {
-        Some(c) => c.clone(),
-        None if plan.allow_invalid => ctx.tls.insecure(),
-        None => ctx.tls.pkix(),
-    };
     if plan.implicit {
         c.implicit_tls(tls_config.clone(), &plan.tls_name).await?;
     }
@@ -1159,6 +1201,7 @@ async fn transaction(
         }
     }
     trace.tls = c.tls.clone();
+    trace.tls_resumed = c.resumed;
     trace.peer_sha256 = leaf_sha256(&c.peer_chain);
     trace.delays.tls = tls_started.elapsed();
     if let Some((mark, decision, domain)) = plan.pin.as_ref().filter(|_| below_mark(&c)) {
@@ -1195,6 +1238,11 @@ async fn transaction(
                 .unwrap_or_default()),
             starttls: offered || trace.tls.is_some(),
             certificate: crate::tls::describe_certificate(&c.peer_chain),
+            dane_outcome: plan
+                .dane
+                .as_ref()
+                .filter(|_| trace.tls.is_some())
+                .map(|d| dane_outcome(d, &c.peer_chain)),
         });
         c.quit().await;
         return Ok(rcpts
@@ -1218,6 +1266,39 @@ async fn transaction(
         None => c.quit().await,
     }
     Ok(outcomes)
+}
+
+/// The rustls configuration for a plan, from the cache of the client TLS
+/// tools: one per requirement and client certificate, so that a TLS
+/// session is only resumed under the requirement it was verified under.
+fn tls_config(
+    tls: &ClientTls,
+    plan: &Plan,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+    use crate::tls::Verification;
+    let make_dane = || -> std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier> {
+        plan.dane.as_ref().expect("a DANE plan").verifier()
+    };
+    let verification = match (&plan.dane, plan.allow_invalid) {
+        (Some(_), _) => Verification::Custom(&make_dane),
+        (None, true) => Verification::Insecure,
+        (None, false) => Verification::Pkix,
+    };
+    tls.config_for(
+        verification,
+        &plan.requirement_key,
+        plan.client_cert.as_deref(),
+    )
+    .map_err(ClientError::Connect)
+}
+
+/// The DANE check of a chain a handshake accepted (`probe`'s
+/// `daneOutcome`; on a resumed session, of the chain the session was
+/// verified with).
+fn dane_outcome(d: &DaneCheck, chain: &[rustls_pki_types::CertificateDer<'static>]) -> String {
+    let names: Vec<&str> = d.names.iter().map(String::as_str).collect();
+    crate::dane::verify_chain(chain, &d.records, &names, rustls_pki_types::UnixTime::now())
+        .to_string()
 }
 
 /// SHA-256 of the leaf certificate, hex.
@@ -1523,7 +1604,7 @@ mod tests {
     #[test]
     fn plans_carry_out_the_decision() {
         let none = TlsaLookup::not_looked();
-        let plan = |d| Plan::for_requirement(&req(d, "a.example", &none), None);
+        let plan = |d| Plan::for_requirement(&req(d, "a.example", &none));
         let p = plan(Decision::Plaintext);
         assert_eq!(p.starttls, ConfigRequirement::Disable);
         let p = plan(Decision::Opportunistic { pkix: true });
@@ -1554,12 +1635,15 @@ mod tests {
         // DANE: mandatory STARTTLS, and the DANE verifier decides (never the
         // "accept anything" configuration)
         let d = req(Decision::Dane, "a.example", &tlsa(&[(3, 1, 1)]));
-        let (config, _) = d.dane_config().expect("a DANE configuration");
-        let p = Plan::for_requirement(&d, Some(config));
+        let p = Plan::for_requirement(&d);
         assert_eq!(
             (p.starttls, p.allow_invalid),
             (ConfigRequirement::Require, false)
         );
-        assert!(p.config.is_some());
+        assert!(p.dane.is_some());
+        assert!(plan(Decision::Pkix(policy::PkixBy::MtaSts)).dane.is_none());
     }
 }
+
+#[cfg(test)]
+mod tls_tests;

@@ -67,6 +67,8 @@ pub enum ClientError {
 pub struct TlsFailure {
     pub message: String,
     pub result_type: &'static str,
+    /// What the DANE check of this handshake found, when it failed it.
+    pub dane: Option<crate::dane::Outcome>,
 }
 
 impl ClientError {
@@ -74,6 +76,7 @@ impl ClientError {
         ClientError::Tls(TlsFailure {
             message: message.into(),
             result_type,
+            dane: None,
         })
     }
 
@@ -137,8 +140,13 @@ pub struct Client {
     pub greeting_name: String,
     /// Our address on this connection (TLS-RPT's sending-mta-ip).
     pub local_ip: Option<std::net::IpAddr>,
-    /// The chain the server presented, once TLS is up.
+    /// The chain the server presented, once TLS is up (on a resumed
+    /// session: the chain verified when the session was established,
+    /// which rustls keeps with the session).
     pub peer_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The TLS session was resumed (no certificate check on this
+    /// connection: it was made when the session was established).
+    pub resumed: bool,
 }
 
 impl Client {
@@ -156,6 +164,7 @@ impl Client {
         Ok(Client {
             local_ip,
             peer_chain: Vec::new(),
+            resumed: false,
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
             timeouts,
@@ -275,16 +284,19 @@ impl Client {
             .await
             .map_err(|_| ClientError::tls("handshake timed out", "validation-failure"))?
             .map_err(|e| {
-                ClientError::tls(
-                    crate::tlsrpt::event::describe_io(&e),
-                    crate::tlsrpt::event::result_type_of_io(&e),
-                )
+                ClientError::Tls(TlsFailure {
+                    message: crate::tlsrpt::event::describe_io(&e),
+                    result_type: crate::tlsrpt::event::result_type_of_io(&e),
+                    dane: crate::tlsrpt::event::dane_outcome_of_io(&e),
+                })
             })?;
         let conn = tls.get_ref().1;
         self.peer_chain = conn
             .peer_certificates()
             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
+        self.resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        crate::metrics::outbound_handshake(self.resumed);
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",

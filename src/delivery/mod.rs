@@ -197,11 +197,10 @@ impl Engine {
         // Permits are held until the result is written; taking them in one
         // global order keeps two messages from waiting on each other.
         by_domain.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut newly_failed: Vec<usize> = Vec::new();
+        let mut results = Results::default();
         // Held until the result is written, so at most perDomainConcurrency
         // delivered-but-unrecorded messages exist per domain at any time.
         let mut permits = Vec::new();
-        let mut remote: BTreeMap<usize, String> = BTreeMap::new();
         for (domain, idx) in by_domain {
             let rcpts: Vec<String> = idx
                 .iter()
@@ -236,7 +235,15 @@ impl Engine {
                 dry_run: false,
             };
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
-            self.note_level(&cfg, &domain, &outcomes, &trace);
+            // A sender's `TLS-Required: No` waiver is no downgrade: it
+            // neither lowers the ledger's mark nor raises an alarm.
+            let honor =
+                cfg.config.outbound.tls_required_header == crate::config::TlsRequiredHeader::Honor;
+            if crate::policy::MessageTls::of(&env.params, honor)
+                != crate::policy::MessageTls::TlsOptional
+            {
+                self.note_level(&cfg, &domain, &outcomes, &trace);
+            }
             for e in &trace.tlsrpt {
                 if let Some(f) = &e.failure {
                     crate::metrics::tlsrpt_failure(&f.result_type);
@@ -264,6 +271,13 @@ impl Engine {
                         r.status = Status::Delivered;
                         r.last_error = Some(reply);
                         r.error_kind = None;
+                        results.accepted.push((
+                            *i,
+                            dsn::Event::Accepted {
+                                next_hop_dsn: trace.next_hop_dsn,
+                                final_delivery: trace.final_delivery(),
+                            },
+                        ));
                     }
                     Outcome::Deferred(why, kind) => {
                         r.status = Status::Deferred;
@@ -274,17 +288,16 @@ impl Engine {
                         r.status = Status::Failed;
                         r.last_error = Some(why);
                         r.error_kind = Some(kind.to_string());
-                        newly_failed.push(*i);
+                        results.failed.push(*i);
                     }
                 }
                 if let Some(mx) = &trace.mx {
-                    remote.insert(*i, mx.clone());
+                    results.remote.insert(*i, mx.clone());
                 }
             }
         }
         env.attempts += 1;
-        self.record(&cfg, env, &body, skey, newly_failed, remote)
-            .await;
+        self.record(&cfg, env, &body, skey, results).await;
         drop(permits);
     }
 
@@ -336,15 +349,15 @@ impl Engine {
     }
 
     /// Writes the result of an attempt: done, or rescheduled; with the DSNs
-    /// it causes, all in one synced batch.
+    /// it causes (failure, delay and success notices, as each recipient's
+    /// NOTIFY asks), all in one synced batch.
     async fn record(
         &self,
         cfg: &Loaded,
         mut env: Envelope,
         body: &[u8],
         old_skey: Vec<u8>,
-        mut newly_failed: Vec<usize>,
-        remote: BTreeMap<usize, String>,
+        mut results: Results,
     ) {
         let now = queue::now_secs();
         let ob = &cfg.config.outbound;
@@ -356,7 +369,8 @@ impl Engine {
                 )
             })
             .collect();
-        let expired = now >= env.received_at + ob.expire.as_std().as_secs();
+        let expire_at = env.received_at + ob.expire.as_std().as_secs();
+        let expired = now >= expire_at;
         if expired && !open.is_empty() {
             for i in &open {
                 let r = &mut env.recipients[*i];
@@ -375,44 +389,37 @@ impl Engine {
                     reply = r.last_error.as_deref().unwrap_or(""),
                     "recipient"
                 );
-                newly_failed.push(*i);
+                results.failed.push(*i);
             }
         }
-        let hostname = cfg.config.hostname().to_string();
-        let mut dsns: Vec<(Envelope, Vec<u8>)> = Vec::new();
-        if !newly_failed.is_empty() {
-            let lines: Vec<dsn::Line<'_>> = newly_failed
-                .iter()
-                .map(|i| dsn::Line {
-                    recipient: &env.recipients[*i],
-                    status: dsn::status_of(&env.recipients[*i], true),
-                    remote_mta: remote.get(i).cloned(),
-                })
-                .collect();
-            dsns.extend(dsn::build(&hostname, &env, body, dsn::Kind::Failed, &lines));
-        }
         let still_open = !expired && !open.is_empty();
-        if still_open {
-            let notify_at = ob
+        // The delay notice of the `outbound.notify` step now due; the step
+        // is used up even when no recipient asked for delays.
+        let delay_due = still_open
+            && ob
                 .notify
                 .get(env.notified as usize)
-                .map(|d| env.received_at + d.as_std().as_secs());
-            if notify_at.is_some_and(|t| now >= t) {
-                let lines: Vec<dsn::Line<'_>> = open
-                    .iter()
-                    .map(|i| dsn::Line {
-                        recipient: &env.recipients[*i],
-                        status: dsn::status_of(&env.recipients[*i], false),
-                        remote_mta: remote.get(i).cloned(),
-                    })
-                    .collect();
-                dsns.extend(dsn::build(
-                    &hostname,
-                    &env,
-                    body,
-                    dsn::Kind::Delayed,
-                    &lines,
-                ));
+                .is_some_and(|d| now >= env.received_at + d.as_std().as_secs());
+        let mut events: Vec<(usize, dsn::Event)> = results
+            .failed
+            .iter()
+            .map(|i| (*i, dsn::Event::Failed))
+            .collect();
+        if delay_due {
+            events.extend(open.iter().map(|i| (*i, dsn::Event::Delayed)));
+        }
+        events.extend(results.accepted.iter().copied());
+        let dsns = notices(
+            cfg.config.hostname(),
+            &env,
+            body,
+            &events,
+            &results.remote,
+            now,
+            expire_at,
+        );
+        if still_open {
+            if delay_due {
                 env.notified += 1;
             }
             let step = (env.attempts as usize)
@@ -424,11 +431,10 @@ impl Engine {
                 .map(|d| d.as_std())
                 .unwrap_or(Duration::from_secs(300));
             // Never later than the expiry, so a message bounces on time.
-            let expire_at = env.received_at + ob.expire.as_std().as_secs();
             env.next_attempt = (now + delay.as_secs().max(1)).min(expire_at.max(now + 1));
         }
-        for (e, _) in &dsns {
-            tracing::info!(id = %env.id, dsn = %e.id, to = %e.recipients[0].address, "delivery status notification queued");
+        for (kind, e, _) in &dsns {
+            tracing::info!(id = %env.id, dsn = %e.id, action = kind.action(), to = %e.recipients[0].address, "delivery status notification queued");
         }
         let store = self.shared.store.clone();
         let id = env.id.clone();
@@ -437,7 +443,7 @@ impl Engine {
             let new_skey = queue::schedule_key(env.next_attempt, &env.id);
             let dsn_rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = dsns
                 .iter()
-                .map(|(e, m)| {
+                .map(|(_, e, m)| {
                     let v = serde_json::to_vec(e).unwrap_or_default();
                     (
                         e.id.clone().into_bytes(),
@@ -483,7 +489,56 @@ impl Engine {
     }
 }
 
-/// Open recipients grouped by domain, in first-seen order.
+/// What an attempt did to the message's recipients (by index), for
+/// `Engine::record`.
+#[derive(Default)]
+struct Results {
+    /// Refused for good in this attempt.
+    failed: Vec<usize>,
+    /// Taken by the next hop in this attempt (`dsn::Event::Accepted`).
+    accepted: Vec<(usize, dsn::Event)>,
+    /// The host each recipient was last tried at (`Remote-MTA`).
+    remote: BTreeMap<usize, String>,
+}
+
+/// The notices an attempt causes: one per kind, each listing all its
+/// recipients, as their NOTIFY asks (`dsn::select`); none for a message
+/// from the null sender or from postern.
+fn notices(
+    hostname: &str,
+    env: &Envelope,
+    body: &[u8],
+    events: &[(usize, dsn::Event)],
+    remote: &BTreeMap<usize, String>,
+    attempted_at: u64,
+    expires_at: u64,
+) -> Vec<(dsn::Kind, Envelope, Vec<u8>)> {
+    let original = dsn::Original {
+        envelope: env,
+        message: body,
+        attempted_at,
+        expires_at,
+    };
+    dsn::select(
+        events
+            .iter()
+            .map(|(i, e)| (*i, &env.recipients[*i].dsn, *e)),
+    )
+    .into_iter()
+    .filter_map(|(kind, idx)| {
+        let lines: Vec<dsn::Line<'_>> = idx
+            .iter()
+            .map(|i| dsn::Line {
+                recipient: &env.recipients[*i],
+                status: dsn::status_of(&env.recipients[*i], kind),
+                remote_mta: remote.get(i).cloned(),
+            })
+            .collect();
+        dsn::build(hostname, &original, kind, &lines).map(|(e, m)| (kind, e, m))
+    })
+    .collect()
+}
+
 /// The one log line per recipient and attempt, Postfix-grade: where it
 /// went, how long each part took, the DSN code, the outcome, and the
 /// security it got, measured after the handshake.
@@ -519,6 +574,7 @@ fn log_recipient(id: &str, received_at: u64, rcpt: &str, o: &Outcome, t: &attemp
         tls_version = version,
         cipher,
         peer_cert_sha256 = t.peer_sha256.as_deref().unwrap_or(""),
+        tls_resumed = t.tls.is_some() && t.tls_resumed,
         reply = text,
         "recipient"
     );
@@ -560,6 +616,7 @@ fn is_enhanced_code(w: &str) -> bool {
             .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Open recipients grouped by domain, in first-seen order.
 fn pending_by_domain(env: &Envelope) -> Vec<(String, Vec<usize>)> {
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
@@ -591,4 +648,232 @@ fn due_entries(store: &crate::store::Store, now: u64, max: usize) -> Vec<(Vec<u8
             Some((k, id))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::params::Notify;
+    use crate::queue::{RcptDsn, Recipient, Source};
+    use dsn::{Event, Kind};
+
+    const MESSAGE: &[u8] = b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n";
+
+    fn notify(words: &str) -> Option<Notify> {
+        Some(Notify {
+            success: words.contains("SUCCESS"),
+            failure: words.contains("FAILURE"),
+            delay: words.contains("DELAY"),
+        })
+    }
+
+    fn envelope(rcpts: &[(&str, Status, &str, Option<Notify>)]) -> Envelope {
+        Envelope {
+            id: "00A1".into(),
+            sender: "a@example.org".into(),
+            recipients: rcpts
+                .iter()
+                .map(|(address, status, reply, notify)| Recipient {
+                    address: address.to_string(),
+                    status: *status,
+                    last_error: Some(reply.to_string()),
+                    error_kind: None,
+                    level: None,
+                    dsn: RcptDsn {
+                        notify: *notify,
+                        orcpt: None,
+                    },
+                })
+                .collect(),
+            size: MESSAGE.len() as u64,
+            received_at: 1_000,
+            smtputf8: false,
+            source: Source::default(),
+            attempts: 1,
+            next_attempt: 0,
+            notified: 0,
+            internal: false,
+            held: false,
+            params: Default::default(),
+        }
+    }
+
+    /// (kind, Final-Recipient addresses, Action values) of each notice.
+    fn summary(out: &[(Kind, Envelope, Vec<u8>)]) -> Vec<(Kind, Vec<String>, Vec<String>)> {
+        out.iter()
+            .map(|(kind, env, raw)| {
+                assert_eq!(env.sender, "");
+                assert!(env.internal);
+                assert_eq!(env.recipients[0].address, "a@example.org");
+                let msg = mail_parser::MessageParser::default().parse(raw).unwrap();
+                let status = std::str::from_utf8(msg.part(2).unwrap().contents()).unwrap();
+                let values = |name: &str| {
+                    status
+                        .lines()
+                        .filter_map(|l| l.strip_prefix(name))
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                };
+                (
+                    *kind,
+                    values("Final-Recipient: rfc822; "),
+                    values("Action: "),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_attempt_makes_one_notice_per_kind_as_notify_asks() {
+        use Status::*;
+        let env = envelope(&[
+            ("f-default@x.example", Failed, "550 5.1.1 no", None),
+            ("f-never@x.example", Failed, "550 5.1.1 no", notify("")),
+            (
+                "f-success@x.example",
+                Failed,
+                "550 5.1.1 no",
+                notify("SUCCESS"),
+            ),
+            (
+                "d-delay@y.example",
+                Deferred,
+                "451 4.3.0 later",
+                notify("DELAY"),
+            ),
+            (
+                "d-failure@y.example",
+                Deferred,
+                "451 4.3.0 later",
+                notify("FAILURE"),
+            ),
+            ("d-default@y.example", Deferred, "451 4.3.0 later", None),
+            (
+                "s-relayed@z.example",
+                Delivered,
+                "250 2.0.0 ok",
+                notify("SUCCESS"),
+            ),
+            (
+                "s-passed-on@z.example",
+                Delivered,
+                "250 2.0.0 ok",
+                notify("SUCCESS"),
+            ),
+            ("s-default@z.example", Delivered, "250 2.0.0 ok", None),
+            (
+                "s-lmtp@l.example",
+                Delivered,
+                "250 2.1.5 ok",
+                notify("SUCCESS,FAILURE"),
+            ),
+            (
+                "f-2@x.example",
+                Failed,
+                "550 5.2.2 full",
+                notify("FAILURE,DELAY"),
+            ),
+        ]);
+        let relayed = Event::Accepted {
+            next_hop_dsn: false,
+            final_delivery: false,
+        };
+        let events = [
+            (0, Event::Failed),
+            (1, Event::Failed),
+            (2, Event::Failed),
+            (3, Event::Delayed),
+            (4, Event::Delayed),
+            (5, Event::Delayed),
+            (6, relayed),
+            (
+                7,
+                Event::Accepted {
+                    next_hop_dsn: true,
+                    final_delivery: false,
+                },
+            ),
+            (8, relayed),
+            (
+                9,
+                Event::Accepted {
+                    next_hop_dsn: false,
+                    final_delivery: true,
+                },
+            ),
+            (10, Event::Failed),
+        ];
+        let remote: BTreeMap<usize, String> =
+            (0..11).map(|i| (i, "mx.example".to_string())).collect();
+        let out = notices(
+            "mx1.example.org",
+            &env,
+            MESSAGE,
+            &events,
+            &remote,
+            2_000,
+            9_000,
+        );
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            summary(&out),
+            vec![
+                (
+                    Kind::Failed,
+                    s(&["f-default@x.example", "f-2@x.example"]),
+                    s(&["failed", "failed"])
+                ),
+                (
+                    Kind::Delayed,
+                    s(&["d-delay@y.example", "d-default@y.example"]),
+                    s(&["delayed", "delayed"])
+                ),
+                (Kind::Relayed, s(&["s-relayed@z.example"]), s(&["relayed"])),
+                (Kind::Delivered, s(&["s-lmtp@l.example"]), s(&["delivered"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_an_lmtp_relay_is_final_delivery() {
+        let mut t = attempt::Trace::default();
+        assert!(!t.final_delivery());
+        t.strategy = Some("relay:mailstore".into());
+        assert!(!t.final_delivery(), "an SMTP relay passes the message on");
+        t.lmtp = true;
+        assert!(t.final_delivery());
+        t.strategy = Some("mx".into());
+        assert!(!t.final_delivery());
+    }
+
+    #[test]
+    fn notify_never_and_dsn_senders_get_nothing() {
+        let mut env = envelope(&[
+            ("a@x.example", Status::Failed, "550 no", notify("")),
+            ("b@x.example", Status::Deferred, "451 later", notify("")),
+            ("c@x.example", Status::Delivered, "250 ok", notify("")),
+        ]);
+        let events = [
+            (0, Event::Failed),
+            (1, Event::Delayed),
+            (
+                2,
+                Event::Accepted {
+                    next_hop_dsn: false,
+                    final_delivery: true,
+                },
+            ),
+        ];
+        let none = BTreeMap::new();
+        assert!(notices("h", &env, MESSAGE, &events, &none, 0, 0).is_empty());
+        for r in &mut env.recipients {
+            r.dsn.notify = notify("SUCCESS,FAILURE,DELAY");
+        }
+        assert_eq!(notices("h", &env, MESSAGE, &events, &none, 0, 0).len(), 3);
+        env.sender.clear();
+        assert!(notices("h", &env, MESSAGE, &events, &none, 0, 0).is_empty());
+        env.sender = "a@example.org".into();
+        env.internal = true;
+        assert!(notices("h", &env, MESSAGE, &events, &none, 0, 0).is_empty());
+    }
 }

@@ -170,6 +170,18 @@ pub fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
+/// The DANE outcome a failed handshake carries (the verifier's
+/// [`crate::dane::DaneFailure`]), if the DANE check is what failed.
+pub fn dane_outcome_of_io(e: &std::io::Error) -> Option<crate::dane::Outcome> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => other
+            .0
+            .downcast_ref::<crate::dane::verifier::DaneFailure>()
+            .map(|f| f.0.clone()),
+        _ => None,
+    }
+}
+
 /// Finds the rustls error inside what tokio-rustls returned.
 pub fn result_type_of_io(e: &std::io::Error) -> &'static str {
     e.get_ref()

@@ -209,16 +209,30 @@ fn verifier_maps_outcomes_to_rustls_errors() {
         );
         (result.map(|_| ()), verifier.outcome())
     };
+    // every failure carries the whole outcome, so that a shared verifier
+    // tells each connection what failed through its own error
+    let result_type = |r: &Result<(), Error>| {
+        crate::tlsrpt::event::result_type_of_rustls(r.as_ref().expect_err("refused"))
+    };
+    let dane_failure = |r: &Result<(), Error>| match r {
+        Err(Error::InvalidCertificate(CertificateError::Other(o))) => {
+            o.0.downcast_ref::<crate::dane::DaneFailure>()
+                .map(|f| f.0.clone())
+        }
+        _ => None,
+    };
     let (result, _) = verify(&wrong_name.der, vec![root.record(2, 1, 1)], false);
-    assert_eq!(
-        result,
-        Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+    assert!(
+        matches!(dane_failure(&result), Some(Outcome::NameMismatch { .. })),
+        "{result:?}"
     );
+    assert_eq!(result_type(&result), "certificate-host-mismatch");
     let (result, _) = verify(&expired.der, vec![root.record(2, 1, 1)], false);
-    assert_eq!(
-        result,
-        Err(Error::InvalidCertificate(CertificateError::Expired))
+    assert!(
+        matches!(dane_failure(&result), Some(Outcome::ChainInvalid { .. })),
+        "{result:?}"
     );
+    assert_eq!(result_type(&result), "certificate-expired");
     let (result, _) = verify(&expired.der, vec![expired.record(3, 1, 1)], false);
     assert_eq!(result, Ok(()));
     let pkix_only = vec![root.record(0, 1, 1)];
