@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 . ./env.sh
 secs=${SECONDS_PER_TARGET:-900}
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(smtp_inbound smtp_reply mta_sts tlsrpt_record config trust_anchors rfc2136_answer)
+[ ${#targets[@]} -eq 0 ] && targets=(smtp_inbound smtp_reply mta_sts tlsrpt_record tlsrpt_received config trust_anchors rfc2136_answer)
 mkdir -p logs
 for t in "${targets[@]}"; do
   /usr/bin/time -f "cpu_user_s=%U cpu_sys_s=%S wall_s=%e maxrss_kb=%M" \

@@ -76,6 +76,12 @@ for t in [
 ]:
     put("tlsrpt_record", t)
 
+# tlsrpt_received: the parser's committed corpus (valid and malformed
+# reports, gzip'd and not, report mails)
+for path in sorted(glob.glob("tests/data/tlsrpt-received/*")):
+    if not path.endswith((".md", ".txt")):
+        put("tlsrpt_received", open(path, "rb").read())
+
 # config: tests/configs, configs from tests/check_config.rs, expressions
 for path in sorted(glob.glob("tests/configs/*.json")):
     put("config", open(path, "rb").read())

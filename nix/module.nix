@@ -271,7 +271,9 @@ let
         default = "smtp";
         description = ''
           `smtp`, or `http` for the status page `/`, `/healthz` and `/metrics`
-          (optionally behind `auth.bearerToken`).
+          (optionally behind `auth.bearerToken`) and TLS reports POSTed to
+          `reports.receive.path` (which the token does not guard); HTTPS
+          with `tls.implicit = true`.
         '';
       };
     };

@@ -52,6 +52,11 @@ pub enum Request {
         id: String,
     },
     ReportsSendNow,
+    /// TLS reports received about our domains (`reports.receive`).
+    ReceivedList,
+    ReceivedShow {
+        id: String,
+    },
     TlsaSync {
         #[serde(default)]
         dry_run: bool,
@@ -272,6 +277,8 @@ fn execute(shared: &Shared, req: Request) -> Result<Value, String> {
         }
         Request::ReportsList => reports_list(store),
         Request::ReportsShow { id } => reports_show(store, &id),
+        Request::ReceivedList => crate::tlsrpt::received::list(store),
+        Request::ReceivedShow { id } => crate::tlsrpt::received::show(store, &id),
         Request::MtaStsCached { domain } => {
             let key = crate::mta_sts::cache::cache_key(&domain);
             match store

@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("smtp_reply", smtp_reply),
     ("mta_sts", mta_sts),
     ("tlsrpt_record", tlsrpt_record),
+    ("tlsrpt_received", tlsrpt_received),
     ("config", config),
     ("trust_anchors", trust_anchors),
     ("rfc2136_answer", rfc2136_answer),
@@ -282,6 +283,64 @@ pub fn tlsrpt_record(data: &[u8]) {
                 !text.contains(|c: char| c.is_control() || c.is_whitespace()),
                 "usable rua with a control character or white space: {uri:?}"
             );
+        }
+    }
+}
+
+/// A TLS report someone sent us (`tlsrpt::receive`): the input as an
+/// `application/tlsrpt+json` and as an `application/tlsrpt+gzip` body, and
+/// as a report mail (its report parts through the same reader). A report
+/// that reads keeps every limit the reader promises; written back as JSON
+/// (and gzip'd) it reads to the same report.
+pub fn tlsrpt_received(data: &[u8]) {
+    use crate::tlsrpt::receive::{self as rx, Format, Refused};
+    for format in [Format::Json, Format::Gzip] {
+        match rx::read(data, format) {
+            Ok((report, json)) => {
+                assert!(data.len() <= rx::MAX_BODY && json.len() <= rx::MAX_JSON);
+                if format == Format::Json {
+                    assert_eq!(json, data);
+                }
+                assert!(report.policies.len() <= rx::MAX_POLICIES);
+                let details: usize = report
+                    .policies
+                    .iter()
+                    .map(|p| p.failure_details.len())
+                    .sum();
+                assert!(details <= rx::MAX_DETAILS_TOTAL);
+                let (ok, failed) = report.totals();
+                assert!(
+                    ok.saturating_add(failed) <= rx::MAX_COUNT,
+                    "{ok} + {failed}"
+                );
+                assert!(report.organization_name.len() <= rx::MAX_STRING);
+                assert!(!report.organization_name.contains(char::is_control));
+                for p in &report.policies {
+                    assert!(p.policy.mx_host.len() <= rx::MAX_LIST);
+                    assert!(p.policy.policy_string.len() <= rx::MAX_LIST);
+                    for d in &p.failure_details {
+                        assert!(d.failed_session_count <= rx::MAX_COUNT);
+                    }
+                }
+                let again = serde_json::to_vec(&report).expect("a report serializes");
+                let back = rx::parse(&again)
+                    .unwrap_or_else(|e| panic!("a report written back does not read: {e}"));
+                assert_eq!(back, report, "report JSON round trip");
+                let gz = crate::tlsrpt::report::gzip(&again);
+                if gz.len() <= rx::MAX_BODY {
+                    let (zipped, _) = rx::read(&gz, Format::Gzip).expect("gzip'd report reads");
+                    assert_eq!(zipped, report);
+                }
+            }
+            Err(Refused::TooLarge(e) | Refused::Malformed(e)) => {
+                assert!(!e.is_empty());
+            }
+        }
+    }
+    if let Ok(parts) = rx::attachments(data) {
+        assert!(!parts.is_empty() && parts.len() <= rx::MAX_PARTS);
+        for p in parts {
+            let _ = rx::read(&p.bytes, p.format);
         }
     }
 }

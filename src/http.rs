@@ -1,10 +1,19 @@
-//! The `http` listener protocol: the status page `/`, `/healthz` and
-//! Prometheus `/metrics`, and the MTA-STS policies of `mtaSts.publish` at
-//! `/.well-known/mta-sts.txt` (by `Host: mta-sts.<domain>`, open to
-//! everyone even where a bearer token guards the rest). Deliberately tiny:
-//! one request per connection, GET only.
+//! The `http` listener protocol: the status page `/`, `/healthz`,
+//! Prometheus `/metrics`, TLS reports POSTed to `reports.receive.path`,
+//! and the MTA-STS policies of `mtaSts.publish` at
+//! `/.well-known/mta-sts.txt` (by `Host: mta-sts.<domain>`). Deliberately
+//! tiny: one request per connection, plain HTTP or HTTPS (implicit TLS,
+//! `tls.implicit: true`).
+//!
+//! Routing is [`route`]: a method and path to a [`Route`]; a route that
+//! must answer without the listener's bearer token says so in
+//! [`Route::public`].
 
+use crate::net::Stream;
 use crate::server::Shared;
+use crate::tlsrpt::receive;
+use crate::tlsrpt::received::{Outcome, Source};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,38 +79,72 @@ pub fn authorized(expected: &str, header: Option<&str>) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_limit: bool) {
-    let (read, mut write) = stream.into_split();
+/// The paths of the `http` listener itself; `reports.receive.path` may not
+/// be one of them.
+pub const FIXED_PATHS: [&str; 4] = ["/", "/healthz", "/metrics", MTA_STS_PATH];
+
+/// Where senders fetch an MTA-STS policy (RFC 8461 §3.3).
+pub const MTA_STS_PATH: &str = "/.well-known/mta-sts.txt";
+
+/// How long a report POST may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: &str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+) {
+    let tls = shared.listener_tls(listener);
+    let (stream, tls_info) = match tls {
+        None => (Stream::Plain(stream), None),
+        // No TLS handshake (CPU) for a connection that is over the limit.
+        Some(_) if over_limit => return,
+        Some(t) => {
+            let accept = tokio_rustls::TlsAcceptor::from(t.config).accept(stream);
+            match tokio::time::timeout(t.timeout, accept).await {
+                Ok(Ok(tls)) => {
+                    let info = crate::tls::describe(tls.get_ref().1);
+                    (Stream::Tls(Box::new(tls.into())), Some(info))
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(listener, %peer, error = %e, "HTTPS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(listener, %peer, "HTTPS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut reader)).await;
     if over_limit {
         let _ = write
             .write_all(response(503, "text/plain", "too many connections\n").as_bytes())
             .await;
+        let _ = write.shutdown().await;
         return;
     }
     let Ok(Some(head)) = head else {
         return;
     };
+    let cfg = shared.config();
     let mut parts = head.line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    // Senders fetch the policy without credentials (RFC 8461 §3.3).
-    if path == MTA_STS_PATH {
-        let reply = mta_sts_policy(&shared, method, head.header("host"));
-        let _ = write.write_all(reply.as_bytes()).await;
-        let _ = write.shutdown().await;
-        return;
-    }
-    let token = shared
-        .config()
+    let route = route(method, path, cfg.config.reports.receive.as_ref());
+    let token = cfg
         .config
         .server
         .listeners
         .get(listener)
         .and_then(|l| l.auth.as_ref())
         .map(|a| a.bearer_token.clone());
-    if let Some(token) = token {
+    if let Some(token) = token.filter(|_| !route.public()) {
         if !authorized(&token, head.header("authorization")) {
             let reply = with_headers(
                 401,
@@ -114,8 +157,8 @@ pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_
             return;
         }
     }
-    let reply = match (method, path) {
-        ("GET", "/") => {
+    let reply = match route {
+        Route::Status => {
             let s = shared.clone();
             match tokio::task::spawn_blocking(move || {
                 crate::status::render(&crate::status::gather(&s))
@@ -126,31 +169,90 @@ pub async fn serve(shared: Arc<Shared>, listener: &str, stream: TcpStream, over_
                 Err(_) => response(500, "text/plain", "the status page failed\n"),
             }
         }
-        ("GET", "/healthz") => {
+        Route::Healthz => {
             let (code, body) = crate::health::healthz(&shared);
             response(code, "application/json", &body)
         }
-        ("GET", "/metrics") => response(
+        Route::Metrics => response(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             &metrics(&shared),
         ),
-        ("GET", _) => response(404, "text/plain", "not found\n"),
-        _ => response(405, "text/plain", "method not allowed\n"),
+        Route::ReceiveReport => {
+            let request = Request {
+                listener,
+                peer,
+                tls: tls_info,
+                head: &head,
+            };
+            match receive_report(&shared, request, &mut reader, &mut write).await {
+                Some((reply, unread)) => {
+                    let _ = write.write_all(reply.as_bytes()).await;
+                    let _ = write.shutdown().await;
+                    if unread {
+                        drain(&mut reader).await;
+                    }
+                    return;
+                }
+                // the client stopped sending: nothing to answer
+                None => return,
+            }
+        }
+        Route::MtaStsPolicy => mta_sts_policy(&shared, head.header("host")),
+        Route::NotFound => response(404, "text/plain", "not found\n"),
+        Route::NotAllowed { allow } => with_headers(
+            405,
+            "text/plain",
+            &format!("Allow: {allow}\r\n"),
+            "method not allowed\n",
+        ),
     };
     let _ = write.write_all(reply.as_bytes()).await;
     let _ = write.shutdown().await;
 }
 
-/// Where senders fetch an MTA-STS policy (RFC 8461 §3.3).
-pub const MTA_STS_PATH: &str = "/.well-known/mta-sts.txt";
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Status,
+    Healthz,
+    Metrics,
+    /// `POST reports.receive.path`.
+    ReceiveReport,
+    /// `GET /.well-known/mta-sts.txt`.
+    MtaStsPolicy,
+    NotFound,
+    NotAllowed {
+        allow: &'static str,
+    },
+}
 
-/// The answer to a request for [`MTA_STS_PATH`]: the policy of the domain
-/// the `Host` header names, `404` for any other host.
-fn mta_sts_policy(shared: &Shared, method: &str, host: Option<&str>) -> String {
-    if method != "GET" {
-        return response(405, "text/plain", "method not allowed\n");
+impl Route {
+    /// Answered without the listener's bearer token: TLS reporters and
+    /// MTA-STS senders do not have it.
+    fn public(&self) -> bool {
+        matches!(self, Route::ReceiveReport | Route::MtaStsPolicy)
     }
+}
+
+/// The route of a request line's method and path (without the query).
+fn route(method: &str, path: &str, receive: Option<&crate::config::ReportsReceive>) -> Route {
+    let receive = receive.map(|r| r.path.as_str());
+    match (method, path) {
+        ("POST", p) if Some(p) == receive => Route::ReceiveReport,
+        (_, p) if Some(p) == receive => Route::NotAllowed { allow: "POST" },
+        ("GET", "/") => Route::Status,
+        ("GET", "/healthz") => Route::Healthz,
+        ("GET", "/metrics") => Route::Metrics,
+        ("GET", MTA_STS_PATH) => Route::MtaStsPolicy,
+        ("GET", _) => Route::NotFound,
+        _ => Route::NotAllowed { allow: "GET" },
+    }
+}
+
+/// The policy of the domain the `Host` header names (`mta-sts.<domain>`),
+/// `404` for any other host.
+fn mta_sts_policy(shared: &Shared, host: Option<&str>) -> String {
     let cfg = shared.config();
     let served = host
         .and_then(crate::publish::policy::domain_of_host)
@@ -169,6 +271,147 @@ fn policy_response(text: &str) -> String {
         "X-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n",
         text,
     )
+}
+
+/// Reads and drops what a client still sends after a refusal that did not
+/// read its body (at most 2 MiB, for at most 2 s), so that closing does
+/// not reset the connection before the client has read the answer.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
+    let mut sink = tokio::io::sink();
+    let mut limited = reader.take(2 << 20);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::copy(&mut limited, &mut sink),
+    )
+    .await;
+}
+
+/// Where a request came from.
+struct Request<'a> {
+    listener: &'a str,
+    peer: SocketAddr,
+    tls: Option<String>,
+    head: &'a Head,
+}
+
+/// A TLS report POSTed to `reports.receive.path` (RFC 8460 §5.4): the
+/// Content-Type says gzip or JSON, a Content-Length is required and at
+/// most [`receive::MAX_BODY`]; the report is stored (synced) before the
+/// answer. `None`: the body never came (no answer).
+async fn receive_report<R, W>(
+    shared: &Shared,
+    req: Request<'_>,
+    reader: &mut R,
+    write: &mut W,
+) -> Option<(String, bool)>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let head = req.head;
+    let ctype = head.header("content-type").unwrap_or("");
+    let Some(format) = receive::Format::of_content_type(ctype) else {
+        tracing::info!(listener = req.listener, peer = %req.peer, content_type = %crate::smtp::session::sanitize(ctype), "TLS report POST refused: wrong Content-Type");
+        return Some((response(
+            415,
+            "text/plain",
+            "a TLS report is sent as application/tlsrpt+gzip or application/tlsrpt+json (RFC 8460 section 5.4)\n",
+        ), true));
+    };
+    if head.header("transfer-encoding").is_some() {
+        return Some((
+            response(
+                411,
+                "text/plain",
+                "send the report with a Content-Length; chunked bodies are not taken\n",
+            ),
+            true,
+        ));
+    }
+    let Some(length) = head.header("content-length") else {
+        return Some((
+            response(411, "text/plain", "a Content-Length is required\n"),
+            true,
+        ));
+    };
+    let Ok(length) = length.trim().parse::<u64>() else {
+        return Some((
+            response(400, "text/plain", "the Content-Length is not a number\n"),
+            true,
+        ));
+    };
+    if length > receive::MAX_BODY as u64 {
+        tracing::info!(listener = req.listener, peer = %req.peer, length, "TLS report POST refused: too large");
+        return Some((
+            response(
+                413,
+                "text/plain",
+                &format!(
+                    "the report is {length} bytes; at most {} are taken\n",
+                    receive::MAX_BODY
+                ),
+            ),
+            true,
+        ));
+    }
+    if head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        write
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .ok()?;
+        write.flush().await.ok()?;
+    }
+    let mut body = vec![0u8; length as usize];
+    match tokio::time::timeout(BODY_TIMEOUT, reader.read_exact(&mut body)).await {
+        Ok(Ok(_)) => {}
+        _ => {
+            tracing::info!(listener = req.listener, peer = %req.peer, "TLS report POST: the body did not arrive");
+            return None;
+        }
+    }
+    let cfg = shared.config();
+    let source = Source {
+        via: "https".into(),
+        listener: req.listener.to_string(),
+        peer: req.peer.ip().to_string(),
+        tls: req.tls,
+        content_type: format.content_type().to_string(),
+        ..Source::default()
+    };
+    let store = shared.store.clone();
+    let domains = cfg.config.session.local_domains.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        crate::tlsrpt::received::take(&store, &domains, &source, &body, format)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the report task failed: {e}")));
+    let reply = match taken {
+        Ok(Outcome::Stored(r)) => response(200, "text/plain", &format!("stored as {}\n", r.id)),
+        Ok(Outcome::Refused {
+            why: receive::Refused::TooLarge(why),
+            ..
+        }) => response(413, "text/plain", &format!("{why}\n")),
+        Ok(Outcome::Refused {
+            why: receive::Refused::Malformed(why),
+            ..
+        }) => response(
+            400,
+            "text/plain",
+            &format!("not an RFC 8460 report: {why}\n"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a received TLS report");
+            response(
+                500,
+                "text/plain",
+                "cannot store the report now; try again later\n",
+            )
+        }
+    };
+    Some((reply, false))
 }
 
 fn metrics(shared: &Shared) -> String {
@@ -196,14 +439,23 @@ fn response(code: u16, ctype: &str, body: &str) -> String {
 fn with_headers(code: u16, ctype: &str, extra: &str, body: &str) -> String {
     let reason = match code {
         200 => "OK",
+        400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         500 => "Internal Server Error",
         _ => "Service Unavailable",
     };
+    let nosniff = if ctype.starts_with("text/plain") {
+        "X-Content-Type-Options: nosniff\r\n"
+    } else {
+        ""
+    };
     format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n{extra}{nosniff}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -253,6 +505,33 @@ mod tests {
         assert_eq!(body, text);
         // postern's own client takes it
         assert!(crate::mta_sts::Policy::parse(body).is_ok());
+    }
+
+    #[test]
+    fn routes_and_which_need_no_token() {
+        let receive = crate::config::ReportsReceive {
+            address: None,
+            path: "/tlsrpt".into(),
+        };
+        let r = |m, p| route(m, p, Some(&receive));
+        assert_eq!(r("POST", "/tlsrpt"), Route::ReceiveReport);
+        assert!(r("POST", "/tlsrpt").public());
+        assert_eq!(r("GET", "/tlsrpt"), Route::NotAllowed { allow: "POST" });
+        assert_eq!(r("GET", "/"), Route::Status);
+        assert_eq!(r("GET", "/healthz"), Route::Healthz);
+        assert_eq!(r("GET", "/metrics"), Route::Metrics);
+        assert!(!r("GET", "/metrics").public() && !r("GET", "/").public());
+        assert_eq!(r("GET", "/nope"), Route::NotFound);
+        assert_eq!(r("GET", MTA_STS_PATH), Route::MtaStsPolicy);
+        assert!(r("GET", MTA_STS_PATH).public(), "senders have no token");
+        assert_eq!(r("POST", MTA_STS_PATH), Route::NotAllowed { allow: "GET" });
+        assert_eq!(r("POST", "/"), Route::NotAllowed { allow: "GET" });
+        // without reports.receive there is no report path
+        assert_eq!(
+            route("POST", "/tlsrpt", None),
+            Route::NotAllowed { allow: "GET" }
+        );
+        assert_eq!(route("GET", "/tlsrpt", None), Route::NotFound);
     }
 
     #[tokio::test]

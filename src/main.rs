@@ -63,7 +63,7 @@ enum Command {
     /// The operator's own MTA-STS policies (mtaSts.publish): served and kept in DNS.
     #[command(subcommand, name = "mta-sts")]
     MtaSts(MtaStsCommand),
-    /// TLS-RPT aggregate reports.
+    /// TLS-RPT aggregate reports: those postern sends, and those it received.
     #[command(subcommand)]
     Reports(ReportsCommand),
     /// The downgrade ledger: the best security level each destination reached.
@@ -236,13 +236,32 @@ enum MtaStsCommand {
 
 #[derive(Subcommand)]
 enum ReportsCommand {
+    /// Reports postern sends: pending aggregates and sent reports.
     List(Common),
+    /// One sent report (its JSON and deliveries) or pending aggregate.
     Show {
         id: String,
         #[command(flatten)]
         common: Common,
     },
+    /// Close every pending aggregate now and send its report.
     SendNow(Common),
+    /// Reports received about our own domains (reports.receive).
+    #[command(subcommand)]
+    Received(ReceivedCommand),
+}
+
+#[derive(Subcommand)]
+enum ReceivedCommand {
+    /// Received reports, newest first, with the malformed ones kept aside.
+    List(Common),
+    /// One received report: where it came from and its JSON (or, when
+    /// malformed, why and what was sent).
+    Show {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 fn main() -> ExitCode {
@@ -395,9 +414,16 @@ fn reports_command(r: ReportsCommand) -> ExitCode {
         ReportsCommand::List(c) => (c, control::Request::ReportsList),
         ReportsCommand::Show { id, common } => (common, control::Request::ReportsShow { id }),
         ReportsCommand::SendNow(c) => (c, control::Request::ReportsSendNow),
+        ReportsCommand::Received(ReceivedCommand::List(c)) => (c, control::Request::ReceivedList),
+        ReportsCommand::Received(ReceivedCommand::Show { id, common }) => {
+            (common, control::Request::ReceivedShow { id })
+        }
     };
-    let table =
-        matches!(request, control::Request::ReportsList).then_some(print_reports_table as fn(&_));
+    let table = match request {
+        control::Request::ReportsList => Some(print_reports_table as fn(&_)),
+        control::Request::ReceivedList => Some(print_received_table as fn(&_)),
+        _ => None,
+    };
     control_command(common, request, table)
 }
 
@@ -434,6 +460,61 @@ fn mta_sts_command(m: MtaStsCommand) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+fn print_received_table(v: &serde_json::Value) {
+    println!(
+        "{:<16}  {:<20}  {:<9}  {:<5}  {:<24}  {:>10}  {:>8}  DOMAINS / REASON",
+        "ID", "RECEIVED", "STATUS", "VIA", "ORGANIZATION", "SUCCESSFUL", "FAILED"
+    );
+    let cut = |s: &str, n: usize| -> String {
+        if s.chars().count() <= n {
+            s.to_string()
+        } else {
+            s.chars().take(n - 1).chain(std::iter::once('…')).collect()
+        }
+    };
+    for r in v.as_array().into_iter().flatten() {
+        let what = match r["status"].as_str() {
+            Some("malformed") => cut(r["reason"].as_str().unwrap_or(""), 100),
+            _ => {
+                let domains: Vec<&str> = r["domains"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str())
+                    .collect();
+                let types: Vec<String> = r["resultTypes"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect();
+                if types.is_empty() {
+                    domains.join(", ")
+                } else {
+                    format!("{} ({})", domains.join(", "), types.join(", "))
+                }
+            }
+        };
+        println!(
+            "{:<16}  {:<20}  {:<9}  {:<5}  {:<24}  {:>10}  {:>8}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["receivedAt"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["via"].as_str().unwrap_or(""),
+            cut(r["organization"].as_str().unwrap_or("-"), 24),
+            r["successful"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r["failed"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            what
+        );
     }
 }
 

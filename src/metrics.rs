@@ -1,7 +1,11 @@
 //! Prometheus metrics (`/metrics` on an `http` listener), with the
 //! `prometheus-client` crate: typed families, no hand-formatted exposition,
-//! and no per-domain label (cardinality: per-domain detail is the status
-//! page's and `postern domains`').
+//! and no per-destination label (cardinality: per-domain detail is the
+//! status page's and `postern domains`'). The one domain label is on the
+//! reports received about the operator's own domains: only
+//! `session.localDomains` appear there, anything else is `other`; the
+//! reporting organization is a label for the first
+//! [`MAX_ORGANIZATIONS`] seen, then `other` (anyone may send a report).
 //!
 //! The families live in one process-wide registry, so the delivery code can
 //! count where things happen without threading a handle through every call.
@@ -39,8 +43,47 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+/// A TLS report received, by how it came and who sent it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceivedLabels {
+    /// `https` or `mail`.
+    pub via: String,
+    pub organization: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabels {
+    pub via: String,
+}
+
+/// Sessions counted in received reports.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceivedSessionLabels {
+    /// A local domain, or `other`.
+    pub domain: String,
+    /// `tlsa`, `sts`, `no-policy-found`.
+    pub policy_type: String,
+    /// `successful` or `failed`.
+    pub result: String,
+}
+
+/// Failed sessions in received reports, by RFC 8460 result type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceivedFailureLabels {
+    pub domain: String,
+    /// An RFC 8460 result type, or `other`.
+    pub result_type: String,
+}
+
+/// Distinct `organization` label values before `other`.
+pub const MAX_ORGANIZATIONS: usize = 50;
+
 struct Metrics {
     registry: Registry,
+    received_reports: Family<ReceivedLabels, Counter>,
+    received_malformed: Family<ViaLabels, Counter>,
+    received_sessions: Family<ReceivedSessionLabels, Counter>,
+    received_failures: Family<ReceivedFailureLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     downgrades: Counter,
     tlsrpt_failures: Family<ResultTypeLabels, Counter>,
@@ -153,6 +196,30 @@ fn metrics() -> &'static Metrics {
             "Outbound connections kept idle for reuse",
             pool_idle.clone(),
         );
+        let received_reports = Family::<ReceivedLabels, Counter>::default();
+        registry.register(
+            "tlsrpt_received_reports",
+            "TLS reports received about our domains and stored, by how they came (https, mail) and the reporting organization",
+            received_reports.clone(),
+        );
+        let received_malformed = Family::<ViaLabels, Counter>::default();
+        registry.register(
+            "tlsrpt_received_malformed",
+            "Received TLS reports refused as malformed or too large (kept aside), by how they came",
+            received_malformed.clone(),
+        );
+        let received_sessions = Family::<ReceivedSessionLabels, Counter>::default();
+        registry.register(
+            "tlsrpt_received_sessions",
+            "Sessions counted in received TLS reports, by our domain (or other), policy type and result (successful, failed)",
+            received_sessions.clone(),
+        );
+        let received_failures = Family::<ReceivedFailureLabels, Counter>::default();
+        registry.register(
+            "tlsrpt_received_failures",
+            "Failed sessions in the failure details of received TLS reports, by our domain (or other) and RFC 8460 result type",
+            received_failures.clone(),
+        );
         let outbound_handshakes = Family::<HandshakeLabels, Counter>::default();
         registry.register(
             "outbound_tls_handshakes",
@@ -160,6 +227,10 @@ fn metrics() -> &'static Metrics {
             outbound_handshakes.clone(),
         );
         Metrics {
+            received_reports,
+            received_malformed,
+            received_sessions,
+            received_failures,
             outbound_handshakes,
             certificate_expiry,
             tlsa_rollover_phase,
@@ -205,6 +276,92 @@ pub fn tlsrpt_failure(result_type: &str) {
             result_type: result_type.to_string(),
         })
         .inc();
+}
+
+/// A received TLS report, stored: counted by organization, and its
+/// sessions by domain, policy type and result.
+pub fn tlsrpt_received(
+    via: &str,
+    report: &crate::tlsrpt::receive::ReceivedReport,
+    local_domains: &[String],
+) {
+    let m = metrics();
+    m.received_reports
+        .get_or_create(&ReceivedLabels {
+            via: via.to_string(),
+            organization: organization_label(&report.organization_name),
+        })
+        .inc();
+    for p in &report.policies {
+        let domain = domain_label(&p.policy.policy_domain, local_domains);
+        let policy_type = p.policy.policy_type.as_str().to_string();
+        for (result, n) in [
+            ("successful", p.summary.total_successful_session_count),
+            ("failed", p.summary.total_failure_session_count),
+        ] {
+            m.received_sessions
+                .get_or_create(&ReceivedSessionLabels {
+                    domain: domain.clone(),
+                    policy_type: policy_type.clone(),
+                    result: result.to_string(),
+                })
+                .inc_by(n);
+        }
+        for d in &p.failure_details {
+            let known = crate::tlsrpt::receive::RESULT_TYPES.contains(&d.result_type.as_str());
+            m.received_failures
+                .get_or_create(&ReceivedFailureLabels {
+                    domain: domain.clone(),
+                    result_type: if known {
+                        d.result_type.clone()
+                    } else {
+                        "other".into()
+                    },
+                })
+                .inc_by(d.failed_session_count);
+        }
+    }
+}
+
+/// A received TLS report refused (malformed or too large).
+pub fn tlsrpt_received_malformed(via: &str) {
+    metrics()
+        .received_malformed
+        .get_or_create(&ViaLabels {
+            via: via.to_string(),
+        })
+        .inc();
+}
+
+/// The domain as a label: a local domain (lower case), else `other`.
+fn domain_label(domain: &str, local: &[String]) -> String {
+    let d = domain.trim_end_matches('.');
+    local
+        .iter()
+        .map(|l| l.trim_end_matches('.'))
+        .find(|l| l.eq_ignore_ascii_case(d))
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| "other".into())
+}
+
+/// The organization as a label: printable, no quote or backslash, at most
+/// 64 characters; `other` once [`MAX_ORGANIZATIONS`] others are labels.
+fn organization_label(name: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let clean: String = name
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .take(64)
+        .collect();
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(&clean) {
+        return clean;
+    }
+    if seen.len() >= MAX_ORGANIZATIONS {
+        return "other".into();
+    }
+    seen.push(clean.clone());
+    clean
 }
 
 /// The result of a DNSSEC self-check.
@@ -314,5 +471,31 @@ mod tests {
         assert!(text.contains("postern_connections 3"), "{text}");
         assert!(text.contains("postern_queue_messages 7"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn received_reports_are_counted_with_bounded_labels() {
+        let json = include_bytes!("../tests/data/tlsrpt-received/valid-microsoft.json");
+        let mut report = crate::tlsrpt::receive::parse(json).unwrap();
+        report.organization_name = "Micro\"soft\\ Corp".into();
+        tlsrpt_received("https", &report, &["Example.org.".into()]);
+        tlsrpt_received_malformed("mail");
+        let text = render(0, 0);
+        assert!(
+            text.contains("postern_tlsrpt_received_reports_total{via=\"https\",organization=\"Microsoft Corp\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("postern_tlsrpt_received_sessions_total{domain=\"example.org\",policy_type=\"sts\",result=\"successful\"} 327"), "{text}");
+        assert!(text.contains("postern_tlsrpt_received_sessions_total{domain=\"other\",policy_type=\"no-policy-found\",result=\"successful\"} 18"), "{text}");
+        assert!(text.contains("postern_tlsrpt_received_failures_total{domain=\"example.org\",result_type=\"certificate-expired\"} 3"), "{text}");
+        assert!(
+            text.contains("postern_tlsrpt_received_malformed_total{via=\"mail\"} 1"),
+            "{text}"
+        );
+        for i in 0..MAX_ORGANIZATIONS + 5 {
+            organization_label(&format!("org {i}"));
+        }
+        assert_eq!(organization_label("yet another"), "other");
+        assert_eq!(organization_label("Microsoft Corp"), "Microsoft Corp");
     }
 }

@@ -137,9 +137,11 @@ async fn check_host(
         let peer = SocketAddr::new(ip, record.port);
         let (addr, problems) = check_address(cfg, tls, &record.host, peer, &views).await;
         report.addresses.push(addr);
-        report
-            .problems
-            .extend(problems.into_iter().map(|p| format!("[{ip}]:{}: {p}", record.port)));
+        report.problems.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("[{ip}]:{}: {p}", record.port)),
+        );
     }
     report
 }
@@ -215,9 +217,9 @@ async fn check_address(
         Ok(chain) => chain,
         Err(e) => return (report, vec![e]),
     };
-    report.leaf_sha256 = chain.first().map(|leaf| {
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()))
-    });
+    report.leaf_sha256 = chain
+        .first()
+        .map(|leaf| hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())));
     let mut problems = Vec::new();
     for v in views {
         if v.records.is_empty() {
@@ -289,7 +291,9 @@ pub async fn check_now(shared: &Shared) -> Result<Report, String> {
     let was_ok = shared.selfcheck.get().map(|r| r.ok());
     crate::metrics::selfcheck(report.ok());
     match (report.ok(), was_ok) {
-        (true, Some(false)) => tracing::info!("self-check: all MX hosts serve what DNS publishes again"),
+        (true, Some(false)) => {
+            tracing::info!("self-check: all MX hosts serve what DNS publishes again")
+        }
         (true, _) => {}
         (false, _) => {
             for p in report.problems() {

@@ -434,7 +434,7 @@ async fn accept_loop(shared: Arc<Shared>, id: String, protocol: Protocol, listen
             let _guard = guard;
             match protocol {
                 Protocol::Smtp => crate::smtp::serve(shared2, id2, stream, peer, over).await,
-                Protocol::Http => crate::http::serve(shared2, &id2, stream, over).await,
+                Protocol::Http => crate::http::serve(shared2, &id2, stream, peer, over).await,
             }
         });
     }

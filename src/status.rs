@@ -12,7 +12,9 @@
 //! - the operator's own published MTA-STS policies (`mtaSts.publish`):
 //!   mode, id, last record sync, and the timeline of `auto` transitions;
 //! - the queue: messages, oldest, deferred recipients by domain (one scan
-//!   of the `queue` family per view, capped at [`QUEUE_CAP`] messages).
+//!   of the `queue` family per view, capped at [`QUEUE_CAP`] messages);
+//! - the TLS reports received about our own domains (`reports.receive`):
+//!   the last [`RECEIVED_SHOWN`], those with failed sessions highlighted.
 //!
 //! Gathering ([`gather`]) and rendering ([`render`]) are apart, so the
 //! rendering is a pure function of a [`View`]. Everything that comes from
@@ -36,6 +38,8 @@ pub const STS_CAP: usize = 200;
 pub const TOP_DOMAINS: usize = 15;
 /// Downgrade events listed.
 pub const EVENTS_SHOWN: usize = 50;
+/// Received TLS reports listed.
+pub const RECEIVED_SHOWN: usize = 20;
 
 /// Everything the page shows, read at one moment.
 #[derive(Clone, Debug, Default)]
@@ -55,10 +59,21 @@ pub struct View {
     /// One row per `mtaSts.publish` domain.
     pub published: Vec<PublishedRow>,
     pub queue: QueueSummary,
+    /// `None`: no `reports.receive` and nothing received.
+    pub received: Option<ReceivedView>,
     /// The last self-check (`None`: none ran).
     pub selfcheck: Option<crate::selfcheck::Report>,
     /// Store errors met while gathering.
     pub errors: Vec<String>,
+}
+
+/// The TLS reports received about our domains.
+#[derive(Clone, Debug, Default)]
+pub struct ReceivedView {
+    /// Newest first, at most [`RECEIVED_SHOWN`].
+    pub reports: Vec<crate::tlsrpt::received::Received>,
+    /// Malformed ones kept aside.
+    pub malformed: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -211,7 +226,21 @@ pub fn gather(shared: &Shared) -> View {
             QueueSummary::default()
         }
     };
+    let received = match (
+        crate::tlsrpt::received::recent(store, RECEIVED_SHOWN),
+        crate::tlsrpt::received::malformed_count(store),
+    ) {
+        (Ok(reports), Ok(malformed)) => {
+            (cfg.config.reports.receive.is_some() || !reports.is_empty() || malformed > 0)
+                .then_some(ReceivedView { reports, malformed })
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            errors.push(format!("received TLS reports: {e}"));
+            None
+        }
+    };
     View {
+        received,
         host: cfg.config.hostname().to_string(),
         now,
         health: crate::health::reasons(shared),
@@ -440,6 +469,7 @@ ol.phases{display:flex;flex-wrap:wrap;gap:.35rem;list-style:none;padding:0;margi
 ol.phases li{padding:.15rem .55rem;border:1px solid var(--line);border-radius:1rem;font-size:.82rem;color:var(--mute)}
 ol.phases li.now{background:#2c7fb8;border-color:#2c7fb8;color:#fff;font-weight:600}
 ul.plain{margin:.25rem 0;padding-left:1.1rem}
+tr.failing td{background:rgba(215,48,31,.08)}
 code{font-size:.85rem;word-break:break-all}
 footer{color:var(--mute);font-size:.8rem}
 "#;
@@ -479,6 +509,7 @@ pub fn render(v: &View) -> String {
     tlsa_section(&mut h, v);
     selfcheck_section(&mut h, v);
     sts_section(&mut h, v);
+    received_section(&mut h, v);
     published_section(&mut h, v);
     h.push_str(
         "</main><footer>Delivered recipients to MX hosts (not relays), counted per hour and \
@@ -955,6 +986,59 @@ fn published_section(h: &mut String, v: &View) {
     h.push_str("</section>");
 }
 
+fn received_section(h: &mut String, v: &View) {
+    let Some(r) = &v.received else { return };
+    h.push_str("<section id=\"tlsrpt-received\" class=\"wide\"><h2>TLS reports received</h2>");
+    let failing = r.reports.iter().filter(|x| x.failed > 0).count();
+    let _ = write!(
+        h,
+        "<p>About our domains (<code>reports.receive</code>): the last {} shown, <span class=\"{}\" id=\"received-failing\">{failing} with failed sessions</span>; \
+         {} malformed kept aside. <code>postern reports received list</code> has them all.</p>",
+        r.reports.len(),
+        if failing > 0 { "bad" } else { "ok" },
+        r.malformed
+    );
+    if r.reports.is_empty() {
+        h.push_str("<p class=\"mute\">None received yet.</p></section>");
+        return;
+    }
+    h.push_str(
+        "<div class=\"scroll\"><table id=\"received\"><tr><th>received</th><th>from</th><th>domains</th>\
+         <th>period</th><th class=\"n\">successful</th><th class=\"n\">failed</th><th>failures</th></tr>",
+    );
+    for x in &r.reports {
+        let mut domains: Vec<String> = x
+            .policies
+            .iter()
+            .map(|p| format!("{} ({})", p.domain, p.policy_type))
+            .collect();
+        domains.dedup();
+        let failures: Vec<String> = x
+            .result_types
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect();
+        let _ = write!(
+            h,
+            "<tr data-id=\"{id}\" data-failed=\"{f}\"{cls}><td>{}</td><td class=\"name\">{}<br><span class=\"mute\">{}</span></td>\
+             <td class=\"name\">{}</td><td class=\"mute\">{} → {}</td><td class=\"n\">{}</td><td class=\"n{bad}\">{f}</td><td class=\"name\">{}</td></tr>",
+            when(x.received_at, v.now),
+            esc(&truncate(&x.organization, 80)),
+            esc(&x.source.describe()),
+            esc(&truncate(&domains.join(", "), 200)),
+            esc(&x.begin),
+            esc(&x.end),
+            x.successful,
+            esc(&truncate(&failures.join(", "), 200)),
+            id = esc(&x.id),
+            f = x.failed,
+            cls = if x.failed > 0 { " class=\"failing\"" } else { "" },
+            bad = if x.failed > 0 { " bad" } else { "" },
+        );
+    }
+    h.push_str("</table></div></section>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1062,6 +1146,35 @@ mod tests {
                 deferred: vec![("x.example".into(), 1, "451 <try later>".into())],
                 ..QueueSummary::default()
             },
+            received: Some(ReceivedView {
+                reports: vec![crate::tlsrpt::received::Received {
+                    id: "0006123456789ABC".into(),
+                    received_at: 1_699_999_000,
+                    source: crate::tlsrpt::received::Source {
+                        via: "mail".into(),
+                        peer: "192.0.2.9".into(),
+                        sender: Some("<script>@evil.example".into()),
+                        ..Default::default()
+                    },
+                    organization: "<b>Evil</b> Org".into(),
+                    report_id: "r1".into(),
+                    contact_info: "c".into(),
+                    begin: "2023-11-13T00:00:00Z".into(),
+                    end: "2023-11-13T23:59:59Z".into(),
+                    successful: 10,
+                    failed: 2,
+                    policies: vec![crate::tlsrpt::received::PolicyRow {
+                        domain: "<img src=x>.example".into(),
+                        policy_type: "sts".into(),
+                        successful: 10,
+                        failed: 2,
+                    }],
+                    policies_total: 1,
+                    result_types: [("certificate-expired".to_string(), 2)].into(),
+                    size: 100,
+                }],
+                malformed: 3,
+            }),
             selfcheck: None,
             errors: vec![],
         }
@@ -1102,6 +1215,13 @@ mod tests {
         assert!(page.contains("3 reports from &lt;evil&gt;"));
         assert!(page.contains("data-health=\"unhealthy\""));
         assert!(page.contains("name=\"viewport\""));
+        assert!(
+            page.contains("data-failed=\"2\" class=\"failing\""),
+            "{page}"
+        );
+        assert!(page.contains("certificate-expired: 2"));
+        assert!(page.contains("3 malformed kept aside"));
+        assert!(page.contains("&lt;b&gt;Evil&lt;/b&gt; Org"));
     }
 
     #[test]

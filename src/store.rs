@@ -14,6 +14,9 @@
 //! | `ledger`   | domain                  | best/last level (downgrade ledger) |
 //! | `history`  | kind ‖ hour ‖ name, …   | per-hour counters, downgrade events (status page) |
 //! | `publish`  | `auto/`, `log/`, `sync/` ‖ domain … | `mtaSts.publish`: auto state, its transitions, the last sync |
+//! | `received` | id (time-ordered)       | a TLS report received about our domains: where from, its summary |
+//! | `received-body` | id                 | that report's JSON as sent (inflated)  |
+//! | `received-malformed` | id            | a report refused as malformed: why, and its first 64 KiB |
 //!
 //! RocksDB holds an exclusive lock (`LOCK`) on the directory, so a second
 //! instance on the same path fails at open with a message naming the lock.
@@ -22,8 +25,19 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::Arc;
 
-pub const FAMILIES: [&str; 9] = [
-    "messages", "queue", "schedule", "mta-sts", "reports", "tlsa", "ledger", "history", "publish",
+pub const FAMILIES: [&str; 12] = [
+    "messages",
+    "queue",
+    "schedule",
+    "mta-sts",
+    "reports",
+    "tlsa",
+    "ledger",
+    "history",
+    "received",
+    "received-body",
+    "received-malformed",
+    "publish",
 ];
 
 #[derive(Clone)]
@@ -161,6 +175,29 @@ impl Store {
         for item in self.db.iterator_cf(self.cf(family), mode) {
             let (k, v) = item?;
             if k.as_ref() >= to || out.len() >= max {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Keys (and values) of a family below `below` (exclusive), newest
+    /// (highest key) first, at most `max`.
+    pub fn scan_back(
+        &self,
+        family: &str,
+        below: &[u8],
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+        let mut out = Vec::new();
+        let mode = rocksdb::IteratorMode::From(below, rocksdb::Direction::Reverse);
+        for item in self.db.iterator_cf(self.cf(family), mode) {
+            let (k, v) = item?;
+            if k.as_ref() >= below {
+                continue;
+            }
+            if out.len() >= max {
                 break;
             }
             out.push((k.to_vec(), v.to_vec()));

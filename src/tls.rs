@@ -119,7 +119,21 @@ pub fn listener_configs(cfg: &Config) -> Result<HashMap<String, Option<ListenerT
     let mut out = HashMap::new();
     for (id, l) in &cfg.server.listeners {
         let t = l.tls.over(&cfg.server.tls);
-        out.insert(id.clone(), listener_tls(id, &t, &keys)?);
+        let tls = match l.protocol {
+            crate::config::Protocol::Smtp => listener_tls(id, &t, &keys)?,
+            // HTTPS or nothing: a default certificate (there for STARTTLS)
+            // does not turn an http listener into an HTTPS one.
+            crate::config::Protocol::Http if t.implicit == Some(true) => {
+                listener_tls(id, &t, &keys)?.map(|mut lt| {
+                    let mut config = (*lt.config).clone();
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    lt.config = Arc::new(config);
+                    lt
+                })
+            }
+            crate::config::Protocol::Http => None,
+        };
+        out.insert(id.clone(), tls);
     }
     Ok(out)
 }

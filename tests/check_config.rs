@@ -201,6 +201,46 @@ fn http_listener_auth_and_exposure() {
     assert!(!err.contains("server.listeners.status"), "{err}");
 }
 
+/// `reports.receive` with an HTTPS listener: valid, printed with its
+/// default path; the server's default certificate (for STARTTLS) does not
+/// make a plain http listener an HTTPS one, and a receiver without any
+/// way in is a warning.
+#[test]
+fn receiving_reports_and_https_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "c", &["mx.example.org"]);
+    let file = dir.path().join("c.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"certificates": {{"default": {{"cert": "%{{file:{}}}%", "privateKey": "%{{file:{}}}%"}}}},
+                "session": {{"localDomains": ["Example.org"]}},
+                "reports": {{"receive": {{"address": "tlsrpt@example.org"}}}},
+                "server": {{"listeners": {{
+                    "smtp": {{"bind": "127.0.0.1:2525", "protocol": "smtp"}},
+                    "web": {{"bind": "127.0.0.1:8443", "protocol": "http", "tls": {{"implicit": true}}}},
+                    "status": {{"bind": "127.0.0.1:8080", "protocol": "http"}}}}}}}}"#,
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["check-config", "--print", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["reports"]["receive"]["path"], "/tlsrpt");
+    assert_eq!(v["reports"]["receive"]["address"], "tlsrpt@example.org");
+    let nothing = dir.path().join("n.json");
+    std::fs::write(&nothing, r#"{"reports": {"receive": {}}}"#).unwrap();
+    let o = run(&["check-config", "--offline", nothing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: reports.receive: no http listener and no address"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// (name, configuration, offline?, expected path, expected words)
 const BAD: &[(&str, &str, bool, &str, &str)] = &[
     (
@@ -531,6 +571,55 @@ const BAD: &[(&str, &str, bool, &str, &str)] = &[
         true,
         "server.listeners.m.auth.bearerToken",
         "must not be empty",
+    ),
+    (
+        "http listener with STARTTLS-style tls",
+        r#"{"certificates": {"a": {"cert": "x", "privateKey": "y"}}, "server": {"listeners": {"web": {"bind": "127.0.0.1:8443", "protocol": "http", "tls": {"certificate": "a"}}}}}"#,
+        true,
+        "server.listeners.web.tls.implicit",
+        "only as HTTPS",
+    ),
+    (
+        "http listener with implicit tls and no certificate",
+        r#"{"server": {"listeners": {"web": {"bind": "127.0.0.1:8443", "protocol": "http", "tls": {"implicit": true}}}}}"#,
+        true,
+        "server.listeners.web.tls.implicit",
+        "certificates.default does not exist",
+    ),
+    (
+        "report address outside the local domains",
+        r#"{"session": {"localDomains": ["example.org"]}, "reports": {"receive": {"address": "tlsrpt@example.net"}}}"#,
+        true,
+        "reports.receive.address",
+        "example.net is not in session.localDomains (example.org)",
+    ),
+    (
+        "report address that is not one",
+        r#"{"session": {"localDomains": ["example.org"]}, "reports": {"receive": {"address": "tlsrpt"}}}"#,
+        true,
+        "reports.receive.address",
+        "is not a mail address",
+    ),
+    (
+        "report path on a fixed path",
+        r#"{"reports": {"receive": {"path": "/metrics"}}}"#,
+        true,
+        "reports.receive.path",
+        "already one of the http listener's own paths",
+    ),
+    (
+        "report path that is not a path",
+        r#"{"reports": {"receive": {"path": "tlsrpt?x=1"}}}"#,
+        true,
+        "reports.receive.path",
+        "must start with '/'",
+    ),
+    (
+        "unknown key under reports.receive",
+        r#"{"reports": {"receive": {"adress": "a@b.example"}}}"#,
+        true,
+        "reports.receive.adress",
+        "did you mean 'address'",
     ),
     (
         "not JSON",

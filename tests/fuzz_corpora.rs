@@ -76,6 +76,7 @@ corpus_tests!(
     smtp_reply,
     mta_sts,
     tlsrpt_record,
+    tlsrpt_received,
     config,
     trust_anchors,
     rfc2136_answer,

@@ -79,10 +79,17 @@ fn the_self_check_flags_a_certificate_outside_the_published_tlsa_set() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(out.status.success(), "tlsa sync: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "tlsa sync: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // The daemon runs with TLSA automation that cannot update DNS.
-    let broken = config("selfcheck-broken", Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+    let broken = config(
+        "selfcheck-broken",
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    );
     let p = Postern::start(&broken, MX);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -96,10 +103,18 @@ fn the_self_check_flags_a_certificate_outside_the_published_tlsa_set() {
             assert!(matched.iter().any(|m| m == "resolver"), "{v}");
             break;
         }
-        assert!(Instant::now() < deadline, "the self-check never passed: {v}\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the self-check never passed: {v}\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(get("/healthz").starts_with("HTTP/1.1 200"), "{}", get("/healthz"));
+    assert!(
+        get("/healthz").starts_with("HTTP/1.1 200"),
+        "{}",
+        get("/healthz")
+    );
 
     // Swap the certificate files (another test-CA certificate for the same
     // name, with its own key): served at the next file check (10 s), not
@@ -112,7 +127,10 @@ fn the_self_check_flags_a_certificate_outside_the_published_tlsa_set() {
         .expect("the swap is noticed");
     let noticed = Instant::now();
     let flagged = p
-        .wait_log(&["self-check", "matches no TLSA record"], Duration::from_secs(30))
+        .wait_log(
+            &["self-check", "matches no TLSA record"],
+            Duration::from_secs(30),
+        )
         .unwrap_or_else(|| panic!("not flagged; log:\n{}", p.log_text()));
     let within = noticed.elapsed();
     assert!(

@@ -796,6 +796,39 @@ pub struct Reports {
     /// `reports.submitter`; the server host name when unset.
     pub submitter: Option<String>,
     pub tls: TlsReport,
+    /// `reports.receive`: TLS reports about the operator's own domains,
+    /// taken by mail and by HTTPS POST (RFC 8460 §5.3, §5.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive: Option<ReportsReceive>,
+}
+
+/// Where reports about the operator's own domains arrive: the `rua` of
+/// their `_smtp._tls` records points here.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReportsReceive {
+    /// `mailto:` target, e.g. `tlsrpt@example.org`: a mailbox in one of
+    /// `session.localDomains`, taken by postern itself (not delivered on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The path `http` listeners take report POSTs on.
+    #[serde(default = "default_receive_path")]
+    pub path: String,
+}
+
+fn default_receive_path() -> String {
+    "/tlsrpt".into()
+}
+
+impl ReportsReceive {
+    /// Whether `mailbox` (an address as the session stores it) is the
+    /// report address: the domain without case, the local part too (a
+    /// reporter may write it as the record does, in any case).
+    pub fn is_address(&self, mailbox: &str) -> bool {
+        self.address
+            .as_deref()
+            .is_some_and(|a| a.trim_end_matches('.').eq_ignore_ascii_case(mailbox))
+    }
 }
 
 /// Stalwart's `TlsReportSettings`: each field an expression. Unset fields

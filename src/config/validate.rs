@@ -100,10 +100,10 @@ fn listeners(c: &Config, out: &mut Vec<Problem>) {
         http_auth(&path, l, out);
         tls_names(&format!("{path}.tls"), &l.tls, c, out);
         let eff = l.tls.over(&s.tls);
-        if l.protocol == Protocol::Smtp
-            && eff.enable.unwrap_or(true)
-            && eff.implicit.unwrap_or(false)
-        {
+        if l.protocol == Protocol::Http {
+            http_tls(&path, l, &eff, out);
+        }
+        if eff.enable.unwrap_or(true) && eff.implicit.unwrap_or(false) {
             let cert = eff.certificate.as_deref().unwrap_or("default");
             if !c.certificates.contains_key(cert) {
                 out.push(Problem::error(
@@ -114,6 +114,23 @@ fn listeners(c: &Config, out: &mut Vec<Problem>) {
                 ));
             }
         }
+    }
+}
+
+/// An `http` listener speaks TLS only as HTTPS (implicit TLS: HTTP has no
+/// STARTTLS). Its own `tls` block, when it sets anything, must say
+/// `implicit: true`; without one it stays plain HTTP even when the server
+/// has a default certificate (that certificate is for SMTP's STARTTLS).
+fn http_tls(path: &str, l: &Listener, eff: &TlsSettings, out: &mut Vec<Problem>) {
+    let own = &l.tls;
+    if *own == TlsSettings::default() || eff.enable == Some(false) {
+        return;
+    }
+    if eff.implicit != Some(true) {
+        out.push(Problem::error(
+            format!("{path}.tls.implicit"),
+            "an http listener serves TLS only as HTTPS (implicit TLS; HTTP has no STARTTLS): set \"implicit\": true, or remove tls for plain HTTP",
+        ));
     }
 }
 
@@ -592,6 +609,9 @@ fn reports(c: &Config, out: &mut Vec<Problem>) {
             }
         }
     }
+    if let Some(r) = &c.reports.receive {
+        reports_receive(c, r, out);
+    }
     for (domain, k) in &c.dkim {
         if k.selector.is_empty() {
             out.push(Problem::error(
@@ -599,6 +619,76 @@ fn reports(c: &Config, out: &mut Vec<Problem>) {
                 "must not be empty",
             ));
         }
+    }
+}
+
+/// `reports.receive`: the address must be a mailbox of a local domain
+/// (else nobody would send it here, or postern would be asked to relay
+/// it); the path must be one the http listeners can route.
+fn reports_receive(c: &Config, r: &ReportsReceive, out: &mut Vec<Problem>) {
+    if let Some(a) = &r.address {
+        match crate::smtp::address::Mailbox::parse(a) {
+            None => out.push(Problem::error(
+                "reports.receive.address",
+                format!("'{a}' is not a mail address (e.g. \"tlsrpt@example.org\")"),
+            )),
+            Some(m) if m.is_ip_literal() || m.has_routing() => out.push(Problem::error(
+                "reports.receive.address",
+                format!("'{a}' must be a plain address in one of session.localDomains"),
+            )),
+            Some(m) => {
+                let local = c
+                    .session
+                    .local_domains
+                    .iter()
+                    .any(|d| d.trim_end_matches('.').eq_ignore_ascii_case(&m.domain));
+                if !local {
+                    out.push(Problem::error(
+                        "reports.receive.address",
+                        format!(
+                            "{} is not in session.localDomains ({}): postern takes reports only at an address of its own domains",
+                            m.domain,
+                            if c.session.local_domains.is_empty() {
+                                "empty".to_string()
+                            } else {
+                                c.session.local_domains.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let p = &r.path;
+    if !p.starts_with('/')
+        || p.len() > 255
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'))
+    {
+        out.push(Problem::error(
+            "reports.receive.path",
+            format!("'{p}' is not a path: it must start with '/' and hold only printable ASCII without '?', '#', '%' or white space (at most 255 characters)"),
+        ));
+    } else if crate::http::FIXED_PATHS.contains(&p.as_str()) {
+        out.push(Problem::error(
+            "reports.receive.path",
+            format!(
+                "{p} is already one of the http listener's own paths ({})",
+                crate::http::FIXED_PATHS.join(", ")
+            ),
+        ));
+    }
+    let http = c
+        .server
+        .listeners
+        .values()
+        .any(|l| l.protocol == Protocol::Http);
+    if !http && r.address.is_none() {
+        out.push(Problem::warning(
+            "reports.receive",
+            "no http listener and no address: no report can arrive",
+        ));
     }
 }
 

@@ -237,8 +237,8 @@ impl Engine {
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
             // A sender's `TLS-Required: No` waiver is no downgrade: it
             // neither lowers the ledger's mark nor raises an alarm.
-            let honor = cfg.config.outbound.tls_required_header
-                == crate::config::TlsRequiredHeader::Honor;
+            let honor =
+                cfg.config.outbound.tls_required_header == crate::config::TlsRequiredHeader::Honor;
             if crate::policy::MessageTls::of(&env.params, honor)
                 != crate::policy::MessageTls::TlsOptional
             {

@@ -3,9 +3,8 @@
 //! (RFC 8460, stored by the report receiver) and the self-check's verdict
 //! on the domain's MX hosts ([`crate::selfcheck`]).
 //!
-//! [`Daemon`] is what the daemon uses. Until the report receiver is part
-//! of this build it answers "no reports" — which, by the rules of
-//! [`super::auto`], never promotes.
+//! [`Daemon`] is what the daemon uses: the reports `reports.receive`
+//! stored ([`crate::tlsrpt::received`]) and the last self-check.
 
 use super::auto::{ReportSummary, Verdict};
 use crate::config::Config;
@@ -31,11 +30,31 @@ pub struct Daemon<'a> {
 }
 
 impl Evidence for Daemon<'_> {
-    fn reports(&self, _domain: &str, _since: u64) -> Result<Vec<ReportSummary>, String> {
-        let _ = self.store;
-        // The report receiver (`reports.receive`) is not part of this
-        // build yet: no reports, so no promotion.
-        Ok(Vec::new())
+    fn reports(&self, domain: &str, since: u64) -> Result<Vec<ReportSummary>, String> {
+        let received = crate::tlsrpt::received::recent(
+            self.store,
+            crate::tlsrpt::received::KEEP_REPORTS as usize,
+        )?;
+        Ok(received
+            .iter()
+            .filter_map(|r| {
+                let rows: Vec<(&str, u64, u64)> = r
+                    .policies
+                    .iter()
+                    .map(|p| (p.domain.as_str(), p.successful, p.failed))
+                    .collect();
+                summarize(
+                    domain,
+                    &r.begin,
+                    &r.end,
+                    &r.organization,
+                    &rows,
+                    r.policies_total > r.policies.len(),
+                    r.failed,
+                )
+            })
+            .filter(|s| s.end > since)
+            .collect())
     }
 
     fn self_check(&self, domain: &str) -> Verdict {
@@ -256,6 +275,64 @@ mod tests {
         )
         .unwrap();
         assert_eq!(offset.begin, 1_767_225_600);
+    }
+
+    /// The daemon's evidence reads what the report receiver stored.
+    #[test]
+    fn received_reports_become_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let report = |domain: &str, begin: &str, end: &str, ok: u64, failed: u64| {
+            serde_json::json!({
+                "organization-name": "Sender Inc",
+                "date-range": {"start-datetime": begin, "end-datetime": end},
+                "contact-info": "tlsrpt@sender.example",
+                "report-id": format!("{domain}-{begin}"),
+                "policies": [{
+                    "policy": {"policy-type": "sts", "policy-domain": domain,
+                               "policy-string": ["version: STSv1", "mode: testing", "mx: mx.example.org", "max_age: 86400"],
+                               "mx-host": ["mx.example.org"]},
+                    "summary": {"total-successful-session-count": ok, "total-failure-session-count": failed}
+                }]
+            })
+            .to_string()
+        };
+        let source = crate::tlsrpt::received::Source {
+            via: "https".into(),
+            content_type: "application/tlsrpt+json".into(),
+            ..Default::default()
+        };
+        for body in [
+            report("example.org", "2026-01-01T00:00:00Z", "2026-01-01T23:59:59Z", 12, 0),
+            report("example.org", "2026-01-02T00:00:00Z", "2026-01-02T23:59:59Z", 3, 1),
+            report("other.example", "2026-01-02T00:00:00Z", "2026-01-02T23:59:59Z", 9, 9),
+        ] {
+            let out = crate::tlsrpt::received::take(
+                &store,
+                &[],
+                &source,
+                body.as_bytes(),
+                crate::tlsrpt::receive::Format::Json,
+            )
+            .unwrap();
+            assert!(matches!(out, crate::tlsrpt::received::Outcome::Stored(_)), "{out:?}");
+        }
+        let cfg = crate::config::Config::default();
+        let d = Daemon {
+            cfg: &cfg,
+            store: &store,
+            selfcheck: None,
+            now: 0,
+        };
+        let mut got = d.reports("example.org", 0).unwrap();
+        got.sort_by_key(|r| r.begin);
+        let counts: Vec<(u64, u64)> = got.iter().map(|r| (r.successful, r.failed)).collect();
+        assert_eq!(counts, [(12, 0), (3, 1)]);
+        assert_eq!(got[0].from, "Sender Inc");
+        // only those ending after `since`
+        let since = got[0].end;
+        assert_eq!(d.reports("example.org", since).unwrap().len(), 1);
+        assert!(d.reports("example.net", 0).unwrap().is_empty());
     }
 
     #[test]

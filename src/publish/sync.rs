@@ -58,9 +58,12 @@ pub fn https_listener(cfg: &Config) -> bool {
 }
 
 /// `reports.receive`: the address and the HTTPS path postern takes
-/// reports on. Not part of this build yet: none.
-pub fn receive(_cfg: &Config) -> (Option<String>, Option<String>) {
-    (None, None)
+/// reports on.
+pub fn receive(cfg: &Config) -> (Option<String>, Option<String>) {
+    match &cfg.reports.receive {
+        Some(r) => (r.address.clone(), Some(r.path.clone())),
+        None => (None, None),
+    }
 }
 
 /// The record sets `domain` needs for the policy `served`.
@@ -432,5 +435,30 @@ mod tests {
         assert_eq!(w[0].target.ttl, 300);
         assert_eq!(w[0].desired, [format!("\"v=STSv1; id={};\"", served.id)]);
         assert!(!https_listener(&c));
+
+        // reports.receive and an HTTPS listener: _smtp._tls is postern's too
+        let json = r#"{"server": {"hostname": "mx1.example.org", "listeners": {
+                "https": {"bind": "127.0.0.1:8443", "protocol": "http",
+                          "tls": {"implicit": true, "certificate": "web"}}}},
+              "certificates": {"web": {"cert": "x", "privateKey": "y"}},
+              "session": {"localDomains": ["example.org"]},
+              "reports": {"receive": {"address": "tlsrpt@example.org"}},
+              "tlsa": {"providers": {"p": {"type": "rfc2136", "server": "192.0.2.53", "zone": "example.org",
+                "key": {"name": "k", "algorithm": "hmac-sha256", "secret": "AAAA"}}}},
+              "mtaSts": {"publish": {"example.org": {"mode": "enforce"}}}}"#;
+        let c = crate::config::load_str(json, crate::config::Options { offline: true })
+            .map(|l| l.config)
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(https_listener(&c));
+        let p = &c.mta_sts.publish["example.org"];
+        let served = policy::served(&c, "example.org", p, crate::mta_sts::Mode::Enforce);
+        let w = wanted(&c, "example.org", p, &served).unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[1].target.owner, "_smtp._tls.example.org");
+        assert_eq!(w[1].target.kind, TLSRPT);
+        assert_eq!(
+            w[1].desired,
+            ["\"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,https://mta-sts.example.org/tlsrpt\""]
+        );
     }
 }

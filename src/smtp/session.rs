@@ -417,6 +417,11 @@ impl Session {
         let id = queue::new_id();
         let mut message = self.received_header(&id, &tx).into_bytes();
         message.extend_from_slice(&body);
+        // RCPT to `reports.receive.address`: the report is taken here, not
+        // queued; the other recipients are queued as usual.
+        let receive = self.cfg.config.reports.receive.as_ref();
+        let (reports, others): (Vec<usize>, Vec<usize>) = (0..tx.recipients.len())
+            .partition(|&i| receive.is_some_and(|r| r.is_address(&tx.recipients[i])));
         let params = queue::Params {
             eight_bit: queue::params::has_eight_bit(&body),
             tls_required_no: queue::params::tls_required_no(&body),
@@ -426,17 +431,15 @@ impl Session {
         let env = Envelope {
             id: id.clone(),
             sender: tx.sender.clone(),
-            recipients: tx
-                .recipients
+            recipients: others
                 .iter()
-                .zip(&tx.rcpt_dsn)
-                .map(|(a, dsn)| Recipient {
-                    address: a.clone(),
+                .map(|&i| Recipient {
+                    address: tx.recipients[i].clone(),
                     status: Status::Pending,
                     last_error: None,
                     error_kind: None,
                     level: None,
-                    dsn: dsn.clone(),
+                    dsn: tx.rcpt_dsn[i].clone(),
                 })
                 .collect(),
             size: message.len() as u64,
@@ -456,16 +459,39 @@ impl Session {
             held: false,
             params,
         };
+        let report_source = (!reports.is_empty()).then(|| crate::tlsrpt::received::Source {
+            via: "mail".into(),
+            listener: self.listener.clone(),
+            peer: self.peer.ip().to_string(),
+            tls: self.conn.tls.clone(),
+            sender: Some(tx.sender.clone()),
+            helo: self.helo.as_deref().map(sanitize),
+            ..Default::default()
+        });
         let store = self.shared.store.clone();
         let env2 = env.clone();
-        let stored =
-            tokio::task::spawn_blocking(move || queue::enqueue(&store, &env2, &message)).await;
+        let domains = self.cfg.config.session.local_domains.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            if let Some(source) = &report_source {
+                crate::tlsrpt::received::take_mail(&store, &domains, source, &body)?;
+            }
+            if env2.recipients.is_empty() {
+                return Ok(());
+            }
+            queue::enqueue(&store, &env2, &message)
+        })
+        .await;
         match stored {
             Ok(Ok(())) => {
-                tracing::info!(id = %id, from = %env.sender, rcpts = env.recipients.len(), size = env.size,
-                    peer = %self.peer, tls = self.conn.tls.as_deref().unwrap_or("none"), "accepted");
+                if !reports.is_empty() {
+                    tracing::info!(id = %id, from = %env.sender, peer = %self.peer, "TLS report mail taken");
+                }
+                if !env.recipients.is_empty() {
+                    tracing::info!(id = %id, from = %env.sender, rcpts = env.recipients.len(), size = env.size,
+                        peer = %self.peer, tls = self.conn.tls.as_deref().unwrap_or("none"), "accepted");
+                    self.shared.wake.notify_one();
+                }
                 self.conn.reply(&format!("250 2.0.0 {id} Message accepted"));
-                self.shared.wake.notify_one();
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot store an accepted message");

@@ -12,10 +12,17 @@
 //!
 //! What counts as a session, and what does not, is in docs/decisions.md
 //! ("TLS reporting").
+//!
+//! The other direction: reports other senders make about the operator's
+//! own domains (`reports.receive`), POSTed to an `http` listener or mailed
+//! to the report address, are read by [`receive`] under strict limits and
+//! kept by [`received`] (docs/decisions.md, "Receiving TLS reports").
 
 pub mod aggregate;
 pub mod event;
 pub mod message;
+pub mod receive;
+pub mod received;
 pub mod report;
 pub mod send;
 
