@@ -12,17 +12,31 @@
 //!   the MX list serves the new body first, then changes the id;
 //! * `postern mta-sts status` shows it all in step.
 //!
-//! The listener is plain HTTP here (the route is the same with
-//! `tls.implicit`).
+//! The first test serves over plain HTTP (the route is the same with
+//! `tls.implicit`); the second, [`auto_mode_on_real_evidence`], over HTTPS on
+//! 443 as senders fetch it:
+//!
+//! * `mta-sts.postern.test` resolves (a TSIG update) to postern P1, which
+//!   is also postern.test's MX (127.0.0.1:25, TLSA published, self-check
+//!   every 2 s) and receives TLS reports (`reports.receive`): the
+//!   `_smtp._tls` record it publishes names `mailto:` and its HTTPS path;
+//! * `mode: "auto"`, `promoteAfter: 1m`: testing first; the world's
+//!   postern P2 delivers mail to postern.test (fetching the hosted policy
+//!   with its own strict client) and sends its TLS reports to P1 by mail
+//!   and HTTPS; with a report inside the window and a green self-check P1
+//!   promotes to enforce — the enforce policy served before its id is
+//!   published — and P2's next fetch enforces it (the MX matches);
+//! * a report with a failed session demotes P1 to testing at once.
 
 mod support;
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::world::{Postern, World};
+use support::world::{send, token, Postern, World};
 
 const HTTP: &str = "127.0.0.1:8931";
 const OWNER: &str = "_mta-sts.postern.test";
@@ -249,4 +263,395 @@ fn postern_hosts_its_own_mta_sts_policy() {
     let (code, v) = status(&cfg);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["domains"][0]["policy"]["id"], json!(id_of(&new_body)));
+}
+
+// ------------------------------------------------------------------ auto
+
+/// A test-CA certificate for mta-sts.postern.test (as world.sh makes its
+/// leaves): chain and key files.
+fn sts_certificate(w: &World) -> (PathBuf, PathBuf) {
+    let dir = w.path().join("publish-pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (leaf, key, chain) = (
+        dir.join("sts.pem"),
+        dir.join("sts.key"),
+        dir.join("sts.chain.pem"),
+    );
+    let ca_key = w.path().join("pki/ca.key");
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-CA", w.get("WORLD_CA")])
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .args([
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&leaf)
+        .args(["-days", "2", "-subj", "/CN=mta-sts.postern.test"])
+        .args(["-addext", "subjectAltName=DNS:mta-sts.postern.test"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "keyUsage=critical,digitalSignature"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&leaf).unwrap()
+        + &std::fs::read_to_string(w.get("WORLD_CA")).unwrap();
+    std::fs::write(&chain, text).unwrap();
+    (chain, key)
+}
+
+/// One HTTPS request to mta-sts.postern.test (127.0.0.1:443), trusting
+/// only the world's CA: (status, body).
+fn https(w: &World, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(w.get("WORLD_CA")).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .resolve(
+                "mta-sts.postern.test",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 443)),
+            )
+            .no_proxy()
+            .build()
+            .unwrap();
+        let url = format!("https://mta-sts.postern.test{path}");
+        let req = match body {
+            Some(b) => c
+                .request(method.parse().unwrap(), url)
+                .header("Content-Type", "application/tlsrpt+json")
+                .body(b),
+            None => c.request(method.parse().unwrap(), url),
+        };
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+fn https_policy(w: &World) -> String {
+    let (code, body) = https(w, "GET", "/.well-known/mta-sts.txt", None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn auto_of(v: &Value) -> Value {
+    v["domains"][0]["auto"].clone()
+}
+
+fn unix(rfc3339: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp() as u64
+}
+
+/// A TLS report (RFC 8460) about postern.test with `failed` failed sessions.
+fn failure_report(begin: u64, end: u64, failed: u64) -> String {
+    let t = |s: u64| {
+        chrono::DateTime::from_timestamp(s as i64, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    json!({
+        "organization-name": "world failure reporter",
+        "date-range": { "start-datetime": t(begin), "end-datetime": t(end) },
+        "contact-info": "tlsrpt@reporter.test",
+        "report-id": format!("failure-{end}"),
+        "policies": [{
+            "policy": { "policy-type": "sts", "policy-domain": "postern.test",
+                        "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.postern.test", "max_age: 86400"],
+                        "mx-host": ["mx.postern.test"] },
+            "summary": { "total-successful-session-count": 4, "total-failure-session-count": failed },
+            "failure-details": [{ "result-type": "certificate-expired", "sending-mta-ip": "192.0.2.1",
+                                  "receiving-mx-hostname": "mx.postern.test", "failed-session-count": failed }]
+        }]
+    })
+    .to_string()
+}
+
+#[test]
+fn auto_mode_on_real_evidence() {
+    let Some(w) = World::up() else { return };
+    let (chain, key) = sts_certificate(&w);
+    w.update(
+        "postern.test",
+        "update add mta-sts.postern.test. 60 A 127.0.0.1",
+    );
+    let p1_data = w.path().join("p1-data");
+    let p1_cfg = w.postern_config("p1", |v| {
+        v["server"]["listeners"] = json!({
+            "mx": { "bind": "127.0.0.1:25", "protocol": "smtp" },
+            "web": { "bind": "127.0.0.1:443", "protocol": "http",
+                     "tls": { "implicit": true, "certificate": "sts" } }
+        });
+        v["certificates"]["sts"] = json!({
+            "cert": format!("%{{file:{}}}%", chain.display()),
+            "privateKey": format!("%{{file:{}}}%", key.display()),
+        });
+        v["session"]["localDomains"] = json!(["postern.test"]);
+        v["reports"]["receive"] = json!({ "address": "tlsrpt@postern.test" });
+        // mail for postern.test stays in P1's queue (no mailbox here)
+        v["outbound"]["route"] = json!("'hold'");
+        v["outbound"]["relays"] =
+            json!({ "hold": { "host": "127.0.0.1", "port": 9, "tls": "none" } });
+        v["outbound"]["retry"] = json!(["1h"]);
+        v["tlsa"]["records"] = json!({ "mx": {
+            "host": "mx.postern.test", "port": 25, "provider": "world", "ttl": 60 } });
+        v["tlsa"]["rollover"] = json!({ "mode": "off" });
+        v["selfCheck"] = json!({ "interval": "2s" });
+        v["mtaSts"]["publish"] = json!({ "postern.test": {
+            "mode": "auto", "mx": ["mx.postern.test"], "maxAge": "1d",
+            "promoteAfter": "1m", "ttl": 60 } });
+        v["storage"]["path"] = json!(p1_data);
+    });
+    let p1 = Postern::start(&p1_cfg, "127.0.0.1:25");
+
+    // testing, over HTTPS; both records on Knot
+    let testing = https_policy(&w);
+    assert_eq!(
+        testing,
+        "version: STSv1\r\nmode: testing\r\nmx: mx.postern.test\r\nmax_age: 86400\r\n"
+    );
+    let testing_id = format!("\"v=STSv1; id={};\"", id_of(&testing));
+    wait_for("_mta-sts on Knot", Duration::from_secs(30), || {
+        sts_on_knot(&w) == [testing_id.clone()]
+    });
+    let rua = "\"v=TLSRPTv1; rua=mailto:tlsrpt@postern.test,https://mta-sts.postern.test/tlsrpt\"";
+    wait_for("_smtp._tls on Knot", Duration::from_secs(30), || {
+        dig_txt(&knot(&w), "_smtp._tls.postern.test").0 == [rua.to_string()]
+    });
+
+    // the self-check of mx.postern.test turns green (TLSA published by P1)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let since = loop {
+        let (_, v) = status(&p1_cfg);
+        let a = auto_of(&v);
+        if a["selfCheck"] == json!("green") {
+            assert_eq!(a["phase"], json!("testing"), "{v:#}");
+            break unix(a["since"].as_str().unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "self-check never green: {v:#}\n{}",
+            p1.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    // P2 (the world's postern) delivers to postern.test and reports twice:
+    // the second report begins where the first ended (`send-now`), after
+    // the window began
+    let smtp = w.get("WORLD_POSTERN_SMTP").to_string();
+    let p2_cfg = w.postern_config("p2", |_| {});
+    let mut p2 = Postern::start(&p2_cfg, &smtp);
+    for round in 1..=2 {
+        if round == 2 {
+            // a fresh P2: its pooled connection to P1 (the report mail's)
+            // would carry the next message without a new TLS session to
+            // report
+            drop(p2);
+            p2 = Postern::start(&p2_cfg, &smtp);
+        }
+        let t = token(&format!("auto-{round}"));
+        let reply = send(
+            &smtp,
+            "sender@dane-ok.test",
+            &[&format!("user{round}@postern.test")],
+            &format!("From: sender@dane-ok.test\nSubject: {t}\n\nround {round}\n"),
+        );
+        assert!(reply.starts_with("250"), "{reply}");
+        wait_for("delivery to P1", Duration::from_secs(60), || {
+            p1.queue(&["list"]).as_array().unwrap().len() >= round
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list = p2.cli("reports", &["list"]);
+            if list
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["domain"] == "postern.test" && r["status"] == "pending")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: P2 recorded no sessions: {list:#}\n{}",
+                p2.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let sent = p2.cli("reports", &["send-now"]);
+        assert!(
+            sent.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["domain"] == "postern.test"),
+            "{sent:#}\n{}",
+            p2.log_text()
+        );
+        wait_for("the reports at P1", Duration::from_secs(60), || {
+            p1.cli("reports", &["received", "list"])
+                .as_array()
+                .unwrap()
+                .len()
+                >= 2 * round
+        });
+    }
+    // P2 fetched the hosted testing policy with its strict client
+    let probe = p2.cli("probe", &["postern.test"]);
+    assert_eq!(probe["mtaSts"]["mode"], json!("testing"), "{probe:#}");
+
+    // promotion: only once the window is a minute long; the enforce policy
+    // is served before its id is published
+    let (_, v) = status(&p1_cfg);
+    let a = auto_of(&v);
+    if crate_now() < since + 60 {
+        assert_eq!(a["phase"], json!("testing"), "{v:#}");
+    }
+    assert!(
+        a["reportsSinceWindow"]["count"].as_u64().unwrap() >= 2,
+        "{v:#}\n{:#}",
+        p1.cli("reports", &["received", "list"])
+    );
+    assert_eq!(a["reportsSinceWindow"]["failed"], json!(0), "{v:#}");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let txt = sts_on_knot(&w);
+        let body = https_policy(&w);
+        if txt != [testing_id.clone()] {
+            assert!(
+                body.contains("mode: enforce"),
+                "the id changed before the enforce policy was served: {txt:?}\n{body}"
+            );
+            let want = format!("\"v=STSv1; id={};\"", id_of(&body));
+            if txt == [want] {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no promotion: {:#}\n{}",
+            status(&p1_cfg).1,
+            p1.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(crate_now() >= since + 60, "promoted before promoteAfter");
+    let (code, v) = status(&p1_cfg);
+    assert_eq!(code, 0, "{v:#}");
+    let d = &v["domains"][0];
+    assert_eq!(d["effectiveMode"], json!("enforce"), "{v:#}");
+    let actions: Vec<&str> = d["auto"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["start", "promote"], "{v:#}");
+    assert!(p1
+        .log_text()
+        .lines()
+        .any(|l| l.contains("MTA-STS auto mode") && l.contains("promote")));
+    let enforce = https_policy(&w);
+
+    // P2 fetches the enforce policy and enforces it: its MX matches
+    let probe = p2.cli("probe", &["postern.test"]);
+    assert_eq!(probe["mtaSts"]["mode"], json!("enforce"), "{probe:#}");
+    assert_eq!(
+        probe["mtaSts"]["hosts"],
+        json!([{ "mx": "mx.postern.test", "matches": true }]),
+        "{probe:#}"
+    );
+    let t = token("auto-3");
+    let reply = send(
+        &smtp,
+        "sender@dane-ok.test",
+        &["user3@postern.test"],
+        &format!("Subject: {t}\n\nenforced\n"),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for("delivery under enforce", Duration::from_secs(60), || {
+        p1.queue(&["list"]).as_array().unwrap().len() >= 3
+    });
+    let cached = p2.cli("probe", &["postern.test"]);
+    assert_eq!(
+        cached["daemonMtaSts"]["policy"],
+        json!(enforce),
+        "{cached:#}"
+    );
+
+    // a report with a failed session, ending after the promotion: back to
+    // testing at once
+    std::thread::sleep(Duration::from_millis(1100));
+    let now = crate_now();
+    let (code, answer) = https(
+        &w,
+        "POST",
+        "/tlsrpt",
+        Some(failure_report(now - 30, now, 2)),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sts_on_knot(&w) != [testing_id.clone()] {
+        assert!(
+            Instant::now() < deadline,
+            "no demotion: {:#}\n{}",
+            status(&p1_cfg).1,
+            p1.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        https_policy(&w),
+        testing,
+        "the testing policy again, with its old id"
+    );
+    let (_, v) = status(&p1_cfg);
+    let d = &v["domains"][0];
+    assert_eq!(d["effectiveMode"], json!("testing"), "{v:#}");
+    let last = d["auto"]["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], json!("demote"), "{v:#}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 failed session"),
+        "{last}"
+    );
+}
+
+fn crate_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

@@ -13,7 +13,9 @@
 //!   shows successful sessions (no reports at all is not evidence); the
 //!   self-check is green (unknown blocks, like red).
 //! * A failed session in a report overlapping the window restarts it
-//!   (`testing`, from the end of that report or now, whichever is later).
+//!   (`testing`, from just after the end of that report or now, whichever
+//!   is later). Dates are whole seconds; a report ending in the second the
+//!   window begins overlaps it.
 //! * `enforce` → `testing` on a failed session in a report overlapping the
 //!   time since the promotion, or a red self-check.
 //! * A change of the MX patterns starts over in `testing`: the evidence
@@ -84,8 +86,8 @@ pub struct Facts {
     pub promote_after: u64,
     /// The MX patterns published now ([`super::policy::mx_fingerprint`]).
     pub mx: String,
-    /// Received reports whose range ends after the state's `since` (the
-    /// caller may pass more; older ones are ignored).
+    /// Received reports whose range ends at or after the state's `since`
+    /// (the caller may pass more; older ones are ignored).
     pub reports: Result<Vec<ReportSummary>, String>,
     pub self_check: Verdict,
 }
@@ -173,12 +175,22 @@ pub fn step(state: Option<&State>, f: &Facts) -> (Action, State) {
         }
     };
     // reports that overlap the window: any failure in them counts
-    let overlapping: Vec<&ReportSummary> = reports.iter().filter(|r| r.end > state.since).collect();
+    // (dates are whole seconds, and a report's end is often inclusive:
+    // one that ends in the second the window begins overlaps it)
+    let overlapping: Vec<&ReportSummary> =
+        reports.iter().filter(|r| r.end >= state.since).collect();
     let failing: Vec<&&ReportSummary> = overlapping.iter().filter(|r| r.failed > 0).collect();
     if !failing.is_empty() {
         let failed: u64 = failing.iter().map(|r| r.failed).sum();
         let from: Vec<&str> = failing.iter().map(|r| r.from.as_str()).collect();
-        let restart_at = failing.iter().map(|r| r.end).max().unwrap_or(0).max(f.now);
+        // the new window begins after the failing report, so that report
+        // does not count again
+        let restart_at = failing
+            .iter()
+            .map(|r| r.end.saturating_add(1))
+            .max()
+            .unwrap_or(0)
+            .max(f.now);
         let reason = format!(
             "{failed} failed session(s) in {} report(s) from {}",
             failing.len(),
@@ -443,7 +455,7 @@ mod tests {
                 Verdict::Green,
             ),
         );
-        assert_eq!(s5, testing(T0 + 2 * DAY));
+        assert_eq!(s5, testing(T0 + 2 * DAY + 1));
         // a red self-check demotes too
         let (a, s6) = step(
             Some(&enforcing),
@@ -585,7 +597,7 @@ mod tests {
         }
         let readable = f.reports.as_ref().ok();
         let failing_overlap =
-            readable.is_some_and(|r| r.iter().any(|r| r.end > before.since && r.failed > 0));
+            readable.is_some_and(|r| r.iter().any(|r| r.end >= before.since && r.failed > 0));
         if let Action::Promote { .. } = a {
             let r = readable.expect("promotion needs readable reports");
             assert_eq!(before.phase, Phase::Testing, "{ctx}");

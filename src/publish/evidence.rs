@@ -15,7 +15,7 @@ use crate::store::Store;
 /// The inputs of the auto state machine.
 pub trait Evidence: Send + Sync {
     /// Received reports about `domain` (the policy domain of the report)
-    /// whose date range ends after `since` (unix seconds).
+    /// whose date range ends at or after `since` (unix seconds).
     fn reports(&self, domain: &str, since: u64) -> Result<Vec<ReportSummary>, String>;
     /// The self-check's verdict on `domain`.
     fn self_check(&self, domain: &str) -> Verdict;
@@ -53,7 +53,7 @@ impl Evidence for Daemon<'_> {
                     r.failed,
                 )
             })
-            .filter(|s| s.end > since)
+            .filter(|s| s.end >= since)
             .collect())
     }
 
@@ -180,7 +180,7 @@ impl Evidence for Fixed {
         Ok(self
             .reports
             .iter()
-            .filter(|(d, r)| d == domain && r.end > since)
+            .filter(|(d, r)| d == domain && r.end >= since)
             .map(|(_, r)| r.clone())
             .collect())
     }
@@ -303,9 +303,27 @@ mod tests {
             ..Default::default()
         };
         for body in [
-            report("example.org", "2026-01-01T00:00:00Z", "2026-01-01T23:59:59Z", 12, 0),
-            report("example.org", "2026-01-02T00:00:00Z", "2026-01-02T23:59:59Z", 3, 1),
-            report("other.example", "2026-01-02T00:00:00Z", "2026-01-02T23:59:59Z", 9, 9),
+            report(
+                "example.org",
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T23:59:59Z",
+                12,
+                0,
+            ),
+            report(
+                "example.org",
+                "2026-01-02T00:00:00Z",
+                "2026-01-02T23:59:59Z",
+                3,
+                1,
+            ),
+            report(
+                "other.example",
+                "2026-01-02T00:00:00Z",
+                "2026-01-02T23:59:59Z",
+                9,
+                9,
+            ),
         ] {
             let out = crate::tlsrpt::received::take(
                 &store,
@@ -315,7 +333,10 @@ mod tests {
                 crate::tlsrpt::receive::Format::Json,
             )
             .unwrap();
-            assert!(matches!(out, crate::tlsrpt::received::Outcome::Stored(_)), "{out:?}");
+            assert!(
+                matches!(out, crate::tlsrpt::received::Outcome::Stored(_)),
+                "{out:?}"
+            );
         }
         let cfg = crate::config::Config::default();
         let d = Daemon {
@@ -329,8 +350,8 @@ mod tests {
         let counts: Vec<(u64, u64)> = got.iter().map(|r| (r.successful, r.failed)).collect();
         assert_eq!(counts, [(12, 0), (3, 1)]);
         assert_eq!(got[0].from, "Sender Inc");
-        // only those ending after `since`
-        let since = got[0].end;
+        // only those ending at or after `since`
+        let since = got[0].end + 1;
         assert_eq!(d.reports("example.org", since).unwrap().len(), 1);
         assert!(d.reports("example.net", 0).unwrap().is_empty());
     }
