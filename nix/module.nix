@@ -271,9 +271,10 @@ let
         default = "smtp";
         description = ''
           `smtp`, or `http` for the status page `/`, `/healthz` and `/metrics`
-          (optionally behind `auth.bearerToken`) and TLS reports POSTed to
-          `reports.receive.path` (which the token does not guard); HTTPS
-          with `tls.implicit = true`.
+          (optionally behind `auth.bearerToken`), TLS reports POSTed to
+          `reports.receive.path` and the MTA-STS policies of
+          `mtaSts.publish` at `/.well-known/mta-sts.txt` (which the token
+          does not guard); HTTPS with `tls.implicit = true`.
         '';
       };
     };
