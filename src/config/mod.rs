@@ -481,6 +481,14 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.path == "mtaSts.publish.example.org.maxAge"));
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.path == "mtaSts.publish"
+                    && w.message.contains("no http listener speaks TLS")),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

@@ -463,6 +463,16 @@ fn mta_sts_publish(c: &Config, out: &mut Vec<Problem>) {
             "the policies are served by http listeners, and server.listeners has none",
         ));
     }
+    let https = c.server.listeners.values().any(|l| {
+        let t = l.tls.over(&c.server.tls);
+        l.protocol == Protocol::Http && t.enable != Some(false) && t.implicit == Some(true)
+    });
+    if !https {
+        out.push(Problem::warning(
+            "mtaSts.publish",
+            "no http listener speaks TLS (tls.implicit): senders fetch https://mta-sts.<domain>/.well-known/mta-sts.txt on port 443, so an HTTPS proxy must stand in front",
+        ));
+    }
     for (domain, p) in publish {
         let path = format!("mtaSts.publish.{domain}");
         if let Err(e) = check_domain(domain) {
