@@ -19,6 +19,7 @@
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub const FAMILIES: [&str; 8] = [
@@ -28,6 +29,9 @@ pub const FAMILIES: [&str; 8] = [
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    /// The options the database was opened with: they hold its statistics.
+    opts: Arc<Options>,
+    synced_writes: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,10 @@ impl Store {
         // only copy that matters until a flush, and keep it small.
         opts.set_max_total_wal_size(64 << 20);
         opts.set_keep_log_file_num(4);
+        // Tickers only (no histograms, no timers): counts such as WAL syncs
+        // for `/metrics`, at the cost of a few atomic increments.
+        opts.enable_statistics();
+        opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         let families = FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
@@ -89,7 +97,11 @@ impl Store {
                 }
             }
         })?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            opts: Arc::new(opts),
+            synced_writes: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     fn cf(&self, family: &str) -> &rocksdb::ColumnFamily {
@@ -114,7 +126,22 @@ impl Store {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
+        if sync {
+            self.synced_writes.fetch_add(1, Ordering::Relaxed);
+        }
         self.db.write_opt(wb, &wo)
+    }
+
+    /// How many times RocksDB synced the WAL since open (group commit
+    /// syncs once for all the writes waiting).
+    pub fn wal_syncs(&self) -> u64 {
+        self.opts
+            .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
+    }
+
+    /// How many writes asked for a sync since open.
+    pub fn synced_writes(&self) -> u64 {
+        self.synced_writes.load(Ordering::Relaxed)
     }
 
     /// Every key and value of a family, in key order.
@@ -300,6 +327,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.count("schedule").unwrap(), 1);
+        assert_eq!(s.synced_writes(), 2);
+        assert!(s.wal_syncs() >= 1 && s.wal_syncs() <= 2, "{}", s.wal_syncs());
     }
 
     #[test]
