@@ -516,11 +516,12 @@ DEEP_SIZE = int(os.environ.get("BENCH_DEEP_SIZE", "1024"))
 DEEP_DIR = os.environ.get("BENCH_DEEP_DIR", "/var/tmp/postern-deep")
 IDLE = float(os.environ.get("BENCH_IDLE", "60"))
 DRAIN_N = int(os.environ.get("BENCH_DRAIN", "100000"))
+FILL_BIN = os.environ.get("BENCH_FILL_BIN", POSTERN_BIN)  # a postern with `fill-queue`
 
 
 def fill(data, count, *extra):
     t0 = time.perf_counter()
-    subprocess.run([POSTERN_BIN, "fill-queue", data, "--count", str(count), "--size", str(DEEP_SIZE), *extra],
+    subprocess.run([FILL_BIN, "fill-queue", data, "--count", str(count), "--size", str(DEEP_SIZE), *extra],
                    check=True, stdin=subprocess.DEVNULL)
     log(f"filled {data} with {count} messages in {time.perf_counter() - t0:.0f} s")
 
@@ -596,10 +597,12 @@ def deep_one(tmp, name, data):
     with open(f"{d}/rss") as f:
         rss, _, _ = (int(x) for x in f.read().split())
     syncs = re.search(r"^postern_store_wal_syncs_total (\d+)", metrics, re.M)
+    writes = re.search(r"^postern_store_synced_writes_total (\d+)", metrics, re.M)
     r = {"t220_s": t220, "rss_idle_mib": rss_idle / 1024, "rss_start_mib": rss0 / 1024,
          "idle_cpu_pct": idle_cpu * 100, "accept_rate": N / t_acc, "e2e_rate": N / t_e2e,
          "rss_load_mib": rss / 1024, "cpu_s": cpu,
-         "wal_syncs": int(syncs.group(1)) if syncs else None}
+         "wal_syncs": int(syncs.group(1)) if syncs else None,
+         "synced_writes": int(writes.group(1)) if writes else None}
     log(f"{name}: first 220 after {t220:.3f} s, RSS {rss0 / 1024:.1f} MiB at start, {rss_idle / 1024:.1f} "
         f"after {IDLE:.0f} s idle, idle CPU {idle_cpu * 100:.2f} %; {N} msgs accepted at {r['accept_rate']:.0f}/s, "
         f"delivered at {r['e2e_rate']:.0f}/s, peak RSS {rss / 1024:.1f} MiB, CPU {cpu:.1f} s, "
@@ -706,7 +709,9 @@ def deep_report(res):
     for k in ("empty", "deep"):
         for r in res.get(k, []):
             if r.get("wal_syncs") is not None:
-                lines.append(f"\n{k}: WAL syncs {r['wal_syncs']} for {N} accepted (+ their deliveries)")
+                lines.append(f"\n{k}: {r['wal_syncs']} WAL syncs for {r['synced_writes']} synced writes "
+                             f"({N} messages accepted and delivered): {r['wal_syncs'] / N:.2f} syncs per "
+                             f"message, {r['wal_syncs'] / max(r['synced_writes'], 1):.2f} per synced write")
     if "drain" in res:
         s, dr = res["sink"][0]["rate"], res["drain"][0]
         lines.append(f"\ndrain: {DRAIN_N} due at once: {dr['drain_rate']:.0f} msg/s ({dr['drain_s']:.1f} s, "
@@ -715,7 +720,7 @@ def deep_report(res):
 
 
 def fmt(x):
-    return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
 
 # ------------------------------------------------------------------ resumption
