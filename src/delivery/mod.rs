@@ -21,7 +21,7 @@ use crate::server::Shared;
 use crate::store::Batch;
 use crate::tls::ClientTls;
 use attempt::Outcome;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -37,7 +37,8 @@ pub struct Tools {
 pub struct Engine {
     shared: Arc<Shared>,
     tools: RwLock<Arc<Tools>>,
-    in_flight: Mutex<InFlight>,
+    /// Queue ids being delivered: a message is delivered by one task at a time.
+    in_flight: Mutex<HashSet<String>>,
     /// Unix seconds until which the scheduler sleeps (0 during a pass,
     /// `u64::MAX` while it looks for the next due entry): a new schedule
     /// entry due before it wakes the scheduler (`wake_for`).
@@ -54,7 +55,7 @@ impl Engine {
             slots: Arc::new(Semaphore::new(cfg.config.outbound.concurrency as usize)),
             shared,
             tools: RwLock::new(Arc::new(tools)),
-            in_flight: Mutex::new(InFlight::default()),
+            in_flight: Mutex::new(HashSet::new()),
             sleeping_until: AtomicU64::new(0),
             per_domain: Mutex::new(HashMap::new()),
             pool: pool::Pool::default(),
@@ -118,10 +119,7 @@ impl Engine {
             }
             self.sleeping_until.store(0, Ordering::SeqCst);
             let now = queue::now_secs();
-            let from = {
-                let f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                cursor.start(now, f.keys.first().map(Vec::as_slice))
-            };
+            let from = cursor.start(now);
             let store = self.shared.store.clone();
             let due = tokio::task::spawn_blocking(move || {
                 due_entries(&store, &from, now, schedule::BATCH)
@@ -135,7 +133,7 @@ impl Engine {
                     .in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(&id, &skey)
+                    .insert(id.clone())
                 {
                     continue;
                 }
@@ -144,11 +142,11 @@ impl Engine {
                 };
                 let me = self.clone();
                 tokio::spawn(async move {
-                    me.deliver(&id, skey.clone()).await;
+                    me.deliver(&id, skey).await;
                     me.in_flight
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id, &skey);
+                        .remove(&id);
                     drop(permit);
                 });
             }
@@ -727,29 +725,6 @@ fn next_due(store: &crate::store::Store, now: u64) -> Option<u64> {
         .first_key_from("schedule", &(now + 1).to_be_bytes())
         .ok()??;
     Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
-}
-
-/// The messages being delivered: by queue id (a message is delivered by
-/// one task at a time), and their schedule keys (where a pass must start
-/// reading so that it does not miss one that is left due).
-#[derive(Default)]
-struct InFlight {
-    ids: HashSet<String>,
-    keys: BTreeSet<Vec<u8>>,
-}
-
-impl InFlight {
-    fn insert(&mut self, id: &str, key: &[u8]) -> bool {
-        if !self.ids.insert(id.to_string()) {
-            return false;
-        }
-        self.keys.insert(key.to_vec());
-        true
-    }
-    fn remove(&mut self, id: &str, key: &[u8]) {
-        self.ids.remove(id);
-        self.keys.remove(key);
-    }
 }
 
 #[cfg(test)]

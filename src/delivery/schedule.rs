@@ -10,12 +10,13 @@
 //!
 //! - a pass that took a full batch is followed at once by one that continues
 //!   after the last key taken (a backlog is read once, not once per batch);
-//! - otherwise a pass starts at the smallest key still in flight or
-//!   [`MARGIN_SECS`] before now, whichever is lower: below that there is
-//!   nothing due that is not in flight, except an entry whose write was
-//!   still in progress for longer than the margin, or whose result could
-//!   not be recorded — those are found by a pass from the very start at
-//!   least every [`FULL_EVERY_SECS`];
+//! - otherwise a pass starts [`MARGIN_SECS`] before now: below that there
+//!   is nothing due that was not taken already (and is in flight), except
+//!   an entry whose write took longer than the margin, or whose result
+//!   could not be recorded — those are found by a pass from the very start
+//!   at least every [`FULL_EVERY_SECS`]. (Not from the oldest entry in
+//!   flight: one slow delivery would make every pass step over all the
+//!   entries deleted since it began.)
 //! - between passes the loop sleeps until the next due key (one seek), the
 //!   next periodic job, or a wake-up — not a fixed poll.
 
@@ -53,9 +54,8 @@ impl Cursor {
         }
     }
 
-    /// The first key the pass at `now` reads; `in_flight_min` is the
-    /// smallest schedule key of the messages being delivered.
-    pub fn start(&mut self, now: u64, in_flight_min: Option<&[u8]>) -> Vec<u8> {
+    /// The first key the pass at `now` reads.
+    pub fn start(&mut self, now: u64) -> Vec<u8> {
         if let Some(k) = self.continue_at.take() {
             return k;
         }
@@ -66,11 +66,7 @@ impl Cursor {
             self.last_full = Some(now);
             return Vec::new();
         }
-        let floor = crate::queue::schedule_key(now.saturating_sub(MARGIN_SECS), "");
-        match in_flight_min {
-            Some(k) if k < floor.as_slice() => k.to_vec(),
-            _ => floor,
-        }
+        crate::queue::schedule_key(now.saturating_sub(MARGIN_SECS), "")
     }
 
     /// After a pass that took `taken` entries, the last being `last`:
@@ -120,50 +116,36 @@ mod tests {
     #[test]
     fn the_first_pass_reads_from_the_start_then_from_the_margin() {
         let mut c = Cursor::new();
-        assert_eq!(c.start(1000, None), Vec::<u8>::new());
+        assert_eq!(c.start(1000), Vec::<u8>::new());
         assert!(!c.after(3, Some(&schedule_key(999, "A"))));
-        assert_eq!(c.start(1001, None), schedule_key(1001 - MARGIN_SECS, ""));
+        assert_eq!(c.start(1001), schedule_key(1001 - MARGIN_SECS, ""));
         // ... and from the start again once FULL_EVERY_SECS have passed.
         assert!(!c.after(0, None));
-        assert_eq!(c.start(1000 + FULL_EVERY_SECS, None), Vec::<u8>::new());
+        assert_eq!(c.start(1000 + FULL_EVERY_SECS), Vec::<u8>::new());
         assert_eq!(c.full_due(), 1000 + 2 * FULL_EVERY_SECS);
-    }
-
-    #[test]
-    fn in_flight_entries_below_the_margin_are_read_again() {
-        let mut c = Cursor::new();
-        c.start(5000, None);
-        let old = schedule_key(100, "0001");
-        assert_eq!(c.start(5001, Some(&old)), old);
-        // An in-flight entry above the margin does not move the start up.
-        let recent = schedule_key(5001, "0002");
-        assert_eq!(
-            c.start(5001, Some(&recent)),
-            schedule_key(5001 - MARGIN_SECS, "")
-        );
     }
 
     #[test]
     fn a_full_batch_continues_after_its_last_key_at_once() {
         let mut c = Cursor::new();
-        c.start(5000, None);
+        c.start(5000);
         let last = schedule_key(4000, "00FF");
         assert!(c.after(BATCH, Some(&last)));
-        let next = c.start(5000, Some(&schedule_key(1, "0000")));
+        let next = c.start(5000);
         assert!(next.as_slice() > last.as_slice());
         assert!(next.starts_with(&last));
         // The key right after `last` in key order: nothing fits between.
         assert_eq!(next.len(), last.len() + 1);
         // A short batch ends the run: the next pass starts low again.
         assert!(!c.after(10, Some(&schedule_key(4990, "0100"))));
-        assert_eq!(c.start(5001, None), schedule_key(5001 - MARGIN_SECS, ""));
+        assert_eq!(c.start(5001), schedule_key(5001 - MARGIN_SECS, ""));
     }
 
     #[test]
     fn a_clock_that_went_back_reads_from_the_start() {
         let mut c = Cursor::new();
-        c.start(5000, None);
-        assert_eq!(c.start(4000, None), Vec::<u8>::new());
+        c.start(5000);
+        assert_eq!(c.start(4000), Vec::<u8>::new());
     }
 
     #[test]
