@@ -294,7 +294,9 @@ pub fn store_syncs(wal_syncs: u64, synced_writes: u64) {
     use std::sync::atomic::Ordering;
     let m = metrics();
     m.wal_syncs.inner().store(wal_syncs, Ordering::Relaxed);
-    m.synced_writes.inner().store(synced_writes, Ordering::Relaxed);
+    m.synced_writes
+        .inner()
+        .store(synced_writes, Ordering::Relaxed);
 }
 
 /// The exposition text, with the gauges read now.

@@ -328,7 +328,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.count("schedule").unwrap(), 1);
         assert_eq!(s.synced_writes(), 2);
-        assert!(s.wal_syncs() >= 1 && s.wal_syncs() <= 2, "{}", s.wal_syncs());
+        assert!(
+            s.wal_syncs() >= 1 && s.wal_syncs() <= 2,
+            "{}",
+            s.wal_syncs()
+        );
     }
 
     #[test]
