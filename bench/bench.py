@@ -303,7 +303,7 @@ smtpd_proxy_filter = {SINK_TLS_COUNTER[0]}:{SINK_TLS_COUNTER[1]}
 
 
 # ------------------------------------------------------------------ relays
-def start_postern(d, leg):
+def start_postern(d, leg, data=None, http=False):
     os.makedirs(d, exist_ok=True)
     if leg == "plain":
         relay = {"host": SINK_PLAIN[0], "port": SINK_PLAIN[1], "tls": "none"}
@@ -314,8 +314,11 @@ def start_postern(d, leg):
                    "listeners": {"smtp": {"bind": f"{POSTERN_ADDR[0]}:{POSTERN_ADDR[1]}", "protocol": "smtp"}}},
         "session": {"relayNetworks": ["127.0.0.0/8"]},
         "outbound": {"route": {"match": [], "else": "'sink'"}, "relays": {"sink": relay}},
-        "storage": {"path": f"{d}/data"},
+        "storage": {"path": data or f"{d}/data"},
     }
+    if http:
+        cfg["server"]["listeners"]["http"] = {"bind": f"{POSTERN_HTTP[0]}:{POSTERN_HTTP[1]}",
+                                              "protocol": "http"}
     with open(f"{d}/postern.json", "w") as f:
         json.dump(cfg, f, indent=1)
     _, t = spawn("postern", [POSTERN_BIN, "serve", "--config", f"{d}/postern.json"], f"{d}/postern.log")
@@ -507,6 +510,219 @@ def sample_main(root, out):
         f.write(f"{peak[0]} {peak[1]} {peak[2]}\n")
 
 
+# ------------------------------------------------------------------ deep queue
+DEEP_N = int(os.environ.get("BENCH_DEEP", "1000000"))
+DEEP_SIZE = int(os.environ.get("BENCH_DEEP_SIZE", "1024"))
+DEEP_DIR = os.environ.get("BENCH_DEEP_DIR", "/var/tmp/postern-deep")
+IDLE = float(os.environ.get("BENCH_IDLE", "60"))
+DRAIN_N = int(os.environ.get("BENCH_DRAIN", "100000"))
+FILL_BIN = os.environ.get("BENCH_FILL_BIN", POSTERN_BIN)  # a postern with `fill-queue`
+
+
+def fill(data, count, *extra):
+    t0 = time.perf_counter()
+    subprocess.run([FILL_BIN, "fill-queue", data, "--count", str(count), "--size", str(DEEP_SIZE), *extra],
+                   check=True, stdin=subprocess.DEVNULL)
+    log(f"filled {data} with {count} messages in {time.perf_counter() - t0:.0f} s")
+
+
+def first_220(addr, t0, timeout=120):
+    """Seconds from t0 until the server at addr sends its 220 greeting."""
+    import socket
+    while time.perf_counter() - t0 < timeout:
+        try:
+            with socket.create_connection(addr, timeout=5) as c:
+                if c.recv(512).startswith(b"220"):
+                    return time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.005)
+    raise Fail(f"no 220 from {addr} within {timeout} s")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
+
+
+def deep_one(tmp, name, data):
+    """postern on the store at `data`: start to first 220, RSS and CPU while idle, then the relay
+    load of `run_one` (plain leg) and its peak RSS."""
+    d = f"{tmp}/{name}"
+    os.makedirs(d, exist_ok=True)
+    cfgdir = d
+    t0 = time.perf_counter()
+    # start_postern waits for the listener itself; time the greeting from our own spawn instead
+    import socket
+    holder = {}
+
+    def go():
+        holder["t"] = start_postern(cfgdir, "plain", data=data, http=True)
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    t220 = first_220(POSTERN_ADDR, t0)
+    th.join(60)
+    t, addr, logf = holder["t"]
+    time.sleep(2)
+    rss0 = rss_kib(t.pid)
+    cpu0 = cpu_seconds(t.pid)
+    time.sleep(IDLE)
+    idle_cpu = (cpu_seconds(t.pid) - cpu0) / IDLE
+    rss_idle = rss_kib(t.pid)
+    counter = f"{tmp}/sinks/plain.count"
+    sampler = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_sample", str(t.pid), f"{d}/rss"],
+                               stdin=subprocess.DEVNULL)
+    CHILDREN.append(sampler)
+    TRACKED.append(Tracked("rss sampler", sampler.pid))
+    try:
+        c0 = sink_count(counter)
+        cpu1 = cpu_seconds(t.pid)
+        t1 = time.perf_counter()
+        src = subprocess.run(["smtp-source", "-s", str(SESSIONS), "-m", str(N), "-l", str(SIZE),
+                              "-f", FROM, "-t", TO, f"{addr[0]}:{addr[1]}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        t_acc = time.perf_counter() - t1
+        if src.returncode != 0 or src.stdout.strip():
+            raise Fail(f"smtp-source: rc={src.returncode}: {src.stdout.decode(errors='replace')[-2000:]}")
+        wait_sink(counter, c0, N, logf)
+        t_e2e = time.perf_counter() - t1
+        cpu = cpu_seconds(t.pid) - cpu1
+        metrics = http_get(POSTERN_HTTP, "/metrics")
+    finally:
+        sampler.send_signal(signal.SIGTERM)
+        try:
+            sampler.wait(10)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+        t.stop()
+    with open(f"{d}/rss") as f:
+        rss, _, _ = (int(x) for x in f.read().split())
+    syncs = re.search(r"^postern_store_wal_syncs_total (\d+)", metrics, re.M)
+    writes = re.search(r"^postern_store_synced_writes_total (\d+)", metrics, re.M)
+    r = {"t220_s": t220, "rss_idle_mib": rss_idle / 1024, "rss_start_mib": rss0 / 1024,
+         "idle_cpu_pct": idle_cpu * 100, "accept_rate": N / t_acc, "e2e_rate": N / t_e2e,
+         "rss_load_mib": rss / 1024, "cpu_s": cpu,
+         "wal_syncs": int(syncs.group(1)) if syncs else None,
+         "synced_writes": int(writes.group(1)) if writes else None}
+    log(f"{name}: first 220 after {t220:.3f} s, RSS {rss0 / 1024:.1f} MiB at start, {rss_idle / 1024:.1f} "
+        f"after {IDLE:.0f} s idle, idle CPU {idle_cpu * 100:.2f} %; {N} msgs accepted at {r['accept_rate']:.0f}/s, "
+        f"delivered at {r['e2e_rate']:.0f}/s, peak RSS {rss / 1024:.1f} MiB, CPU {cpu:.1f} s, "
+        f"WAL syncs {r['wal_syncs']}")
+    return r
+
+
+def wait_sink(counter, c0, total, logf):
+    last, last_t = sink_count(counter) - c0, time.perf_counter()
+    while last < total:
+        time.sleep(0.05)
+        c = sink_count(counter) - c0
+        now = time.perf_counter()
+        if c != last:
+            last, last_t = c, now
+        elif now - last_t > STALL:
+            raise Fail(f"the sink has {c} of {total} messages and nothing moved for {STALL:.0f} s\n"
+                       f"log:\n{tail(logf)}")
+
+
+def http_get(addr, path):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{addr[0]}:{addr[1]}{path}", timeout=10) as r:
+            return r.read().decode(errors="replace")
+    except Exception as e:
+        log(f"GET {path}: {e}")
+        return ""
+
+
+def sink_capacity(tmp):
+    """The plain sink's own rate: smtp-source straight into it, with as many sessions as postern
+    opens to one destination (outbound.perDomainConcurrency, 8)."""
+    counter = f"{tmp}/sinks/plain.count"
+    c0 = sink_count(counter)
+    t0 = time.perf_counter()
+    subprocess.run(["smtp-source", "-s", "8", "-m", str(min(DRAIN_N, 50000)), "-l", str(DEEP_SIZE),
+                    "-f", FROM, "-t", TO, f"{SINK_PLAIN[0]}:{SINK_PLAIN[1]}"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    n = sink_count(counter) - c0
+    return n / (time.perf_counter() - t0)
+
+
+def drain_one(tmp):
+    """DRAIN_N messages, all due at once (as after an outage): start postern on them and time
+    until the sink has them all."""
+    d = f"{tmp}/drain"
+    data = f"{d}/data"
+    os.makedirs(d, exist_ok=True)
+    fill(data, DRAIN_N, "--recipient", TO, "--min-delay", "0", "--spread", "0")
+    counter = f"{tmp}/sinks/plain.count"
+    c0 = sink_count(counter)
+    t0 = time.perf_counter()
+    t, _, logf = start_postern(d, "plain", data=data)
+    try:
+        cpu0 = cpu_seconds(t.pid)
+        wait_sink(counter, c0, DRAIN_N, logf)
+        el = time.perf_counter() - t0
+        cpu = cpu_seconds(t.pid) - cpu0
+    finally:
+        t.stop()
+    shutil.rmtree(d, ignore_errors=True)
+    log(f"drain: {DRAIN_N} in {el:.1f} s = {DRAIN_N / el:.0f}/s, postern CPU {cpu:.1f} s")
+    return {"drain_rate": DRAIN_N / el, "drain_s": el, "cpu_s": cpu}
+
+
+def deep_main(tmp):
+    start_sinks(tmp)
+    out = {}
+    deep = f"{DEEP_DIR}-{DEEP_N}"
+    if not os.path.exists(f"{deep}/.filled"):
+        shutil.rmtree(deep, ignore_errors=True)
+        os.makedirs(deep)
+        fill(f"{deep}/data", DEEP_N, "--recipient", "b@down.test")
+        open(f"{deep}/.filled", "w").close()
+    phases = os.environ.get("BENCH_DEEP_PHASES", "empty,deep,drain").split(",")
+    for i in range(1, RUNS + 1):
+        if "empty" in phases:
+            out.setdefault("empty", []).append(deep_one(tmp, f"empty-{i}", f"{tmp}/empty-{i}/data"))
+        if "deep" in phases:
+            out.setdefault("deep", []).append(deep_one(tmp, f"deep-{i}", f"{deep}/data"))
+    if "drain" in phases:
+        out["sink"] = [{"rate": sink_capacity(tmp)}]
+        log(f"sink capacity (8 sessions): {out['sink'][0]['rate']:.0f}/s")
+        out["drain"] = [drain_one(tmp)]
+    return out
+
+
+def deep_report(res):
+    lines = [f"deep queue: {DEEP_N} deferred messages of {DEEP_SIZE} B; load {N} x {SIZE} B, "
+             f"{SESSIONS} sessions; median [min-max] of {RUNS} runs", "",
+             "| metric | empty queue | deep queue | deep/empty |", "| --- | --- | --- | --- |"]
+    for key, name in (("t220_s", "start to first 220 (s)"), ("rss_idle_mib", "RSS idle (MiB)"),
+                      ("idle_cpu_pct", "idle CPU (%)"), ("accept_rate", "accept rate (msg/s)"),
+                      ("e2e_rate", "delivery rate to the sink (msg/s)"), ("rss_load_mib", "peak RSS under load (MiB)"),
+                      ("cpu_s", "CPU under load (s)")):
+        if "empty" not in res or "deep" not in res:
+            break
+        e = [r[key] for r in res["empty"]]
+        dd = [r[key] for r in res["deep"]]
+        me, md = statistics.median(e), statistics.median(dd)
+        lines.append(f"| {name} | {fmt(me)} [{fmt(min(e))}-{fmt(max(e))}] | {fmt(md)} [{fmt(min(dd))}-{fmt(max(dd))}] "
+                     f"| {md / me:.2f} |" if me else f"| {name} | {fmt(me)} | {fmt(md)} | - |")
+    for k in ("empty", "deep"):
+        for r in res.get(k, []):
+            if r.get("wal_syncs") is not None:
+                lines.append(f"\n{k}: {r['wal_syncs']} WAL syncs for {r['synced_writes']} synced writes "
+                             f"({N} messages accepted and delivered): {r['wal_syncs'] / N:.2f} syncs per "
+                             f"message, {r['wal_syncs'] / max(r['synced_writes'], 1):.2f} per synced write")
+    if "drain" in res:
+        s, dr = res["sink"][0]["rate"], res["drain"][0]
+        lines.append(f"\ndrain: {DRAIN_N} due at once: {dr['drain_rate']:.0f} msg/s ({dr['drain_s']:.1f} s, "
+                     f"CPU {dr['cpu_s']:.1f} s); sink alone, 8 sessions: {s:.0f} msg/s; ratio {dr['drain_rate'] / s:.2f}")
+    return "\n".join(lines)
+
+
+def fmt(x):
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
 # ------------------------------------------------------------------ resumption
 def tls_sink_main(host, port, cert, key, out, version):
     """Subprocess: a STARTTLS sink that takes one message per connection and then closes it, so
@@ -642,8 +858,11 @@ def start_postern_resumption(d, resumption, ca):
         "outbound": {"route": {"match": [], "else": "'sink'"},
                      "relays": {"sink": {"host": SINK_ONE[0], "port": SINK_ONE[1], "tls": "starttls"}},
                      "caFile": ca, "tlsResumption": resumption},
-        "storage": {"path": f"{d}/data"},
+        "storage": {"path": data or f"{d}/data"},
     }
+    if http:
+        cfg["server"]["listeners"]["http"] = {"bind": f"{POSTERN_HTTP[0]}:{POSTERN_HTTP[1]}",
+                                              "protocol": "http"}
     with open(f"{d}/postern.json", "w") as f:
         json.dump(cfg, f, indent=1)
     _, t = spawn("postern", [POSTERN_BIN, "serve", "--config", f"{d}/postern.json"], f"{d}/postern.log")
@@ -808,9 +1027,10 @@ def main():
     if "postern" in RELAYS and not os.access(POSTERN_BIN, os.X_OK):
         sys.exit(f"bench: no postern binary at {POSTERN_BIN} (set POSTERN_BIN)")
     mode = sys.argv[1] if len(sys.argv) > 1 else "relays"
-    if mode not in ("relays", "resumption"):
-        sys.exit(f"bench: unknown mode {mode!r} (relays, resumption)")
+    if mode not in ("relays", "resumption", "deep"):
+        sys.exit(f"bench: unknown mode {mode!r} (relays, resumption, deep)")
     addrs = ((SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if mode == "relays"
+             else (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTERN_HTTP) if mode == "deep"
              else (SINK_ONE, POSTERN_ADDR, POSTERN_HTTP))
     busy = [a for a in addrs if not port_free(a)]
     if busy:
@@ -828,6 +1048,9 @@ def main():
         if mode == "resumption":
             log(f"work dir {tmp}; resumption: {RES_N} messages, {RUNS} runs, TLS {RES_VERSIONS}")
             results = resumption_main(tmp)
+        elif mode == "deep":
+            log(f"work dir {tmp}; deep queue {DEEP_N}, {N} messages, {RUNS} runs")
+            results = deep_main(tmp)
         else:
             log(f"work dir {tmp}; {N} messages, {RUNS} runs, legs {LEGS}, relays {RELAYS}")
             start_sinks(tmp)
@@ -855,8 +1078,10 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     if results:
         with open(os.environ.get("BENCH_JSON", os.devnull), "w") as f:
-            json.dump({f"{k[0]}/{k[1]}": v for k, v in results.items()}, f, indent=1)
-        print(resumption_report(results) if mode == "resumption" else report(results))
+            json.dump(results if mode == "deep" else {f"{k[0]}/{k[1]}": v for k, v in results.items()},
+                      f, indent=1)
+        print(resumption_report(results) if mode == "resumption"
+              else deep_report(results) if mode == "deep" else report(results))
     log(f"total {time.time() - t_start:.0f} s")
     return rc
 

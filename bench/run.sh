@@ -3,6 +3,8 @@
 #
 #   bench/run.sh                 build postern (release) and run the whole benchmark
 #   bench/run.sh resumption      postern alone: TLS session resumption on/off, one message per connection
+#   bench/run.sh deep            postern alone: a queue of 1,000,000 deferred messages vs an empty one,
+#                                and a backlog of 100,000 due at once (bench/README.md: deep queue)
 #
 # Environment:
 #   BENCH_MESSAGES=5000   messages per run (smtp-source -m)
@@ -16,6 +18,13 @@
 #   BENCH_JSON=FILE       also write every run's raw numbers as JSON
 #   BENCH_RESUMPTION_MESSAGES=1000  messages per run of `resumption`
 #   BENCH_TLS_VERSIONS=1.3,1.2      TLS versions of `resumption` (the sink allows only that one)
+#   BENCH_DEEP=1000000    deferred messages of `deep` (filled once, kept in BENCH_DEEP_DIR-N)
+#   BENCH_DEEP_SIZE=1024  their size in bytes
+#   BENCH_DEEP_DIR=/var/tmp/postern-deep   where the filled store is kept between invocations
+#   BENCH_DEEP_PHASES=empty,deep,drain     what `deep` measures
+#   BENCH_IDLE=60         seconds of idle CPU measurement in `deep`
+#   BENCH_DRAIN=100000    messages of the backlog drain in `deep`
+#   BENCH_FILL_BIN=PATH   postern binary with `fill-queue` (default POSTERN_BIN)
 #   POSTERN_BIN=PATH      use this binary and skip the build
 #   CARGO_TARGET_DIR      release build dir (default /var/cache/postern-release)
 #

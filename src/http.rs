@@ -417,6 +417,7 @@ where
 fn metrics(shared: &Shared) -> String {
     let queued = shared.store.estimate_count("queue");
     let conns = shared.connections.load(Ordering::SeqCst);
+    crate::metrics::store_syncs(shared.store.wal_syncs(), shared.store.synced_writes());
     crate::metrics::render(conns as i64, queued as i64)
 }
 

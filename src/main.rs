@@ -73,6 +73,27 @@ enum Command {
     /// certificate each address serves against the TLSA set every
     /// authoritative server and the resolver publish. Exit 1 on a mismatch.
     Selfcheck(Common),
+    /// Benchmarks only: write COUNT deferred messages straight into the
+    /// store at STORAGE (the daemon stopped), as the SMTP path would have
+    /// stored them after one failed attempt (bench/deep.sh).
+    #[command(hide = true)]
+    FillQueue {
+        storage: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value = "a@bench.test")]
+        sender: String,
+        #[arg(long, default_value = "b@down.test")]
+        recipient: String,
+        /// Seconds until the first next attempt.
+        #[arg(long, default_value_t = 3600)]
+        min_delay: u64,
+        /// Seconds over which the next attempts are spread.
+        #[arg(long, default_value_t = 86_400)]
+        spread: u64,
+    },
     /// Write the man page (postern.1) or shell completions into a directory
     /// (the Nix package installs them).
     #[command(hide = true)]
@@ -301,6 +322,40 @@ fn main() -> ExitCode {
         Command::Domains(d) => domains_command(d),
         Command::Selfcheck(c) => selfcheck_command(c),
         Command::Generate { what, dir } => generate(&what, &dir),
+        Command::FillQueue {
+            storage,
+            count,
+            size,
+            sender,
+            recipient,
+            min_delay,
+            spread,
+        } => {
+            let fill = postern::queue::Fill {
+                count,
+                size,
+                sender: &sender,
+                recipient: &recipient,
+                min_delay,
+                spread,
+            };
+            let done = postern::store::Store::open(&storage)
+                .map_err(|e| e.to_string())
+                .and_then(|store| {
+                    postern::queue::fill(&store, &fill, |n| {
+                        if n % 100_000 == 0 {
+                            eprintln!("fill-queue: {n}");
+                        }
+                    })
+                });
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
     }
 }
 

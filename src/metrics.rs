@@ -100,6 +100,8 @@ struct Metrics {
     mta_sts_refresh_failures: Counter,
     pool_idle: Gauge,
     outbound_handshakes: Family<HandshakeLabels, Counter>,
+    wal_syncs: Counter,
+    synced_writes: Counter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -226,11 +228,25 @@ fn metrics() -> &'static Metrics {
             "Completed outbound TLS handshakes, by kind: full (the certificate checked) or resumed (a session of the same host and requirement)",
             outbound_handshakes.clone(),
         );
+        let wal_syncs = Counter::default();
+        registry.register(
+            "store_wal_syncs",
+            "WAL syncs (fsync/fdatasync) RocksDB made: with group commit fewer than the synced writes",
+            wal_syncs.clone(),
+        );
+        let synced_writes = Counter::default();
+        registry.register(
+            "store_synced_writes",
+            "Writes that asked for a WAL sync (an accepted message is one, a recorded attempt another)",
+            synced_writes.clone(),
+        );
         Metrics {
             received_reports,
             received_malformed,
             received_sessions,
             received_failures,
+            wal_syncs,
+            synced_writes,
             outbound_handshakes,
             certificate_expiry,
             tlsa_rollover_phase,
@@ -428,6 +444,16 @@ pub fn tlsa_in_step(ok: bool) {
 /// The verdict of the last self-check.
 pub fn selfcheck(ok: bool) {
     metrics().selfcheck_ok.set(ok as i64);
+}
+
+/// The store's WAL counters (`Store::wal_syncs`, `Store::synced_writes`).
+pub fn store_syncs(wal_syncs: u64, synced_writes: u64) {
+    use std::sync::atomic::Ordering;
+    let m = metrics();
+    m.wal_syncs.inner().store(wal_syncs, Ordering::Relaxed);
+    m.synced_writes
+        .inner()
+        .store(synced_writes, Ordering::Relaxed);
 }
 
 /// The exposition text, with the gauges read now.

@@ -23,6 +23,7 @@
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub const FAMILIES: [&str; 12] = [
@@ -43,6 +44,9 @@ pub const FAMILIES: [&str; 12] = [
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    /// The options the database was opened with: they hold its statistics.
+    opts: Arc<Options>,
+    synced_writes: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,10 @@ impl Store {
         // only copy that matters until a flush, and keep it small.
         opts.set_max_total_wal_size(64 << 20);
         opts.set_keep_log_file_num(4);
+        // Tickers only (no histograms, no timers): counts such as WAL syncs
+        // for `/metrics`, at the cost of a few atomic increments.
+        opts.enable_statistics();
+        opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         let families = FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
@@ -104,7 +112,11 @@ impl Store {
                 }
             }
         })?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            opts: Arc::new(opts),
+            synced_writes: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     fn cf(&self, family: &str) -> &rocksdb::ColumnFamily {
@@ -121,15 +133,30 @@ impl Store {
     /// once they are on stable storage (fsync of the WAL).
     pub fn write(&self, batch: Batch<'_>, sync: bool) -> Result<(), rocksdb::Error> {
         let mut wb = WriteBatch::default();
-        for (family, key, value) in batch.puts {
-            wb.put_cf(self.cf(family), key, value);
-        }
-        for (family, key) in batch.deletes {
-            wb.delete_cf(self.cf(family), key);
+        for (family, key, value) in batch.ops {
+            match value {
+                Some(value) => wb.put_cf(self.cf(family), key, value),
+                None => wb.delete_cf(self.cf(family), key),
+            }
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
+        if sync {
+            self.synced_writes.fetch_add(1, Ordering::Relaxed);
+        }
         self.db.write_opt(wb, &wo)
+    }
+
+    /// How many times RocksDB synced the WAL since open (group commit
+    /// syncs once for all the writes waiting).
+    pub fn wal_syncs(&self) -> u64 {
+        self.opts
+            .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
+    }
+
+    /// How many writes asked for a sync since open.
+    pub fn synced_writes(&self) -> u64 {
+        self.synced_writes.load(Ordering::Relaxed)
     }
 
     /// Every key and value of a family, in key order.
@@ -205,7 +232,43 @@ impl Store {
         Ok(out)
     }
 
-    /// How many keys a family holds (exact; scans the family).
+    /// Keys of a family from `from` (inclusive) to `to` (exclusive), in
+    /// key order, at most `max`. `to` is also RocksDB's iterate upper
+    /// bound, so deleted entries beyond it are never stepped over.
+    pub fn keys_between(
+        &self,
+        family: &str,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>, rocksdb::Error> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(to.to_vec());
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(self.cf(family), ro, mode) {
+            if out.len() >= max {
+                break;
+            }
+            let (k, _) = item?;
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The first key of a family at or after `from`: one seek.
+    pub fn first_key_from(
+        &self,
+        family: &str,
+        from: &[u8],
+    ) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        match self.db.iterator_cf(self.cf(family), mode).next() {
+            Some(item) => Ok(Some(item?.0.to_vec())),
+            None => Ok(None),
+        }
+    }
+
     /// RocksDB's estimate of the keys in a family: no scan, so it can stand
     /// behind `/metrics` and the `STATUS=` line with a deep queue. Exact
     /// while the family fits in the memtable; after flushes and deletes it
@@ -218,6 +281,8 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// How many keys a family holds (exact; scans the family: tests and
+    /// offline tools only).
     pub fn count(&self, family: &str) -> Result<usize, rocksdb::Error> {
         let mut n = 0;
         for item in self
@@ -231,20 +296,20 @@ impl Store {
     }
 }
 
-/// An atomic group of changes for [`Store::write`].
+/// An atomic group of changes for [`Store::write`], applied in the order
+/// given (a delete of a key then a put of the same key leaves the key).
 #[derive(Default)]
 pub struct Batch<'a> {
-    puts: Vec<(&'static str, &'a [u8], &'a [u8])>,
-    deletes: Vec<(&'static str, &'a [u8])>,
+    ops: Vec<(&'static str, &'a [u8], Option<&'a [u8]>)>,
 }
 
 impl<'a> Batch<'a> {
     pub fn put(mut self, family: &'static str, key: &'a [u8], value: &'a [u8]) -> Self {
-        self.puts.push((family, key, value));
+        self.ops.push((family, key, Some(value)));
         self
     }
     pub fn delete(mut self, family: &'static str, key: &'a [u8]) -> Self {
-        self.deletes.push((family, key));
+        self.ops.push((family, key, None));
         self
     }
 }
@@ -283,6 +348,49 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.get("queue", b"k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(s.count("messages").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_batch_applies_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.write(Batch::default().put("schedule", b"k", b""), true)
+            .unwrap();
+        // Rescheduling to the same key: delete the old, put the new.
+        s.write(
+            Batch::default()
+                .delete("schedule", b"k")
+                .put("schedule", b"k", b""),
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.count("schedule").unwrap(), 1);
+        assert_eq!(s.synced_writes(), 2);
+        assert!(
+            s.wal_syncs() >= 1 && s.wal_syncs() <= 2,
+            "{}",
+            s.wal_syncs()
+        );
+    }
+
+    #[test]
+    fn keys_between_and_the_first_key_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for k in [b"a", b"b", b"c", b"d"] {
+            s.write(Batch::default().put("schedule", k, b""), true)
+                .unwrap();
+        }
+        s.write(Batch::default().delete("schedule", b"b"), true)
+            .unwrap();
+        let keys = s.keys_between("schedule", b"a", b"d", 10).unwrap();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+        assert_eq!(s.keys_between("schedule", b"", b"z", 1).unwrap().len(), 1);
+        assert_eq!(
+            s.first_key_from("schedule", b"b").unwrap(),
+            Some(b"c".to_vec())
+        );
+        assert_eq!(s.first_key_from("schedule", b"e").unwrap(), None);
     }
 
     #[test]

@@ -340,17 +340,23 @@ async fn mx_hosts(
 
 /// The MTA-STS policy in force for `domain` (SPEC §2.3 step 1), recorded in
 /// the trace for probe and TLS-RPT.
+/// Whether a delivery to `domain` looks for an MTA-STS policy at all.
+fn sts_wanted(domain: &str, strategy: &Strategy) -> bool {
+    strategy.mta_sts != ConfigRequirement::Disable && literal_ip(domain).is_none()
+}
+
+/// The MTA-STS policy in force, from the `_mta-sts` TXT record `txt`
+/// (looked up beside the MX; `None` when `sts_wanted` says no).
 async fn sts_policy(
     ctx: &Context<'_>,
     domain: &str,
     strategy: &Strategy,
     hosts: &[String],
     trace: &mut Trace,
+    txt: Option<crate::mta_sts::TxtResult>,
 ) -> Option<crate::mta_sts::Policy> {
-    if strategy.mta_sts == ConfigRequirement::Disable || literal_ip(domain).is_some() {
-        return None;
-    }
-    let l = super::sts::lookup(ctx, domain, strategy.mta_sts_timeout.as_std()).await;
+    let txt = txt.filter(|_| sts_wanted(domain, strategy))?;
+    let l = super::sts::lookup(ctx, domain, strategy.mta_sts_timeout.as_std(), txt).await;
     if let (None, Some(result_type)) = (&l.policy, l.fetch_failure) {
         // RFC 8460 §4.3.2.1: the policy could not be had at all.
         trace.tlsrpt.push(Event::failure(
@@ -399,14 +405,24 @@ async fn to_mx(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcom
     let (_, domain_strategy) = strategy(ctx, domain, "");
     let mut trace = Trace::default();
     let started = std::time::Instant::now();
-    let (hosts, mx_fact) = match mx_hosts(ctx, domain, rcpts, &mut trace.tlsrpt).await {
+    // The MX and the `_mta-sts` TXT record at once: neither depends on the
+    // other. The policy fetch (HTTPS) still waits for the MX, and is not
+    // made when the MX lookup already defers or bounces the domain.
+    let wanted = sts_wanted(domain, &domain_strategy);
+    let (mx, txt) = tokio::join!(mx_hosts(ctx, domain, rcpts, &mut trace.tlsrpt), async {
+        match wanted {
+            true => Some(super::sts::txt_record(ctx.resolver, domain).await),
+            false => None,
+        }
+    });
+    let (hosts, mx_fact) = match mx {
         Ok((hosts, fact, status)) => {
             trace.mx_dnssec = status;
             (hosts, fact)
         }
         Err(outcomes) => return (outcomes, trace),
     };
-    let policy = sts_policy(ctx, domain, &domain_strategy, &hosts, &mut trace).await;
+    let policy = sts_policy(ctx, domain, &domain_strategy, &hosts, &mut trace, txt).await;
     let domain_dns = started.elapsed();
     trace.mark = ledger_mark(ctx, domain);
     let mut last = HostFailure::new(

@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod client;
 pub mod dsn;
 pub mod pool;
+pub mod schedule;
 pub mod sts;
 
 use crate::config::Loaded;
@@ -21,6 +22,7 @@ use crate::store::Batch;
 use crate::tls::ClientTls;
 use attempt::Outcome;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -35,7 +37,12 @@ pub struct Tools {
 pub struct Engine {
     shared: Arc<Shared>,
     tools: RwLock<Arc<Tools>>,
+    /// Queue ids being delivered: a message is delivered by one task at a time.
     in_flight: Mutex<HashSet<String>>,
+    /// Unix seconds until which the scheduler sleeps (0 during a pass,
+    /// `u64::MAX` while it looks for the next due entry): a new schedule
+    /// entry due before it wakes the scheduler (`wake_for`).
+    sleeping_until: AtomicU64,
     slots: Arc<Semaphore>,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     pool: pool::Pool,
@@ -49,6 +56,7 @@ impl Engine {
             shared,
             tools: RwLock::new(Arc::new(tools)),
             in_flight: Mutex::new(HashSet::new()),
+            sleeping_until: AtomicU64::new(0),
             per_domain: Mutex::new(HashMap::new()),
             pool: pool::Pool::default(),
         })
@@ -62,7 +70,19 @@ impl Engine {
         self.tools.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The scheduler loop; returns when the daemon stops.
+    /// Wakes the scheduler for a schedule entry due at `due` (Unix
+    /// seconds) when it would otherwise sleep past it.
+    fn wake_for(&self, due: u64) {
+        if due <= queue::now_secs() || due < self.sleeping_until.load(Ordering::SeqCst) {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// The scheduler loop; returns when the daemon stops. Each pass takes
+    /// the due entries (at most `schedule::BATCH`) and starts their
+    /// deliveries; then the loop sleeps until the next entry is due, a
+    /// periodic job, or a wake-up (a new message, a retry due sooner) —
+    /// see `schedule` for where a pass starts reading.
     pub async fn run(self: Arc<Self>) {
         let mut stopping = self.shared.stopping.clone();
         // The first MTA-STS refresh pass runs 10 s after start (policies may
@@ -71,13 +91,14 @@ impl Engine {
             .checked_sub(Duration::from_secs(290))
             .unwrap_or_else(tokio::time::Instant::now);
         let mut last_reports = tokio::time::Instant::now();
+        let mut cursor = schedule::Cursor::new();
         loop {
-            if last_reports.elapsed() > Duration::from_secs(60) {
+            if last_reports.elapsed() >= Duration::from_secs(60) {
                 last_reports = tokio::time::Instant::now();
                 let me = self.clone();
                 tokio::spawn(async move { me.send_reports().await });
             }
-            if last_refresh.elapsed() > Duration::from_secs(300) {
+            if last_refresh.elapsed() >= Duration::from_secs(300) {
                 last_refresh = tokio::time::Instant::now();
                 if self.shared.config().config.mta_sts.refresh {
                     let me = self.clone();
@@ -96,11 +117,17 @@ impl Engine {
             if *stopping.borrow() {
                 return;
             }
+            self.sleeping_until.store(0, Ordering::SeqCst);
+            let now = queue::now_secs();
+            let from = cursor.start(now);
             let store = self.shared.store.clone();
-            let due =
-                tokio::task::spawn_blocking(move || due_entries(&store, queue::now_secs(), 1000))
-                    .await
-                    .unwrap_or_default();
+            let due = tokio::task::spawn_blocking(move || {
+                due_entries(&store, &from, now, schedule::BATCH)
+            })
+            .await
+            .unwrap_or_default();
+            let taken = due.len();
+            let last = due.last().map(|(k, _)| k.clone());
             for (skey, id) in due {
                 if !self
                     .in_flight
@@ -124,8 +151,35 @@ impl Engine {
                 });
             }
             self.pool.reap();
+            if cursor.after(taken, last.as_deref()) {
+                continue;
+            }
+            // Announce "looking" before the look, so that an entry written
+            // after it always wakes the loop (`wake_for`).
+            self.sleeping_until.store(u64::MAX, Ordering::SeqCst);
+            let store = self.shared.store.clone();
+            let next_due = tokio::task::spawn_blocking(move || next_due(&store, now))
+                .await
+                .unwrap_or(None);
+            let job = [
+                last_reports + Duration::from_secs(60),
+                last_refresh + Duration::from_secs(300),
+            ]
+            .into_iter()
+            .min()
+            .unwrap_or_else(tokio::time::Instant::now)
+            .saturating_duration_since(tokio::time::Instant::now());
+            let now_ms = queue::now_millis();
+            let job_ms = now_ms
+                .saturating_add(job.as_millis() as u64)
+                .min(cursor.full_due().saturating_mul(1000));
+            let nap = schedule::sleep_for(now_ms, next_due, job_ms);
+            self.sleeping_until.store(
+                next_due.unwrap_or(u64::MAX).min(cursor.full_due()),
+                Ordering::SeqCst,
+            );
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(nap) => {}
                 _ = self.shared.wake.notified() => {}
                 _ = stopping.changed() => {}
             }
@@ -436,6 +490,13 @@ impl Engine {
         for (kind, e, _) in &dsns {
             tracing::info!(id = %env.id, dsn = %e.id, action = kind.action(), to = %e.recipients[0].address, "delivery status notification queued");
         }
+        // The earliest entry this write adds to the schedule, if any: the
+        // scheduler is woken only when it would sleep past it.
+        let earliest = dsns
+            .iter()
+            .map(|(_, e, _)| e.next_attempt)
+            .chain(still_open.then_some(env.next_attempt))
+            .min();
         let store = self.shared.store.clone();
         let id = env.id.clone();
         let written = tokio::task::spawn_blocking(move || {
@@ -477,7 +538,9 @@ impl Engine {
                 if !still_open {
                     tracing::info!(id = %id, "removed from the queue: every recipient delivered or failed");
                 }
-                self.shared.wake.notify_one();
+                if let Some(due) = earliest {
+                    self.wake_for(due);
+                }
             }
             Ok(Err(e)) => {
                 tracing::error!(id = %id, error = %e, "cannot record the delivery result; it will be retried")
@@ -636,18 +699,32 @@ fn pending_by_domain(env: &Envelope) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Schedule entries due at or before `now`: (schedule key, queue id).
-fn due_entries(store: &crate::store::Store, now: u64, max: usize) -> Vec<(Vec<u8>, String)> {
+/// Schedule entries due at or before `now`, from `from` on: (schedule key,
+/// queue id), at most `max`.
+fn due_entries(
+    store: &crate::store::Store,
+    from: &[u8],
+    now: u64,
+    max: usize,
+) -> Vec<(Vec<u8>, String)> {
     let limit = (now + 1).to_be_bytes();
     store
-        .scan_until("schedule", &limit, max)
+        .keys_between("schedule", from, &limit, max)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(k, _)| {
+        .filter_map(|k| {
             let id = String::from_utf8(k.get(8..)?.to_vec()).ok()?;
             Some((k, id))
         })
         .collect()
+}
+
+/// When the first entry due after `now` is due (Unix seconds): one seek.
+fn next_due(store: &crate::store::Store, now: u64) -> Option<u64> {
+    let k = store
+        .first_key_from("schedule", &(now + 1).to_be_bytes())
+        .ok()??;
+    Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -22,12 +22,19 @@ pub struct Lookup {
     pub expires_at: Option<u64>,
 }
 
-pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration) -> Lookup {
-    let txt = match ctx.resolver.txt(&format!("_mta-sts.{domain}")).await {
+/// The `_mta-sts` TXT record of `domain`.
+pub async fn txt_record(resolver: &crate::dns::Resolver, domain: &str) -> TxtResult {
+    match resolver.txt(&format!("_mta-sts.{domain}")).await {
         Ok(a) => mta_sts::parse_txt(&a.records),
         Err(LookupError::NoData { .. } | LookupError::NxDomain { .. }) => TxtResult::NotFound,
         Err(e) => TxtResult::LookupFailed(e.to_string()),
-    };
+    }
+}
+
+/// The policy in force for `domain`, given its `_mta-sts` TXT record
+/// ([`txt_record`]: looked up beside the MX, RFC 8461 §5 does not order
+/// them).
+pub async fn lookup(ctx: &Context<'_>, domain: &str, timeout: Duration, txt: TxtResult) -> Lookup {
     let key = mta_sts::cache_key(domain);
     let cached = ctx
         .store

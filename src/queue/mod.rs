@@ -94,6 +94,13 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A queue id: 16 upper-case hex digits, increasing with time, unique within
 /// the process (and across restarts as long as the clock does not go back).
 pub fn new_id() -> String {
@@ -177,6 +184,94 @@ pub fn enqueue(store: &Store, env: &Envelope, message: &[u8]) -> Result<(), Stri
         .map_err(|e| e.to_string())
 }
 
+/// What [`fill`] writes: deferred messages as the SMTP path stores them
+/// after one failed attempt (benchmarks: `bench/deep.sh`).
+pub struct Fill<'a> {
+    pub count: u64,
+    /// Message size in bytes (headers and body).
+    pub size: usize,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    /// Next attempts are spread evenly over `[now + min_delay, now + min_delay + spread)`.
+    pub min_delay: u64,
+    pub spread: u64,
+}
+
+/// Writes `f.count` deferred messages — the same three records per message
+/// as [`enqueue`] (then an attempt) — in unsynced batches of 1000, and
+/// syncs once at the end. For building a deep queue offline, with the
+/// daemon stopped; never used by the daemon.
+pub fn fill(store: &Store, f: &Fill<'_>, mut progress: impl FnMut(u64)) -> Result<(), String> {
+    let now = now_secs();
+    let mut body = format!(
+        "Received: from fill.bench ([127.0.0.1])\r\n\tby postern; deep-queue filler\r\n\
+         From: <{}>\r\nTo: <{}>\r\nSubject: deep queue\r\n\r\n",
+        f.sender, f.recipient
+    )
+    .into_bytes();
+    while body.len() + 2 < f.size {
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n";
+        let n = (f.size - 2 - body.len()).min(line.len());
+        body.extend_from_slice(&line[line.len() - n..]);
+    }
+    body.extend_from_slice(b"\r\n");
+    let mut done = 0u64;
+    while done < f.count {
+        let n = (f.count - done).min(1000);
+        let mut rows = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let k = done + i;
+            let env = Envelope {
+                id: new_id(),
+                sender: f.sender.to_string(),
+                recipients: vec![Recipient {
+                    address: f.recipient.to_string(),
+                    status: Status::Deferred,
+                    last_error: Some(
+                        "connection to 127.0.0.1:25 failed: Connection refused (os error 111)"
+                            .into(),
+                    ),
+                    error_kind: Some("connection".into()),
+                    level: None,
+                    dsn: Default::default(),
+                }],
+                size: body.len() as u64,
+                received_at: now,
+                smtputf8: false,
+                source: Source {
+                    listener: "smtp".into(),
+                    ip: "127.0.0.1".into(),
+                    helo: "fill.bench".into(),
+                    tls: None,
+                    auth_user: None,
+                },
+                attempts: 1,
+                next_attempt: now + f.min_delay + k * f.spread.max(1) / f.count.max(1),
+                notified: 0,
+                internal: false,
+                held: false,
+                params: Default::default(),
+            };
+            let value = serde_json::to_vec(&env).map_err(|e| e.to_string())?;
+            let skey = schedule_key(env.next_attempt, &env.id);
+            rows.push((env.id.into_bytes(), value, skey));
+        }
+        let mut batch = Batch::default();
+        for (id, value, skey) in &rows {
+            batch = batch
+                .put("messages", id, &body)
+                .put("queue", id, value)
+                .put("schedule", skey, b"");
+        }
+        store.write(batch, false).map_err(|e| e.to_string())?;
+        done += n;
+        progress(done);
+    }
+    store
+        .write(Batch::default(), true)
+        .map_err(|e| e.to_string())
+}
+
 /// Every envelope, oldest first.
 pub fn list(store: &Store) -> Result<Vec<Envelope>, String> {
     let rows = store.scan("queue").map_err(|e| e.to_string())?;
@@ -211,6 +306,34 @@ pub fn get(store: &Store, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_filler_writes_what_enqueue_writes_deferred_into_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let f = Fill {
+            count: 2500,
+            size: 1024,
+            sender: "a@bench.test",
+            recipient: "b@down.test",
+            min_delay: 3600,
+            spread: 86_400,
+        };
+        let mut seen = 0;
+        fill(&store, &f, |n| seen = n).unwrap();
+        assert_eq!(seen, 2500);
+        assert_eq!(store.count("schedule").unwrap(), 2500);
+        let all = list(&store).unwrap();
+        assert_eq!(all.len(), 2500);
+        let now = now_secs();
+        for e in &all {
+            assert!(e.next_attempt >= now + 3600 - 5 && e.next_attempt < now + 3600 + 86_400);
+            assert_eq!(e.recipients[0].status, Status::Deferred);
+            let (_, body) = get(&store, &e.id).unwrap().unwrap();
+            assert_eq!(body.len(), 1024);
+            assert_eq!(e.size, 1024);
+        }
+    }
 
     #[test]
     fn ids_are_unique_and_increasing() {
