@@ -822,7 +822,7 @@ fn selfcheck_command(c: Common) -> ExitCode {
         Ok(Some(v)) => Ok(v),
         Ok(None) => runtime.block_on(async {
             let tools = server::delivery_tools(&loaded.config).await?;
-            let r = selfcheck::run(&loaded.config, &tools.resolver, &tools.tls).await;
+            let r = selfcheck::run(&loaded.config, &tools.resolver, &tools.tls, None).await;
             serde_json::to_value(r).map_err(|e| e.to_string())
         }),
         Err(e) => Err(e),

@@ -12,9 +12,17 @@
 //! sender's view is the union of these: one server that lags is one in N
 //! senders deferring mail.
 //!
+//! A host that an MTA-STS policy of `mtaSts.publish` lists must also serve
+//! a certificate that is PKIX-valid for its name (MTA-STS senders check
+//! that, not TLSA). And each published policy is fetched the way a sender
+//! fetches it — `_mta-sts` TXT through the resolver, then HTTPS to
+//! `mta-sts.<domain>` with postern's own strict client — and compared with
+//! what postern means to serve: the same text, the same id.
+//!
 //! A served certificate that no published record matches (a certificate
 //! swapped outside the rollover gate), a host without STARTTLS, a TLSA set
-//! that is not secure — each is a problem. Problems show in
+//! that is not secure, a policy senders cannot fetch or whose id lags —
+//! each is a problem. Problems show in
 //! `postern selfcheck`, `/healthz`, `/metrics` (`postern_selfcheck_ok`)
 //! and the status page. Every `selfCheck.interval`.
 
@@ -47,20 +55,42 @@ pub struct Report {
     /// Unix seconds the check ended.
     pub at: u64,
     pub hosts: Vec<HostReport>,
+    /// The policies of `mtaSts.publish`, as senders fetch them.
+    #[serde(default)]
+    pub policies: Vec<PolicyReport>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.hosts.iter().all(|h| h.problems.is_empty())
+        self.problems().is_empty()
     }
 
-    /// Every problem as one line, `host: problem`.
+    /// Every problem as one line, `host: problem` or `domain: problem`.
     pub fn problems(&self) -> Vec<String> {
-        self.hosts
+        let hosts = self
+            .hosts
             .iter()
-            .flat_map(|h| h.problems.iter().map(move |p| format!("{}: {p}", h.host)))
-            .collect()
+            .flat_map(|h| h.problems.iter().map(move |p| format!("{}: {p}", h.host)));
+        let policies = self
+            .policies
+            .iter()
+            .flat_map(|d| d.problems.iter().map(move |p| format!("{}: {p}", d.domain)));
+        hosts.chain(policies).collect()
     }
+}
+
+/// One published MTA-STS policy as a sender meets it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyReport {
+    pub domain: String,
+    /// The id in `_mta-sts.<domain>` through the resolver.
+    pub txt_id: Option<String>,
+    /// The id of the policy postern means to serve (with the store: the
+    /// daemon, or `postern selfcheck` through it).
+    pub served_id: Option<String>,
+    /// The policy fetched over HTTPS matched the one meant to be served.
+    pub fetched: bool,
+    pub problems: Vec<String>,
 }
 
 /// One of the operator's MX services.
@@ -93,16 +123,119 @@ pub struct AddressReport {
     pub matched_by: Vec<String>,
 }
 
-/// Runs the check for every `tlsa.records` entry.
-pub async fn run(cfg: &Config, resolver: &Resolver, tls: &ClientTls) -> Report {
+/// Runs the check for every `tlsa.records` entry and every published
+/// policy. `store` (the daemon's) says which policy is meant to be served;
+/// without it the fetched policy is only checked against its TXT record.
+pub async fn run(
+    cfg: &Config,
+    resolver: &Resolver,
+    tls: &ClientTls,
+    store: Option<&crate::store::Store>,
+) -> Report {
     let mut hosts = Vec::new();
     for (name, record) in &cfg.tlsa.records {
         hosts.push(check_host(cfg, resolver, tls, name, record).await);
     }
+    let mut policies = Vec::new();
+    for domain in cfg.mta_sts.publish.keys() {
+        policies.push(check_policy(cfg, resolver, store, domain).await);
+    }
     Report {
         at: crate::queue::now_secs(),
         hosts,
+        policies,
     }
+}
+
+/// The published domains whose policy lists `host`.
+fn listed_by(cfg: &Config, host: &str) -> Vec<String> {
+    cfg.mta_sts
+        .publish
+        .iter()
+        .filter(|(_, p)| {
+            cfg.publish_mx(p).iter().any(|m| {
+                crate::mta_sts::policy::Pattern::parse(m).is_ok_and(|pat| pat.matches(host))
+            })
+        })
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
+/// `_mta-sts.<domain>` and the policy behind it, fetched as a sender does.
+async fn check_policy(
+    cfg: &Config,
+    resolver: &Resolver,
+    store: Option<&crate::store::Store>,
+    domain: &str,
+) -> PolicyReport {
+    let mut r = PolicyReport {
+        domain: domain.to_string(),
+        txt_id: None,
+        served_id: None,
+        fetched: false,
+        problems: Vec::new(),
+    };
+    match resolver.txt(&format!("_mta-sts.{domain}")).await {
+        Ok(a) => match crate::mta_sts::txt::parse_txt(&a.records).id() {
+            Some(id) => r.txt_id = Some(id.to_string()),
+            None => r
+                .problems
+                .push("_mta-sts has no valid v=STSv1 record".into()),
+        },
+        Err(e) => r.problems.push(format!("_mta-sts TXT: {e}")),
+    }
+    // The TXT id follows a changed policy at the publisher's next pass
+    // (`postern mta-sts status` shows that drift); a lag is not a problem
+    // here, or the promotion that changes the policy would undo itself.
+    let host = crate::mta_sts::fetch::policy_host(domain);
+    let addrs: Vec<SocketAddr> = match resolver.ips(&host).await {
+        Ok(a) => a
+            .records
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 443))
+            .collect(),
+        Err(e) => {
+            r.problems
+                .push(format!("{host}: {e}: senders cannot fetch the policy"));
+            return r;
+        }
+    };
+    // Fetched, then compared with what is meant to be served at that
+    // moment; a policy that changed in between is fetched once more.
+    let mut differs = None;
+    for _ in 0..2 {
+        let fetched = fetch_policy(cfg, domain, &addrs).await;
+        let served = store.and_then(|s| crate::publish::served_for(cfg, s, domain));
+        r.served_id = served.as_ref().map(|s| s.id.clone());
+        match (fetched, served) {
+            (Err(e), _) => {
+                r.problems
+                    .push(format!("senders cannot fetch the policy: {e}"));
+                return r;
+            }
+            (Ok(f), Some(s)) if f.policy.text != s.text => differs = Some(f.policy.mode),
+            (Ok(_), _) => {
+                r.fetched = true;
+                return r;
+            }
+        }
+    }
+    if let Some(mode) = differs {
+        r.problems.push(format!(
+            "https://{host}/.well-known/mta-sts.txt serves another policy than postern's (mode {}): is another server answering for {host}?",
+            mode.as_str()
+        ));
+    }
+    r
+}
+
+async fn fetch_policy(
+    cfg: &Config,
+    domain: &str,
+    addrs: &[SocketAddr],
+) -> Result<crate::mta_sts::fetch::Fetched, crate::mta_sts::fetch::FetchError> {
+    let tls = crate::mta_sts::fetch::FetchTls::load(cfg.mta_sts.ca_file.as_deref())?;
+    crate::mta_sts::fetch::fetch_with_addrs(&tls, domain, Duration::from_secs(15), addrs).await
 }
 
 async fn check_host(
@@ -133,9 +266,10 @@ async fn check_host(
             return report;
         }
     };
+    let listed = listed_by(cfg, &record.host);
     for ip in ips {
         let peer = SocketAddr::new(ip, record.port);
-        let (addr, problems) = check_address(cfg, tls, &record.host, peer, &views).await;
+        let (addr, problems) = check_address(cfg, tls, &record.host, peer, &views, &listed).await;
         report.addresses.push(addr);
         report.problems.extend(
             problems
@@ -207,6 +341,7 @@ async fn check_address(
     host: &str,
     peer: SocketAddr,
     views: &[TlsaView],
+    listed_by: &[String],
 ) -> (AddressReport, Vec<String>) {
     let mut report = AddressReport {
         ip: peer.ip().to_string(),
@@ -232,6 +367,15 @@ async fn check_address(
                 "the served certificate (leaf SHA-256 {}) matches no TLSA record at {}: senders using it defer",
                 report.leaf_sha256.as_deref().unwrap_or("?"),
                 v.source
+            ));
+        }
+    }
+    // MTA-STS senders check the web PKI for the MX name, not TLSA.
+    if !listed_by.is_empty() {
+        if let Some(why) = tls.pkix_verdict(&chain, host) {
+            problems.push(format!(
+                "the served certificate is not PKIX-valid for {host} ({why}): MTA-STS senders of {} refuse it",
+                listed_by.join(", ")
             ));
         }
     }
@@ -287,7 +431,13 @@ async fn served_chain(
 pub async fn check_now(shared: &Shared) -> Result<Report, String> {
     let cfg = shared.config();
     let tools = crate::server::delivery_tools(&cfg.config).await?;
-    let report = run(&cfg.config, &tools.resolver, &tools.tls).await;
+    let report = run(
+        &cfg.config,
+        &tools.resolver,
+        &tools.tls,
+        Some(&shared.store),
+    )
+    .await;
     let was_ok = shared.selfcheck.get().map(|r| r.ok());
     crate::metrics::selfcheck(report.ok());
     match (report.ok(), was_ok) {

@@ -875,6 +875,19 @@ fn selfcheck_section(h: &mut String, v: &View) {
             let _ = write!(h, "<li class=\"bad\">{}: {}</li>", esc(&host.host), esc(p));
         }
     }
+    for d in &r.policies {
+        if d.problems.is_empty() {
+            let _ = write!(
+                h,
+                "<li>MTA-STS policy of {} — fetched as senders do, id {}</li>",
+                esc(&d.domain),
+                esc(d.txt_id.as_deref().unwrap_or("?"))
+            );
+        }
+        for p in &d.problems {
+            let _ = write!(h, "<li class=\"bad\">{}: {}</li>", esc(&d.domain), esc(p));
+        }
+    }
     h.push_str("</ul></section>");
 }
 
@@ -1236,6 +1249,7 @@ mod tests {
                 addresses: vec![],
                 problems: vec!["<served> matches no TLSA record".into()],
             }],
+            policies: vec![],
         };
         let page = render(&View {
             host: "mx".into(),

@@ -578,6 +578,27 @@ fn auto_mode_on_real_evidence() {
         .any(|l| l.contains("MTA-STS auto mode") && l.contains("promote")));
     let enforce = https_policy(&w);
 
+    // P1's self-check fetched its own policy as senders do, through the
+    // resolver and over HTTPS, and found it the one it serves; the MX
+    // serves a certificate PKIX-valid for its name (MTA-STS senders' check)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = support::postern()
+            .args(["selfcheck", "--json", "--config"])
+            .arg(&p1_cfg)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let policy = &v["policies"][0];
+        if out.status.success() && policy["fetched"] == json!(true) {
+            assert_eq!(policy["domain"], json!("postern.test"), "{v:#}");
+            assert_eq!(policy["served_id"], json!(id_of(&enforce)), "{v:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "selfcheck: {v:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // P2 fetches the enforce policy and enforces it: its MX matches
     let probe = p2.cli("probe", &["postern.test"]);
     assert_eq!(probe["mtaSts"]["mode"], json!("enforce"), "{probe:#}");

@@ -61,6 +61,17 @@ impl Evidence for Daemon<'_> {
         let Some(p) = self.cfg.mta_sts.publish.get(domain) else {
             return Verdict::Unknown(format!("{domain} is not published"));
         };
+        // the policy itself, as senders fetch it
+        let policy_problems: Vec<String> = self
+            .selfcheck
+            .iter()
+            .flat_map(|r| r.policies.iter())
+            .filter(|d| d.domain == domain)
+            .flat_map(|d| d.problems.iter().cloned())
+            .collect();
+        if !policy_problems.is_empty() {
+            return Verdict::Red(policy_problems.join("; "));
+        }
         selfcheck_verdict(
             self.selfcheck.as_ref(),
             &self.cfg.publish_mx(p),
@@ -363,7 +374,11 @@ mod tests {
             "*.in.example.org".to_string(),
         ];
         let now = 10_000;
-        let report = |hosts| Report { at: now - 5, hosts };
+        let report = |hosts| Report {
+            at: now - 5,
+            hosts,
+            policies: vec![],
+        };
         assert!(matches!(
             selfcheck_verdict(None, &mx, now, 600),
             Verdict::Unknown(_)
