@@ -184,8 +184,10 @@ fn https_listener_with_sni_token_and_reload() {
     let w = start();
     let base = format!("https://{HOSTNAME}:{}", w.https);
     let default_only = client(&w, HOSTNAME, &[&w.d.default_cert]);
+    // /healthz answers 200 or 503 (the daemon's own health, which depends on
+    // when its first checks ran): either means TLS and the token passed
     let (code, body) = get(&w, &default_only, &format!("{base}/healthz"), true).unwrap();
-    assert_eq!(code, 200, "{body}");
+    assert!(health_answer(code), "{code} {body}");
     assert!(body.contains("\"status\""), "{body}");
     // the token is still needed on the listener's own paths
     for path in ["/healthz", "/metrics", "/"] {
@@ -197,7 +199,7 @@ fn https_listener_with_sni_token_and_reload() {
     // does not.
     let sni = format!("https://{SNI_NAME}:{}/healthz", w.https);
     let other_only = client(&w, SNI_NAME, &[&w.d.other_cert]);
-    assert_eq!(get(&w, &other_only, &sni, true).unwrap().0, 200);
+    assert!(health_answer(get(&w, &other_only, &sni, true).unwrap().0));
     let wrong = client(&w, SNI_NAME, &[&w.d.default_cert]);
     let e = get(&w, &wrong, &sni, true).unwrap_err();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
@@ -210,7 +212,7 @@ fn https_listener_with_sni_token_and_reload() {
         false,
     )
     .unwrap();
-    assert_eq!(code, 200);
+    assert!(health_answer(code), "{code}");
     // plain HTTP on the HTTPS listener gets nothing
     let e = get(
         &w,
@@ -471,4 +473,9 @@ fn reports_by_mail() {
         log.contains("report mail without a report; kept aside"),
         "{log}"
     );
+}
+
+/// A `/healthz` answer: healthy or not, but served (not 401, not 404).
+fn health_answer(code: u16) -> bool {
+    code == 200 || code == 503
 }
