@@ -70,6 +70,23 @@ fn consistent(f: &Facts) -> bool {
     tlsa_ok && sts_ok
 }
 
+/// `f` decides `d` whatever its `startTls` and `allowInvalidCerts` are.
+fn assert_tls_knobs_do_not_matter(f: &Facts, d: Decision) {
+    for start_tls in REQS {
+        for allow_invalid_certs in [false, true] {
+            let g = Facts {
+                strategy: Knobs {
+                    start_tls,
+                    allow_invalid_certs,
+                    ..f.strategy
+                },
+                ..*f
+            };
+            assert_eq!(decide(&g), d, "{g:?} differs from {f:?}");
+        }
+    }
+}
+
 fn consistent_facts() -> Vec<Facts> {
     all_facts().into_iter().filter(consistent).collect()
 }
@@ -175,19 +192,7 @@ fn tls_knobs_change_only_unprotected_rows() {
         if !protected {
             continue;
         }
-        for start_tls in REQS {
-            for allow_invalid_certs in [false, true] {
-                let g = Facts {
-                    strategy: Knobs {
-                        start_tls,
-                        allow_invalid_certs,
-                        ..f.strategy
-                    },
-                    ..f
-                };
-                assert_eq!(decide(&g), d, "{g:?} differs from {f:?}");
-            }
-        }
+        assert_tls_knobs_do_not_matter(&f, d);
     }
 }
 
@@ -361,19 +366,7 @@ fn requiretls_is_never_weaker_and_no_knob_lowers_it() {
                 "{f:?} → {d:?}"
             ),
         }
-        for start_tls in REQS {
-            for allow_invalid_certs in [false, true] {
-                let g = Facts {
-                    strategy: Knobs {
-                        start_tls,
-                        allow_invalid_certs,
-                        ..f.strategy
-                    },
-                    ..f
-                };
-                assert_eq!(decide(&g), d, "{g:?} differs from {f:?}");
-            }
-        }
+        assert_tls_knobs_do_not_matter(&f, d);
     }
 }
 
