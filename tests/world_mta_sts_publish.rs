@@ -34,7 +34,6 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::world::{send, token, Postern, World};
 
@@ -70,26 +69,7 @@ fn id_of(text: &str) -> String {
 /// The TXT records at `name` from `server` (sorted, as dig prints them,
 /// quotes included), and whether the answer had AD.
 fn dig_txt(server: &str, name: &str) -> (Vec<String>, bool) {
-    let o = Command::new("dig")
-        .args(["+dnssec", "+noall", "+answer", "+comments"])
-        .arg(format!("@{server}"))
-        .args([name, "TXT"])
-        .output()
-        .expect("dig");
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let ad = text.lines().any(|l| {
-        l.contains("flags:")
-            && l.split("flags:")
-                .nth(1)
-                .is_some_and(|f| f.split(';').next().unwrap_or("").contains(" ad"))
-    });
-    let mut records: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && l.contains("\tTXT\t"))
-        .map(|l| l.split("\tTXT\t").nth(1).unwrap_or("").trim().to_string())
-        .collect();
-    records.sort();
-    (records, ad)
+    support::world::dig(server, name, "TXT")
 }
 
 fn knot(w: &World) -> String {
@@ -323,20 +303,7 @@ fn sts_certificate(w: &World) -> (PathBuf, PathBuf) {
 /// One HTTPS request to mta-sts.postern.test (127.0.0.1:443), trusting
 /// only the world's CA: (status, body).
 fn https(w: &World, method: &str, path: &str, body: Option<String>) -> (u16, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(w.get("WORLD_CA")).unwrap();
-    use rustls_pki_types::pem::PemObject;
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = w.ca_client_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

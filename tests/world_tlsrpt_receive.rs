@@ -17,7 +17,6 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::world::{send, token, Postern, World};
 
@@ -33,20 +32,7 @@ fn received(p: &Postern, args: &[&str]) -> Value {
 /// GET `path` on P1's HTTPS listener with the bearer token, trusting only
 /// the world's CA.
 fn https_get(world: &World, port: u16, path: &str) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(world.get("WORLD_CA")).unwrap();
-    use rustls_pki_types::pem::PemObject;
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = world.ca_client_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -133,6 +133,24 @@ impl World {
         );
     }
 
+    /// A TLS client configuration that trusts only the world's test CA.
+    pub fn ca_client_config(&self) -> rustls::ClientConfig {
+        use rustls_pki_types::pem::PemObject;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(self.get("WORLD_CA")).expect("the world CA");
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.expect("a CA certificate")).expect("a usable CA");
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
     /// The world's postern configuration, changed by `edit`, written to a
     /// file; returns its path.
     pub fn postern_config(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
@@ -318,15 +336,30 @@ pub fn send(addr: &str, from: &str, to: &[&str], body: &str) -> String {
 /// resolver at `resolver` (sorted, dig's hex groups joined), and whether it
 /// came with AD.
 pub fn dig_tlsa(resolver: &str) -> (Vec<String>, bool) {
+    let (rdata, ad) = dig(resolver, "_25._tcp.mx.postern.test", "TLSA");
+    let mut records: Vec<String> = rdata
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split_whitespace().collect();
+            format!(
+                "{} {}",
+                f[..3.min(f.len())].join(" "),
+                f.get(3..).unwrap_or(&[]).concat()
+            )
+            .to_lowercase()
+        })
+        .collect();
+    records.sort();
+    (records, ad)
+}
+
+/// The records of type `rtype` at `name` from `server`, as dig prints
+/// their data (sorted), and whether the answer had AD.
+pub fn dig(server: &str, name: &str, rtype: &str) -> (Vec<String>, bool) {
     let o = Command::new("dig")
-        .args([
-            "+dnssec",
-            "+noall",
-            "+answer",
-            "+comments",
-            &format!("@{resolver}"),
-        ])
-        .args(["_25._tcp.mx.postern.test", "TLSA"])
+        .args(["+dnssec", "+noall", "+answer", "+comments"])
+        .arg(format!("@{server}"))
+        .args([name, rtype])
         .output()
         .expect("dig");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
@@ -336,23 +369,11 @@ pub fn dig_tlsa(resolver: &str) -> (Vec<String>, bool) {
                 .nth(1)
                 .is_some_and(|f| f.split(';').next().unwrap_or("").contains(" ad"))
     });
+    let tab = format!("\t{rtype}\t");
     let mut records: Vec<String> = text
         .lines()
-        .filter(|l| !l.starts_with(';') && l.contains("\tTLSA\t"))
-        .map(|l| {
-            let f: Vec<&str> = l
-                .split("\tTLSA\t")
-                .nth(1)
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            format!(
-                "{} {}",
-                f[..3.min(f.len())].join(" "),
-                f.get(3..).unwrap_or(&[]).concat()
-            )
-            .to_lowercase()
-        })
+        .filter(|l| !l.starts_with(';') && l.contains(&tab))
+        .map(|l| l.split(&tab).nth(1).unwrap_or("").trim().to_string())
         .collect();
     records.sort();
     (records, ad)
