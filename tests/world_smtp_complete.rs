@@ -234,6 +234,28 @@ fn has_part(m: &mail_parser::Message<'_>, ctype: &str, subtype: &str) -> bool {
     m.parts.iter().any(|p| p.is_content_type(ctype, subtype))
 }
 
+/// A REQUIRETLS message from alice@requiretls.test to `to` bounces with
+/// 5.7.30 and never reaches the MX whose spool is `spool`.
+fn requiretls_bounces(w: &World, s: &Postern, to: &str, spool: &str) {
+    let t = token("requiretls-bounce");
+    let body = format!("From: alice@requiretls.test\r\nSubject: {t}\r\n\r\nsecret\r\n");
+    let reply = submit(
+        SUBMIT,
+        "alice@requiretls.test",
+        to,
+        &["REQUIRETLS"],
+        &[],
+        body.as_bytes(),
+    );
+    let id = queued_id(&reply);
+    let line = wait_recipient(s, &id, "bounced");
+    assert_eq!(field(&line, "dsn"), "5.7.30", "{line}");
+    assert!(
+        w.spool(spool).iter().all(|m| !m.contains(&t)),
+        "{to}: delivered to a server that cannot meet REQUIRETLS"
+    );
+}
+
 #[test]
 fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     let Some(w) = World::up() else { return };
@@ -264,43 +286,14 @@ fn requiretls_tls_required_8bitmime_and_dsn_against_real_peers() {
     // REQUIRETLS to Postfix 3.7 (DANE-valid, no REQUIRETLS): 5.7.30; the
     // bounce goes back with REQUIRETLS, so it reaches the sender's domain
     // only because that MX (the second postern) offers REQUIRETLS too.
-    let t = token("requiretls-legacy");
-    let body = format!("From: alice@requiretls.test\r\nSubject: {t}\r\n\r\nsecret\r\n");
-    let reply = submit(
-        SUBMIT,
-        "alice@requiretls.test",
-        "carol@legacy.test",
-        &["REQUIRETLS"],
-        &[],
-        body.as_bytes(),
-    );
-    let id = queued_id(&reply);
-    let line = wait_recipient(&s, &id, "bounced");
-    assert_eq!(field(&line, "dsn"), "5.7.30", "{line}");
-    assert!(
-        w.spool("legacy").iter().all(|m| !m.contains(&t)),
-        "delivered to a server without REQUIRETLS"
-    );
+    requiretls_bounces(&w, &s, "carol@legacy.test", "legacy");
     let bounce = wait_queued(&r, "the REQUIRETLS bounce", |m| {
         m["sender"] == "" && m["recipients"][0]["address"] == "alice@requiretls.test"
     });
     assert_eq!(bounce["params"]["requiretls"], json!(true), "{bounce}");
 
     // REQUIRETLS to an unsigned domain without MTA-STS: 5.7.30 at once.
-    let t = token("requiretls-insecure");
-    let body = format!("Subject: {t}\r\n\r\nsecret\r\n");
-    let reply = submit(
-        SUBMIT,
-        "alice@requiretls.test",
-        "dave@insecure.test",
-        &["REQUIRETLS"],
-        &[],
-        body.as_bytes(),
-    );
-    let id = queued_id(&reply);
-    let line = wait_recipient(&s, &id, "bounced");
-    assert_eq!(field(&line, "dsn"), "5.7.30", "{line}");
-    assert!(w.spool("insecure").iter().all(|m| !m.contains(&t)));
+    requiretls_bounces(&w, &s, "dave@insecure.test", "insecure");
 
     // An 8-bit message to a server without 8BITMIME: 5.6.3, not converted;
     // the failure notice reaches the sender (dane-ok's Postfix).
