@@ -514,6 +514,7 @@ def sample_main(root, out):
 DEEP_N = int(os.environ.get("BENCH_DEEP", "1000000"))
 DEEP_SIZE = int(os.environ.get("BENCH_DEEP_SIZE", "1024"))
 DEEP_DIR = os.environ.get("BENCH_DEEP_DIR", "/var/tmp/postern-deep")
+PF_DEEP_DIR = os.environ.get("BENCH_PF_DEEP_DIR", "/var/tmp/postfix-deep")
 IDLE = float(os.environ.get("BENCH_IDLE", "60"))
 DRAIN_N = int(os.environ.get("BENCH_DRAIN", "100000"))
 FILL_BIN = os.environ.get("BENCH_FILL_BIN", POSTERN_BIN)  # a postern with `fill-queue`
@@ -544,30 +545,50 @@ def rss_kib(pid):
         return int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
 
 
-def deep_one(tmp, name, data):
-    """postern on the store at `data`: start to first 220, RSS and CPU while idle, then the relay
-    load of `run_one` (plain leg) and its peak RSS."""
+def rss_tree_kib(pid):
+    """VmRSS summed over pid and its descendants (Postfix is many processes)."""
+    tot = 0
+    for p in descendants(pid):
+        try:
+            tot += rss_kib(p)
+        except (OSError, AttributeError):
+            pass
+    return tot
+
+
+def start_deep_relay(relay, d, data):
+    """postern on the store `data`, or Postfix on the queue directory `data` (see pf_fill)."""
+    if relay == "postern":
+        return start_postern(d, "plain", data=data, http=True)
+    t = postfix_instance("relay", data, POSTFIX_ADDR[0], pf_deep_extra(SINK_PLAIN))
+    return t, POSTFIX_ADDR, f"{data}/maillog"
+
+
+def deep_one(tmp, name, data, relay="postern"):
+    """The relay on the store (postern) or queue directory (Postfix) at `data`: start to first 220,
+    RSS and CPU while idle, then the relay load of `run_one` (plain leg) and its peak RSS."""
     d = f"{tmp}/{name}"
     os.makedirs(d, exist_ok=True)
-    cfgdir = d
+    addr = POSTERN_ADDR if relay == "postern" else POSTFIX_ADDR
     t0 = time.perf_counter()
-    # start_postern waits for the listener itself; time the greeting from our own spawn instead
-    import socket
+    # the start helpers wait for the listener themselves; time the greeting from our own spawn instead
     holder = {}
 
     def go():
-        holder["t"] = start_postern(cfgdir, "plain", data=data, http=True)
+        holder["t"] = start_deep_relay(relay, d, data)
     th = threading.Thread(target=go, daemon=True)
     th.start()
-    t220 = first_220(POSTERN_ADDR, t0)
-    th.join(60)
+    t220 = first_220(addr, t0)
+    th.join(120)
+    if "t" not in holder:
+        raise Fail(f"{relay} did not start within 120 s")
     t, addr, logf = holder["t"]
     time.sleep(2)
-    rss0 = rss_kib(t.pid)
+    rss0 = rss_tree_kib(t.pid)
     cpu0 = cpu_seconds(t.pid)
     time.sleep(IDLE)
     idle_cpu = (cpu_seconds(t.pid) - cpu0) / IDLE
-    rss_idle = rss_kib(t.pid)
+    rss_idle = rss_tree_kib(t.pid)
     counter = f"{tmp}/sinks/plain.count"
     sampler = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_sample", str(t.pid), f"{d}/rss"],
                                stdin=subprocess.DEVNULL)
@@ -586,7 +607,7 @@ def deep_one(tmp, name, data):
         wait_sink(counter, c0, N, logf)
         t_e2e = time.perf_counter() - t1
         cpu = cpu_seconds(t.pid) - cpu1
-        metrics = http_get(POSTERN_HTTP, "/metrics")
+        metrics = http_get(POSTERN_HTTP, "/metrics") if relay == "postern" else ""
     finally:
         sampler.send_signal(signal.SIGTERM)
         try:
@@ -595,15 +616,15 @@ def deep_one(tmp, name, data):
             sampler.kill()
         t.stop()
     with open(f"{d}/rss") as f:
-        rss, _, _ = (int(x) for x in f.read().split())
+        rss, pss, _ = (int(x) for x in f.read().split())
     syncs = re.search(r"^postern_store_wal_syncs_total (\d+)", metrics, re.M)
     writes = re.search(r"^postern_store_synced_writes_total (\d+)", metrics, re.M)
     r = {"t220_s": t220, "rss_idle_mib": rss_idle / 1024, "rss_start_mib": rss0 / 1024,
          "idle_cpu_pct": idle_cpu * 100, "accept_rate": N / t_acc, "e2e_rate": N / t_e2e,
-         "rss_load_mib": rss / 1024, "cpu_s": cpu,
+         "rss_load_mib": rss / 1024, "pss_load_mib": pss / 1024, "cpu_s": cpu,
          "wal_syncs": int(syncs.group(1)) if syncs else None,
          "synced_writes": int(writes.group(1)) if writes else None}
-    log(f"{name}: first 220 after {t220:.3f} s, RSS {rss0 / 1024:.1f} MiB at start, {rss_idle / 1024:.1f} "
+    log(f"{relay} {name}: first 220 after {t220:.3f} s, RSS {rss0 / 1024:.1f} MiB at start, {rss_idle / 1024:.1f} "
         f"after {IDLE:.0f} s idle, idle CPU {idle_cpu * 100:.2f} %; {N} msgs accepted at {r['accept_rate']:.0f}/s, "
         f"delivered at {r['e2e_rate']:.0f}/s, peak RSS {rss / 1024:.1f} MiB, CPU {cpu:.1f} s, "
         f"WAL syncs {r['wal_syncs']}")
@@ -669,58 +690,179 @@ def drain_one(tmp):
     return {"drain_rate": DRAIN_N / el, "drain_s": el, "cpu_s": cpu}
 
 
+# ------------------------------------------------------------------ Postfix's deferred queue
+PF_DOWN = ("127.0.4.99", 25)  # nothing listens here: the destination that is down
+DOWN_RCPT = "b@down.test"
+
+
+def pf_deep_extra(relayhost):
+    """Postfix relaying to `relayhost`, with down.test (the deep queue's domain) routed to PF_DOWN."""
+    return (f"relayhost = [{relayhost[0]}]:{relayhost[1]}\n"
+            f"transport_maps = inline:{{ {{down.test = smtp:[{PF_DOWN[0]}]:{PF_DOWN[1]}}} }}\n"
+            "smtp_tls_security_level = none\nsmtpd_tls_security_level = none\n")
+
+
+def pf_templates(tmp):
+    """A deferred queue file for each of DOWN_RCPT and TO, written by Postfix itself: one message
+    each through a Postfix whose every destination is down (connection refused)."""
+    d = f"{tmp}/pf-template"
+    t = postfix_instance("relay", d, POSTFIX_ADDR[0], pf_deep_extra(PF_DOWN))
+    try:
+        for rcpt in (DOWN_RCPT, TO):
+            subprocess.run(["smtp-source", "-m", "1", "-l", str(DEEP_SIZE), "-f", FROM, "-t", rcpt,
+                            f"{POSTFIX_ADDR[0]}:{POSTFIX_ADDR[1]}"], check=True, stdin=subprocess.DEVNULL)
+        files = []
+        for _ in range(600):
+            files = [os.path.join(r, f) for r, _, fs in os.walk(f"{d}/queue/deferred") for f in fs]
+            if len(files) == 2:
+                break
+            time.sleep(0.05)
+        else:
+            raise Fail(f"Postfix did not defer the two template messages:\n{tail(f'{d}/maillog')}")
+        out = {}
+        for path in files:
+            with open(path, "rb") as f:
+                body = f.read()
+            out[DOWN_RCPT if DOWN_RCPT.encode() in body else TO] = body
+    finally:
+        t.stop()
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def pf_fill(inst, template, count, due):
+    """`count` copies of a deferred queue file in the Postfix instance directory `inst`, named as
+    Postfix names them (5 hex digits of microseconds, then the inode number in hex, so that
+    `postsuper` at start finds nothing to rename) in the hashed `deferred/X/` directories; the
+    file's modification time is Postfix's next-attempt time: a minute ago when `due`, else spread
+    over the day from an hour on, like the postern queue of `fill-queue`."""
+    import pwd
+    import random
+    pw = pwd.getpwnam("postfix")
+    deferred = f"{inst}/queue/deferred"
+    for sub in [""] + list("0123456789ABCDEF"):
+        os.makedirs(f"{deferred}/{sub}", exist_ok=True)
+        os.chown(f"{deferred}/{sub}", pw.pw_uid, pw.pw_gid)
+        os.chmod(f"{deferred}/{sub}", 0o700)
+    t0, now = time.perf_counter(), time.time()
+    scratch = f"{deferred}/.filling"
+    for i in range(count):
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+        os.write(fd, template)
+        os.fchown(fd, pw.pw_uid, pw.pw_gid)
+        ino = os.fstat(fd).st_ino
+        os.close(fd)
+        when = now - 60 if due else now + 3600 + 86400 * i / count
+        os.utime(scratch, (when, when))
+        qid = f"{random.randrange(1000000):05X}{ino:X}"
+        os.rename(scratch, f"{deferred}/{qid[0]}/{qid}")
+    os.sync()
+    log(f"filled {deferred} with {count} queue files in {time.perf_counter() - t0:.0f} s")
+
+
+def pf_drain_one(tmp, template):
+    """Postfix's side of drain_one: DRAIN_N deferred queue files due for the sink, Postfix started
+    on them and told to flush (`postqueue -f`, as after an outage); timed until the sink has all."""
+    d = f"{tmp}/pf-drain"
+    pf_fill(d, template, DRAIN_N, due=True)
+    counter = f"{tmp}/sinks/plain.count"
+    c0 = sink_count(counter)
+    t0 = time.perf_counter()
+    t = postfix_instance("relay", d, POSTFIX_ADDR[0], pf_deep_extra(SINK_PLAIN))
+    try:
+        cpu0 = cpu_seconds(t.pid)
+        subprocess.run(["postqueue", "-c", f"{d}/conf", "-f"], check=True, stdin=subprocess.DEVNULL)
+        wait_sink(counter, c0, DRAIN_N, f"{d}/maillog")
+        el = time.perf_counter() - t0
+        cpu = cpu_seconds(t.pid) - cpu0
+    finally:
+        t.stop()
+    shutil.rmtree(d, ignore_errors=True)
+    log(f"postfix drain: {DRAIN_N} in {el:.1f} s = {DRAIN_N / el:.0f}/s, Postfix CPU {cpu:.1f} s")
+    return {"drain_rate": DRAIN_N / el, "drain_s": el, "cpu_s": cpu}
+
+
+# ------------------------------------------------------------------ deep: the whole mode
+DEEP_RELAYS = os.environ.get("BENCH_DEEP_RELAYS", "postern,postfix").split(",")
+
+
+def deep_store(relay, templates):
+    """The filled deep queue of `relay`, made once and kept between invocations."""
+    path = f"{DEEP_DIR}-{DEEP_N}" if relay == "postern" else f"{PF_DEEP_DIR}-{DEEP_N}"
+    if not os.path.exists(f"{path}/.filled"):
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        if relay == "postern":
+            fill(f"{path}/data", DEEP_N, "--recipient", DOWN_RCPT)
+        else:
+            pf_fill(path, templates[DOWN_RCPT], DEEP_N, due=False)
+        open(f"{path}/.filled", "w").close()
+    return f"{path}/data" if relay == "postern" else path
+
+
 def deep_main(tmp):
     start_sinks(tmp)
     out = {}
-    deep = f"{DEEP_DIR}-{DEEP_N}"
-    if not os.path.exists(f"{deep}/.filled"):
-        shutil.rmtree(deep, ignore_errors=True)
-        os.makedirs(deep)
-        fill(f"{deep}/data", DEEP_N, "--recipient", "b@down.test")
-        open(f"{deep}/.filled", "w").close()
     phases = os.environ.get("BENCH_DEEP_PHASES", "empty,deep,drain").split(",")
-    for i in range(1, RUNS + 1):
-        if "empty" in phases:
-            out.setdefault("empty", []).append(deep_one(tmp, f"empty-{i}", f"{tmp}/empty-{i}/data"))
-        if "deep" in phases:
-            out.setdefault("deep", []).append(deep_one(tmp, f"deep-{i}", f"{deep}/data"))
+    templates = pf_templates(tmp) if "postfix" in DEEP_RELAYS else {}
+    stores = {r: deep_store(r, templates) for r in DEEP_RELAYS if "deep" in phases}
+    for i in range(1, RUNS + 1):  # interleaved: each relay empty then deep, run after run
+        for relay in DEEP_RELAYS:
+            if "empty" in phases:
+                empty = f"{tmp}/{relay}-empty-{i}/data" if relay == "postern" else f"{tmp}/{relay}-empty-{i}/pf"
+                out.setdefault(f"{relay}/empty", []).append(deep_one(tmp, f"empty-{i}", empty, relay))
+            if "deep" in phases:
+                out.setdefault(f"{relay}/deep", []).append(deep_one(tmp, f"deep-{i}", stores[relay], relay))
     if "drain" in phases:
         out["sink"] = [{"rate": sink_capacity(tmp)}]
         log(f"sink capacity (8 sessions): {out['sink'][0]['rate']:.0f}/s")
-        out["drain"] = [drain_one(tmp)]
+        for i in range(1, RUNS + 1):
+            for relay in DEEP_RELAYS:
+                r = drain_one(tmp) if relay == "postern" else pf_drain_one(tmp, templates[TO])
+                out.setdefault(f"{relay}/drain", []).append(r)
     return out
+
+
+def med_range(xs):
+    return f"{fmt(statistics.median(xs))} [{fmt(min(xs))}-{fmt(max(xs))}]"
 
 
 def deep_report(res):
     lines = [f"deep queue: {DEEP_N} deferred messages of {DEEP_SIZE} B; load {N} x {SIZE} B, "
-             f"{SESSIONS} sessions; median [min-max] of {RUNS} runs", "",
-             "| metric | empty queue | deep queue | deep/empty |", "| --- | --- | --- | --- |"]
-    for key, name in (("t220_s", "start to first 220 (s)"), ("rss_idle_mib", "RSS idle (MiB)"),
-                      ("idle_cpu_pct", "idle CPU (%)"), ("accept_rate", "accept rate (msg/s)"),
-                      ("e2e_rate", "delivery rate to the sink (msg/s)"), ("rss_load_mib", "peak RSS under load (MiB)"),
-                      ("cpu_s", "CPU under load (s)")):
-        if "empty" not in res or "deep" not in res:
-            break
-        e = [r[key] for r in res["empty"]]
-        dd = [r[key] for r in res["deep"]]
-        me, md = statistics.median(e), statistics.median(dd)
-        lines.append(f"| {name} | {fmt(me)} [{fmt(min(e))}-{fmt(max(e))}] | {fmt(md)} [{fmt(min(dd))}-{fmt(max(dd))}] "
-                     f"| {md / me:.2f} |" if me else f"| {name} | {fmt(me)} | {fmt(md)} | - |")
-    for k in ("empty", "deep"):
+             f"{SESSIONS} sessions; median [min-max] of {RUNS} runs", ""]
+    keys = (("t220_s", "start to first 220 (s)"), ("rss_idle_mib", "RSS idle, sum (MiB)"),
+            ("idle_cpu_pct", "idle CPU (%)"), ("accept_rate", "accept rate (msg/s)"),
+            ("e2e_rate", "delivery rate to the sink (msg/s)"), ("rss_load_mib", "peak RSS under load, sum (MiB)"),
+            ("pss_load_mib", "peak PSS under load, sum (MiB)"), ("cpu_s", "CPU under load (s)"))
+    relays = [r for r in DEEP_RELAYS if f"{r}/empty" in res and f"{r}/deep" in res]
+    if relays:
+        head = "| metric | " + " | ".join(f"{r}: empty | {r}: deep | {r}: deep/empty" for r in relays) + " |"
+        lines += [head, "|" + " --- |" * (1 + 3 * len(relays))]
+        for key, name in keys:
+            cells = []
+            for r in relays:
+                e = [x[key] for x in res[f"{r}/empty"]]
+                dd = [x[key] for x in res[f"{r}/deep"]]
+                me, md = statistics.median(e), statistics.median(dd)
+                cells += [med_range(e), med_range(dd), f"{md / me:.2f}" if me else "-"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for k in ("postern/empty", "postern/deep"):
         for r in res.get(k, []):
             if r.get("wal_syncs") is not None:
                 lines.append(f"\n{k}: {r['wal_syncs']} WAL syncs for {r['synced_writes']} synced writes "
                              f"({N} messages accepted and delivered): {r['wal_syncs'] / N:.2f} syncs per "
                              f"message, {r['wal_syncs'] / max(r['synced_writes'], 1):.2f} per synced write")
-    if "drain" in res:
-        s, dr = res["sink"][0]["rate"], res["drain"][0]
-        lines.append(f"\ndrain: {DRAIN_N} due at once: {dr['drain_rate']:.0f} msg/s ({dr['drain_s']:.1f} s, "
-                     f"CPU {dr['cpu_s']:.1f} s); sink alone, 8 sessions: {s:.0f} msg/s; ratio {dr['drain_rate'] / s:.2f}")
+    if "sink" in res:
+        s = res["sink"][0]["rate"]
+        lines += ["", f"drain: {DRAIN_N} due at once; the sink alone (smtp-source, 8 sessions): {s:.0f} msg/s", "",
+                  "| relay | drain rate (msg/s) | drain / sink | CPU (s) |", "| --- | --- | --- | --- |"]
+        for r in DEEP_RELAYS:
+            runs = res.get(f"{r}/drain", [])
+            if runs:
+                rates = [x["drain_rate"] for x in runs]
+                lines.append(f"| {r} | {med_range(rates)} | {statistics.median(rates) / s:.2f} | "
+                             f"{med_range([x['cpu_s'] for x in runs])} |")
     return "\n".join(lines)
-
-
-def fmt(x):
-    return f"{x:.2f}" if abs(x) < 10 else f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
 
 # ------------------------------------------------------------------ resumption
@@ -1030,7 +1172,7 @@ def main():
     if mode not in ("relays", "resumption", "deep"):
         sys.exit(f"bench: unknown mode {mode!r} (relays, resumption, deep)")
     addrs = ((SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if mode == "relays"
-             else (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTERN_HTTP) if mode == "deep"
+             else (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTERN_HTTP, POSTFIX_ADDR) if mode == "deep"
              else (SINK_ONE, POSTERN_ADDR, POSTERN_HTTP))
     busy = [a for a in addrs if not port_free(a)]
     if busy:
