@@ -179,6 +179,16 @@ fn levels_metrics_and_the_downgrade_ledger() {
         let series = format!("postern_deliveries_total{{level=\"{level}\",status=\"sent\"}}");
         assert_eq!(counter(&text, &series), *n, "{series}\n{text}");
     }
+    // Each accepted message was synced once; the outcome of its delivery
+    // (no DSN) was written without a sync of its own (docs/decisions.md:
+    // what is synced). With a synced outcome there would be at least two
+    // synced writes per message, plus the MTA-STS policies cached.
+    let synced = counter(&text, "postern_store_synced_writes_total");
+    let n = ids.len() as u64;
+    assert!(
+        synced >= n && synced < 2 * n,
+        "{synced} synced writes for {n} messages accepted and delivered\n{text}"
+    );
 
     // the periodic readings: certificate expiry, MTA-STS cache, queue, pool
     let now = std::time::SystemTime::now()

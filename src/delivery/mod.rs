@@ -3,9 +3,10 @@
 //! retried on the `outbound.retry` schedule, or bounced with a DSN.
 //!
 //! Crash safety: a message's records change only after an attempt, in one
-//! synced batch (together with any DSN it causes). A message being
-//! delivered when postern dies is still scheduled and is tried again after
-//! the restart — at worst a duplicate for that one in-flight attempt.
+//! batch (together with any DSN it causes; synced when it holds one). A
+//! message being delivered when postern dies, or whose unsynced result a
+//! power loss takes, is still scheduled and is tried again after the
+//! restart — at worst a duplicate for that attempt, never a loss.
 
 pub mod attempt;
 pub mod client;
@@ -530,7 +531,15 @@ impl Engine {
                     .put("messages", k, m)
                     .put("schedule", s, b"");
             }
-            store.write(batch, true).map_err(|e| e.to_string())
+            // Synced only when it creates messages (DSNs). Otherwise losing
+            // this write (power loss before the next sync of the WAL, which
+            // every accepted message causes) leaves the message as it was
+            // before the attempt: it is tried again — a duplicate at worst,
+            // never a loss, as with Postfix's unsynced unlink of a
+            // delivered queue file (docs/decisions.md: what is synced).
+            store
+                .write(batch, !dsn_rows.is_empty())
+                .map_err(|e| e.to_string())
         })
         .await;
         match written {
