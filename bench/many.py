@@ -60,10 +60,12 @@ def read_env(w):
 
 
 def unbound_queries(w):
+    """Unbound's query counters: {"total": n, "A": n, "DNSKEY": n, ...} (bench/dns.sh reads the same)."""
     out = subprocess.run(["unbound-control", "-c", f"{w}/unbound/unbound.conf", "stats_noreset"],
                          capture_output=True, text=True, check=True).stdout
-    m = re.search(r"^total\.num\.queries=(\d+)", out, re.M)
-    return int(m.group(1))
+    q = {t: int(n) for t, n in re.findall(r"^num\.query\.type\.([A-Z0-9]+)=(\d+)", out, re.M)}
+    q["total"] = int(re.search(r"^total\.num\.queries=(\d+)", out, re.M).group(1))
+    return q
 
 
 # ------------------------------------------------------------------ MTA-STS resolver for Postfix
@@ -303,7 +305,8 @@ def run_one(tmp, w, env, relay, i, domains, daemon):
     arrived = wait_delivered(sink_log, soff, tag, total)
     cpu = sum(cpu_seconds(r) for r in roots) - c0
     sink_cpu = cpu_seconds(sink_pid) - s0
-    q = unbound_queries(w) - q0
+    q1 = unbound_queries(w)
+    q = {t: n - q0.get(t, 0) for t, n in q1.items() if n - q0.get(t, 0) > 0}
     if relay == "postern":
         tracked.stop()
         levels = postern_levels(logf)
@@ -318,13 +321,14 @@ def run_one(tmp, w, env, relay, i, domains, daemon):
     delivered = len({x[3] for x in arrived})
     r = {"messages": total, "delivered": delivered,
          "accept_rate": total / (t_acc - t0), "e2e_rate": delivered / (t_end - t0),
-         "dns_per_msg": q / total, "cpu_ms_per_msg": 1000 * cpu / total,
+         "dns_per_msg": q.get("total", 0) / total,
+         "dns_by_type_per_msg": {t: round(n / total, 2) for t, n in sorted(q.items()) if t != "total"}, "cpu_ms_per_msg": 1000 * cpu / total,
          "p99_s": percentile(lat, 99), "p50_s": percentile(lat, 50),
          # near 100 %: the one-process Python sink, not the relay, set the pace
          "sink_cpu_pct": 100 * sink_cpu / max(t_end - t0, 1e-9),
          **shortfalls(relay, kinds, arrived, total, levels)}
     log(f"run {i} {relay}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in r.items()))
+                                          for k, v in r.items() if not isinstance(v, dict)))
     return r
 
 
@@ -390,6 +394,13 @@ def report(results):
     sf = {relay: sum(r["shortfalls"] for r in results.get(relay, [])) for relay in ("postern", "postfix")}
     detail = {relay: {k: sum(r[k] for r in results.get(relay, [])) for k in ("missing", "no_tls", "weak")}
               for relay in ("postern", "postfix")}
+    for relay in ("postern", "postfix"):
+        runs = results.get(relay, [])
+        types = sorted({t for r in runs for t in r["dns_by_type_per_msg"]})
+        by = ", ".join(f"{t} {statistics.median(r['dns_by_type_per_msg'].get(t, 0) for r in runs):.2f}"
+                       for t in types)
+        if runs:
+            out.append(f"\nDNS queries per message by type, {relay} (median): {by}")
     out.append(f"\nshortfalls over all runs: postern {detail['postern']}, Postfix {detail['postfix']}")
     if ("postern", "e2e_rate") in med and ("postfix", "e2e_rate") in med:
         e = med["postern", "e2e_rate"] / med["postfix", "e2e_rate"]
