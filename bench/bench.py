@@ -18,6 +18,8 @@ also on failure or Ctrl-C.
   127.0.4.10:2525   postern              relay to it (PKIX against the sink's CA), with
                                          outbound.tlsResumption true and false
   127.0.4.10:8080   postern's /metrics   postern_outbound_tls_handshakes_total{kind}
+
+`bench.py many` (bench/run.sh many): the many-destination benchmark, in many.py.
 """
 import json
 import os

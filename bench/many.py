@@ -355,8 +355,18 @@ def main(tmp):
         if bench.KEEP:
             shutil.copytree(f"{w}/many", os.path.join(tmp, "sink"), dirs_exist_ok=True)
     results["_meta"] = {"domains": DOMAINS, "per_domain": PER_DOMAIN, "sessions": bench.SESSIONS,
-                        "size": bench.SIZE, "postfix_mta_sts": daemon is not None}
+                        "size": bench.SIZE, "postfix_mta_sts": daemon is not None, "machine": machine()}
     return results
+
+
+def machine():
+    """One line for the README: CPUs, memory, Postfix's version, the postern binary."""
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), "?")
+    mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    pf = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
+    return (f"{os.cpu_count()} CPUs ({model}), {mem / 2**20:.0f} GiB, Postfix {pf}, "
+            f"postern {bench.POSTERN_BIN}")
 
 
 METRICS = [  # key, label
@@ -377,7 +387,8 @@ def report(results):
     out = [f"{meta['domains']} domains x {meta['per_domain']} messages x {meta['size']} B, "
            f"{meta['sessions']} sessions, {len(results.get('postern', results.get('postfix', [])))} "
            f"interleaved runs each; Postfix with MTA-STS (postfix-mta-sts-resolver): "
-           f"{'yes' if meta['postfix_mta_sts'] else 'NO'}; median [min-max]\n",
+           f"{'yes' if meta['postfix_mta_sts'] else 'NO'}; median [min-max]",
+           f"machine: {meta['machine']}\n",
            "| metric | postern | Postfix | postern/Postfix |", "| --- | --- | --- | --- |"]
     med = {}
     for key, label in METRICS:
