@@ -279,50 +279,72 @@ def shortfalls(relay, kinds, arrived, total, levels):
 
 
 # ------------------------------------------------------------------ one run
+def start_relay(tmp, w, relay, i, daemon):
+    """Starts the relay from cold; returns its address, the roots of its processes (for CPU),
+    and a function that stops it and returns its delivered levels per domain."""
+    if relay == "postern":
+        root, tracked, logf = start_postern(tmp, w, i)
+
+        def stop():
+            tracked.stop()
+            return postern_levels(logf)
+        return POSTERN_ADDR, [root], stop
+    maillog = f"{w}/postfix-relay/maillog"
+    moff = os.path.getsize(maillog) if os.path.exists(maillog) else 0
+    master, sts = start_postfix(tmp, w, i, daemon)
+    bench.wait_listen(POSTFIX_ADDR, "the Postfix relay")
+
+    def stop():
+        world("postfix-relay-stop", w)
+        if sts:
+            sts.stop()
+        return postfix_levels(maillog, moff)
+    return POSTFIX_ADDR, [master] + ([sts.pid] if sts else []), stop
+
+
+class Counters:
+    """Unbound's queries, the relay's and the sink's CPU: read at the start and the end of a run."""
+
+    def __init__(self, w, roots):
+        with open(f"{w}/pids/many-sink.pid") as f:
+            self.sink = int(f.read().split()[0])
+        self.w, self.roots = w, roots
+        self.start = self.read()
+
+    def read(self):
+        return (unbound_queries(self.w), sum(cpu_seconds(r) for r in self.roots), cpu_seconds(self.sink))
+
+    def since_start(self):
+        (q0, c0, s0), (q1, c1, s1) = self.start, self.read()
+        queries = {t: n - q0.get(t, 0) for t, n in q1.items() if n - q0.get(t, 0) > 0}
+        return queries, c1 - c0, s1 - s0
+
+
 def run_one(tmp, w, env, relay, i, domains, daemon):
     tag = f"{relay}{i}"
     total = len(domains) * PER_DOMAIN
     sink_log = env["WORLD_EXTRA_SINK_LOG"]
     world("flush-dns", w)
-    if relay == "postern":
-        root, tracked, logf = start_postern(tmp, w, i)
-        roots = [root]
-    else:
-        maillog = f"{w}/postfix-relay/maillog"
-        moff = os.path.getsize(maillog) if os.path.exists(maillog) else 0
-        master, sts = start_postfix(tmp, w, i, daemon)
-        roots = [master] + ([sts.pid] if sts else [])
-        bench.wait_listen(POSTFIX_ADDR, "the Postfix relay")
+    addr, roots, stop = start_relay(tmp, w, relay, i, daemon)
     time.sleep(1)  # start-up lookups (postern's DNSSEC self-check, Postfix's dnssec_probe) ...
     world("flush-dns", w)  # ... are not part of the load, and leave nothing cached in Unbound
     soff = os.path.getsize(sink_log)
-    with open(f"{w}/pids/many-sink.pid") as f:
-        sink_pid = int(f.read().split()[0])
-    q0, c0, s0 = unbound_queries(w), sum(cpu_seconds(r) for r in roots), cpu_seconds(sink_pid)
+    counters = Counters(w, roots)
     t0 = time.time()
-    accepted = inject(POSTERN_ADDR if relay == "postern" else POSTFIX_ADDR, tag, domains)
+    accepted = inject(addr, tag, domains)
     t_acc = time.time()
     arrived = wait_delivered(sink_log, soff, tag, total)
-    cpu = sum(cpu_seconds(r) for r in roots) - c0
-    sink_cpu = cpu_seconds(sink_pid) - s0
-    q1 = unbound_queries(w)
-    q = {t: n - q0.get(t, 0) for t, n in q1.items() if n - q0.get(t, 0) > 0}
-    if relay == "postern":
-        tracked.stop()
-        levels = postern_levels(logf)
-    else:
-        world("postfix-relay-stop", w)
-        if sts:
-            sts.stop()
-        levels = postfix_levels(maillog, moff)
+    queries, cpu, sink_cpu = counters.since_start()
+    levels = stop()
     kinds = {d: k for d, k, _ in domains}
     lat = [t - accepted[mid] for t, _, _, mid in arrived if mid in accepted]
     t_end = max((x[0] for x in arrived), default=time.time())
     delivered = len({x[3] for x in arrived})
     r = {"messages": total, "delivered": delivered,
          "accept_rate": total / (t_acc - t0), "e2e_rate": delivered / (t_end - t0),
-         "dns_per_msg": q.get("total", 0) / total,
-         "dns_by_type_per_msg": {t: round(n / total, 2) for t, n in sorted(q.items()) if t != "total"}, "cpu_ms_per_msg": 1000 * cpu / total,
+         "dns_per_msg": queries.get("total", 0) / total,
+         "dns_by_type_per_msg": {t: round(n / total, 2) for t, n in sorted(queries.items()) if t != "total"},
+         "cpu_ms_per_msg": 1000 * cpu / total,
          "p99_s": percentile(lat, 99), "p50_s": percentile(lat, 50),
          # near 100 %: the one-process Python sink, not the relay, set the pace
          "sink_cpu_pct": 100 * sink_cpu / max(t_end - t0, 1e-9),
