@@ -18,6 +18,8 @@ also on failure or Ctrl-C.
   127.0.4.10:2525   postern              relay to it (PKIX against the sink's CA), with
                                          outbound.tlsResumption true and false
   127.0.4.10:8080   postern's /metrics   postern_outbound_tls_handshakes_total{kind}
+
+`bench.py many` (bench/run.sh many): the many-destination benchmark, in many.py.
 """
 import json
 import os
@@ -1169,9 +1171,14 @@ def main():
     if "postern" in RELAYS and not os.access(POSTERN_BIN, os.X_OK):
         sys.exit(f"bench: no postern binary at {POSTERN_BIN} (set POSTERN_BIN)")
     mode = sys.argv[1] if len(sys.argv) > 1 else "relays"
-    if mode not in ("relays", "resumption", "deep"):
-        sys.exit(f"bench: unknown mode {mode!r} (relays, resumption, deep)")
-    addrs = ((SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if mode == "relays"
+    if mode not in ("relays", "resumption", "deep", "many"):
+        sys.exit(f"bench: unknown mode {mode!r} (relays, resumption, deep, many)")
+    if mode == "many":
+        # many.py does `import bench`: let that be this module (one TRACKED list, one Fail class)
+        sys.modules.setdefault("bench", sys.modules[__name__])
+        import many
+    addrs = (many.ADDRS if mode == "many"
+             else (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTFIX_ADDR) if mode == "relays"
              else (SINK_PLAIN, SINK_TLS, SINK_TLS_COUNTER, POSTERN_ADDR, POSTERN_HTTP, POSTFIX_ADDR) if mode == "deep"
              else (SINK_ONE, POSTERN_ADDR, POSTERN_HTTP))
     busy = [a for a in addrs if not port_free(a)]
@@ -1187,7 +1194,9 @@ def main():
     results, rc = {}, 0
     t_start = time.time()
     try:
-        if mode == "resumption":
+        if mode == "many":
+            results = many.main(tmp)
+        elif mode == "resumption":
             log(f"work dir {tmp}; resumption: {RES_N} messages, {RUNS} runs, TLS {RES_VERSIONS}")
             results = resumption_main(tmp)
         elif mode == "deep":
@@ -1220,9 +1229,10 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     if results:
         with open(os.environ.get("BENCH_JSON", os.devnull), "w") as f:
-            json.dump(results if mode == "deep" else {f"{k[0]}/{k[1]}": v for k, v in results.items()},
+            json.dump(results if mode in ("deep", "many") else {f"{k[0]}/{k[1]}": v for k, v in results.items()},
                       f, indent=1)
-        print(resumption_report(results) if mode == "resumption"
+        print(many.report(results) if mode == "many"
+              else resumption_report(results) if mode == "resumption"
               else deep_report(results) if mode == "deep" else report(results))
     log(f"total {time.time() - t_start:.0f} s")
     return rc

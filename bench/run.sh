@@ -5,6 +5,8 @@
 #   bench/run.sh resumption      postern alone: TLS session resumption on/off, one message per connection
 #   bench/run.sh deep            postern alone: a queue of 1,000,000 deferred messages vs an empty one,
 #                                and a backlog of 100,000 due at once (bench/README.md: deep queue)
+#   bench/run.sh many            postern and Postfix relaying to 200 destination domains of the test world
+#                                (DANE, MTA-STS, signed, unsigned); holds /tmp/postern-world.lock
 #
 # Environment:
 #   BENCH_MESSAGES=5000   messages per run (smtp-source -m)
@@ -25,6 +27,9 @@
 #   BENCH_IDLE=60         seconds of idle CPU measurement in `deep`
 #   BENCH_DRAIN=100000    messages of the backlog drain in `deep`
 #   BENCH_FILL_BIN=PATH   postern binary with `fill-queue` (default POSTERN_BIN)
+#   BENCH_MANY_DOMAINS=200         destination domains of `many` (WORLD_EXTRA_DOMAINS of the test world)
+#   BENCH_MANY_PER_DOMAIN=10       messages per domain and run of `many` (one recipient each)
+#   BENCH_STS_VENV=/var/tmp/mta-sts-venv   venv of postfix-mta-sts-resolver (installed there if missing)
 #   POSTERN_BIN=PATH      use this binary and skip the build
 #   CARGO_TARGET_DIR      release build dir (default /var/cache/postern-release)
 #
@@ -70,4 +75,10 @@ fi
 
 py=$(command -v python3)
 [ -x /usr/bin/python3 ] && py=/usr/bin/python3
+# `many` brings up the test world: like every world user it holds the world's lock throughout
+# (another user waits), and bench.py takes the world down at the end, also on failure
+if [ "${1:-}" = many ]; then
+  command -v flock >/dev/null || die "flock (util-linux) is needed"
+  exec flock /tmp/postern-world.lock "$py" bench/bench.py "$@"
+fi
 exec "$py" bench/bench.py "$@"

@@ -19,7 +19,9 @@ cargo test --locked --no-fail-fast -- --test-threads=2
 # the benchmarks are not run here (bench/README.md), but they must still build
 cargo test --locked --benches --no-run
 for f in bench/run.sh bench/dns.sh; do bash -n "$f"; done
-python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' bench/bench.py
+for f in bench/bench.py bench/many.py tests/world/many_sink.py; do
+  python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$f"
+done
 bash nix/check.sh
 # the project stands alone: no test or script reads outside the repository
 bash scripts/check-standalone.sh

@@ -10,7 +10,11 @@
 //!
 //! - a pass that took a full batch is followed at once by one that continues
 //!   after the last key taken (a backlog is read once, not once per batch);
-//! - otherwise a pass starts [`MARGIN_SECS`] before now: below that there
+//! - otherwise a pass starts [`MARGIN_SECS`] before the time up to which the
+//!   previous pass read (its `now`; not this pass's: a pass can wait for
+//!   delivery slots for many seconds, and what fell due meanwhile was not
+//!   read by anyone — with the margin below *this* `now` it waited for the
+//!   pass from the start, up to a minute). Below that there
 //!   is nothing due that was not taken already (and is in flight), except
 //!   an entry whose write took longer than the margin, or whose result
 //!   could not be recorded — those are found by a pass from the very start
@@ -38,6 +42,8 @@ pub struct Cursor {
     continue_at: Option<Vec<u8>>,
     /// Unix seconds of the last pass from the start.
     last_full: Option<u64>,
+    /// Unix seconds up to which the previous pass read (its `now`).
+    last_now: Option<u64>,
 }
 
 impl Default for Cursor {
@@ -51,11 +57,13 @@ impl Cursor {
         Cursor {
             continue_at: None,
             last_full: None,
+            last_now: None,
         }
     }
 
     /// The first key the pass at `now` reads.
     pub fn start(&mut self, now: u64) -> Vec<u8> {
+        let read_to = self.last_now.replace(now).map_or(now, |t| t.min(now));
         if let Some(k) = self.continue_at.take() {
             return k;
         }
@@ -66,7 +74,7 @@ impl Cursor {
             self.last_full = Some(now);
             return Vec::new();
         }
-        crate::queue::schedule_key(now.saturating_sub(MARGIN_SECS), "")
+        crate::queue::schedule_key(read_to.saturating_sub(MARGIN_SECS), "")
     }
 
     /// After a pass that took `taken` entries, the last being `last`:
@@ -118,7 +126,8 @@ mod tests {
         let mut c = Cursor::new();
         assert_eq!(c.start(1000), Vec::<u8>::new());
         assert!(!c.after(3, Some(&schedule_key(999, "A"))));
-        assert_eq!(c.start(1001), schedule_key(1001 - MARGIN_SECS, ""));
+        // (the margin below where the pass at 1000 read to)
+        assert_eq!(c.start(1001), schedule_key(1000 - MARGIN_SECS, ""));
         // ... and from the start again once FULL_EVERY_SECS have passed.
         assert!(!c.after(0, None));
         assert_eq!(c.start(1000 + FULL_EVERY_SECS), Vec::<u8>::new());
@@ -138,7 +147,22 @@ mod tests {
         assert_eq!(next.len(), last.len() + 1);
         // A short batch ends the run: the next pass starts low again.
         assert!(!c.after(10, Some(&schedule_key(4990, "0100"))));
-        assert_eq!(c.start(5001), schedule_key(5001 - MARGIN_SECS, ""));
+        assert_eq!(c.start(5001), schedule_key(5000 - MARGIN_SECS, ""));
+    }
+
+    #[test]
+    fn a_pass_after_a_long_one_starts_below_where_that_one_read_to() {
+        // The pass at 1000 read up to 1000, then waited 30 s for delivery
+        // slots: what fell due in 1000..1030 must be read by the next pass.
+        let mut c = Cursor::new();
+        c.start(999); // the first pass, from the start
+        assert!(!c.after(3, None));
+        assert_eq!(c.start(1000), schedule_key(999 - MARGIN_SECS, ""));
+        assert!(!c.after(300, Some(&schedule_key(1000, "A"))));
+        assert_eq!(c.start(1030), schedule_key(1000 - MARGIN_SECS, ""));
+        // ... and the pass after that, from where the one at 1030 read to.
+        assert!(!c.after(0, None));
+        assert_eq!(c.start(1031), schedule_key(1030 - MARGIN_SECS, ""));
     }
 
     #[test]

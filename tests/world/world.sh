@@ -16,7 +16,11 @@
 #            send one message through that relay; prints one line: delivered: ... |
 #            deferred: REASON | bounced: REASON (exit 0), or timeout: ... | error: ... (exit 1)
 #
-# Needs root. Only 127.0.1.0/24 .. 127.0.3.0/24 and 127.0.5.0/24 are used; nothing leaves loopback.
+#   WORLD_EXTRA_DOMAINS=N world.sh up STATEDIR    also N generated destination domains (bench/run.sh many;
+#            README "Extra destination domains"); unset or 0: the world is exactly the default one
+#
+# Needs root. Only 127.0.1.0/24 .. 127.0.3.0/24 and 127.0.5.0/24 are used (and 127.0.6-7.x with
+# WORLD_EXTRA_DOMAINS); nothing leaves loopback.
 # See tests/world/README.md for addresses, zones and the intended outcome of each domain.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -116,6 +120,67 @@ SIGNED_ZONES="$SIGNED_ZONES attacker"
 # MTA-STS domains (each gets _mta-sts TXT and mta-sts.<d> -> nginx)
 STS_DOMAINS="sts-enforce sts-testing sts-testing-badcert sts-mxmismatch sts-invalidcert sts-wrongname dane-sts
  sts-redirect sts-404 sts-ctype sts-big sts-badcert"
+
+
+# ---------------------------------------------------------------- extra destination domains
+# WORLD_EXTRA_DOMAINS=N (opt-in, for the many-destination benchmark): N more domains
+# m<NNN>-<kind>.test, the kinds in turn: dane (signed, TLSA 3 1 1), sts (unsigned, MTA-STS
+# enforce), signed (signed, no TLSA), plain (unsigned, nothing). Each has one MX,
+# mx.<domain>, at its own loopback address (127.0.6.1 ..., then 127.0.7.x), where one counting
+# STARTTLS sink (many_sink.py) listens. The sink's certificate is from the world CA and names
+# every extra MX host, so it satisfies each kind's policy: the DANE zones publish TLSA 3 1 1 of
+# its key, the MTA-STS policies list the MX host, whose name the certificate carries.
+WORLD_EXTRA_DOMAINS=${WORLD_EXTRA_DOMAINS:-0}
+EXTRA_KINDS="dane sts signed plain"
+EXTRA_ROWS=""   # domain-label|kind|ip per line
+extra_init() {
+  local n=$WORLD_EXTRA_DOMAINS i kind label ip
+  case $n in ''|*[!0-9]*) die "WORLD_EXTRA_DOMAINS must be a number, not '$n'";; esac
+  [ "$n" -le 500 ] || die "WORLD_EXTRA_DOMAINS: at most 500"
+  for ((i = 1; i <= n; i++)); do
+    set -- $EXTRA_KINDS; shift $(( (i - 1) % 4 )); kind=$1
+    label=$(printf 'm%03d-%s' "$i" "$kind")
+    if [ $i -le 250 ]; then ip=127.0.6.$i; else ip=127.0.7.$((i - 250)); fi
+    EXTRA_ROWS+="$label|$kind|$ip"$'\n'
+    case $kind in
+      dane|signed) SIGNED_ZONES="$SIGNED_ZONES $label" ;;
+      sts) INSECURE_ZONES="$INSECURE_ZONES $label"; STS_DOMAINS="$STS_DOMAINS $label" ;;
+      plain) INSECURE_ZONES="$INSECURE_ZONES $label" ;;
+    esac
+  done
+}
+extra_rows() { printf '%s' "$EXTRA_ROWS"; }
+extra_zone_body() { # zone-label
+  local z=$1 kind ip
+  IFS='|' read -r _ kind ip < <(extra_rows | grep "^$z|")
+  mx_rr "$z.test" "$ip"
+  case $kind in
+    dane) echo "_25._tcp.mx TLSA $(tlsa_of many-mx)" ;;
+    sts) sts_txt ;;
+  esac
+}
+extra_pki() { # the sink's one certificate, naming every extra MX host
+  local names="" z
+  while IFS='|' read -r z _ _; do names="${names:+$names,}mx.$z.test"; done < <(extra_rows)
+  gen_leaf many-mx ca "$names"
+}
+extra_policies() { # www/<d>/.well-known/mta-sts.txt for the extra MTA-STS domains
+  local z kind
+  while IFS='|' read -r z kind _; do
+    [ "$kind" = sts ] && sts_policy enforce "mx.$z.test" > "$S/www/$z/.well-known/mta-sts.txt"
+  done < <(extra_rows)
+  true
+}
+start_extra_sink() {
+  local z ip listen=()
+  mkdir -p "$S/many"
+  extra_rows | sed 's/|/ /g' > "$S/many/domains"
+  while IFS='|' read -r z _ ip; do listen+=("$ip"); done < <(extra_rows)
+  "$(world_python)" "$WORLD_DIR/many_sink.py" --cert "$S/pki/many-mx.chain.pem" --key "$S/pki/many-mx.key" \
+    --log "$S/many/sink.log" --port 25 "${listen[@]}" </dev/null >>"$S/many/sink.err" 2>&1 &
+  record_pid many-sink "$!"
+  while IFS='|' read -r z _ ip; do wait_tcp "$ip" 25 "the extra domains' sink"; done < <(extra_rows | tail -1)
+}
 
 log() { printf 'world: %s\n' "$*" >&2; }
 T0=$(date +%s%N)
@@ -345,6 +410,7 @@ make_pki() {
   gen_leaf "$CLIENT_CERT_BASE" ca mx.postern.test
   # the second postern the tests start at $REQUIRETLS_IP (no MX_TABLE row: the world runs nothing there)
   gen_leaf "$REQUIRETLS_HOST" ca "$REQUIRETLS_HOST"
+  if [ "$WORLD_EXTRA_DOMAINS" -gt 0 ]; then extra_pki; fi
   wait "$atk_pid" || die "the attacker's certificates: $(cat "$S/pki/attacker-pki.err")"
   openssl genpkey -algorithm ed25519 -out "$S/pki/dkim.key" 2>/dev/null
   chmod 600 "$S/pki/dkim.key"
@@ -469,6 +535,7 @@ write_child_zone() { # zone-label
         sts_txt; tlsrpt_txt "$TLSRPT_HTTPS" ;;
       atk-dane-ee|atk-dane-ta|atk-sts-enforce|atk-sts-testing|atk-opp)
         atk_zone_body "$z" ;;
+      m[0-9][0-9][0-9]-*) extra_zone_body "$z" ;;   # WORLD_EXTRA_DOMAINS
       attacker)     # the attacker's own domain, properly signed, with DANE for its own MX
         printf '@ MX 10 %s.\nmx A %s\n' "$ATTACKER_MX_HOST" "$ATTACKER_MX_IP"
         echo "_25._tcp.mx TLSA $(attacker_tlsa)"
@@ -723,12 +790,13 @@ start_knot() {
   local qa=()
   for z in $ATK_SIGNED_ZONES; do qa+=("$z.test." SOA); done
   want=$(( (${#q[@]} + ${#qa[@]}) / 2 ))
-  for i in $(seq 1 200); do
+  # 10 s for the default world; Knot signs the extra zones too (WORLD_EXTRA_DOMAINS)
+  for i in $(seq 1 $((200 + 4 * WORLD_EXTRA_DOMAINS))); do
     got=$( { kdig @"$KNOT_IP" +norec +dnssec +noall +answer "${q[@]}"; kdig @"$KNOT_ATK_IP" +norec +dnssec +noall +answer "${qa[@]}"; } 2>/dev/null | awk '$4 == "RRSIG" && $5 == "SOA"' | wc -l)
     [ "$got" -ge "$want" ] && return 0
     sleep 0.05
   done
-  die "knotd did not load and sign all zones in 10 s (see $S/knot/knot.log)"
+  die "knotd did not load and sign all zones in $((10 + WORLD_EXTRA_DOMAINS / 5)) s (see $S/knot/knot.log)"
 }
 
 # A lame server: serves no zone, so it answers REFUSED at once (a dead address would make
@@ -1300,6 +1368,7 @@ write_nginx() {
   { sts_policy enforce mx.nowhere.invalid
     local i; for i in $(seq 1 700); do printf 'x-padding-%04d: %s\r\n' "$i" "$(printf '%080d' 0)"; done
   } > "$www/sts-big/.well-known/mta-sts.txt"
+  extra_policies
   chmod -R a+rX "$www"
   {
     cat <<EOC
@@ -1456,6 +1525,11 @@ EOC
       echo "MX_${E}_LOG=$S/postfix/$id/maillog"
       [ "$cert" != none ] && echo "MX_${E}_CERT=$S/pki/$host.pem"
     done < <(mx_rows)
+    if [ "$WORLD_EXTRA_DOMAINS" -gt 0 ]; then
+      echo "WORLD_EXTRA_DOMAINS=$WORLD_EXTRA_DOMAINS"
+      echo "WORLD_EXTRA_LIST=$S/many/domains"     # 'label kind ip' per line; the domain is label.test
+      echo "WORLD_EXTRA_SINK_LOG=$S/many/sink.log"
+    fi
   } > "$f"
 }
 
@@ -1556,6 +1630,7 @@ cmd_up() {
     [ $(( 8#$perm & 1 )) = 1 ] || die "$p is not world-traversable (mode $perm); pick a STATEDIR under /tmp"
   done
   mkdir -p "$S/pids" "$S/postern-data"
+  extra_init
   trap 'rc=$?; if [ $rc != 0 ]; then log "up failed; tearing down"; cmd_down; fi' EXIT
   local t0=$SECONDS
   make_pki; phase make_pki
@@ -1567,6 +1642,7 @@ cmd_up() {
   start_dns_attacker; phase start_dns_attacker
   start_unbound; phase start_unbound
   start_postfixes; phase start_postfixes
+  if [ "$WORLD_EXTRA_DOMAINS" -gt 0 ]; then start_extra_sink; phase start_extra_sink; fi
   start_smtp_attacker; phase start_smtp_attacker
   write_nginx
   start_nginx; phase start_nginx
