@@ -283,10 +283,16 @@ impl Default for ResolverSettings {
     }
 }
 
+mod answers;
+
 /// The resolver. Cheap to clone.
 #[derive(Clone)]
 pub struct Resolver {
     inner: Arc<Inner>,
+    /// Deliveries' resolver only ([`Resolver::sharing_answers`]): one
+    /// lookup in flight per name and type, validated answers reused for
+    /// their TTL.
+    answers: Option<Arc<answers::AnswerCache>>,
 }
 
 type Pool = NameServerPool<Provider>;
@@ -349,7 +355,19 @@ impl Resolver {
                 resolved: tokio::sync::Mutex::new(None),
                 keys: KeyCache::default(),
             }),
+            answers: None,
         })
+    }
+
+    /// This resolver with an answer cache of its own (see `dns/answers.rs`):
+    /// for deliveries, where many messages to one domain look up the same
+    /// names at once. Read-backs that must see a change at once keep using
+    /// the resolver without one.
+    pub fn sharing_answers(&self) -> Resolver {
+        Resolver {
+            inner: self.inner.clone(),
+            answers: Some(Arc::default()),
+        }
     }
 
     /// The nameservers in use.
@@ -521,18 +539,32 @@ impl Resolver {
 
     async fn query(&self, name: &str, rtype: RecordType) -> Result<Resolved, LookupError> {
         let name = parse_name(name)?;
-        self.query_name(name, rtype).await
+        match &self.answers {
+            Some(cache) => {
+                cache
+                    .get_or_lookup(name, rtype, |n| self.query_name_ttl(n, rtype))
+                    .await
+            }
+            None => self.query_name(name, rtype).await,
+        }
     }
 
     async fn query_name(&self, name: Name, rtype: RecordType) -> Result<Resolved, LookupError> {
+        self.query_name_ttl(name, rtype).await.0
+    }
+
+    /// [`Resolver::query_name`], with the negative TTL (RFC 2308 §5) when
+    /// the answer is a denial with an SOA: how long the answer cache may
+    /// keep it.
+    async fn query_name_ttl(&self, name: Name, rtype: RecordType) -> Looked {
         let fut = self.lookup_once(&name, rtype);
         let first = match tokio::time::timeout(self.inner.deadline, fut).await {
             Ok(r) => r,
-            Err(_) => return Err(LookupError::Timeout),
+            Err(_) => return (Err(LookupError::Timeout), None),
         };
         // An anchor zone may have rolled its keys since we expanded them.
-        let bogus = matches!(&first, Err(LookupError::Bogus(_)))
-            || matches!(&first, Ok(r) if matches!(r.status, Status::Bogus(_)));
+        let bogus = matches!(&first.0, Err(LookupError::Bogus(_)))
+            || matches!(&first.0, Ok(r) if matches!(r.status, Status::Bogus(_)));
         if bogus && self.inner.mode == Mode::Validate {
             // Kept keys may be the stale ones (a key rollover): ask again.
             self.inner.keys.clear();
@@ -542,13 +574,13 @@ impl Resolver {
                 .await
             {
                 Ok(r) => r,
-                Err(_) => Err(LookupError::Timeout),
+                Err(_) => (Err(LookupError::Timeout), None),
             };
         }
         first
     }
 
-    async fn lookup_once(&self, name: &Name, rtype: RecordType) -> Result<Resolved, LookupError> {
+    async fn lookup_once(&self, name: &Name, rtype: RecordType) -> Looked {
         let inner = &self.inner;
         let log = FailLog::default();
         let query = Query::query(name.clone(), rtype);
@@ -570,7 +602,8 @@ impl Resolver {
                     .await
             }
         };
-        classify(result, name, rtype, inner.mode, &log.take())
+        let ttl = negative_ttl(&result);
+        (classify(result, name, rtype, inner.mode, &log.take()), ttl)
     }
 
     /// The trust anchors to validate with: the configured keys, plus the keys
@@ -681,8 +714,23 @@ struct ResolvedAnchors {
 
 // ------------------------------------------------------------------ lookups
 
+/// A lookup's result, with the negative TTL of a denial ([`negative_ttl`]).
+type Looked = (Result<Resolved, LookupError>, Option<u32>);
+
+/// The negative TTL (RFC 2308 §5: the SOA's TTL or minimum, the smaller) of
+/// a negative answer that carries an SOA; `None` for anything else.
+fn negative_ttl(result: &Result<DnsResponse, NetError>) -> Option<u32> {
+    match result {
+        Ok(resp) if resp.answers.is_empty() => resp.negative_ttl(),
+        Ok(_) => None,
+        Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => nr.negative_ttl,
+        Err(NetError::Dns(DnsError::Nsec { response, .. })) => response.negative_ttl(),
+        Err(_) => None,
+    }
+}
+
 /// What one query produced, before conversion to the caller's type.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Resolved {
     records: Vec<Record>,
     /// The weakest status on the way (every CNAME and the final RRset).

@@ -310,6 +310,7 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
     let fetch_tls =
         crate::mta_sts::FetchTls::load(sts_ca).map_err(|e| format!("mtaSts.caFile: {e}"))?;
     Ok(crate::delivery::Tools {
+        delivery_resolver: resolver.sharing_answers(),
         resolver,
         tls,
         fetch_tls,

@@ -30,7 +30,11 @@ use tokio::sync::Semaphore;
 
 /// What deliveries share; swapped as a whole on reload.
 pub struct Tools {
+    /// For lookups that must see DNS as it is now (read-backs, probes).
     pub resolver: Resolver,
+    /// The same resolver for deliveries: one lookup in flight per name and
+    /// type, validated answers reused for their TTL (`dns/answers.rs`).
+    pub delivery_resolver: Resolver,
     pub tls: ClientTls,
     pub fetch_tls: crate::mta_sts::FetchTls,
 }
@@ -274,7 +278,7 @@ impl Engine {
             permits.push(permit);
             let ctx = attempt::Context {
                 config: &cfg.config,
-                resolver: &tools.resolver,
+                resolver: &tools.delivery_resolver,
                 tls: &tools.tls,
                 fetch_tls: &tools.fetch_tls,
                 store: Some(&self.shared.store),
