@@ -187,12 +187,17 @@ enum Action {
 struct Proxy {
     addr: SocketAddr,
     fault: Arc<Mutex<Option<(String, RecordType, Action)>>>,
+    /// Queries seen, by lowercase name (no trailing dot) and type.
+    seen: Seen,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+type Seen = Arc<Mutex<HashMap<(String, RecordType), usize>>>;
 
 impl Proxy {
     async fn start(upstream: SocketAddr, tcp: bool) -> Proxy {
         let fault: Arc<Mutex<Option<(String, RecordType, Action)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let (udp, tcp_listener) = loop {
             let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             if !tcp {
@@ -205,11 +210,12 @@ impl Proxy {
         let addr = udp.local_addr().unwrap();
         let udp = Arc::new(udp);
         let mut tasks = Vec::new();
-        let f = fault.clone();
+        let (f, counts) = (fault.clone(), seen.clone());
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
                 let query = buf[..n].to_vec();
+                count(&query, &counts);
                 let (udp, f) = (udp.clone(), f.clone());
                 tokio::spawn(async move {
                     let reply = match decide(&query, &f) {
@@ -224,10 +230,10 @@ impl Proxy {
             }
         }));
         if let Some(listener) = tcp_listener {
-            let f = fault.clone();
+            let (f, counts) = (fault.clone(), seen.clone());
             tasks.push(tokio::spawn(async move {
                 while let Ok((mut conn, _)) = listener.accept().await {
-                    let f = f.clone();
+                    let (f, counts) = (f.clone(), counts.clone());
                     tokio::spawn(async move {
                         use tokio::io::{AsyncReadExt, AsyncWriteExt};
                         loop {
@@ -239,6 +245,7 @@ impl Proxy {
                             if conn.read_exact(&mut query).await.is_err() {
                                 return;
                             }
+                            count(&query, &counts);
                             let reply = match decide(&query, &f) {
                                 Some(Action::Drop) => continue,
                                 Some(Action::ServFail) => servfail(&query),
@@ -256,7 +263,18 @@ impl Proxy {
                 }
             }));
         }
-        Proxy { addr, fault, tasks }
+        Proxy {
+            addr,
+            fault,
+            seen,
+            tasks,
+        }
+    }
+
+    /// How many queries for `name`/`rtype` went through so far.
+    fn seen(&self, name: &str, rtype: RecordType) -> usize {
+        let key = (name.trim_end_matches('.').to_ascii_lowercase(), rtype);
+        self.seen.lock().unwrap().get(&key).copied().unwrap_or(0)
     }
 
     fn set(&self, name: &str, rtype: RecordType, action: Action) {
@@ -273,6 +291,13 @@ impl Drop for Proxy {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+fn count(query: &[u8], seen: &Seen) {
+    if let Some(q) = Message::from_vec(query).ok().and_then(|m| m.queries.first().cloned()) {
+        let name = q.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        *seen.lock().unwrap().entry((name, q.query_type())).or_default() += 1;
     }
 }
 
@@ -340,6 +365,7 @@ fn dns_against_the_test_world() {
         validate_mode(&w, "WORLD_TRUST_ANCHORS_DS").await;
         trust_ad_agrees(&w).await;
         fetch_failures_are_indeterminate(&w).await;
+        shared_answers(&w).await;
         dead_and_udp_only_resolvers(&w).await;
     });
     drop(w); // world.sh down, also on panic (Drop)
@@ -660,6 +686,66 @@ async fn fetch_failures_are_indeterminate(w: &World) {
         status(&r.mx("insecure.test").await),
         |v: &String| v == "answer insecure"
     );
+}
+
+/// The deliveries' resolver (`Resolver::sharing_answers`): concurrent
+/// lookups of one name make one query; a validated answer is reused within
+/// its TTL; failures and bogus answers are asked again every time.
+async fn shared_answers(w: &World) {
+    eprintln!("--- deliveries share answers: one query in flight, validated answers kept, failures not");
+    let proxy = Proxy::start(w.resolver_addr(), true).await;
+    let s = settings(proxy.addr, Mode::Validate, w.get("WORLD_TRUST_ANCHORS"));
+    let r = Resolver::new(&s).unwrap().sharing_answers();
+    // Unbound's copy fresh, so its TTL (capped at 2 s by the world) is whole
+    let flushed = Command::new("bash")
+        .arg(world_sh())
+        .arg("flush-dns")
+        .arg(w.dir.path())
+        .output()
+        .unwrap();
+    assert!(flushed.status.success(), "flush-dns: {flushed:?}");
+    let name = "_25._tcp.mx.dane-ok.test";
+    let t = Instant::now();
+    let answers = futures_util::future::join_all((0..8).map(|_| r.tlsa(name))).await;
+    for a in &answers {
+        check!("8 at once: TLSA dane-ok", status(a), |v: &String| v == "answer secure");
+    }
+    check!("... made one TLSA query", proxy.seen(name, RecordType::TLSA), |n: &usize| *n == 1);
+    let again = status(&r.tlsa(name).await);
+    let within_ttl = t.elapsed() < Duration::from_millis(1500);
+    check!("right after: TLSA dane-ok", again, |v: &String| v == "answer secure");
+    check!(
+        "... kept within its TTL: no second query (unless the machine took over 1.5 s)",
+        (proxy.seen(name, RecordType::TLSA), within_ttl),
+        |(n, within): &(usize, bool)| *n == 1 || (!within && *n == 2)
+    );
+
+    // a SERVFAIL is not kept: each lookup asks again
+    let failing = "mx.insecure.test";
+    proxy.set(failing, RecordType::A, Action::ServFail);
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        check!("A mx.insecure.test, SERVFAIL", status(&r.ips(failing).await), |v: &String| {
+            v.starts_with("servfail")
+        });
+        asked.push(proxy.seen(failing, RecordType::A));
+    }
+    check!("... the second lookup asked again (queries after each)", asked, |n: &Vec<usize>| {
+        n[0] >= 1 && n[1] > n[0]
+    });
+    proxy.clear();
+
+    // a bogus answer is not kept either
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        check!("MX bogus.test", r.mx("bogus.test").await, |v: &Result<Answer<MxHost>, LookupError>| {
+            is_bogus(v)
+        });
+        asked.push(proxy.seen("bogus.test", RecordType::MX));
+    }
+    check!("... the second lookup asked again (queries after each)", asked, |n: &Vec<usize>| {
+        n[0] >= 1 && n[1] > n[0]
+    });
 }
 
 async fn dead_and_udp_only_resolvers(w: &World) {
