@@ -30,10 +30,12 @@
 //!   (UDP, TCP fallback on truncation, EDNS0) → `RetryDnsHandle` →
 //!   [`Observed`] (sets CD, records failed sub-queries) → a fresh
 //!   `DnssecDnsHandle` per lookup. A bogus verdict reached while a sub-query
-//!   failed is reported as `Indeterminate`. Across lookups only complete
-//!   positive DNSKEY, DS and NS answers are kept, for their TTL (at most 5
-//!   minutes; all dropped when a lookup turns out bogus, in case keys
-//!   rolled): without that, each lookup fetched the whole key chain again.
+//!   failed is reported as `Indeterminate`. Across lookups complete positive
+//!   DNSKEY, DS and NS answers, and DS and NS denials, are kept below the
+//!   validator ([`KeyCache`]) for their TTL (at most 5 minutes; all dropped
+//!   when a lookup turns out bogus, in case keys rolled): without that, each
+//!   lookup fetched the whole key chain, or the proof that a zone is
+//!   unsigned, again.
 //! * The pool turns negative answers into `NoRecordsFound` errors before any
 //!   layer above it sees the header, so the AD bit of a NODATA answer would be
 //!   lost; in trust-ad mode the connection layer ([`Provider`]) copies the AD
@@ -56,7 +58,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts}
 use hickory_resolver::net::dnssec::DnssecDnsHandle;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsExchange, DnsHandle, FirstAnswer, RetryDnsHandle};
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS};
 use hickory_resolver::proto::dnssec::{
     Algorithm, DigestType, Proof, PublicKey, PublicKeyBuf, TrustAnchors, Verifier,
@@ -554,11 +556,13 @@ impl Resolver {
         let query = Query::query(name.clone(), rtype);
         let mut options = request_options();
         options.edns_set_dnssec_ok = true;
+        let denials = PendingDenials::default();
         let observed = Observed {
             inner: inner.pool.clone(),
             log: log.clone(),
             mode: inner.mode,
             keys: inner.keys.clone(),
+            denials: denials.clone(),
         };
         let result = match inner.mode {
             Mode::TrustAd => observed.lookup(query, options).first_answer().await,
@@ -570,7 +574,9 @@ impl Resolver {
                     .await
             }
         };
-        classify(result, name, rtype, inner.mode, &log.take())
+        let outcome = classify(result, name, rtype, inner.mode, &log.take());
+        denials.settle(&outcome, &inner.keys);
+        outcome
     }
 
     /// The trust anchors to validate with: the configured keys, plus the keys
@@ -650,6 +656,8 @@ impl Resolver {
             log,
             mode: Mode::Validate,
             keys: self.inner.keys.clone(),
+            // anchor keys are checked here, not by the validator: keep no denials
+            denials: PendingDenials::default(),
         };
         let mut options = request_options();
         options.edns_set_dnssec_ok = true;
@@ -1182,17 +1190,35 @@ struct Observed {
     log: FailLog,
     mode: Mode,
     keys: KeyCache,
+    denials: PendingDenials,
 }
 
-/// Positive DNSKEY, DS and NS (zone cuts) answers as they came from the resolver, kept for
-/// their TTL (at most 5 minutes). Without it every lookup fetched the whole
-/// chain of keys again: two thirds of the queries of a delivery to a new
-/// domain (bench/README.md). Only complete positive answers are kept —
-/// failures and denials are asked again, so the `Indeterminate` logic and
-/// hickory's verdicts stay per lookup; the validator checks the signatures
-/// of a kept answer as of a fresh one.
+/// DNSKEY, DS and NS (zone cut) answers as they came from the resolver, kept
+/// for their TTL (at most 5 minutes). Without it every lookup fetched the
+/// whole chain of keys again: two thirds of the queries of a delivery to a
+/// new domain (bench/README.md).
+///
+/// Kept are complete positive answers, and denials of DS and NS (the DS
+/// denial is the proof that a zone is unsigned; NS denials are the walk up
+/// to the zone cut that precedes it). The cache sits *below* hickory's
+/// validator, so a kept response is validated again on every use exactly as
+/// a fresh one: the cache saves round trips, never a signature check.
+/// Failures (SERVFAIL, timeouts) are never kept, so the `Indeterminate`
+/// logic stays per lookup; denials are kept only once the lookup they
+/// served ended neither bogus nor indeterminate ([`PendingDenials`]), and a
+/// bogus lookup empties the cache ([`Resolver::query_name`]).
 #[derive(Clone, Default)]
-struct KeyCache(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (DnsResponse, Instant)>>>);
+struct KeyCache(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (Kept, Instant)>>>);
+
+/// One entry of [`KeyCache`].
+#[derive(Clone)]
+enum Kept {
+    /// A positive answer.
+    Answer(DnsResponse),
+    /// A denial (NODATA or NXDOMAIN), as the name-server pool reports it:
+    /// the validator turns it back into a response and checks its proof.
+    Denial(NoRecords),
+}
 
 impl KeyCache {
     const MAX_TTL: Duration = Duration::from_secs(300);
@@ -1206,10 +1232,18 @@ impl KeyCache {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn get(&self, name: &Name, rtype: RecordType) -> Option<DnsResponse> {
+    /// The kept answer, as the network would have delivered it: a positive
+    /// response, or the `NoRecordsFound` error of a denial.
+    fn get(&self, name: &Name, rtype: RecordType) -> Option<Result<DnsResponse, NetError>> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (resp, until) = map.get(&(name.to_lowercase(), rtype))?;
-        (Instant::now() < *until).then(|| resp.clone())
+        let (kept, until) = map.get(&(name.to_lowercase(), rtype))?;
+        if Instant::now() >= *until {
+            return None;
+        }
+        Some(match kept {
+            Kept::Answer(resp) => Ok(resp.clone()),
+            Kept::Denial(nr) => Err(NetError::Dns(DnsError::NoRecordsFound(nr.clone()))),
+        })
     }
 
     fn put(&self, name: &Name, rtype: RecordType, resp: &DnsResponse) {
@@ -1223,6 +1257,43 @@ impl KeyCache {
         }
         let ttl = resp.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
         let ttl = Duration::from_secs(u64::from(ttl)).min(Self::MAX_TTL);
+        self.insert(name, rtype, Kept::Answer(resp.clone()), ttl);
+    }
+
+    /// How long a DS or NS denial may be kept, or `None` if it may not: it
+    /// must be a real negative answer (NODATA or NXDOMAIN) with an SOA (its
+    /// negative TTL, RFC 2308 §5), and a DS denial must carry NSEC or NSEC3
+    /// records and signatures — the proof the validator checks on each use.
+    /// The shortest TTL of the SOA minimum and every authority record,
+    /// capped like positives.
+    fn denial_ttl(rtype: RecordType, nr: &NoRecords) -> Option<Duration> {
+        if !matches!(rtype, RecordType::DS | RecordType::NS)
+            || !matches!(
+                nr.response_code,
+                ResponseCode::NoError | ResponseCode::NXDomain
+            )
+        {
+            return None;
+        }
+        let negative = nr.negative_ttl?;
+        let authorities: &[Record] = nr.authorities.as_deref().unwrap_or(&[]);
+        if rtype == RecordType::DS {
+            let has = |t: RecordType| authorities.iter().any(|r| r.record_type() == t);
+            let proof = has(RecordType::NSEC) || has(RecordType::NSEC3);
+            if !proof || !has(RecordType::RRSIG) {
+                return None;
+            }
+        }
+        let ttl = authorities.iter().map(|r| r.ttl).fold(negative, u32::min);
+        let ttl = Duration::from_secs(u64::from(ttl)).min(Self::MAX_TTL);
+        (!ttl.is_zero()).then_some(ttl)
+    }
+
+    fn put_denial(&self, name: &Name, rtype: RecordType, nr: &NoRecords, ttl: Duration) {
+        self.insert(name, rtype, Kept::Denial(nr.clone()), ttl);
+    }
+
+    fn insert(&self, name: &Name, rtype: RecordType, kept: Kept, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
@@ -1234,10 +1305,43 @@ impl KeyCache {
                 map.clear();
             }
         }
-        map.insert(
-            (name.to_lowercase(), rtype),
-            (resp.clone(), Instant::now() + ttl),
-        );
+        map.insert((name.to_lowercase(), rtype), (kept, Instant::now() + ttl));
+    }
+}
+
+/// DS and NS denials seen during one lookup, waiting for its verdict: they
+/// go into the [`KeyCache`] only if the lookup ended secure, insecure or as
+/// a validated negative answer — never after a bogus or indeterminate one,
+/// so a forged denial is not kept even for the moment until the cache is
+/// emptied.
+#[derive(Clone, Default)]
+struct PendingDenials(Arc<Mutex<Vec<(Name, RecordType, NoRecords, Duration)>>>);
+
+impl PendingDenials {
+    fn push(&self, name: &Name, rtype: RecordType, nr: &NoRecords) {
+        let Some(ttl) = KeyCache::denial_ttl(rtype, nr) else {
+            return;
+        };
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < 16 {
+            v.push((name.clone(), rtype, nr.clone(), ttl));
+        }
+    }
+
+    /// Keeps the denials if `outcome` is a trustworthy verdict.
+    fn settle(&self, outcome: &Result<Resolved, LookupError>, keys: &KeyCache) {
+        let trusted = match outcome {
+            Ok(r) => [&r.status, &r.origin]
+                .iter()
+                .all(|s| matches!(s, Status::Secure | Status::Insecure)),
+            Err(e) => e.security().is_some(),
+        };
+        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if trusted {
+            for (name, rtype, nr, ttl) in pending {
+                keys.put_denial(&name, rtype, &nr, ttl);
+            }
+        }
     }
 }
 
@@ -1261,12 +1365,13 @@ impl DnsHandle for Observed {
             .filter(|q| self.mode == Mode::Validate && KeyCache::cacheable(q.query_type()))
             .map(|q| (q.name().clone(), q.query_type()));
         if let Some((name, rtype)) = &key {
-            if let Some(resp) = self.keys.get(name, *rtype) {
-                return Box::pin(futures_util::stream::once(async move { Ok(resp) }));
+            if let Some(kept) = self.keys.get(name, *rtype) {
+                return Box::pin(futures_util::stream::once(async move { kept }));
             }
         }
         let log = self.log.clone();
         let keys = self.keys.clone();
+        let denials = self.denials.clone();
         Box::pin(self.inner.send(request).map(move |r| match r {
             Ok(mut resp) => {
                 let m = &mut *resp;
@@ -1286,12 +1391,16 @@ impl DnsHandle for Observed {
                 Ok(resp)
             }
             Err(e) => {
-                if !matches!(
-                    &e,
-                    NetError::Dns(DnsError::NoRecordsFound(_))
-                        | NetError::Dns(DnsError::Nsec { .. })
-                ) {
-                    log.push(format!("{what}: {e}"));
+                match (&e, &key) {
+                    (NetError::Dns(DnsError::NoRecordsFound(nr)), Some((name, rtype))) => {
+                        denials.push(name, *rtype, nr)
+                    }
+                    (
+                        NetError::Dns(DnsError::NoRecordsFound(_))
+                        | NetError::Dns(DnsError::Nsec { .. }),
+                        _,
+                    ) => {}
+                    _ => log.push(format!("{what}: {e}")),
                 }
                 Err(e)
             }
@@ -2074,6 +2183,167 @@ mod tests {
         let mut r = Record::from_rdata(name(owner), 60, data);
         r.proof = proof;
         r
+    }
+
+    /// A DS denial as the pool reports it: SOA (negative TTL `minimum`),
+    /// and, if `signed`, an NSEC and its RRSIG (the proof the validator checks).
+    fn ds_denial(rcode: ResponseCode, minimum: u32, signed: bool) -> NoRecords {
+        use hickory_resolver::proto::dnssec::rdata::{SigInput, NSEC, RRSIG};
+        let q = Query::query(name("insecure.test."), RecordType::DS);
+        let mut nr = NoRecords::new(q, rcode);
+        let soa = SOA::new(name("ns.test."), name("h.test."), 1, 1, 1, 1, minimum);
+        let mut auth = vec![Record::from_rdata(
+            name("test."),
+            3600,
+            RData::SOA(soa.clone()),
+        )];
+        if signed {
+            let nsec = NSEC::new(name("z.test."), [RecordType::NS]);
+            auth.push(Record::from_rdata(
+                name("insecure.test."),
+                600,
+                RData::DNSSEC(DNSSECRData::NSEC(nsec)),
+            ));
+            let input = SigInput {
+                type_covered: RecordType::NSEC,
+                algorithm: Algorithm::ECDSAP256SHA256,
+                num_labels: 2,
+                original_ttl: 600,
+                sig_expiration: 2.into(),
+                sig_inception: 1.into(),
+                key_tag: 1,
+                signer_name: name("test."),
+            };
+            auth.push(Record::from_rdata(
+                name("insecure.test."),
+                600,
+                RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, vec![0; 64]))),
+            ));
+        }
+        nr.soa = Some(Box::new(Record::from_rdata(name("test."), 3600, soa)));
+        nr.negative_ttl = Some(minimum);
+        nr.authorities = Some(auth.into());
+        nr
+    }
+
+    #[test]
+    fn ds_denials_are_kept_for_their_negative_ttl() {
+        let signed = ds_denial(ResponseCode::NoError, 120, true);
+        // the shortest of the SOA minimum (120) and the records' TTLs (600, 3600)
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &signed),
+            Some(Duration::from_secs(120))
+        );
+        let nx = ds_denial(ResponseCode::NXDomain, 86400, true);
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &nx),
+            Some(KeyCache::MAX_TTL),
+            "capped like positives"
+        );
+        // an NS denial (the walk to the zone cut) needs no NSEC: it is never validated
+        let ns = ds_denial(ResponseCode::NoError, 60, false);
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::NS, &ns),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn what_is_never_kept() {
+        let unsigned = ds_denial(ResponseCode::NoError, 120, false);
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &unsigned),
+            None,
+            "no NSEC proof"
+        );
+        for rcode in [
+            ResponseCode::ServFail,
+            ResponseCode::Refused,
+            ResponseCode::FormErr,
+        ] {
+            let nr = ds_denial(rcode, 120, true);
+            assert_eq!(KeyCache::denial_ttl(RecordType::DS, &nr), None, "{rcode}");
+        }
+        let mut no_soa = ds_denial(ResponseCode::NoError, 120, true);
+        no_soa.negative_ttl = None;
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &no_soa),
+            None,
+            "no SOA"
+        );
+        let zero = ds_denial(ResponseCode::NoError, 0, true);
+        assert_eq!(KeyCache::denial_ttl(RecordType::DS, &zero), None, "TTL 0");
+        // denials of the data a delivery asks for are the validator's business
+        for rtype in [
+            RecordType::DNSKEY,
+            RecordType::TLSA,
+            RecordType::MX,
+            RecordType::A,
+        ] {
+            let nr = ds_denial(ResponseCode::NoError, 120, true);
+            assert_eq!(KeyCache::denial_ttl(rtype, &nr), None, "{rtype}");
+        }
+    }
+
+    #[test]
+    fn denials_wait_for_a_trustworthy_verdict() {
+        let zone = name("insecure.test.");
+        let nr = ds_denial(ResponseCode::NoError, 120, true);
+        let verdicts: Vec<(Result<Resolved, LookupError>, bool)> = vec![
+            (Err(LookupError::Bogus("x".into())), false),
+            (Err(LookupError::Indeterminate("x".into())), false),
+            (Err(LookupError::ServFail("x".into())), false),
+            (Err(LookupError::Timeout), false),
+            (
+                resolved(vec![], Security::Insecure).map(|mut r| {
+                    r.status = Status::Bogus("x".into());
+                    r
+                }),
+                false,
+            ),
+            (resolved(vec![], Security::Insecure), true),
+            (
+                Err(LookupError::NoData {
+                    security: Security::Insecure,
+                }),
+                true,
+            ),
+            (
+                Err(LookupError::NxDomain {
+                    security: Security::Secure,
+                }),
+                true,
+            ),
+        ];
+        for (outcome, kept) in verdicts {
+            let keys = KeyCache::default();
+            let pending = PendingDenials::default();
+            pending.push(&zone, RecordType::DS, &nr);
+            pending.settle(&outcome, &keys);
+            assert_eq!(
+                keys.get(&zone, RecordType::DS).is_some(),
+                kept,
+                "{outcome:?}"
+            );
+            // settled once: a second verdict does not see the same denials
+            pending.settle(&resolved(vec![], Security::Secure), &keys);
+        }
+        // what comes back is the same denial, for the validator to check again
+        let keys = KeyCache::default();
+        let pending = PendingDenials::default();
+        pending.push(&name("INSECURE.test."), RecordType::DS, &nr);
+        pending.settle(&resolved(vec![], Security::Insecure), &keys);
+        match keys.get(&zone, RecordType::DS) {
+            Some(Err(NetError::Dns(DnsError::NoRecordsFound(back)))) => {
+                assert_eq!(back.response_code, ResponseCode::NoError);
+                assert_eq!(back.authorities.as_deref(), nr.authorities.as_deref());
+                assert_eq!(back.negative_ttl, Some(120));
+            }
+            other => panic!("expected the kept denial, got {other:?}"),
+        }
+        assert!(keys.get(&zone, RecordType::NS).is_none());
+        keys.clear();
+        assert!(keys.get(&zone, RecordType::DS).is_none());
     }
 
     #[test]
