@@ -563,6 +563,7 @@ impl Resolver {
             mode: inner.mode,
             keys: inner.keys.clone(),
             denials: denials.clone(),
+            lookup: format!("{} {rtype}", display_name(name)).into(),
         };
         let result = match inner.mode {
             Mode::TrustAd => observed.lookup(query, options).first_answer().await,
@@ -658,6 +659,7 @@ impl Resolver {
             keys: self.inner.keys.clone(),
             // anchor keys are checked here, not by the validator: keep no denials
             denials: PendingDenials::default(),
+            lookup: format!("trust anchor {}", zone_display(zone)).into(),
         };
         let mut options = request_options();
         options.edns_set_dnssec_ok = true;
@@ -1191,6 +1193,30 @@ struct Observed {
     mode: Mode,
     keys: KeyCache,
     denials: PendingDenials,
+    /// The lookup these queries serve (`name TYPE`), for the query timings.
+    lookup: Arc<str>,
+}
+
+/// Logs one upstream query at debug level under the target
+/// `postern::dns::query` (off unless asked for, e.g.
+/// `POSTERN_LOG=info,postern::dns::query=debug`): when it went out (µs
+/// since the Unix epoch), how long the answer took, how it ended, and the
+/// lookup it served. `bench/dns_chain.py` turns these into a first
+/// delivery's DNS time and its longest chain of dependent round trips.
+fn log_query(what: &str, lookup: &str, start: std::time::SystemTime, rtt: Duration, result: &str) {
+    let start_us = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    tracing::debug!(
+        target: "postern::dns::query",
+        query = %what,
+        lookup = %lookup,
+        start_us,
+        rtt_us = rtt.as_micros() as u64,
+        result,
+        "upstream DNS query"
+    );
 }
 
 /// DNSKEY, DS and NS (zone cut) answers as they came from the resolver, kept
@@ -1366,45 +1392,68 @@ impl DnsHandle for Observed {
             .map(|q| (q.name().clone(), q.query_type()));
         if let Some((name, rtype)) = &key {
             if let Some(kept) = self.keys.get(name, *rtype) {
+                log_query(
+                    &what,
+                    &self.lookup,
+                    std::time::SystemTime::now(),
+                    Duration::ZERO,
+                    "kept",
+                );
                 return Box::pin(futures_util::stream::once(async move { kept }));
             }
         }
         let log = self.log.clone();
         let keys = self.keys.clone();
         let denials = self.denials.clone();
-        Box::pin(self.inner.send(request).map(move |r| match r {
-            Ok(mut resp) => {
-                let m = &mut *resp;
-                m.additionals.clear();
-                if !m.answers.is_empty() {
-                    m.authorities.retain(|r| match &r.data {
-                        RData::NS(_) => false,
-                        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
-                            sig.input().type_covered != RecordType::NS
+        let lookup = self.lookup.clone();
+        let what_failed = what.clone();
+        let (sent_at, sent) = (std::time::SystemTime::now(), Instant::now());
+        Box::pin(
+            self.inner
+                .send(request)
+                .map(move |r| {
+                    let result = match &r {
+                        Ok(_) => "answer",
+                        Err(NetError::Dns(DnsError::NoRecordsFound(_))) => "denial",
+                        Err(_) => "error",
+                    };
+                    log_query(&what, &lookup, sent_at, sent.elapsed(), result);
+                    r
+                })
+                .map(move |r| match r {
+                    Ok(mut resp) => {
+                        let m = &mut *resp;
+                        m.additionals.clear();
+                        if !m.answers.is_empty() {
+                            m.authorities.retain(|r| match &r.data {
+                                RData::NS(_) => false,
+                                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                                    sig.input().type_covered != RecordType::NS
+                                }
+                                _ => true,
+                            });
                         }
-                        _ => true,
-                    });
-                }
-                if let Some((name, rtype)) = &key {
-                    keys.put(name, *rtype, &resp);
-                }
-                Ok(resp)
-            }
-            Err(e) => {
-                match (&e, &key) {
-                    (NetError::Dns(DnsError::NoRecordsFound(nr)), Some((name, rtype))) => {
-                        denials.push(name, *rtype, nr)
+                        if let Some((name, rtype)) = &key {
+                            keys.put(name, *rtype, &resp);
+                        }
+                        Ok(resp)
                     }
-                    (
-                        NetError::Dns(DnsError::NoRecordsFound(_))
-                        | NetError::Dns(DnsError::Nsec { .. }),
-                        _,
-                    ) => {}
-                    _ => log.push(format!("{what}: {e}")),
-                }
-                Err(e)
-            }
-        }))
+                    Err(e) => {
+                        match (&e, &key) {
+                            (NetError::Dns(DnsError::NoRecordsFound(nr)), Some((name, rtype))) => {
+                                denials.push(name, *rtype, nr)
+                            }
+                            (
+                                NetError::Dns(DnsError::NoRecordsFound(_))
+                                | NetError::Dns(DnsError::Nsec { .. }),
+                                _,
+                            ) => {}
+                            _ => log.push(format!("{what_failed}: {e}")),
+                        }
+                        Err(e)
+                    }
+                }),
+        )
     }
 }
 
