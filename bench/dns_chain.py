@@ -7,7 +7,9 @@ POSTERN_LOG is postern's stderr with `POSTERN_LOG=info,postern::dns::query=debug
 one "upstream DNS query" line per query postern sent to its resolver (src/dns.rs,
 `log_query`): the query, the lookup it served, when it went out (µs since the
 Unix epoch), its round-trip time, and how it ended (`answer`, `denial`,
-`error`, or `kept`: answered from the key cache, no round trip). Only queries
+`error`; `kept`: answered from the key cache, or `joined`: the same key query
+of another lookup was on its way and its answer is shared — no round trip of
+its own). Only queries
 sent between FROM_US and TO_US count: bench/dns.sh passes the time it handed
 one message to postern and the time the message arrived, and sends nothing
 else meanwhile.
@@ -25,7 +27,7 @@ Printed (bench/README.md, "DNS on the cold path", defines them):
              DNSKEY/DS/NS queries it makes all name zones the answer already
              shows (the signer and its parents up to the anchor), so RFC 4035
              lets them go out together; the longest of them counts. Answers
-             from the key cache cost nothing.
+             from the key cache, or joined, cost nothing.
   ratio  wall / chain (target: <= 1.2).
 """
 import re
@@ -35,6 +37,9 @@ LINE = re.compile(
     r'upstream DNS query.*?query=(?P<q>.+?) lookup=(?P<l>.+?) start_us=(?P<s>\d+) '
     r'rtt_us=(?P<r>\d+) result="?(?P<res>\w+)'
 )
+
+
+SENT = ("answer", "denial", "error")
 
 
 def queries(path, lo, hi):
@@ -68,7 +73,7 @@ def chain(qs):
         """(RTT of the answer query, longest validation query) of a lookup."""
         answer, keys = 0, 0
         for q in by_lookup.get(lookup, []):
-            rtt = 0 if q["res"] == "kept" else q["rtt"]
+            rtt = q["rtt"] if q["res"] in SENT else 0
             if q["q"] == lookup:
                 answer = max(answer, rtt)
             else:
@@ -108,10 +113,10 @@ def main():
     wall = max(q["start"] + q["rtt"] for q in waited) - t0
     done = chain(qs)
     longest = max((v for l, v in done.items() if kind(l) != "tlsrpt"), default=0)
-    sent = sum(1 for q in qs if q["res"] != "kept")
-    kept = len(qs) - sent
+    sent = sum(1 for q in qs if q["res"] in SENT)
+    shared = len(qs) - sent
     ratio = wall / longest if longest else float("nan")
-    print(f"queries {sent} (+{kept} kept) | wall {wall / 1000:.2f} ms | "
+    print(f"queries {sent} (+{shared} kept or joined) | wall {wall / 1000:.2f} ms | "
           f"chain {longest / 1000:.2f} ms | ratio {ratio:.2f}")
     if "--timeline" in sys.argv:
         for q in qs:

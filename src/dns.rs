@@ -50,10 +50,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use futures_util::stream::{Stream, StreamExt};
+use futures_util::FutureExt as _;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
 use hickory_resolver::net::dnssec::DnssecDnsHandle;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -307,6 +308,8 @@ struct Inner {
     /// Address lookups of MX hosts started when the MX answer arrived (see
     /// [`Resolver::start_early_ips`]).
     early: Mutex<std::collections::HashMap<String, (Instant, EarlyIps)>>,
+    /// Key queries on their way (see [`InFlight`]).
+    in_flight: InFlight,
 }
 
 /// An address lookup running on its own task; every clone gets its result.
@@ -359,6 +362,7 @@ impl Resolver {
                 resolved: tokio::sync::Mutex::new(None),
                 keys: KeyCache::default(),
                 early: Mutex::new(Default::default()),
+                in_flight: InFlight::default(),
             }),
         })
     }
@@ -621,6 +625,7 @@ impl Resolver {
             keys: inner.keys.clone(),
             denials: denials.clone(),
             lookup: format!("{} {rtype}", display_name(name)).into(),
+            in_flight: inner.in_flight.clone(),
             mx_hosts: (rtype == RecordType::MX).then(|| self.clone()),
         };
         let result = match inner.mode {
@@ -718,6 +723,7 @@ impl Resolver {
             // anchor keys are checked here, not by the validator: keep no denials
             denials: PendingDenials::default(),
             lookup: format!("trust anchor {}", zone_display(zone)).into(),
+            in_flight: self.inner.in_flight.clone(),
             mx_hosts: None,
         };
         let mut options = request_options();
@@ -1279,6 +1285,8 @@ struct Observed {
     denials: PendingDenials,
     /// The lookup these queries serve (`name TYPE`), for the query timings.
     lookup: Arc<str>,
+    /// Key queries on their way, shared by every lookup (see [`InFlight`]).
+    in_flight: InFlight,
     /// For an MX lookup: the resolver to start the hosts' address lookups on
     /// when the MX answer arrives ([`Resolver::start_early_ips`]).
     mx_hosts: Option<Resolver>,
@@ -1290,7 +1298,7 @@ struct Observed {
 /// since the Unix epoch), how long the answer took, how it ended, and the
 /// lookup it served. `bench/dns_chain.py` turns these into a first
 /// delivery's DNS time and its longest chain of dependent round trips.
-fn log_query(what: &str, lookup: &str, start: std::time::SystemTime, rtt: Duration, result: &str) {
+fn log_query(what: &str, lookup: &str, start: SystemTime, rtt: Duration, result: &str) {
     let start_us = start
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -1477,77 +1485,134 @@ impl DnsHandle for Observed {
             .first()
             .filter(|q| self.mode == Mode::Validate && KeyCache::cacheable(q.query_type()))
             .map(|q| (q.name().clone(), q.query_type()));
-        if let Some((name, rtype)) = &key {
-            if let Some(kept) = self.keys.get(name, *rtype) {
-                log_query(
-                    &what,
-                    &self.lookup,
-                    std::time::SystemTime::now(),
-                    Duration::ZERO,
-                    "kept",
-                );
-                return Box::pin(futures_util::stream::once(async move { kept }));
+        let is_mx = request.queries.first().map(|q| q.query_type()) == Some(RecordType::MX);
+        let answer = match &key {
+            Some((name, rtype)) => {
+                if let Some(kept) = self.keys.get(name, *rtype) {
+                    log_query(
+                        &what,
+                        &self.lookup,
+                        SystemTime::now(),
+                        Duration::ZERO,
+                        "kept",
+                    );
+                    return Box::pin(futures_util::stream::once(async move { kept }));
+                }
+                self.in_flight
+                    .join_or_send(name, *rtype, &what, &self.lookup, || {
+                        self.network(request, &what, key.clone())
+                    })
+            }
+            None => self.network(request, &what, None),
+        };
+        // What each lookup notes of the answer itself, also of a shared one.
+        let (log, denials) = (self.log.clone(), self.denials.clone());
+        let mx_hosts = self.mx_hosts.clone().filter(|_| is_mx);
+        Box::pin(futures_util::stream::once(answer.map(move |r| {
+            match (&r, &key) {
+                (Ok(resp), _) => {
+                    if let Some(resolver) = &mx_hosts {
+                        resolver.start_early_ips(resp);
+                    }
+                }
+                (Err(NetError::Dns(DnsError::NoRecordsFound(nr))), Some((name, rtype))) => {
+                    denials.push(name, *rtype, nr)
+                }
+                (
+                    Err(NetError::Dns(DnsError::NoRecordsFound(_)))
+                    | Err(NetError::Dns(DnsError::Nsec { .. })),
+                    _,
+                ) => {}
+                (Err(e), _) => log.push(format!("{what}: {e}")),
+            }
+            r
+        })))
+    }
+}
+
+/// One query's first answer, as every lookup waiting for it gets it.
+type SharedAnswer = futures_util::future::Shared<
+    Pin<Box<dyn std::future::Future<Output = Result<DnsResponse, NetError>> + Send>>,
+>;
+
+impl Observed {
+    /// Sends `request` to the resolver: its first answer, trimmed of what
+    /// validation does not need (the additional section, NS records beside
+    /// a positive answer), timed ([`log_query`]), and, for a key query,
+    /// kept in the [`KeyCache`] before anyone waiting for it sees it.
+    fn network(
+        &self,
+        request: DnsRequest,
+        what: &str,
+        key: Option<(Name, RecordType)>,
+    ) -> SharedAnswer {
+        let (what, lookup, keys) = (what.to_string(), self.lookup.clone(), self.keys.clone());
+        let (sent_at, sent) = (SystemTime::now(), Instant::now());
+        let mut answers = self.inner.send(request);
+        let answer: Pin<Box<dyn std::future::Future<Output = _> + Send>> = Box::pin(async move {
+            let r = answers
+                .next()
+                .await
+                .unwrap_or_else(|| Err(NetError::from("no response".to_string())));
+            let result = match &r {
+                Ok(_) => "answer",
+                Err(NetError::Dns(DnsError::NoRecordsFound(_))) => "denial",
+                Err(_) => "error",
+            };
+            log_query(&what, &lookup, sent_at, sent.elapsed(), result);
+            let mut resp = r?;
+            let m = &mut *resp;
+            m.additionals.clear();
+            if !m.answers.is_empty() {
+                m.authorities.retain(|r| match &r.data {
+                    RData::NS(_) => false,
+                    RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                        sig.input().type_covered != RecordType::NS
+                    }
+                    _ => true,
+                });
+            }
+            if let Some((name, rtype)) = &key {
+                keys.put(name, *rtype, &resp);
+            }
+            Ok(resp)
+        });
+        futures_util::FutureExt::shared(answer)
+    }
+}
+
+/// Key queries (DNSKEY, DS, NS) on their way, so that lookups running at the
+/// same time — the MX, the `_mta-sts` TXT, the addresses — send one query
+/// for the keys of a zone instead of one each. A lookup that joins gets the
+/// same response as the one that sent it and validates it itself; only the
+/// round trip is shared.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (Instant, SharedAnswer)>>>);
+
+impl InFlight {
+    /// A query older than this is not joined but sent again.
+    const STALE: Duration = Duration::from_secs(30);
+
+    fn join_or_send(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        what: &str,
+        lookup: &str,
+        send: impl FnOnce() -> SharedAnswer,
+    ) -> SharedAnswer {
+        let k = (name.to_lowercase(), rtype);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, answer)) = map.get(&k) {
+            if at.elapsed() < Self::STALE && answer.peek().is_none() {
+                log_query(what, lookup, SystemTime::now(), Duration::ZERO, "joined");
+                return answer.clone();
             }
         }
-        let log = self.log.clone();
-        let keys = self.keys.clone();
-        let denials = self.denials.clone();
-        let lookup = self.lookup.clone();
-        let what_failed = what.clone();
-        let mx_hosts = self
-            .mx_hosts
-            .clone()
-            .filter(|_| request.queries.first().map(|q| q.query_type()) == Some(RecordType::MX));
-        let (sent_at, sent) = (std::time::SystemTime::now(), Instant::now());
-        Box::pin(
-            self.inner
-                .send(request)
-                .map(move |r| {
-                    let result = match &r {
-                        Ok(_) => "answer",
-                        Err(NetError::Dns(DnsError::NoRecordsFound(_))) => "denial",
-                        Err(_) => "error",
-                    };
-                    log_query(&what, &lookup, sent_at, sent.elapsed(), result);
-                    r
-                })
-                .map(move |r| match r {
-                    Ok(mut resp) => {
-                        let m = &mut *resp;
-                        m.additionals.clear();
-                        if !m.answers.is_empty() {
-                            m.authorities.retain(|r| match &r.data {
-                                RData::NS(_) => false,
-                                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
-                                    sig.input().type_covered != RecordType::NS
-                                }
-                                _ => true,
-                            });
-                        }
-                        if let Some((name, rtype)) = &key {
-                            keys.put(name, *rtype, &resp);
-                        }
-                        if let Some(resolver) = &mx_hosts {
-                            resolver.start_early_ips(&resp);
-                        }
-                        Ok(resp)
-                    }
-                    Err(e) => {
-                        match (&e, &key) {
-                            (NetError::Dns(DnsError::NoRecordsFound(nr)), Some((name, rtype))) => {
-                                denials.push(name, *rtype, nr)
-                            }
-                            (
-                                NetError::Dns(DnsError::NoRecordsFound(_))
-                                | NetError::Dns(DnsError::Nsec { .. }),
-                                _,
-                            ) => {}
-                            _ => log.push(format!("{what_failed}: {e}")),
-                        }
-                        Err(e)
-                    }
-                }),
-        )
+        let answer = send();
+        map.retain(|_, (at, a)| at.elapsed() < Self::STALE && a.peek().is_none());
+        map.insert(k, (Instant::now(), answer.clone()));
+        answer
     }
 }
 
