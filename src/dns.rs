@@ -626,6 +626,8 @@ impl Resolver {
             denials: denials.clone(),
             lookup: format!("{} {rtype}", display_name(name)).into(),
             in_flight: inner.in_flight.clone(),
+            prefetch: 2,
+            anchor_zones: inner.anchors.zones.clone().into(),
             mx_hosts: (rtype == RecordType::MX).then(|| self.clone()),
         };
         let result = match inner.mode {
@@ -724,6 +726,8 @@ impl Resolver {
             denials: PendingDenials::default(),
             lookup: format!("trust anchor {}", zone_display(zone)).into(),
             in_flight: self.inner.in_flight.clone(),
+            prefetch: 0,
+            anchor_zones: self.inner.anchors.zones.clone().into(),
             mx_hosts: None,
         };
         let mut options = request_options();
@@ -1287,6 +1291,12 @@ struct Observed {
     lookup: Arc<str>,
     /// Key queries on their way, shared by every lookup (see [`InFlight`]).
     in_flight: InFlight,
+    /// How many key queries ahead to send early, each after the one before
+    /// ([`Observed::prefetch_next_key`]): 2 reaches from a zone's DNSKEY to
+    /// its DS and its parent's DNSKEY; 0 for queries sent early themselves.
+    prefetch: u8,
+    /// The configured anchor zones (their DS is never asked).
+    anchor_zones: Arc<[Name]>,
     /// For an MX lookup: the resolver to start the hosts' address lookups on
     /// when the MX answer arrives ([`Resolver::start_early_ips`]).
     mx_hosts: Option<Resolver>,
@@ -1498,10 +1508,17 @@ impl DnsHandle for Observed {
                     );
                     return Box::pin(futures_util::stream::once(async move { kept }));
                 }
-                self.in_flight
+                let mut sent = false;
+                let answer = self
+                    .in_flight
                     .join_or_send(name, *rtype, &what, &self.lookup, || {
+                        sent = true;
                         self.network(request, &what, key.clone())
-                    })
+                    });
+                if sent {
+                    self.prefetch_next_key(name, *rtype);
+                }
+                answer
             }
             None => self.network(request, &what, None),
         };
@@ -1536,6 +1553,42 @@ type SharedAnswer = futures_util::future::Shared<
 >;
 
 impl Observed {
+    /// Sends now the key query the validator will ask next, instead of one
+    /// round trip later: hickory validates top-down and asks DNSKEY of a
+    /// zone, then (once that arrives) its DS, then the DNSKEY of the parent
+    /// that signs the DS. Both names are known from the first query, so the
+    /// fetches may overlap (only the checks are ordered, RFC 4035 §5). The
+    /// early query is an ordinary key query: its response goes through
+    /// [`InFlight`] and the [`KeyCache`] and is validated when the validator
+    /// takes it, like any other. Not done for an anchor zone's DS (never
+    /// asked: its keys are trusted), and at most two queries ahead.
+    fn prefetch_next_key(&self, zone: &Name, rtype: RecordType) {
+        if self.prefetch == 0 || zone.is_root() {
+            return;
+        }
+        let next = match rtype {
+            RecordType::DNSKEY if !self.anchor_zones.iter().any(|a| a.eq_ignore_root(zone)) => {
+                Query::query(zone.clone(), RecordType::DS)
+            }
+            // the parent usually signs the DS; a wrong guess costs one query
+            RecordType::DS => Query::query(zone.base_name(), RecordType::DNSKEY),
+            _ => return,
+        };
+        let early = Observed {
+            log: FailLog::default(),
+            denials: PendingDenials::default(),
+            mx_hosts: None,
+            prefetch: self.prefetch - 1,
+            ..self.clone()
+        };
+        let mut options = request_options();
+        options.edns_set_dnssec_ok = true;
+        let mut answers = early.lookup(next, options);
+        tokio::spawn(async move {
+            let _ = answers.next().await;
+        });
+    }
+
     /// Sends `request` to the resolver: its first answer, trimmed of what
     /// validation does not need (the additional section, NS records beside
     /// a positive answer), timed ([`log_query`]), and, for a key query,
