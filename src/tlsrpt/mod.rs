@@ -151,3 +151,58 @@ async fn asks_for_reports(
     map.insert(memory_key(domain), (yes, now));
     yes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::ResolverSettings;
+    use std::time::Duration;
+
+    /// A resolver that never answers: any lookup through it fails.
+    async fn silent_resolver() -> (Resolver, tokio::net::UdpSocket) {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r = Resolver::new(&ResolverSettings {
+            nameservers: Some(vec![silent.local_addr().unwrap()]),
+            timeout: Duration::from_millis(100),
+            attempts: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        (r, silent)
+    }
+
+    fn done(r: Result<bool, String>) -> Prefetch {
+        Prefetch(tokio::spawn(async move { r }))
+    }
+
+    #[tokio::test]
+    async fn the_early_lookup_is_what_decides() {
+        let (resolver, _s) = silent_resolver().await;
+        let now = 1_000_000;
+        // the answer comes from the early lookup, not from a lookup now
+        // (which would fail against the silent resolver)
+        assert!(asks_for_reports(&resolver, "early-yes.example", now, Some(done(Ok(true)))).await);
+        assert_eq!(remembered("EARLY-YES.example.", now + 1), Some(true));
+        assert!(!asks_for_reports(&resolver, "early-no.example", now, Some(done(Ok(false)))).await);
+        assert_eq!(remembered("early-no.example", now), Some(false));
+        // a failed lookup: not recorded, and not remembered (asked again next time)
+        let failed = done(Err("SERVFAIL".into()));
+        assert!(!asks_for_reports(&resolver, "early-failed.example", now, Some(failed)).await);
+        assert_eq!(remembered("early-failed.example", now), None);
+        // what is remembered wins over an early lookup, as over a lookup now
+        assert!(
+            asks_for_reports(
+                &resolver,
+                "early-yes.example",
+                now + 5,
+                Some(done(Ok(false)))
+            )
+            .await
+        );
+        assert_eq!(
+            remembered("early-yes.example", now + RUA_MEMORY),
+            None,
+            "forgotten after 10 min"
+        );
+    }
+}
