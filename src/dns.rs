@@ -36,6 +36,15 @@
 //!   when a lookup turns out bogus, in case keys rolled): without that, each
 //!   lookup fetched the whole key chain, or the proof that a zone is
 //!   unsigned, again.
+//! * On a cold cache hickory fetches keys top-down, one round trip each, and
+//!   every concurrent lookup fetches them for itself. [`Observed`] therefore
+//!   shares key queries on their way between lookups ([`InFlight`]), sends
+//!   the next two key queries of a chain early
+//!   ([`Observed::prefetch_next_key`]), and starts the address lookups of an
+//!   MX answer's hosts when it arrives ([`Resolver::start_early_ips`]). All
+//!   of these only move queries earlier: each response is still validated by
+//!   the lookup that uses it. `POSTERN_LOG=info,postern::dns::query=debug`
+//!   logs every query's timing ([`log_query`], `bench/dns_chain.py`).
 //! * The pool turns negative answers into `NoRecordsFound` errors before any
 //!   layer above it sees the header, so the AD bit of a NODATA answer would be
 //!   lost; in trust-ad mode the connection layer ([`Provider`]) copies the AD
