@@ -2657,6 +2657,42 @@ mod tests {
         assert_eq!(preferred_exchanges(&many).len(), 4);
     }
 
+    #[tokio::test]
+    async fn key_queries_on_their_way_are_shared_not_kept() {
+        let flight = InFlight::default();
+        let zone = name("dane-ok.test.");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let slow: SharedAnswer = futures_util::FutureExt::shared(Box::pin(async move {
+            let _ = rx.await;
+            Err(NetError::from("SERVFAIL".to_string()))
+        })
+            as Pin<Box<dyn std::future::Future<Output = _> + Send>>);
+        let first = flight.join_or_send(&zone, RecordType::DNSKEY, "q", "l", || slow.clone());
+        // a second lookup asking the same while it is on its way joins it
+        let second =
+            flight.join_or_send(&zone, RecordType::DNSKEY, "q", "l", || panic!("sent twice"));
+        // another type or name is another query
+        let mut others = 0;
+        let _ = flight.join_or_send(&zone, RecordType::DS, "q", "l", || {
+            others += 1;
+            slow.clone()
+        });
+        let _ = flight.join_or_send(&name("other.test."), RecordType::DNSKEY, "q", "l", || {
+            others += 1;
+            slow.clone()
+        });
+        assert_eq!(others, 2);
+        tx.send(()).unwrap();
+        assert!(first.await.is_err() && second.await.is_err());
+        // once answered (here: failed) it is not handed out again: asked afresh
+        let mut again = false;
+        let _ = flight.join_or_send(&zone, RecordType::DNSKEY, "q", "l", || {
+            again = true;
+            slow.clone()
+        });
+        assert!(again, "a finished query, failure or not, is no cache");
+    }
+
     #[test]
     fn cname_chains() {
         let q = name("_25._tcp.mx.example.");
