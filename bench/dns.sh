@@ -6,6 +6,10 @@
 # after one message per domain; postern's in-process DNSSEC validation asks
 # for DNSKEY/DS records itself, and those are counted too.
 #
+# Each first delivery's per-query timings (postern's debug target
+# postern::dns::query) then go through bench/dns_chain.py: its DNS wall time
+# against its longest chain of dependent round trips.
+#
 #   bench/dns.sh          (root; POSTERN_BIN=… to use another binary)
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -40,7 +44,8 @@ type_delta() {
 
 start_postern() {
   [ -n "$pid" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
-  "$BIN" serve --config "$WORLD_POSTERN_CONFIG" >>"$S/postern.log" 2>&1 &
+  POSTERN_LOG=info,postern::dns::query=debug \
+    "$BIN" serve --config "$WORLD_POSTERN_CONFIG" >>"$S/postern.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     swaks --server "$WORLD_POSTERN_SMTP" --quit-after EHLO >/dev/null 2>&1 && break
@@ -49,7 +54,8 @@ start_postern() {
   sleep 3 # the start-up DNSSEC self-check, and its answers out of every cache (TTL ≤ 2 s here)
 }
 
-# one message to $1; waits for it in spool $2; prints "queries|by type|ms"
+# one message to $1; waits for it in spool $2; prints "queries|by type|ms";
+# appends "domain from_us to_us" to $S/windows (for bench/dns_chain.py)
 deliver() {
   local domain=$1 spool=$2 n0 q0 t_before t0 t1 q1 t_after
   n0=$(ls "$spool" 2>/dev/null | wc -l)
@@ -61,7 +67,8 @@ deliver() {
     sleep 0.02
   done
   t1=$(date +%s%N)
-  sleep 0.3 # TLS-RPT's _smtp._tls lookup happens after the delivery
+  echo "$domain $((t0 / 1000)) $((t1 / 1000))" >>"$S/windows"
+  sleep 0.3 # let late queries (TLS-RPT's _smtp._tls, if still running) be counted
   q1=$(queries); t_after=$(by_type)
   printf '%s|%s|%s' "$((q1 - q0))" "$(type_delta "$t_before" "$t_after")" "$(((t1 - t0) / 1000000))"
 }
@@ -76,6 +83,13 @@ for pair in dane-ok.test:dane-ok:"DNSSEC, TLSA 3 1 1" \
   spool_var="MX_$(echo "$mx" | tr 'a-z-' 'A-Z_')_SPOOL"
   start_postern
   cold=$(deliver "$domain" "${!spool_var}")
+  sed -n '$p' "$S/windows" >>"$S/first"
   warm=$(deliver "$domain" "${!spool_var}")
   printf '| %s | %s | %s | %s |\n' "$domain" "$kind" "${cold//|/ | }" "${warm//|/ | }"
 done
+
+printf '\nFirst deliveries: DNS wall time against the longest chain of dependent round trips (bench/dns_chain.py)\n\n'
+while read -r domain from to; do
+  printf '%s: ' "$domain"
+  python3 bench/dns_chain.py "$S/postern.log" "$from" "$to" ${DNS_TIMELINE:+--timeline}
+done <"$S/first"

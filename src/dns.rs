@@ -30,10 +30,21 @@
 //!   (UDP, TCP fallback on truncation, EDNS0) → `RetryDnsHandle` →
 //!   [`Observed`] (sets CD, records failed sub-queries) → a fresh
 //!   `DnssecDnsHandle` per lookup. A bogus verdict reached while a sub-query
-//!   failed is reported as `Indeterminate`. Across lookups only complete
-//!   positive DNSKEY, DS and NS answers are kept, for their TTL (at most 5
-//!   minutes; all dropped when a lookup turns out bogus, in case keys
-//!   rolled): without that, each lookup fetched the whole key chain again.
+//!   failed is reported as `Indeterminate`. Across lookups complete positive
+//!   DNSKEY, DS and NS answers, and DS and NS denials, are kept below the
+//!   validator ([`KeyCache`]) for their TTL (at most 5 minutes; all dropped
+//!   when a lookup turns out bogus, in case keys rolled): without that, each
+//!   lookup fetched the whole key chain, or the proof that a zone is
+//!   unsigned, again.
+//! * On a cold cache hickory fetches keys top-down, one round trip each, and
+//!   every concurrent lookup fetches them for itself. [`Observed`] therefore
+//!   shares key queries on their way between lookups ([`InFlight`]), sends
+//!   the next two key queries of a chain early
+//!   ([`Observed::prefetch_next_key`]), and starts the address lookups of an
+//!   MX answer's hosts when it arrives ([`Resolver::start_early_ips`]). All
+//!   of these only move queries earlier: each response is still validated by
+//!   the lookup that uses it. `POSTERN_LOG=info,postern::dns::query=debug`
+//!   logs every query's timing ([`log_query`], `bench/dns_chain.py`).
 //! * The pool turns negative answers into `NoRecordsFound` errors before any
 //!   layer above it sees the header, so the AD bit of a NODATA answer would be
 //!   lost; in trust-ad mode the connection layer ([`Provider`]) copies the AD
@@ -48,15 +59,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use futures_util::stream::{Stream, StreamExt};
+use futures_util::FutureExt as _;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
 use hickory_resolver::net::dnssec::DnssecDnsHandle;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsExchange, DnsHandle, FirstAnswer, RetryDnsHandle};
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS};
 use hickory_resolver::proto::dnssec::{
     Algorithm, DigestType, Proof, PublicKey, PublicKeyBuf, TrustAnchors, Verifier,
@@ -308,9 +320,19 @@ struct Inner {
     deadline: Duration,
     anchors: AnchorConfig,
     resolved: tokio::sync::Mutex<Option<ResolvedAnchors>>,
-    /// Positive DNSKEY, DS and NS answers, for validation (see [`KeyCache`]).
+    /// DNSKEY, DS and NS answers and DS/NS denials, for validation (see [`KeyCache`]).
     keys: KeyCache,
+    /// Address lookups of MX hosts started when the MX answer arrived (see
+    /// [`Resolver::start_early_ips`]).
+    early: Mutex<std::collections::HashMap<String, (Instant, EarlyIps)>>,
+    /// Key queries on their way (see [`InFlight`]).
+    in_flight: InFlight,
 }
+
+/// An address lookup running on its own task; every clone gets its result.
+type EarlyIps = futures_util::future::Shared<
+    Pin<Box<dyn std::future::Future<Output = Result<Answer<IpAddr>, LookupError>> + Send>>,
+>;
 
 /// EDNS0 UDP payload size (DNS flag day 2020); larger answers come over TCP.
 const EDNS_PAYLOAD: u16 = 1232;
@@ -356,6 +378,8 @@ impl Resolver {
                 anchors,
                 resolved: tokio::sync::Mutex::new(None),
                 keys: KeyCache::default(),
+                early: Mutex::new(Default::default()),
+                in_flight: InFlight::default(),
             }),
             answers: None,
         })
@@ -413,11 +437,59 @@ impl Resolver {
                 origin_security: Security::Insecure,
             });
         }
+        if let Some(early) = self.take_early_ips(host) {
+            return early.await;
+        }
+        self.lookup_ips(host).await
+    }
+
+    async fn lookup_ips(&self, host: &str) -> Result<Answer<IpAddr>, LookupError> {
         let (a, aaaa) = tokio::join!(
             self.query(host, RecordType::A),
             self.query(host, RecordType::AAAA)
         );
         combine_ips(a, aaaa)
+    }
+
+    /// How long an early address lookup waits to be taken.
+    const EARLY_FOR: Duration = Duration::from_secs(5);
+
+    /// Starts the A and AAAA lookups of the most preferred hosts of an MX
+    /// answer as soon as it arrives, while the validator still fetches the
+    /// keys that prove the MX: the host names need only the answer, so the
+    /// two no longer wait for each other (bench/README.md, "DNS on the cold
+    /// path"). Each is an ordinary, validated [`Resolver::ips`] lookup; the
+    /// first `ips` call for that host within [`Self::EARLY_FOR`] takes its
+    /// result instead of asking again. Nothing is decided here: if the MX
+    /// proves bogus, the delivery defers and the addresses go unused.
+    fn start_early_ips(&self, mx_answer: &DnsResponse) {
+        let hosts = preferred_exchanges(mx_answer);
+        if hosts.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut early = self.inner.early.lock().unwrap_or_else(|p| p.into_inner());
+        early.retain(|_, (at, _)| now.duration_since(*at) < Self::EARLY_FOR);
+        for host in hosts {
+            if early.len() >= 256 || early.contains_key(&host) {
+                continue;
+            }
+            let (resolver, name) = (self.clone(), host.clone());
+            let lookup: Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+                Box::pin(async move { resolver.lookup_ips(&name).await });
+            let shared = futures_util::FutureExt::shared(lookup);
+            tokio::spawn(shared.clone());
+            early.insert(host, (now, shared));
+        }
+    }
+
+    /// The early address lookup of `host`, if one started recently; taken
+    /// once (a later lookup asks afresh).
+    fn take_early_ips(&self, host: &str) -> Option<EarlyIps> {
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut early = self.inner.early.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, lookup) = early.remove(&key)?;
+        (at.elapsed() < Self::EARLY_FOR).then_some(lookup)
     }
 
     /// TLSA records at `name` (e.g. `_25._tcp.mx.example.org`) as
@@ -588,11 +660,18 @@ impl Resolver {
         let query = Query::query(name.clone(), rtype);
         let mut options = request_options();
         options.edns_set_dnssec_ok = true;
+        let denials = PendingDenials::default();
         let observed = Observed {
             inner: inner.pool.clone(),
             log: log.clone(),
             mode: inner.mode,
             keys: inner.keys.clone(),
+            denials: denials.clone(),
+            lookup: format!("{} {rtype}", display_name(name)).into(),
+            in_flight: inner.in_flight.clone(),
+            prefetch: 2,
+            anchor_zones: inner.anchors.zones.clone().into(),
+            mx_hosts: (rtype == RecordType::MX).then(|| self.clone()),
         };
         let result = match inner.mode {
             Mode::TrustAd => observed.lookup(query, options).first_answer().await,
@@ -605,7 +684,9 @@ impl Resolver {
             }
         };
         let ttl = negative_ttl(&result);
-        (classify(result, name, rtype, inner.mode, &log.take()), ttl)
+        let outcome = classify(result, name, rtype, inner.mode, &log.take());
+        denials.settle(&outcome, &inner.keys);
+        (outcome, ttl)
     }
 
     /// The trust anchors to validate with: the configured keys, plus the keys
@@ -685,6 +766,13 @@ impl Resolver {
             log,
             mode: Mode::Validate,
             keys: self.inner.keys.clone(),
+            // anchor keys are checked here, not by the validator: keep no denials
+            denials: PendingDenials::default(),
+            lookup: format!("trust anchor {}", zone_display(zone)).into(),
+            in_flight: self.inner.in_flight.clone(),
+            prefetch: 0,
+            anchor_zones: self.inner.anchors.zones.clone().into(),
+            mx_hosts: None,
         };
         let mut options = request_options();
         options.edns_set_dnssec_ok = true;
@@ -1040,6 +1128,31 @@ fn combine_ips(
 
 // ------------------------------------------------------------------ names
 
+/// The most preferred exchanges of an MX answer (at most 4), named as
+/// [`Resolver::mx`] names them; none for a null MX (RFC 7505).
+fn preferred_exchanges(resp: &DnsResponse) -> Vec<String> {
+    let mx: Vec<_> = resp
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(mx) if !mx.exchange.is_root() => Some(mx),
+            _ => None,
+        })
+        .collect();
+    let Some(best) = mx.iter().map(|m| m.preference).min() else {
+        return Vec::new();
+    };
+    let mut hosts: Vec<String> = mx
+        .iter()
+        .filter(|m| m.preference == best)
+        .map(|m| name_to_string(&m.exchange))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts.truncate(4);
+    hosts
+}
+
 fn parse_name(s: &str) -> Result<Name, LookupError> {
     let t = s.trim();
     if t.is_empty() || t.contains(char::is_whitespace) {
@@ -1232,17 +1345,70 @@ struct Observed {
     log: FailLog,
     mode: Mode,
     keys: KeyCache,
+    denials: PendingDenials,
+    /// The lookup these queries serve (`name TYPE`), for the query timings.
+    lookup: Arc<str>,
+    /// Key queries on their way, shared by every lookup (see [`InFlight`]).
+    in_flight: InFlight,
+    /// How many key queries ahead to send early, each after the one before
+    /// ([`Observed::prefetch_next_key`]): 2 reaches from a zone's DNSKEY to
+    /// its DS and its parent's DNSKEY; 0 for queries sent early themselves.
+    prefetch: u8,
+    /// The configured anchor zones (their DS is never asked).
+    anchor_zones: Arc<[Name]>,
+    /// For an MX lookup: the resolver to start the hosts' address lookups on
+    /// when the MX answer arrives ([`Resolver::start_early_ips`]).
+    mx_hosts: Option<Resolver>,
 }
 
-/// Positive DNSKEY, DS and NS (zone cuts) answers as they came from the resolver, kept for
-/// their TTL (at most 5 minutes). Without it every lookup fetched the whole
-/// chain of keys again: two thirds of the queries of a delivery to a new
-/// domain (bench/README.md). Only complete positive answers are kept —
-/// failures and denials are asked again, so the `Indeterminate` logic and
-/// hickory's verdicts stay per lookup; the validator checks the signatures
-/// of a kept answer as of a fresh one.
+/// Logs one upstream query at debug level under the target
+/// `postern::dns::query` (off unless asked for, e.g.
+/// `POSTERN_LOG=info,postern::dns::query=debug`): when it went out (µs
+/// since the Unix epoch), how long the answer took, how it ended, and the
+/// lookup it served. `bench/dns_chain.py` turns these into a first
+/// delivery's DNS time and its longest chain of dependent round trips.
+fn log_query(what: &str, lookup: &str, start: SystemTime, rtt: Duration, result: &str) {
+    let start_us = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    tracing::debug!(
+        target: "postern::dns::query",
+        query = %what,
+        lookup = %lookup,
+        start_us,
+        rtt_us = rtt.as_micros() as u64,
+        result,
+        "upstream DNS query"
+    );
+}
+
+/// DNSKEY, DS and NS (zone cut) answers as they came from the resolver, kept
+/// for their TTL (at most 5 minutes). Without it every lookup fetched the
+/// whole chain of keys again: two thirds of the queries of a delivery to a
+/// new domain (bench/README.md).
+///
+/// Kept are complete positive answers, and denials of DS and NS (the DS
+/// denial is the proof that a zone is unsigned; NS denials are the walk up
+/// to the zone cut that precedes it). The cache sits *below* hickory's
+/// validator, so a kept response is validated again on every use exactly as
+/// a fresh one: the cache saves round trips, never a signature check.
+/// Failures (SERVFAIL, timeouts) are never kept, so the `Indeterminate`
+/// logic stays per lookup; denials are kept only once the lookup they
+/// served ended neither bogus nor indeterminate ([`PendingDenials`]), and a
+/// bogus lookup empties the cache ([`Resolver::query_name`]).
 #[derive(Clone, Default)]
-struct KeyCache(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (DnsResponse, Instant)>>>);
+struct KeyCache(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (Kept, Instant)>>>);
+
+/// One entry of [`KeyCache`].
+#[derive(Clone)]
+enum Kept {
+    /// A positive answer.
+    Answer(DnsResponse),
+    /// A denial (NODATA or NXDOMAIN), as the name-server pool reports it:
+    /// the validator turns it back into a response and checks its proof.
+    Denial(NoRecords),
+}
 
 impl KeyCache {
     const MAX_TTL: Duration = Duration::from_secs(300);
@@ -1256,10 +1422,18 @@ impl KeyCache {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn get(&self, name: &Name, rtype: RecordType) -> Option<DnsResponse> {
+    /// The kept answer, as the network would have delivered it: a positive
+    /// response, or the `NoRecordsFound` error of a denial.
+    fn get(&self, name: &Name, rtype: RecordType) -> Option<Result<DnsResponse, NetError>> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (resp, until) = map.get(&(name.to_lowercase(), rtype))?;
-        (Instant::now() < *until).then(|| resp.clone())
+        let (kept, until) = map.get(&(name.to_lowercase(), rtype))?;
+        if Instant::now() >= *until {
+            return None;
+        }
+        Some(match kept {
+            Kept::Answer(resp) => Ok(resp.clone()),
+            Kept::Denial(nr) => Err(NetError::Dns(DnsError::NoRecordsFound(nr.clone()))),
+        })
     }
 
     fn put(&self, name: &Name, rtype: RecordType, resp: &DnsResponse) {
@@ -1273,6 +1447,43 @@ impl KeyCache {
         }
         let ttl = resp.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
         let ttl = Duration::from_secs(u64::from(ttl)).min(Self::MAX_TTL);
+        self.insert(name, rtype, Kept::Answer(resp.clone()), ttl);
+    }
+
+    /// How long a DS or NS denial may be kept, or `None` if it may not: it
+    /// must be a real negative answer (NODATA or NXDOMAIN) with an SOA (its
+    /// negative TTL, RFC 2308 §5), and a DS denial must carry NSEC or NSEC3
+    /// records and signatures — the proof the validator checks on each use.
+    /// The shortest TTL of the SOA minimum and every authority record,
+    /// capped like positives.
+    fn denial_ttl(rtype: RecordType, nr: &NoRecords) -> Option<Duration> {
+        if !matches!(rtype, RecordType::DS | RecordType::NS)
+            || !matches!(
+                nr.response_code,
+                ResponseCode::NoError | ResponseCode::NXDomain
+            )
+        {
+            return None;
+        }
+        let negative = nr.negative_ttl?;
+        let authorities: &[Record] = nr.authorities.as_deref().unwrap_or(&[]);
+        if rtype == RecordType::DS {
+            let has = |t: RecordType| authorities.iter().any(|r| r.record_type() == t);
+            let proof = has(RecordType::NSEC) || has(RecordType::NSEC3);
+            if !proof || !has(RecordType::RRSIG) {
+                return None;
+            }
+        }
+        let ttl = authorities.iter().map(|r| r.ttl).fold(negative, u32::min);
+        let ttl = Duration::from_secs(u64::from(ttl)).min(Self::MAX_TTL);
+        (!ttl.is_zero()).then_some(ttl)
+    }
+
+    fn put_denial(&self, name: &Name, rtype: RecordType, nr: &NoRecords, ttl: Duration) {
+        self.insert(name, rtype, Kept::Denial(nr.clone()), ttl);
+    }
+
+    fn insert(&self, name: &Name, rtype: RecordType, kept: Kept, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
@@ -1284,10 +1495,43 @@ impl KeyCache {
                 map.clear();
             }
         }
-        map.insert(
-            (name.to_lowercase(), rtype),
-            (resp.clone(), Instant::now() + ttl),
-        );
+        map.insert((name.to_lowercase(), rtype), (kept, Instant::now() + ttl));
+    }
+}
+
+/// DS and NS denials seen during one lookup, waiting for its verdict: they
+/// go into the [`KeyCache`] only if the lookup ended secure, insecure or as
+/// a validated negative answer — never after a bogus or indeterminate one,
+/// so a forged denial is not kept even for the moment until the cache is
+/// emptied.
+#[derive(Clone, Default)]
+struct PendingDenials(Arc<Mutex<Vec<(Name, RecordType, NoRecords, Duration)>>>);
+
+impl PendingDenials {
+    fn push(&self, name: &Name, rtype: RecordType, nr: &NoRecords) {
+        let Some(ttl) = KeyCache::denial_ttl(rtype, nr) else {
+            return;
+        };
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < 16 {
+            v.push((name.clone(), rtype, nr.clone(), ttl));
+        }
+    }
+
+    /// Keeps the denials if `outcome` is a trustworthy verdict.
+    fn settle(&self, outcome: &Result<Resolved, LookupError>, keys: &KeyCache) {
+        let trusted = match outcome {
+            Ok(r) => [&r.status, &r.origin]
+                .iter()
+                .all(|s| matches!(s, Status::Secure | Status::Insecure)),
+            Err(e) => e.security().is_some(),
+        };
+        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if trusted {
+            for (name, rtype, nr, ttl) in pending {
+                keys.put_denial(&name, rtype, &nr, ttl);
+            }
+        }
     }
 }
 
@@ -1310,42 +1554,177 @@ impl DnsHandle for Observed {
             .first()
             .filter(|q| self.mode == Mode::Validate && KeyCache::cacheable(q.query_type()))
             .map(|q| (q.name().clone(), q.query_type()));
-        if let Some((name, rtype)) = &key {
-            if let Some(resp) = self.keys.get(name, *rtype) {
-                return Box::pin(futures_util::stream::once(async move { Ok(resp) }));
+        let is_mx = request.queries.first().map(|q| q.query_type()) == Some(RecordType::MX);
+        let answer = match &key {
+            Some((name, rtype)) => {
+                if let Some(kept) = self.keys.get(name, *rtype) {
+                    log_query(
+                        &what,
+                        &self.lookup,
+                        SystemTime::now(),
+                        Duration::ZERO,
+                        "kept",
+                    );
+                    return Box::pin(futures_util::stream::once(async move { kept }));
+                }
+                let mut sent = false;
+                let answer = self
+                    .in_flight
+                    .join_or_send(name, *rtype, &what, &self.lookup, || {
+                        sent = true;
+                        self.network(request, &what, key.clone())
+                    });
+                if sent {
+                    self.prefetch_next_key(name, *rtype);
+                }
+                answer
+            }
+            None => self.network(request, &what, None),
+        };
+        // What each lookup notes of the answer itself, also of a shared one.
+        let (log, denials) = (self.log.clone(), self.denials.clone());
+        let mx_hosts = self.mx_hosts.clone().filter(|_| is_mx);
+        Box::pin(futures_util::stream::once(answer.map(move |r| {
+            match (&r, &key) {
+                (Ok(resp), _) => {
+                    if let Some(resolver) = &mx_hosts {
+                        resolver.start_early_ips(resp);
+                    }
+                }
+                (Err(NetError::Dns(DnsError::NoRecordsFound(nr))), Some((name, rtype))) => {
+                    denials.push(name, *rtype, nr)
+                }
+                (
+                    Err(NetError::Dns(DnsError::NoRecordsFound(_)))
+                    | Err(NetError::Dns(DnsError::Nsec { .. })),
+                    _,
+                ) => {}
+                (Err(e), _) => log.push(format!("{what}: {e}")),
+            }
+            r
+        })))
+    }
+}
+
+/// One query's first answer, as every lookup waiting for it gets it.
+type SharedAnswer = futures_util::future::Shared<
+    Pin<Box<dyn std::future::Future<Output = Result<DnsResponse, NetError>> + Send>>,
+>;
+
+impl Observed {
+    /// Sends now the key query the validator will ask next, instead of one
+    /// round trip later: hickory validates top-down and asks DNSKEY of a
+    /// zone, then (once that arrives) its DS, then the DNSKEY of the parent
+    /// that signs the DS. Both names are known from the first query, so the
+    /// fetches may overlap (only the checks are ordered, RFC 4035 §5). The
+    /// early query is an ordinary key query: its response goes through
+    /// [`InFlight`] and the [`KeyCache`] and is validated when the validator
+    /// takes it, like any other. Not done for an anchor zone's DS (never
+    /// asked: its keys are trusted), and at most two queries ahead.
+    fn prefetch_next_key(&self, zone: &Name, rtype: RecordType) {
+        if self.prefetch == 0 || zone.is_root() {
+            return;
+        }
+        let next = match rtype {
+            RecordType::DNSKEY if !self.anchor_zones.iter().any(|a| a.eq_ignore_root(zone)) => {
+                Query::query(zone.clone(), RecordType::DS)
+            }
+            // the parent usually signs the DS; a wrong guess costs one query
+            RecordType::DS => Query::query(zone.base_name(), RecordType::DNSKEY),
+            _ => return,
+        };
+        let early = Observed {
+            log: FailLog::default(),
+            denials: PendingDenials::default(),
+            mx_hosts: None,
+            prefetch: self.prefetch - 1,
+            ..self.clone()
+        };
+        let mut options = request_options();
+        options.edns_set_dnssec_ok = true;
+        let mut answers = early.lookup(next, options);
+        tokio::spawn(async move {
+            let _ = answers.next().await;
+        });
+    }
+
+    /// Sends `request` to the resolver: its first answer, trimmed of what
+    /// validation does not need (the additional section, NS records beside
+    /// a positive answer), timed ([`log_query`]), and, for a key query,
+    /// kept in the [`KeyCache`] before anyone waiting for it sees it.
+    fn network(
+        &self,
+        request: DnsRequest,
+        what: &str,
+        key: Option<(Name, RecordType)>,
+    ) -> SharedAnswer {
+        let (what, lookup, keys) = (what.to_string(), self.lookup.clone(), self.keys.clone());
+        let (sent_at, sent) = (SystemTime::now(), Instant::now());
+        let mut answers = self.inner.send(request);
+        let answer: Pin<Box<dyn std::future::Future<Output = _> + Send>> = Box::pin(async move {
+            let r = answers
+                .next()
+                .await
+                .unwrap_or_else(|| Err(NetError::from("no response".to_string())));
+            let result = match &r {
+                Ok(_) => "answer",
+                Err(NetError::Dns(DnsError::NoRecordsFound(_))) => "denial",
+                Err(_) => "error",
+            };
+            log_query(&what, &lookup, sent_at, sent.elapsed(), result);
+            let mut resp = r?;
+            let m = &mut *resp;
+            m.additionals.clear();
+            if !m.answers.is_empty() {
+                m.authorities.retain(|r| match &r.data {
+                    RData::NS(_) => false,
+                    RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                        sig.input().type_covered != RecordType::NS
+                    }
+                    _ => true,
+                });
+            }
+            if let Some((name, rtype)) = &key {
+                keys.put(name, *rtype, &resp);
+            }
+            Ok(resp)
+        });
+        futures_util::FutureExt::shared(answer)
+    }
+}
+
+/// Key queries (DNSKEY, DS, NS) on their way, so that lookups running at the
+/// same time — the MX, the `_mta-sts` TXT, the addresses — send one query
+/// for the keys of a zone instead of one each. A lookup that joins gets the
+/// same response as the one that sent it and validates it itself; only the
+/// round trip is shared.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<std::collections::HashMap<(Name, RecordType), (Instant, SharedAnswer)>>>);
+
+impl InFlight {
+    /// A query older than this is not joined but sent again.
+    const STALE: Duration = Duration::from_secs(30);
+
+    fn join_or_send(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        what: &str,
+        lookup: &str,
+        send: impl FnOnce() -> SharedAnswer,
+    ) -> SharedAnswer {
+        let k = (name.to_lowercase(), rtype);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, answer)) = map.get(&k) {
+            if at.elapsed() < Self::STALE && answer.peek().is_none() {
+                log_query(what, lookup, SystemTime::now(), Duration::ZERO, "joined");
+                return answer.clone();
             }
         }
-        let log = self.log.clone();
-        let keys = self.keys.clone();
-        Box::pin(self.inner.send(request).map(move |r| match r {
-            Ok(mut resp) => {
-                let m = &mut *resp;
-                m.additionals.clear();
-                if !m.answers.is_empty() {
-                    m.authorities.retain(|r| match &r.data {
-                        RData::NS(_) => false,
-                        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
-                            sig.input().type_covered != RecordType::NS
-                        }
-                        _ => true,
-                    });
-                }
-                if let Some((name, rtype)) = &key {
-                    keys.put(name, *rtype, &resp);
-                }
-                Ok(resp)
-            }
-            Err(e) => {
-                if !matches!(
-                    &e,
-                    NetError::Dns(DnsError::NoRecordsFound(_))
-                        | NetError::Dns(DnsError::Nsec { .. })
-                ) {
-                    log.push(format!("{what}: {e}"));
-                }
-                Err(e)
-            }
-        }))
+        let answer = send();
+        map.retain(|_, (at, a)| at.elapsed() < Self::STALE && a.peek().is_none());
+        map.insert(k, (Instant::now(), answer.clone()));
+        answer
     }
 }
 
@@ -2124,6 +2503,244 @@ mod tests {
         let mut r = Record::from_rdata(name(owner), 60, data);
         r.proof = proof;
         r
+    }
+
+    /// A DS denial as the pool reports it: SOA (negative TTL `minimum`),
+    /// and, if `signed`, an NSEC and its RRSIG (the proof the validator checks).
+    fn ds_denial(rcode: ResponseCode, minimum: u32, signed: bool) -> NoRecords {
+        use hickory_resolver::proto::dnssec::rdata::{SigInput, NSEC, RRSIG};
+        let q = Query::query(name("insecure.test."), RecordType::DS);
+        let mut nr = NoRecords::new(q, rcode);
+        let soa = SOA::new(name("ns.test."), name("h.test."), 1, 1, 1, 1, minimum);
+        let mut auth = vec![Record::from_rdata(
+            name("test."),
+            3600,
+            RData::SOA(soa.clone()),
+        )];
+        if signed {
+            let nsec = NSEC::new(name("z.test."), [RecordType::NS]);
+            auth.push(Record::from_rdata(
+                name("insecure.test."),
+                600,
+                RData::DNSSEC(DNSSECRData::NSEC(nsec)),
+            ));
+            let input = SigInput {
+                type_covered: RecordType::NSEC,
+                algorithm: Algorithm::ECDSAP256SHA256,
+                num_labels: 2,
+                original_ttl: 600,
+                sig_expiration: 2.into(),
+                sig_inception: 1.into(),
+                key_tag: 1,
+                signer_name: name("test."),
+            };
+            auth.push(Record::from_rdata(
+                name("insecure.test."),
+                600,
+                RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, vec![0; 64]))),
+            ));
+        }
+        nr.soa = Some(Box::new(Record::from_rdata(name("test."), 3600, soa)));
+        nr.negative_ttl = Some(minimum);
+        nr.authorities = Some(auth.into());
+        nr
+    }
+
+    #[test]
+    fn ds_denials_are_kept_for_their_negative_ttl() {
+        let signed = ds_denial(ResponseCode::NoError, 120, true);
+        // the shortest of the SOA minimum (120) and the records' TTLs (600, 3600)
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &signed),
+            Some(Duration::from_secs(120))
+        );
+        let nx = ds_denial(ResponseCode::NXDomain, 86400, true);
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &nx),
+            Some(KeyCache::MAX_TTL),
+            "capped like positives"
+        );
+        // an NS denial (the walk to the zone cut) needs no NSEC: it is never validated
+        let ns = ds_denial(ResponseCode::NoError, 60, false);
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::NS, &ns),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn what_is_never_kept() {
+        let unsigned = ds_denial(ResponseCode::NoError, 120, false);
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &unsigned),
+            None,
+            "no NSEC proof"
+        );
+        for rcode in [
+            ResponseCode::ServFail,
+            ResponseCode::Refused,
+            ResponseCode::FormErr,
+        ] {
+            let nr = ds_denial(rcode, 120, true);
+            assert_eq!(KeyCache::denial_ttl(RecordType::DS, &nr), None, "{rcode}");
+        }
+        let mut no_soa = ds_denial(ResponseCode::NoError, 120, true);
+        no_soa.negative_ttl = None;
+        assert_eq!(
+            KeyCache::denial_ttl(RecordType::DS, &no_soa),
+            None,
+            "no SOA"
+        );
+        let zero = ds_denial(ResponseCode::NoError, 0, true);
+        assert_eq!(KeyCache::denial_ttl(RecordType::DS, &zero), None, "TTL 0");
+        // denials of the data a delivery asks for are the validator's business
+        for rtype in [
+            RecordType::DNSKEY,
+            RecordType::TLSA,
+            RecordType::MX,
+            RecordType::A,
+        ] {
+            let nr = ds_denial(ResponseCode::NoError, 120, true);
+            assert_eq!(KeyCache::denial_ttl(rtype, &nr), None, "{rtype}");
+        }
+    }
+
+    #[test]
+    fn denials_wait_for_a_trustworthy_verdict() {
+        let zone = name("insecure.test.");
+        let nr = ds_denial(ResponseCode::NoError, 120, true);
+        let verdicts: Vec<(Result<Resolved, LookupError>, bool)> = vec![
+            (Err(LookupError::Bogus("x".into())), false),
+            (Err(LookupError::Indeterminate("x".into())), false),
+            (Err(LookupError::ServFail("x".into())), false),
+            (Err(LookupError::Timeout), false),
+            (
+                resolved(vec![], Security::Insecure).map(|mut r| {
+                    r.status = Status::Bogus("x".into());
+                    r
+                }),
+                false,
+            ),
+            (resolved(vec![], Security::Insecure), true),
+            (
+                Err(LookupError::NoData {
+                    security: Security::Insecure,
+                }),
+                true,
+            ),
+            (
+                Err(LookupError::NxDomain {
+                    security: Security::Secure,
+                }),
+                true,
+            ),
+        ];
+        for (outcome, kept) in verdicts {
+            let keys = KeyCache::default();
+            let pending = PendingDenials::default();
+            pending.push(&zone, RecordType::DS, &nr);
+            pending.settle(&outcome, &keys);
+            assert_eq!(
+                keys.get(&zone, RecordType::DS).is_some(),
+                kept,
+                "{outcome:?}"
+            );
+            // settled once: a second verdict does not see the same denials
+            pending.settle(&resolved(vec![], Security::Secure), &keys);
+        }
+        // what comes back is the same denial, for the validator to check again
+        let keys = KeyCache::default();
+        let pending = PendingDenials::default();
+        pending.push(&name("INSECURE.test."), RecordType::DS, &nr);
+        pending.settle(&resolved(vec![], Security::Insecure), &keys);
+        match keys.get(&zone, RecordType::DS) {
+            Some(Err(NetError::Dns(DnsError::NoRecordsFound(back)))) => {
+                assert_eq!(back.response_code, ResponseCode::NoError);
+                assert_eq!(back.authorities.as_deref(), nr.authorities.as_deref());
+                assert_eq!(back.negative_ttl, Some(120));
+            }
+            other => panic!("expected the kept denial, got {other:?}"),
+        }
+        assert!(keys.get(&zone, RecordType::NS).is_none());
+        keys.clear();
+        assert!(keys.get(&zone, RecordType::DS).is_none());
+    }
+
+    #[test]
+    fn early_address_lookups_are_for_the_preferred_exchanges() {
+        use hickory_resolver::proto::rr::rdata::MX;
+        let mx = |pref, host: &str| {
+            rec(
+                "example.",
+                RData::MX(MX::new(pref, name(host))),
+                Proof::Secure,
+            )
+        };
+        let resp = response(
+            "example.",
+            RecordType::MX,
+            ResponseCode::NoError,
+            vec![
+                mx(20, "backup.example."),
+                mx(10, "B.example."),
+                mx(10, "a.example."),
+            ],
+            vec![],
+        );
+        assert_eq!(preferred_exchanges(&resp), ["a.example", "b.example"]);
+        let null = response(
+            "example.",
+            RecordType::MX,
+            ResponseCode::NoError,
+            vec![mx(0, ".")],
+            vec![],
+        );
+        assert!(preferred_exchanges(&null).is_empty(), "null MX (RFC 7505)");
+        let many: Vec<Record> = (0..9).map(|i| mx(5, &format!("h{i}.example."))).collect();
+        let many = response(
+            "example.",
+            RecordType::MX,
+            ResponseCode::NoError,
+            many,
+            vec![],
+        );
+        assert_eq!(preferred_exchanges(&many).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn key_queries_on_their_way_are_shared_not_kept() {
+        let flight = InFlight::default();
+        let zone = name("dane-ok.test.");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let slow: SharedAnswer = futures_util::FutureExt::shared(Box::pin(async move {
+            let _ = rx.await;
+            Err(NetError::from("SERVFAIL".to_string()))
+        })
+            as Pin<Box<dyn std::future::Future<Output = _> + Send>>);
+        let first = flight.join_or_send(&zone, RecordType::DNSKEY, "q", "l", || slow.clone());
+        // a second lookup asking the same while it is on its way joins it
+        let second =
+            flight.join_or_send(&zone, RecordType::DNSKEY, "q", "l", || panic!("sent twice"));
+        // another type or name is another query
+        let mut others = 0;
+        let _ = flight.join_or_send(&zone, RecordType::DS, "q", "l", || {
+            others += 1;
+            slow.clone()
+        });
+        let _ = flight.join_or_send(&name("other.test."), RecordType::DNSKEY, "q", "l", || {
+            others += 1;
+            slow.clone()
+        });
+        assert_eq!(others, 2);
+        tx.send(()).unwrap();
+        assert!(first.await.is_err() && second.await.is_err());
+        // once answered (here: failed) it is not handed out again: asked afresh
+        let mut again = false;
+        let _ = flight.join_or_send(&zone, RecordType::DNSKEY, "q", "l", || {
+            again = true;
+            slow.clone()
+        });
+        assert!(again, "a finished query, failure or not, is no cache");
     }
 
     #[test]

@@ -146,15 +146,25 @@ impl Delays {
     }
 }
 
-pub async fn deliver(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
-    let route = ctx
-        .config
+/// The route the `route` expression picks for `domain`: `mx`, or a relay's name.
+fn route(ctx: &Context<'_>, domain: &str) -> String {
+    ctx.config
         .outbound
         .route
         .eval(&vars(ctx, domain, ""))
         .as_str()
         .unwrap_or("mx")
-        .to_string();
+        .to_string()
+}
+
+/// The attempt goes to the domain's MX hosts (not to a relay): only then
+/// does TLS-RPT count its sessions.
+pub fn goes_to_mx(ctx: &Context<'_>, domain: &str) -> bool {
+    route(ctx, domain) == "mx"
+}
+
+pub async fn deliver(ctx: &Context<'_>, domain: &str, rcpts: &[String]) -> (Vec<Outcome>, Trace) {
+    let route = route(ctx, domain);
     if route != "mx" {
         return match ctx.config.outbound.relays.get(&route) {
             Some(relay) => to_relay(ctx, &route, relay, rcpts).await,

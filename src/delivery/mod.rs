@@ -293,6 +293,12 @@ impl Engine {
                 last_error: &last_error,
                 dry_run: false,
             };
+            // TLS-RPT's `_smtp._tls` lookup runs beside the attempt's first
+            // lookups (MX, `_mta-sts`), not after the attempt. RFC 8460 §3:
+            // no reports about report messages (nor DSNs).
+            let rua = (!env.internal && attempt::goes_to_mx(&ctx, &domain))
+                .then(|| crate::tlsrpt::prefetch(&cfg.config, &tools.resolver, &domain))
+                .flatten();
             let (outcomes, trace) = attempt::deliver(&ctx, &domain, &rcpts).await;
             // A sender's `TLS-Required: No` waiver is no downgrade: it
             // neither lowers the ledger's mark nor raises an alarm.
@@ -316,6 +322,7 @@ impl Engine {
                     &tools.resolver,
                     &domain,
                     &trace.tlsrpt,
+                    rua,
                 )
                 .await;
             }
