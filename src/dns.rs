@@ -307,6 +307,10 @@ pub struct Resolver {
     /// lookup in flight per name and type, validated answers reused for
     /// their TTL.
     answers: Option<Arc<answers::AnswerCache>>,
+    /// Deliveries' resolver only: the port whose TLSA records
+    /// (`_port._tcp.<host>`) are asked for early, when a signed MX answer
+    /// arrives ([`Resolver::start_early_ips`]).
+    tlsa_port: Option<u16>,
 }
 
 type Pool = NameServerPool<Provider>;
@@ -382,6 +386,7 @@ impl Resolver {
                 in_flight: InFlight::default(),
             }),
             answers: None,
+            tlsa_port: None,
         })
     }
 
@@ -389,10 +394,15 @@ impl Resolver {
     /// for deliveries, where many messages to one domain look up the same
     /// names at once. Read-backs that must see a change at once keep using
     /// the resolver without one.
-    pub fn sharing_answers(&self) -> Resolver {
+    ///
+    /// It also asks for the TLSA records of a signed MX answer's preferred
+    /// hosts at `tlsa_port` early, beside their addresses (see
+    /// [`Resolver::start_early_ips`]); the delivery finds the answer kept.
+    pub fn sharing_answers(&self, tlsa_port: u16) -> Resolver {
         Resolver {
             inner: self.inner.clone(),
             answers: Some(Arc::default()),
+            tlsa_port: Some(tlsa_port),
         }
     }
 
@@ -479,8 +489,30 @@ impl Resolver {
                 Box::pin(async move { resolver.lookup_ips(&name).await });
             let shared = futures_util::FutureExt::shared(lookup);
             tokio::spawn(shared.clone());
-            early.insert(host, (now, shared));
+            early.insert(host.clone(), (now, shared));
+            self.start_early_tlsa(mx_answer, &host);
         }
+    }
+
+    /// On the deliveries' resolver, for a signed MX answer: asks for the
+    /// host's TLSA records now instead of after its addresses validate, so
+    /// that the TLSA round trip overlaps theirs (bench/README.md, "DNS on
+    /// the cold path"). Nothing is decided on the answer here: it waits in
+    /// the answer cache (only if it validated) or in flight, and the
+    /// delivery asks for it — as before — only once the MX and the
+    /// addresses are secure (RFC 7672 §2.2). An unsigned MX answer (most
+    /// domains) asks nothing early: its hosts rarely have TLSA records.
+    fn start_early_tlsa(&self, mx_answer: &DnsResponse, host: &str) {
+        let (Some(port), Some(_)) = (self.tlsa_port, &self.answers) else {
+            return;
+        };
+        if !is_signed(mx_answer, RecordType::MX) {
+            return;
+        }
+        let (resolver, name) = (self.clone(), format!("_{port}._tcp.{host}"));
+        tokio::spawn(async move {
+            let _ = resolver.tlsa(&name).await;
+        });
     }
 
     /// The early address lookup of `host`, if one started recently; taken
@@ -1130,6 +1162,14 @@ fn combine_ips(
 
 /// The most preferred exchanges of an MX answer (at most 4), named as
 /// [`Resolver::mx`] names them; none for a null MX (RFC 7505).
+/// Whether `resp` carries a signature over its `rtype` answer (whether it
+/// validates is the validator's business; this only says the zone signs).
+fn is_signed(resp: &DnsResponse, rtype: RecordType) -> bool {
+    resp.answers.iter().any(|r| {
+        matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(sig)) if sig.input().type_covered == rtype)
+    })
+}
+
 fn preferred_exchanges(resp: &DnsResponse) -> Vec<String> {
     let mx: Vec<_> = resp
         .answers

@@ -181,6 +181,10 @@ pub async fn run(
     publish_task.abort();
     selfcheck_task.abort();
     let _ = std::fs::remove_file(&control_path);
+    match shared.store.flush() {
+        Ok(()) => tracing::info!("store flushed"),
+        Err(e) => tracing::warn!(error = %e, "cannot flush the store; the next start replays its log"),
+    }
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {
         tracing::warn!(
@@ -310,7 +314,7 @@ pub async fn delivery_tools(cfg: &crate::config::Config) -> Result<crate::delive
     let fetch_tls =
         crate::mta_sts::FetchTls::load(sts_ca).map_err(|e| format!("mtaSts.caFile: {e}"))?;
     Ok(crate::delivery::Tools {
-        delivery_resolver: resolver.sharing_answers(),
+        delivery_resolver: resolver.sharing_answers(cfg.outbound.mx_port),
         resolver,
         tls,
         fetch_tls,

@@ -695,7 +695,7 @@ async fn shared_answers(w: &World) {
     eprintln!("--- deliveries share answers: one query in flight, validated answers kept, failures not");
     let proxy = Proxy::start(w.resolver_addr(), true).await;
     let s = settings(proxy.addr, Mode::Validate, w.get("WORLD_TRUST_ANCHORS"));
-    let r = Resolver::new(&s).unwrap().sharing_answers();
+    let r = Resolver::new(&s).unwrap().sharing_answers(25);
     // Unbound's copy fresh, so its TTL (capped at 2 s by the world) is whole
     let flushed = Command::new("bash")
         .arg(world_sh())
@@ -718,6 +718,28 @@ async fn shared_answers(w: &World) {
         "... kept within its TTL: no second query (unless the machine took over 1.5 s)",
         (proxy.seen(name, RecordType::TLSA), within_ttl),
         |(n, within): &(usize, bool)| *n == 1 || (!within && *n == 2)
+    );
+
+    // A signed MX answer: its hosts' TLSA is asked for at once, beside their
+    // addresses; an unsigned one asks nothing early.
+    check!("MX nostarttls.test (signed)", status(&r.mx("nostarttls.test").await), |v: &String| {
+        v == "answer secure"
+    });
+    check!("MX insecure.test (unsigned)", status(&r.mx("insecure.test").await), |v: &String| {
+        v == "answer insecure"
+    });
+    let early = "_25._tcp.mx.nostarttls.test";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.seen(early, RecordType::TLSA) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check!("... TLSA of the signed MX's host asked early", proxy.seen(early, RecordType::TLSA), |n: &usize| {
+        *n == 1
+    });
+    check!(
+        "... none for the unsigned MX's host",
+        proxy.seen("_25._tcp.mx.insecure.test", RecordType::TLSA),
+        |n: &usize| *n == 0
     );
 
     // a SERVFAIL is not kept: each lookup asks again
