@@ -271,9 +271,8 @@ impl Store {
 
     /// Writes every family's memtable to table files and syncs them, at
     /// a clean stop: the next start then has no write-ahead log to replay
-    /// (it held up to 64 MiB of message bodies, replayed into memory at
-    /// open: slower starts, and an idle RSS doubled after a restart —
-    /// bench/README.md, deep queue).
+    /// (up to 64 MiB of message bodies, read back into memtables and
+    /// flushed at open, before the first `220`).
     pub fn flush(&self) -> Result<(), rocksdb::Error> {
         let families: Vec<_> = FAMILIES.iter().map(|f| self.cf(f)).collect();
         self.db.flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
