@@ -183,7 +183,9 @@ pub async fn run(
     let _ = std::fs::remove_file(&control_path);
     match shared.store.flush() {
         Ok(()) => tracing::info!("store flushed"),
-        Err(e) => tracing::warn!(error = %e, "cannot flush the store; the next start replays its log"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot flush the store; the next start replays its log")
+        }
     }
     let left = shared.connections.load(Ordering::SeqCst);
     if left > 0 {

@@ -275,7 +275,8 @@ impl Store {
     /// flushed at open, before the first `220`).
     pub fn flush(&self) -> Result<(), rocksdb::Error> {
         let families: Vec<_> = FAMILIES.iter().map(|f| self.cf(f)).collect();
-        self.db.flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
         self.db.flush_wal(true)
     }
 
@@ -381,10 +382,17 @@ mod tests {
                 s.write(Batch::default().put("messages", &k, &body), false)
                     .unwrap();
             }
-            assert!(wal_bytes(dir.path()) > 500 * 4096, "the bodies are in the log");
+            assert!(
+                wal_bytes(dir.path()) > 500 * 4096,
+                "the bodies are in the log"
+            );
             s.flush().unwrap();
         }
-        assert!(wal_bytes(dir.path()) < 4096, "{} bytes of log left", wal_bytes(dir.path()));
+        assert!(
+            wal_bytes(dir.path()) < 4096,
+            "{} bytes of log left",
+            wal_bytes(dir.path())
+        );
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.count("messages").unwrap(), 500, "nothing lost");
     }

@@ -295,9 +295,20 @@ impl Drop for Proxy {
 }
 
 fn count(query: &[u8], seen: &Seen) {
-    if let Some(q) = Message::from_vec(query).ok().and_then(|m| m.queries.first().cloned()) {
-        let name = q.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-        *seen.lock().unwrap().entry((name, q.query_type())).or_default() += 1;
+    if let Some(q) = Message::from_vec(query)
+        .ok()
+        .and_then(|m| m.queries.first().cloned())
+    {
+        let name = q
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        *seen
+            .lock()
+            .unwrap()
+            .entry((name, q.query_type()))
+            .or_default() += 1;
     }
 }
 
@@ -692,7 +703,9 @@ async fn fetch_failures_are_indeterminate(w: &World) {
 /// lookups of one name make one query; a validated answer is reused within
 /// its TTL; failures and bogus answers are asked again every time.
 async fn shared_answers(w: &World) {
-    eprintln!("--- deliveries share answers: one query in flight, validated answers kept, failures not");
+    eprintln!(
+        "--- deliveries share answers: one query in flight, validated answers kept, failures not"
+    );
     let proxy = Proxy::start(w.resolver_addr(), true).await;
     let s = settings(proxy.addr, Mode::Validate, w.get("WORLD_TRUST_ANCHORS"));
     let r = Resolver::new(&s).unwrap().sharing_answers(25);
@@ -708,12 +721,18 @@ async fn shared_answers(w: &World) {
     let t = Instant::now();
     let answers = futures_util::future::join_all((0..8).map(|_| r.tlsa(name))).await;
     for a in &answers {
-        check!("8 at once: TLSA dane-ok", status(a), |v: &String| v == "answer secure");
+        check!("8 at once: TLSA dane-ok", status(a), |v: &String| v
+            == "answer secure");
     }
-    check!("... made one TLSA query", proxy.seen(name, RecordType::TLSA), |n: &usize| *n == 1);
+    check!(
+        "... made one TLSA query",
+        proxy.seen(name, RecordType::TLSA),
+        |n: &usize| *n == 1
+    );
     let again = status(&r.tlsa(name).await);
     let within_ttl = t.elapsed() < Duration::from_millis(1500);
-    check!("right after: TLSA dane-ok", again, |v: &String| v == "answer secure");
+    check!("right after: TLSA dane-ok", again, |v: &String| v
+        == "answer secure");
     check!(
         "... kept within its TTL: no second query (unless the machine took over 1.5 s)",
         (proxy.seen(name, RecordType::TLSA), within_ttl),
@@ -722,20 +741,26 @@ async fn shared_answers(w: &World) {
 
     // A signed MX answer: its hosts' TLSA is asked for at once, beside their
     // addresses; an unsigned one asks nothing early.
-    check!("MX nostarttls.test (signed)", status(&r.mx("nostarttls.test").await), |v: &String| {
-        v == "answer secure"
-    });
-    check!("MX insecure.test (unsigned)", status(&r.mx("insecure.test").await), |v: &String| {
-        v == "answer insecure"
-    });
+    check!(
+        "MX nostarttls.test (signed)",
+        status(&r.mx("nostarttls.test").await),
+        |v: &String| { v == "answer secure" }
+    );
+    check!(
+        "MX insecure.test (unsigned)",
+        status(&r.mx("insecure.test").await),
+        |v: &String| { v == "answer insecure" }
+    );
     let early = "_25._tcp.mx.nostarttls.test";
     let deadline = Instant::now() + Duration::from_secs(5);
     while proxy.seen(early, RecordType::TLSA) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    check!("... TLSA of the signed MX's host asked early", proxy.seen(early, RecordType::TLSA), |n: &usize| {
-        *n == 1
-    });
+    check!(
+        "... TLSA of the signed MX's host asked early",
+        proxy.seen(early, RecordType::TLSA),
+        |n: &usize| { *n == 1 }
+    );
     check!(
         "... none for the unsigned MX's host",
         proxy.seen("_25._tcp.mx.insecure.test", RecordType::TLSA),
@@ -748,27 +773,36 @@ async fn shared_answers(w: &World) {
     proxy.set(failing, RecordType::A, Action::ServFail);
     let mut asked = Vec::new();
     for _ in 0..2 {
-        check!("A mx.sts-enforce.test, SERVFAIL", status(&r.ips(failing).await), |v: &String| {
-            v.starts_with("servfail")
-        });
+        check!(
+            "A mx.sts-enforce.test, SERVFAIL",
+            status(&r.ips(failing).await),
+            |v: &String| { v.starts_with("servfail") }
+        );
         asked.push(proxy.seen(failing, RecordType::A));
     }
-    check!("... the second lookup asked again (queries after each)", asked, |n: &Vec<usize>| {
-        n[0] >= 1 && n[1] > n[0]
-    });
+    check!(
+        "... the second lookup asked again (queries after each)",
+        asked,
+        |n: &Vec<usize>| { n[0] >= 1 && n[1] > n[0] }
+    );
     proxy.clear();
 
     // a bogus answer is not kept either
     let mut asked = Vec::new();
     for _ in 0..2 {
-        check!("MX bogus.test", r.mx("bogus.test").await, |v: &Result<Answer<MxHost>, LookupError>| {
+        check!("MX bogus.test", r.mx("bogus.test").await, |v: &Result<
+            Answer<MxHost>,
+            LookupError,
+        >| {
             is_bogus(v)
         });
         asked.push(proxy.seen("bogus.test", RecordType::MX));
     }
-    check!("... the second lookup asked again (queries after each)", asked, |n: &Vec<usize>| {
-        n[0] >= 1 && n[1] > n[0]
-    });
+    check!(
+        "... the second lookup asked again (queries after each)",
+        asked,
+        |n: &Vec<usize>| { n[0] >= 1 && n[1] > n[0] }
+    );
 }
 
 async fn dead_and_udp_only_resolvers(w: &World) {

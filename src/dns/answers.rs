@@ -20,9 +20,9 @@
 //! Read-backs that must see a change at once (TLSA and TXT publication,
 //! the self-check) use the plain resolver, which keeps nothing.
 
-use super::{LookupError, Looked, Resolved, Status};
 #[cfg(doc)]
 use super::Security;
+use super::{Looked, LookupError, Resolved, Status};
 use hickory_resolver::proto::rr::{Name, RecordType};
 use std::collections::HashMap;
 use std::future::Future;
@@ -195,7 +195,14 @@ mod tests {
         for status in [Status::Secure, Status::Insecure] {
             let c = AnswerCache::default();
             let runs = AtomicUsize::new(0);
-            let a = ask(&c, "mx.example.", &runs, Ok(answer(status.clone(), 60)), None).await;
+            let a = ask(
+                &c,
+                "mx.example.",
+                &runs,
+                Ok(answer(status.clone(), 60)),
+                None,
+            )
+            .await;
             assert!(a.is_ok());
             // a second lookup (a different answer would come back) gets the first
             let b = ask(&c, "MX.example.", &runs, Ok(answer(status, 1)), None).await;
@@ -211,7 +218,14 @@ mod tests {
                 let c = AnswerCache::default();
                 let runs = AtomicUsize::new(0);
                 let first = ask(&c, "mx.example.", &runs, denial(security, nx), Some(30)).await;
-                let again = ask(&c, "mx.example.", &runs, Ok(answer(Status::Secure, 60)), None).await;
+                let again = ask(
+                    &c,
+                    "mx.example.",
+                    &runs,
+                    Ok(answer(Status::Secure, 60)),
+                    None,
+                )
+                .await;
                 assert_eq!(again.unwrap_err(), first.unwrap_err());
                 assert_eq!(runs.load(Ordering::SeqCst), 1);
             }
@@ -259,7 +273,11 @@ mod tests {
             let runs = AtomicUsize::new(0);
             ask(&c, "mx.example.", &runs, r.clone(), ttl).await.ok();
             ask(&c, "mx.example.", &runs, r.clone(), ttl).await.ok();
-            assert_eq!(runs.load(Ordering::SeqCst), 2, "kept although it may not be: {r:?}");
+            assert_eq!(
+                runs.load(Ordering::SeqCst),
+                2,
+                "kept although it may not be: {r:?}"
+            );
         }
     }
 
@@ -292,7 +310,9 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // ... and a later lookup asks again: failures are not kept
         let later = AtomicUsize::new(0);
-        ask(&c, "down.example.", &later, Err(LookupError::Timeout), None).await.ok();
+        ask(&c, "down.example.", &later, Err(LookupError::Timeout), None)
+            .await
+            .ok();
         assert_eq!(later.load(Ordering::SeqCst), 1);
     }
 

@@ -140,7 +140,9 @@ impl World {
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(self.get("WORLD_CA")).expect("the world CA");
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots.add(c.expect("a CA certificate")).expect("a usable CA");
+            roots
+                .add(c.expect("a CA certificate"))
+                .expect("a usable CA");
         }
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
