@@ -676,10 +676,16 @@ def drain_one(tmp):
     data = f"{d}/data"
     os.makedirs(d, exist_ok=True)
     fill(data, DRAIN_N, "--recipient", TO, "--min-delay", "0", "--spread", "0")
+    return timed_drain(tmp, d, "postern", lambda: start_postern(d, "plain", data=data))
+
+
+def timed_drain(tmp, d, relay, start):
+    """Starts a relay on its filled backlog (`start` returns its Tracked, address and log) and
+    times it, from the start, until the sink has all DRAIN_N; removes `d` afterwards."""
     counter = f"{tmp}/sinks/plain.count"
     c0 = sink_count(counter)
     t0 = time.perf_counter()
-    t, _, logf = start_postern(d, "plain", data=data)
+    t, _, logf = start()
     try:
         cpu0 = cpu_seconds(t.pid)
         wait_sink(counter, c0, DRAIN_N, logf)
@@ -688,7 +694,7 @@ def drain_one(tmp):
     finally:
         t.stop()
     shutil.rmtree(d, ignore_errors=True)
-    log(f"drain: {DRAIN_N} in {el:.1f} s = {DRAIN_N / el:.0f}/s, postern CPU {cpu:.1f} s")
+    log(f"{relay} drain: {DRAIN_N} in {el:.1f} s = {DRAIN_N / el:.0f}/s, {relay} CPU {cpu:.1f} s")
     return {"drain_rate": DRAIN_N / el, "drain_s": el, "cpu_s": cpu}
 
 
@@ -767,21 +773,12 @@ def pf_drain_one(tmp, template):
     on them and told to flush (`postqueue -f`, as after an outage); timed until the sink has all."""
     d = f"{tmp}/pf-drain"
     pf_fill(d, template, DRAIN_N, due=True)
-    counter = f"{tmp}/sinks/plain.count"
-    c0 = sink_count(counter)
-    t0 = time.perf_counter()
-    t = postfix_instance("relay", d, POSTFIX_ADDR[0], pf_deep_extra(SINK_PLAIN))
-    try:
-        cpu0 = cpu_seconds(t.pid)
+
+    def start():
+        t = postfix_instance("relay", d, POSTFIX_ADDR[0], pf_deep_extra(SINK_PLAIN))
         subprocess.run(["postqueue", "-c", f"{d}/conf", "-f"], check=True, stdin=subprocess.DEVNULL)
-        wait_sink(counter, c0, DRAIN_N, f"{d}/maillog")
-        el = time.perf_counter() - t0
-        cpu = cpu_seconds(t.pid) - cpu0
-    finally:
-        t.stop()
-    shutil.rmtree(d, ignore_errors=True)
-    log(f"postfix drain: {DRAIN_N} in {el:.1f} s = {DRAIN_N / el:.0f}/s, Postfix CPU {cpu:.1f} s")
-    return {"drain_rate": DRAIN_N / el, "drain_s": el, "cpu_s": cpu}
+        return t, POSTFIX_ADDR, f"{d}/maillog"
+    return timed_drain(tmp, d, "postfix", start)
 
 
 # ------------------------------------------------------------------ deep: the whole mode
