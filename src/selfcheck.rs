@@ -188,15 +188,11 @@ async fn check_policy(
     // (`postern mta-sts status` shows that drift); a lag is not a problem
     // here, or the promotion that changes the policy would undo itself.
     let host = crate::mta_sts::fetch::policy_host(domain);
-    let addrs: Vec<SocketAddr> = match resolver.ips(&host).await {
-        Ok(a) => a
-            .records
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, 443))
-            .collect(),
+    let addrs = match crate::mta_sts::fetch::policy_addrs(resolver, domain).await {
+        Ok(a) => a,
         Err(e) => {
             r.problems
-                .push(format!("{host}: {e}: senders cannot fetch the policy"));
+                .push(format!("{e}: senders cannot fetch the policy"));
             return r;
         }
     };

@@ -5,7 +5,6 @@
 use super::attempt::Context;
 use crate::dns::LookupError;
 use crate::mta_sts::{self, CachedPolicy, Plan, Policy, TxtResult};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The policy in force for a domain, and where it came from.
@@ -158,15 +157,9 @@ async fn fetch(
     domain: &str,
     timeout: Duration,
 ) -> Result<Policy, mta_sts::FetchError> {
-    let host = mta_sts::policy_host(domain);
-    let addrs: Vec<SocketAddr> = match resolver.ips(&host).await {
-        Ok(a) => a
-            .records
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, 443))
-            .collect(),
-        Err(e) => return Err(mta_sts::FetchError::Dns(format!("{host}: {e}"))),
-    };
+    let addrs = mta_sts::fetch::policy_addrs(resolver, domain)
+        .await
+        .map_err(mta_sts::FetchError::Dns)?;
     mta_sts::fetch_with_addrs(tls, domain, timeout, &addrs)
         .await
         .map(|f| f.policy)

@@ -236,6 +236,23 @@ pub fn policy_host(domain: &str) -> String {
     format!("mta-sts.{}", cache_key(domain))
 }
 
+/// The HTTPS addresses of `domain`'s policy host through postern's own
+/// resolver; the error names the host.
+pub async fn policy_addrs(
+    resolver: &crate::dns::Resolver,
+    domain: &str,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    let host = policy_host(domain);
+    match resolver.ips(&host).await {
+        Ok(a) => Ok(a
+            .records
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, 443))
+            .collect()),
+        Err(e) => Err(format!("{host}: {e}")),
+    }
+}
+
 fn client_builder(tls: &FetchTls) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         // a rustls::ClientConfig of the same rustls version reqwest uses;
