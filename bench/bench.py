@@ -516,6 +516,12 @@ def sample_main(root, out):
 DEEP_N = int(os.environ.get("BENCH_DEEP", "1000000"))
 DEEP_SIZE = int(os.environ.get("BENCH_DEEP_SIZE", "1024"))
 DEEP_DIR = os.environ.get("BENCH_DEEP_DIR", "/var/tmp/postern-deep")
+# The deep queue's next attempts lie between DEEP_DELAY and DEEP_DELAY + a day after its fill, and a
+# kept queue is used for at most FILL_MAX_AGE: nothing of it may fall due while it is measured (a
+# queue kept across invocations with next attempts from an hour on once did, and the relays were
+# measured delivering and deferring it).
+DEEP_DELAY = 86400
+FILL_MAX_AGE = 12 * 3600
 PF_DEEP_DIR = os.environ.get("BENCH_PF_DEEP_DIR", "/var/tmp/postfix-deep")
 IDLE = float(os.environ.get("BENCH_IDLE", "60"))
 DRAIN_N = int(os.environ.get("BENCH_DRAIN", "100000"))
@@ -572,6 +578,9 @@ def deep_one(tmp, name, data, relay="postern"):
     d = f"{tmp}/{name}"
     os.makedirs(d, exist_ok=True)
     addr = POSTERN_ADDR if relay == "postern" else POSTFIX_ADDR
+    # Postfix's log in a kept queue directory holds earlier invocations' lines: check only ours
+    pf_log = f"{data}/maillog"
+    log_from = os.path.getsize(pf_log) if relay == "postfix" and os.path.exists(pf_log) else 0
     t0 = time.perf_counter()
     # the start helpers wait for the listener themselves; time the greeting from our own spawn instead
     holder = {}
@@ -610,6 +619,7 @@ def deep_one(tmp, name, data, relay="postern"):
         t_e2e = time.perf_counter() - t1
         cpu = cpu_seconds(t.pid) - cpu1
         metrics = http_get(POSTERN_HTTP, "/metrics") if relay == "postern" else ""
+        untouched_deep_queue(relay, metrics, logf, log_from, c0, counter)
     finally:
         sampler.send_signal(signal.SIGTERM)
         try:
@@ -743,7 +753,7 @@ def pf_fill(inst, template, count, due):
     Postfix names them (5 hex digits of microseconds, then the inode number in hex, so that
     `postsuper` at start finds nothing to rename) in the hashed `deferred/X/` directories; the
     file's modification time is Postfix's next-attempt time: a minute ago when `due`, else spread
-    over the day from an hour on, like the postern queue of `fill-queue`."""
+    over a day from DEEP_DELAY on, like the postern queue of `fill-queue`."""
     import pwd
     import random
     pw = pwd.getpwnam("postfix")
@@ -760,7 +770,7 @@ def pf_fill(inst, template, count, due):
         os.fchown(fd, pw.pw_uid, pw.pw_gid)
         ino = os.fstat(fd).st_ino
         os.close(fd)
-        when = now - 60 if due else now + 3600 + 86400 * i / count
+        when = now - 60 if due else now + DEEP_DELAY + 86400 * i / count
         os.utime(scratch, (when, when))
         qid = f"{random.randrange(1000000):05X}{ino:X}"
         os.rename(scratch, f"{deferred}/{qid[0]}/{qid}")
@@ -785,18 +795,50 @@ def pf_drain_one(tmp, template):
 DEEP_RELAYS = os.environ.get("BENCH_DEEP_RELAYS", "postern,postfix").split(",")
 
 
+def filled_at(path):
+    """When the deep queue at `path` was filled (its `.filled` holds the time), or None."""
+    try:
+        with open(f"{path}/.filled") as f:
+            return float(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def deep_store(relay, templates):
-    """The filled deep queue of `relay`, made once and kept between invocations."""
+    """The filled deep queue of `relay`, kept between invocations while younger than FILL_MAX_AGE
+    (so that none of it falls due during an invocation), else filled anew."""
     path = f"{DEEP_DIR}-{DEEP_N}" if relay == "postern" else f"{PF_DEEP_DIR}-{DEEP_N}"
-    if not os.path.exists(f"{path}/.filled"):
+    at = filled_at(path)
+    if at is None or time.time() - at > FILL_MAX_AGE:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
         if relay == "postern":
-            fill(f"{path}/data", DEEP_N, "--recipient", DOWN_RCPT)
+            fill(f"{path}/data", DEEP_N, "--recipient", DOWN_RCPT, "--min-delay", str(DEEP_DELAY))
         else:
             pf_fill(path, templates[DOWN_RCPT], DEEP_N, due=False)
-        open(f"{path}/.filled", "w").close()
+        with open(f"{path}/.filled", "w") as f:
+            f.write(f"{time.time():.0f}\n")
+    else:
+        log(f"deep queue of {relay}: kept from {(time.time() - at) / 3600:.1f} h ago")
     return f"{path}/data" if relay == "postern" else path
+
+
+def untouched_deep_queue(relay, metrics, logf, log_from, c0, counter):
+    """Fails the run when the relay attempted anything but the measured load: a deep queue that
+    fell due would be measured as delivering or deferring, not as lying in the queue. postern:
+    its deliveries (any status) are exactly the load's, and so is the sink's count; Postfix: its
+    log names no recipient of the deep queue."""
+    if relay == "postern":
+        attempts = sum(int(v) for v in re.findall(r"^postern_deliveries_total\{[^}]*\} (\d+)", metrics, re.M))
+        extra = sink_count(counter) - c0 - N
+        if attempts != N or extra:
+            raise Fail(f"postern made {attempts} delivery attempts for {N} messages and the sink has {extra} "
+                       "more: the deep queue fell due during the run")
+    else:
+        with open(logf, "rb") as f:
+            f.seek(log_from)
+            if f"to=<{DOWN_RCPT}>".encode() in f.read():
+                raise Fail(f"Postfix attempted the deep queue ({DOWN_RCPT}) during the run: it fell due")
 
 
 def deep_main(tmp):
