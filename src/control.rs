@@ -463,9 +463,7 @@ fn in_state(env: &Envelope, state: &str) -> bool {
 }
 
 fn schedule_key(env: &Envelope) -> Vec<u8> {
-    let mut k = env.next_attempt.to_be_bytes().to_vec();
-    k.extend_from_slice(env.id.as_bytes());
-    k
+    queue::schedule_key(env.next_attempt, &env.id)
 }
 
 /// Makes messages due now: a synced write per 1000 messages, not per

@@ -191,6 +191,17 @@ impl Engine {
         }
     }
 
+    /// Deletes a `schedule` entry that no longer stands for its message.
+    /// Usually the attempt that moved the message already deleted it; not
+    /// synced: if the delete is lost, a later pass finds the entry stale
+    /// again.
+    fn drop_stale_entry(&self, skey: &[u8]) {
+        let _ = self
+            .shared
+            .store
+            .write(Batch::default().delete("schedule", skey), false);
+    }
+
     /// Sends the TLS reports whose period has ended.
     async fn send_reports(&self) {
         let cfg = self.shared.config();
@@ -232,13 +243,16 @@ impl Engine {
         let id2 = id.to_string();
         let loaded = tokio::task::spawn_blocking(move || queue::get(&store, &id2)).await;
         let (mut env, body) = match loaded {
+            Ok(Ok(Some((env, _)))) if !queue::is_current_entry(&env, &skey) => {
+                // Rescheduled or held since this entry was read; the
+                // message's current entry (if any) stands for it.
+                self.drop_stale_entry(&skey);
+                return;
+            }
             Ok(Ok(Some(x))) => x,
             Ok(Ok(None)) => {
-                // A schedule entry whose message is gone: drop the entry.
-                let _ = self
-                    .shared
-                    .store
-                    .write(Batch::default().delete("schedule", &skey), true);
+                // The message is gone (delivered since this entry was read).
+                self.drop_stale_entry(&skey);
                 return;
             }
             Ok(Err(e)) => {

@@ -169,6 +169,17 @@ pub fn schedule_key(due: u64, id: &str) -> Vec<u8> {
     k
 }
 
+/// Whether `skey`, a `schedule` entry read for the message `env`, is still
+/// the message's entry: the only one a delivery may act on. A pass reads
+/// its due entries and then dispatches them one by one, waiting for
+/// delivery slots; meanwhile an earlier attempt may have rescheduled the
+/// message (its entry moved to the next retry) or the operator held it
+/// (its entry deleted). Acting on the old entry would retry before the
+/// backoff, leave the message with two entries, or deliver a held message.
+pub fn is_current_entry(env: &Envelope, skey: &[u8]) -> bool {
+    !env.held && schedule_key(env.next_attempt, &env.id) == skey
+}
+
 /// Stores a new message durably (fsync) in one atomic batch.
 pub fn enqueue(store: &Store, env: &Envelope, message: &[u8]) -> Result<(), String> {
     let value = serde_json::to_vec(env).map_err(|e| e.to_string())?;
@@ -346,6 +357,23 @@ mod tests {
             assert_eq!(body.len(), 1024);
             assert_eq!(e.size, 1024);
         }
+    }
+
+    #[test]
+    fn only_the_current_schedule_entry_is_acted_on() {
+        let mut env = Envelope::internal("00B7".into(), "b@example.net", 10, false, "dsn", "h");
+        env.next_attempt = 5_000;
+        let entry = schedule_key(5_000, "00B7");
+        assert!(is_current_entry(&env, &entry));
+        // rescheduled by an attempt since the entry was read
+        env.next_attempt = 5_600;
+        assert!(!is_current_entry(&env, &entry));
+        assert!(is_current_entry(&env, &schedule_key(5_600, "00B7")));
+        // another message's entry at the same time
+        assert!(!is_current_entry(&env, &schedule_key(5_600, "00B8")));
+        // held by the operator: no entry is current
+        env.held = true;
+        assert!(!is_current_entry(&env, &schedule_key(5_600, "00B7")));
     }
 
     #[test]
