@@ -28,8 +28,12 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Turns true when the daemon starts stopping.
     pub stopping: watch::Receiver<bool>,
-    /// Wakes the delivery scheduler (a message was queued).
+    /// Wakes the delivery scheduler for a pass over the store (a retry
+    /// due sooner, `queue retry`, a queued report).
     pub wake: tokio::sync::Notify,
+    /// Newly accepted messages, handed to the scheduler without a pass
+    /// over the store (`delivery/handoff.rs`).
+    pub handoff: crate::delivery::handoff::Handoff,
     /// The last results of the health checks (`/healthz`, `STATUS=`).
     pub health: crate::health::Health,
     /// The last self-check of the operator's own MX hosts.
@@ -114,6 +118,7 @@ pub async fn run(
         connections: AtomicUsize::new(0),
         stopping: stop_rx,
         wake: tokio::sync::Notify::new(),
+        handoff: Default::default(),
         health: crate::health::Health::default(),
         selfcheck: crate::selfcheck::Last::default(),
     });

@@ -11,6 +11,7 @@
 pub mod attempt;
 pub mod client;
 pub mod dsn;
+pub mod handoff;
 pub mod pool;
 pub mod schedule;
 pub mod sts;
@@ -97,6 +98,10 @@ impl Engine {
             .unwrap_or_else(tokio::time::Instant::now);
         let mut last_reports = tokio::time::Instant::now();
         let mut cursor = schedule::Cursor::new();
+        // Whether this turn reads the store (else it only starts what the
+        // sessions handed over), and when the next read is planned.
+        let mut store_pass = true;
+        let mut wake_at = tokio::time::Instant::now();
         loop {
             if last_reports.elapsed() >= Duration::from_secs(60) {
                 last_reports = tokio::time::Instant::now();
@@ -122,6 +127,23 @@ impl Engine {
             if *stopping.borrow() {
                 return;
             }
+            // New messages first: they are due now, and the sessions that
+            // stored them wait for nothing else.
+            let handed = self.shared.handoff.take();
+            let now = queue::now_secs();
+            let (due_now, later): (Vec<_>, Vec<_>) = handed
+                .entries
+                .into_iter()
+                .partition(|(skey, _)| schedule::due_at(skey).is_some_and(|t| t <= now));
+            store_pass |= handed.overflowed || !later.is_empty();
+            if !self.dispatch(due_now).await {
+                return;
+            }
+            if !store_pass {
+                self.sleep_or_wake(&mut stopping, wake_at, &mut store_pass)
+                    .await;
+                continue;
+            }
             self.sleeping_until.store(0, Ordering::SeqCst);
             let now = queue::now_secs();
             let from = cursor.start(now);
@@ -133,27 +155,8 @@ impl Engine {
             .unwrap_or_default();
             let taken = due.len();
             let last = due.last().map(|(k, _)| k.clone());
-            for (skey, id) in due {
-                if !self
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.clone())
-                {
-                    continue;
-                }
-                let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let me = self.clone();
-                tokio::spawn(async move {
-                    me.deliver(&id, skey).await;
-                    me.in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                    drop(permit);
-                });
+            if !self.dispatch(due).await {
+                return;
             }
             self.pool.reap();
             if cursor.after(taken, last.as_deref()) {
@@ -183,12 +186,57 @@ impl Engine {
                 next_due.unwrap_or(u64::MAX).min(cursor.full_due()),
                 Ordering::SeqCst,
             );
-            tokio::select! {
-                _ = tokio::time::sleep(nap) => {}
-                _ = self.shared.wake.notified() => {}
-                _ = stopping.changed() => {}
-            }
+            wake_at = tokio::time::Instant::now() + nap;
+            self.sleep_or_wake(&mut stopping, wake_at, &mut store_pass)
+                .await;
         }
+    }
+
+    /// Waits for the planned pass over the store (`wake_at`), a wake-up
+    /// that asks for one (a retry due sooner, `queue retry`, a DSN), a
+    /// handed-over message, or the stop; says in `store_pass` whether the
+    /// next turn reads the store.
+    async fn sleep_or_wake(
+        &self,
+        stopping: &mut tokio::sync::watch::Receiver<bool>,
+        wake_at: tokio::time::Instant,
+        store_pass: &mut bool,
+    ) {
+        *store_pass = tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => true,
+            _ = self.shared.wake.notified() => true,
+            _ = self.shared.handoff.ready.notified() => false,
+            _ = stopping.changed() => true,
+        };
+    }
+
+    /// Starts the delivery of each entry whose message is not being
+    /// delivered already, as delivery slots free up; false once the slots
+    /// are closed.
+    async fn dispatch(self: &Arc<Self>, entries: Vec<handoff::Entry>) -> bool {
+        for (skey, id) in entries {
+            if !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone())
+            {
+                continue;
+            }
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return false;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.deliver(&id, skey).await;
+                me.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                drop(permit);
+            });
+        }
+        true
     }
 
     /// Deletes a `schedule` entry that no longer stands for its message.
@@ -758,7 +806,7 @@ fn next_due(store: &crate::store::Store, now: u64) -> Option<u64> {
     let k = store
         .first_key_from("schedule", &(now + 1).to_be_bytes())
         .ok()??;
-    Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
+    schedule::due_at(&k)
 }
 
 #[cfg(test)]

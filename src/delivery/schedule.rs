@@ -101,6 +101,11 @@ impl Cursor {
     }
 }
 
+/// When a `schedule` key is due (Unix seconds): its first eight bytes.
+pub fn due_at(skey: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(skey.get(..8)?.try_into().ok()?))
+}
+
 /// How long to sleep at `now_ms` (Unix milliseconds) when the next schedule
 /// entry is due at `next_due` (Unix seconds; `None`: the schedule holds
 /// nothing later) and the next periodic job at `job_ms`.
@@ -132,6 +137,12 @@ mod tests {
         assert!(!c.after(0, None));
         assert_eq!(c.start(1000 + FULL_EVERY_SECS), Vec::<u8>::new());
         assert_eq!(c.full_due(), 1000 + 2 * FULL_EVERY_SECS);
+    }
+
+    #[test]
+    fn a_key_says_when_it_is_due() {
+        assert_eq!(due_at(&schedule_key(1_234, "00A1")), Some(1_234));
+        assert_eq!(due_at(b"short"), None);
     }
 
     #[test]

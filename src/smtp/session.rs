@@ -489,7 +489,10 @@ impl Session {
                 if !env.recipients.is_empty() {
                     tracing::info!(id = %id, from = %env.sender, rcpts = env.recipients.len(), size = env.size,
                         peer = %self.peer, tls = self.conn.tls.as_deref().unwrap_or("none"), "accepted");
-                    self.shared.wake.notify_one();
+                    self.shared.handoff.push(
+                        queue::schedule_key(env.next_attempt, &env.id),
+                        env.id.clone(),
+                    );
                 }
                 self.conn.reply(&format!("250 2.0.0 {id} Message accepted"));
             }
