@@ -5,8 +5,9 @@
 //! The `schedule` family is an index `due time ‖ queue id`, so what is due
 //! is a prefix of it. Reading that prefix from its start on every pass would
 //! cost, with a deep queue, the entries in flight and every entry deleted
-//! since the last compaction (RocksDB steps over deletions one by one) — on
-//! each accepted message. Instead:
+//! since the last compaction (RocksDB steps over deletions one by one).
+//! Newly accepted messages do not need a pass at all: the sessions hand
+//! them over (`handoff.rs`). For the rest:
 //!
 //! - a pass that took a full batch is followed at once by one that continues
 //!   after the last key taken (a backlog is read once, not once per batch);
