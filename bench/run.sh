@@ -20,7 +20,7 @@
 #   BENCH_JSON=FILE       also write every run's raw numbers as JSON
 #   BENCH_RESUMPTION_MESSAGES=1000  messages per run of `resumption`
 #   BENCH_TLS_VERSIONS=1.3,1.2      TLS versions of `resumption` (the sink allows only that one)
-#   BENCH_DEEP=1000000    deferred messages of `deep` (filled once, kept in BENCH_DEEP_DIR-N)
+#   BENCH_DEEP=1000000    deferred messages of `deep` (kept in BENCH_DEEP_DIR-N, filled anew after 12 h)
 #   BENCH_DEEP_SIZE=1024  their size in bytes
 #   BENCH_DEEP_DIR=/var/tmp/postern-deep   where the filled store is kept between invocations
 #   BENCH_DEEP_PHASES=empty,deep,drain     what `deep` measures
