@@ -1160,8 +1160,6 @@ fn combine_ips(
 
 // ------------------------------------------------------------------ names
 
-/// The most preferred exchanges of an MX answer (at most 4), named as
-/// [`Resolver::mx`] names them; none for a null MX (RFC 7505).
 /// Whether `resp` carries a signature over its `rtype` answer (whether it
 /// validates is the validator's business; this only says the zone signs).
 fn is_signed(resp: &DnsResponse, rtype: RecordType) -> bool {
@@ -1170,6 +1168,8 @@ fn is_signed(resp: &DnsResponse, rtype: RecordType) -> bool {
     })
 }
 
+/// The most preferred exchanges of an MX answer (at most 4), named as
+/// [`Resolver::mx`] names them; none for a null MX (RFC 7505).
 fn preferred_exchanges(resp: &DnsResponse) -> Vec<String> {
     let mx: Vec<_> = resp
         .answers
