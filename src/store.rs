@@ -325,6 +325,18 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Bytes in the write-ahead log files of the store at `dir` (tests: what
+/// a start would replay).
+#[cfg(test)]
+pub(crate) fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,16 +371,6 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.get("queue", b"k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(s.count("messages").unwrap(), 1);
-    }
-
-    /// Bytes in the write-ahead log files of the store at `dir`.
-    fn wal_bytes(dir: &Path) -> u64 {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-            .map(|e| e.metadata().unwrap().len())
-            .sum()
     }
 
     #[test]

@@ -339,12 +339,7 @@ mod tests {
         assert_eq!(seen, 2500);
         // Flushed like a clean stop: the 2.5 MB of bodies are in tables,
         // not in a log the next start would replay.
-        let log: u64 = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-            .map(|e| e.metadata().unwrap().len())
-            .sum();
+        let log = crate::store::wal_bytes(dir.path());
         assert!(log < 4096, "{log} bytes of log left after the fill");
         assert_eq!(store.count("schedule").unwrap(), 2500);
         let all = list(&store).unwrap();
