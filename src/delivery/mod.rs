@@ -140,8 +140,7 @@ impl Engine {
                 return;
             }
             if !store_pass {
-                self.sleep_or_wake(&mut stopping, wake_at, &mut store_pass)
-                    .await;
+                store_pass = self.sleep_or_wake(&mut stopping, wake_at).await;
                 continue;
             }
             self.sleeping_until.store(0, Ordering::SeqCst);
@@ -187,27 +186,25 @@ impl Engine {
                 Ordering::SeqCst,
             );
             wake_at = tokio::time::Instant::now() + nap;
-            self.sleep_or_wake(&mut stopping, wake_at, &mut store_pass)
-                .await;
+            store_pass = self.sleep_or_wake(&mut stopping, wake_at).await;
         }
     }
 
     /// Waits for the planned pass over the store (`wake_at`), a wake-up
     /// that asks for one (a retry due sooner, `queue retry`, a DSN), a
-    /// handed-over message, or the stop; says in `store_pass` whether the
-    /// next turn reads the store.
+    /// handed-over message, or the stop; whether the next turn reads the
+    /// store.
     async fn sleep_or_wake(
         &self,
         stopping: &mut tokio::sync::watch::Receiver<bool>,
         wake_at: tokio::time::Instant,
-        store_pass: &mut bool,
-    ) {
-        *store_pass = tokio::select! {
+    ) -> bool {
+        tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => true,
             _ = self.shared.wake.notified() => true,
             _ = self.shared.handoff.ready.notified() => false,
             _ = stopping.changed() => true,
-        };
+        }
     }
 
     /// Starts the delivery of each entry whose message is not being
