@@ -6,7 +6,8 @@ set -euo pipefail
 need=(clang libclang-dev)
 if [ "${1:-build}" = test ]; then
   need+=(knot knot-dnsutils unbound postfix nginx swaks dnsutils ldnsutils gnutls-bin
-         nix-bin mypy openssl curl systemd iproute2 procps python3 chromium)
+         nix-bin mypy openssl curl systemd iproute2 procps python3 chromium
+         strace)  # strace: smtp_crash checks that the fsync comes before the 250
 fi
 missing=()
 for p in "${need[@]}"; do
